@@ -1,0 +1,50 @@
+"""The 11 nucleated bone-marrow cell classes, in the project's fixed order.
+
+The order, abbreviations and display colours are part of the public interface: category ids in
+every COCO json this project writes are ``index + 1`` in :data:`MARROW_CLASSES`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Tuple
+
+
+class CellClass(NamedTuple):
+    abbr: str  # short name used in configs, tables and the Visualizer
+    name: str  # full hematology name
+    color: Tuple[int, int, int]  # RGB display colour for the Visualizer
+
+
+MARROW_CLASSES: List[CellClass] = [
+    CellClass("Prim", "blast / primitive cell", (230, 25, 75)),
+    CellClass("Lym", "lymphocyte", (60, 180, 75)),
+    CellClass("Mono", "monocyte", (255, 150, 25)),
+    CellClass("Plas", "plasma cell", (0, 130, 200)),
+    CellClass("Red", "nucleated red cell", (145, 30, 180)),
+    CellClass("Promy", "promyelocyte", (70, 240, 240)),
+    CellClass("Myelo", "neutrophilic myelocyte", (240, 50, 230)),
+    CellClass("Late", "neutrophilic metamyelocyte", (170, 110, 40)),
+    CellClass("Rods", "band neutrophil", (0, 128, 128)),
+    CellClass("Lobu", "segmented neutrophil", (128, 0, 0)),
+    CellClass("Eosl", "eosinophil", (255, 225, 25)),
+]
+
+MARROW_ABBRS: List[str] = [c.abbr for c in MARROW_CLASSES]
+MARROW_NAMES: List[str] = [c.name for c in MARROW_CLASSES]
+MARROW_COLORS: List[Tuple[int, int, int]] = [c.color for c in MARROW_CLASSES]
+
+
+def marrow_metadata() -> Dict[str, object]:
+    """Metadata for ``MetadataCatalog.get(name).set(**marrow_metadata())``."""
+    return {
+        "thing_classes": list(MARROW_ABBRS),
+        "thing_colors": list(MARROW_COLORS),
+        "thing_full_names": list(MARROW_NAMES),
+    }
+
+
+def coco_categories() -> List[Dict[str, object]]:
+    """COCO ``categories`` entries for the marrow classes (ids start at 1)."""
+    return [
+        {"id": i + 1, "name": c.abbr, "supercategory": "cell", "full_name": c.name}
+        for i, c in enumerate(MARROW_CLASSES)
+    ]

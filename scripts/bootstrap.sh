@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Creates (or completes) the project's virtual environment, then writes a stamp so that a second
+# run costs nothing. A torch / detectron2 that is already importable (a CUDA build, an official
+# detectron2 build) is kept: the venv sees the interpreter's site-packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+D2_SPEC=${D2_SPEC:-"sal-detectron2==0.7.2"}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[bootstrap] creating $VENV (with access to $PYTHON's site-packages)"
+  "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+
+if "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  echo "[bootstrap] keeping $("$PY" -c 'import torch, torchvision as tv; print("torch", torch.__version__, "torchvision", tv.__version__)')"
+else
+  echo "[bootstrap] installing $TORCH_SPEC (CPU wheels from PyPI; see README for CUDA builds)"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install $TORCH_SPEC
+fi
+
+if "$PY" -c "import detectron2" 2>/dev/null; then
+  echo "[bootstrap] keeping detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)')"
+else
+  # detectron2's pure-Python code (upstream main of 2024-04-17); its compiled _C is not used.
+  SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "[bootstrap] installing detectron2 ($D2_SPEC) into $SITE"
+  "${PIP[@]}" install --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
+    --target "$SITE" --upgrade "$D2_SPEC" 2>&1 | grep -v "is ignored: it is neither" || true
+  "$PY" -c "import detectron2" || { echo "[bootstrap] detectron2 install failed" >&2; exit 1; }
+fi
+
+echo "[bootstrap] installing bmc-detectron (editable, with dev extras)"
+"${PIP[@]}" install -e ".[dev]"
+"$PY" -c "import bmc_detectron, detectron2, torch; print('[bootstrap] ready: torch', torch.__version__, '| detectron2', detectron2.__version__)"
