@@ -1,0 +1,145 @@
+"""Configuration namespace of bmc-detectron.
+
+Every key this project adds lives under ``MODEL.BMC`` (model) or ``BMC`` (data, augmentation,
+evaluation). :func:`add_bmc_config` adds them to a config object; it never touches detectron2's
+global defaults, so ``detectron2.config.get_cfg()`` stays stock.
+"""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+
+def _add_model_config(cfg: CN) -> None:
+    bmc = cfg.MODEL.BMC = CN()
+
+    # ---- Neck: FPN followed by a bottom-up path-aggregation path (PANet) with SE fusion ----
+    bmc.NECK = CN()
+    # ResNet stages fed to the FPN, lowest first (e.g. ["res3", "res4", "res5"] or with "res2").
+    bmc.NECK.IN_FEATURES = ["res3", "res4", "res5"]
+    # Channels of every FPN / PAN output level.
+    bmc.NECK.OUT_CHANNELS = 256
+    # Normalisation in the FPN and PAN convs: "" (none), "GN" or "BN" (any detectron2 get_norm name).
+    bmc.NECK.NORM = ""
+    # FPN top-down fusion: "sum" or "avg" (detectron2's FPN option).
+    bmc.NECK.FUSE_TYPE = "sum"
+    # Add the bottom-up path N_low = P_low, N_{i+1} = Conv3x3(w * Down(N_i) + P_{i+1}).
+    bmc.NECK.PAN = True
+    # Weight the downsampled lower level with SE-style channel attention computed from P_{i+1}.
+    bmc.NECK.ATTENTION = True
+    # Reduction ratio of the SE bottleneck (channels -> channels / ratio -> channels).
+    bmc.NECK.SE_REDUCTION = 16
+    # Extra levels on top of the last PAN/FPN level: "P6P7" (RetinaNet), "P6" or "" (none).
+    bmc.NECK.TOP_BLOCK = "P6P7"
+    # Input of the extra levels: "p5" (last PAN/FPN output, as in FCOS) or "res5" (RetinaNet).
+    bmc.NECK.TOP_BLOCK_IN = "p5"
+
+    # ---- Label assignment (one assigner per file in modeling/assigners) ----
+    bmc.ASSIGNER = CN()
+    # Registered assigner: "MaxIoU", "ATSS", "OTA", "SimOTA", "PAA" or "DynamicSoft".
+    bmc.ASSIGNER.NAME = "MaxIoU"
+    # MaxIoU: allow each gt to keep its best anchor below the foreground threshold (RetinaNet).
+    bmc.ASSIGNER.ALLOW_LOW_QUALITY_MATCHES = True
+    # ATSS: candidates per level and gt (see ATSS.TOPK_PER_LOCATION for what k counts).
+    bmc.ASSIGNER.ATSS_TOPK = 9
+    # ATSS: True -> k locations (k x anchors-per-location anchors); False -> k anchors (paper).
+    bmc.ASSIGNER.ATSS_TOPK_PER_LOCATION = False
+    # OTA / SimOTA / DynamicSoft: weight of the IoU cost relative to the classification cost.
+    bmc.ASSIGNER.IOU_WEIGHT = 3.0
+    # OTA / SimOTA: centre-prior radius in units of the anchor's stride.
+    bmc.ASSIGNER.CENTER_RADIUS = 2.5
+    # OTA / SimOTA / DynamicSoft: dynamic k of a gt = sum of its top-q candidate IoUs (>= 1).
+    bmc.ASSIGNER.DYNAMIC_TOPQ = 10
+    # OTA: Sinkhorn entropy regularisation epsilon.
+    bmc.ASSIGNER.SINKHORN_EPS = 0.1
+    # OTA: number of Sinkhorn iterations.
+    bmc.ASSIGNER.SINKHORN_ITERS = 50
+    # OTA / SimOTA: cost added to anchors outside the gt box and its centre region.
+    bmc.ASSIGNER.OUTSIDE_COST = 1.0e5
+    # OTA / SimOTA / DynamicSoft: at most this many candidates per gt before the cost (memory bound).
+    bmc.ASSIGNER.MAX_CANDIDATES = 1000
+    # PAA: pre-assigned candidates per level and gt (by IoU with the anchors).
+    bmc.ASSIGNER.PAA_TOPK = 9
+    # PAA: EM iterations of the per-gt two-component Gaussian mixture.
+    bmc.ASSIGNER.PAA_EM_ITERS = 10
+    # PAA: weight of the IoU loss in the anchor score.
+    bmc.ASSIGNER.PAA_IOU_WEIGHT = 1.0
+    # DynamicSoft: base of the soft centre prior, 10^(distance / stride - shift).
+    bmc.ASSIGNER.SOFT_CENTER_POWER = 10.0
+    # DynamicSoft: candidates per gt are anchors whose centre lies inside the gt box.
+    bmc.ASSIGNER.SOFT_CENTER_SHIFT = 3.0
+
+    # ---- Losses ----
+    bmc.LOSS = CN()
+    # Classification loss: "focal" (sigmoid focal), "varifocal" or "quality_focal".
+    bmc.LOSS.CLS_TYPE = "focal"
+    # Use IoU(decoded prediction, gt) as the classification target of positives (soft labels).
+    bmc.LOSS.SOFT_LABELS = False
+    # Weight of the classification loss.
+    bmc.LOSS.CLS_WEIGHT = 1.0
+    # Weight of the box regression loss (its type is MODEL.RETINANET.BBOX_REG_LOSS_TYPE).
+    bmc.LOSS.BOX_WEIGHT = 1.0
+    # Varifocal loss: alpha (negatives) and gamma.
+    bmc.LOSS.VFL_ALPHA = 0.75
+    # Varifocal loss gamma.
+    bmc.LOSS.VFL_GAMMA = 2.0
+    # Quality focal loss beta.
+    bmc.LOSS.QFL_BETA = 2.0
+
+    # ---- Head ----
+    bmc.HEAD = CN()
+    # Dilation of each conv of the cls/box towers (one entry per MODEL.RETINANET.NUM_CONVS, or one).
+    bmc.HEAD.DILATIONS = [1]
+    # Make the last conv of each tower deformable.
+    bmc.HEAD.DEFORM_LAST = False
+    # Deformable convs in the head are modulated (DCNv2) rather than DCNv1.
+    bmc.HEAD.DEFORM_MODULATED = True
+
+    # ---- Backbone extras (deformable ResNet stages use MODEL.RESNETS.DEFORM_*; here via
+    # torchvision.ops.deform_conv2d, never detectron2._C) ----
+    bmc.BACKBONE = CN()
+    # Dilation of the 3x3 conv in each ResNet stage res2..res5 (1 = none). Strides are unchanged.
+    bmc.BACKBONE.STAGE_DILATIONS = [1, 1, 1, 1]
+
+
+def _add_data_config(cfg: CN) -> None:
+    bmc = cfg.BMC = CN()
+    # Training augmentation for smears (all applied after the resize).
+    bmc.AUG = CN()
+    # Random horizontal flip with probability 0.5.
+    bmc.AUG.HFLIP = True
+    # Random vertical flip with probability 0.5.
+    bmc.AUG.VFLIP = True
+    # Random rotation by a multiple of 90 degrees.
+    bmc.AUG.ROT90 = True
+    # Brightness jitter range (factor), [] to disable.
+    bmc.AUG.BRIGHTNESS = [0.85, 1.15]
+    # Contrast jitter range (factor), [] to disable.
+    bmc.AUG.CONTRAST = [0.85, 1.15]
+    # Saturation jitter range (factor), [] to disable (stain intensity variation).
+    bmc.AUG.SATURATION = [0.8, 1.2]
+
+    bmc.DATA = CN()
+    # Validate every image (readable, size) and box before training starts.
+    bmc.DATA.CHECK_IMAGES = True
+
+    bmc.EVAL = CN()
+    # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.
+    bmc.EVAL.METRICS_FILE = "coco_metrics.json"
+
+
+def add_bmc_config(cfg: CN) -> CN:
+    """Add every bmc-detectron key (``MODEL.BMC.*`` and ``BMC.*``) to ``cfg`` in place.
+
+    Returns ``cfg`` for chaining. Calling it twice is harmless.
+    """
+    if "BMC" not in cfg.MODEL:
+        _add_model_config(cfg)
+    if "BMC" not in cfg:
+        _add_data_config(cfg)
+    return cfg
+
+
+def get_bmc_cfg() -> CN:
+    """A fresh copy of detectron2's defaults with the bmc-detectron keys added."""
+    return add_bmc_config(get_cfg())

@@ -1,0 +1,141 @@
+"""The training/evaluation entry points: a DefaultTrainer subclass and the config set-up."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import List, Optional, Sequence
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.data.build import filter_images_with_only_crowd_annotations
+from detectron2.engine import DefaultTrainer, default_setup
+
+from ..config import get_bmc_cfg
+from ..data.augment import build_bmc_augmentations
+from ..data.checks import check_dataset_dicts
+from ..evaluation import BMCCOCOEvaluator
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used."""
+
+
+def load_checked_dicts(cfg: CfgNode, names: Sequence[str], filter_empty: bool) -> List[dict]:
+    """Load registered datasets and validate every record before any training starts.
+
+    Unreadable images, unknown classes and invalid boxes are reported by file (see
+    :func:`~bmc_detectron.data.checks.check_dataset_dicts`); invalid boxes are dropped.
+    """
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    dicts: List[dict] = []
+    for name in names:
+        if name not in DatasetCatalog.list():
+            raise ConfigError(f"dataset {name!r} is not registered; known: {DatasetCatalog.list()}")
+        thing_classes = MetadataCatalog.get(name).get("thing_classes")
+        if thing_classes is not None and len(thing_classes) != num_classes:
+            raise ConfigError(
+                f"dataset {name!r} has {len(thing_classes)} classes but "
+                f"MODEL.RETINANET.NUM_CLASSES is {num_classes}"
+            )
+        dicts += check_dataset_dicts(
+            DatasetCatalog.get(name), name, num_classes, check_images=cfg.BMC.DATA.CHECK_IMAGES
+        )
+    if filter_empty:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    if not dicts:
+        raise ConfigError(f"no training images with annotations in {list(names)}")
+    return dicts
+
+
+class BMCTrainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with checked data, smear augmentation and per-class COCO AP."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        dicts = load_checked_dicts(
+            cfg, cfg.DATASETS.TRAIN, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        mapper = DatasetMapper(cfg, True, augmentations=build_bmc_augmentations(cfg, True))
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        dicts = load_checked_dicts(cfg, [dataset_name], filter_empty=False)
+        mapper = DatasetMapper(cfg, False, augmentations=build_bmc_augmentations(cfg, False))
+        return build_detection_test_loader(dicts, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return BMCCOCOEvaluator(
+            dataset_name,
+            output_dir=output_folder,
+            metrics_file=cfg.BMC.EVAL.METRICS_FILE,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+
+
+def _merge(cfg: CfgNode, source: str, merge) -> None:
+    try:
+        merge()
+    except KeyError as e:
+        raise ConfigError(f"{source}: {e.args[0] if e.args else e}") from None
+    except (ValueError, AssertionError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CfgNode:
+    """A frozen config: bmc defaults, then ``config_file``, then ``KEY VALUE`` overrides.
+
+    Raises :class:`ConfigError` naming the file or key on unknown keys, bad values, a missing file
+    or a weights path that would need a download.
+    """
+    cfg = get_bmc_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"{config_file}: config file not found")
+        _merge(cfg, config_file, lambda: cfg.merge_from_file(config_file))
+    if opts:
+        _merge(cfg, "command-line overrides", lambda: cfg.merge_from_list(list(opts)))
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" in weights:
+        raise ConfigError(
+            f"MODEL.WEIGHTS {weights!r}: nothing is downloaded at run time; give a local "
+            ".pth/.pkl path or leave it empty to train from scratch"
+        )
+    if weights and not os.path.isfile(weights):
+        raise ConfigError(f"MODEL.WEIGHTS {weights!r}: file not found")
+    cfg.freeze()
+    return cfg
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Config plus detectron2's logging / seeding / output-dir set-up for a command-line run."""
+    cfg = build_cfg(args.config_file, args.opts)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args: argparse.Namespace):
+    """Train (optionally resuming) or, with ``--eval-only``, evaluate; returns the metrics."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = BMCTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return BMCTrainer.test(cfg, model)
+    trainer = BMCTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

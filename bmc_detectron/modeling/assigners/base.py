@@ -1,0 +1,107 @@
+"""The label-assignment contract shared by every assigner.
+
+An assigner labels the anchors of **one image**. It follows detectron2's ``Matcher`` convention:
+
+- ``matched_idxs`` (R,) int64: index of the gt each anchor is matched to (any value, e.g. 0, for
+  anchors that are not foreground);
+- ``labels`` (R,) int8: 1 foreground, 0 background, -1 ignored (no loss).
+
+:class:`~bmc_detectron.modeling.meta_arch.BMCRetinaNet` turns these into class labels in
+``0..K`` (``K`` = background) exactly as detectron2's ``RetinaNet.label_anchors`` does.
+
+Assigners whose decision depends on the current predictions (OTA, SimOTA, PAA, DynamicSoft) set
+``needs_predictions = True`` and receive **detached** per-anchor logits and decoded boxes. They must
+work for images without gt, run under ``torch.no_grad()``, compute costs in float32, contain no
+Python loop over anchors, and never build a (gt x anchors x classes) tensor.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional
+
+import torch
+from detectron2.utils.registry import Registry
+from torch import Tensor
+
+ASSIGNER_REGISTRY = Registry("BMC_ASSIGNER")
+ASSIGNER_REGISTRY.__doc__ = """Label assigners; the name is MODEL.BMC.ASSIGNER.NAME."""
+
+
+class AnchorLayout(NamedTuple):
+    """The anchors of one image, all levels concatenated.
+
+    Attributes:
+        boxes: (R, 4) XYXY anchors, level after level; inside a level the order is
+            (H, W, A) as produced by detectron2's ``DefaultAnchorGenerator``.
+        num_per_level: anchors per level, summing to R.
+        num_per_location: anchors per feature-map location (A), the same on every level.
+        strides: stride in pixels of each level.
+    """
+
+    boxes: Tensor
+    num_per_level: List[int]
+    num_per_location: int
+    strides: List[int]
+
+    def level_strides(self) -> Tensor:
+        """(R,) float stride of each anchor's level."""
+        counts = torch.as_tensor(self.num_per_level, device=self.boxes.device)
+        strides = torch.as_tensor(self.strides, dtype=torch.float32, device=self.boxes.device)
+        return torch.repeat_interleave(strides, counts)
+
+    def centers(self) -> Tensor:
+        """(R, 2) anchor centres (x, y)."""
+        return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+
+
+class AssignResult(NamedTuple):
+    """Output of an assigner; see the module docstring."""
+
+    matched_idxs: Tensor  # (R,) int64
+    labels: Tensor  # (R,) int8 in {-1, 0, 1}
+
+
+class BaseAssigner:
+    """Base class: subclasses implement :meth:`assign` for one image."""
+
+    #: whether :meth:`assign` needs ``pred_logits`` and ``pred_boxes``
+    needs_predictions: bool = False
+
+    def assign(
+        self,
+        anchors: AnchorLayout,
+        gt_boxes: Tensor,
+        gt_classes: Tensor,
+        pred_logits: Optional[Tensor] = None,
+        pred_boxes: Optional[Tensor] = None,
+    ) -> AssignResult:
+        """Label the anchors of one image.
+
+        Args:
+            anchors: the image's anchors (R of them).
+            gt_boxes: (G, 4) XYXY gt boxes; G may be 0.
+            gt_classes: (G,) int64 class indices in 0..K-1.
+            pred_logits: (R, K) detached classification logits, if ``needs_predictions``.
+            pred_boxes: (R, 4) detached decoded XYXY boxes, if ``needs_predictions``.
+        """
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs) -> AssignResult:
+        with torch.no_grad():
+            return self.assign(*args, **kwargs)
+
+
+def empty_result(num_anchors: int, device: torch.device) -> AssignResult:
+    """Every anchor background: the answer for an image without gt."""
+    return AssignResult(
+        torch.zeros(num_anchors, dtype=torch.int64, device=device),
+        torch.zeros(num_anchors, dtype=torch.int8, device=device),
+    )
+
+
+def build_assigner(cfg) -> BaseAssigner:
+    """Build the assigner named by ``cfg.MODEL.BMC.ASSIGNER.NAME``."""
+    name = cfg.MODEL.BMC.ASSIGNER.NAME
+    if name not in ASSIGNER_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in ASSIGNER_REGISTRY))
+        raise KeyError(f"MODEL.BMC.ASSIGNER.NAME: unknown assigner {name!r}; known: {known}")
+    return ASSIGNER_REGISTRY.get(name)(cfg)

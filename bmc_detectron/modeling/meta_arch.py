@@ -1,0 +1,229 @@
+"""BMCRetinaNet: detectron2's RetinaNet with pluggable label assignment and IoU-aware losses."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
+from detectron2.utils.events import get_event_storage
+from torch import Tensor
+
+from .assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
+from .head import BMCRetinaNetHead
+from .losses import one_hot_quality_targets, quality_focal_loss, varifocal_loss
+
+CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
+
+
+@META_ARCH_REGISTRY.register()
+class BMCRetinaNet(RetinaNet):
+    """RetinaNet (Lin et al., ICCV 2017) whose anchor labelling goes through an assigner.
+
+    With the :class:`MaxIoU` assigner, the focal loss and detectron2's head and backbone, it is
+    numerically identical to detectron2's ``RetinaNet``. Assigners that look at predictions
+    (OTA, SimOTA, PAA, DynamicSoft) receive detached logits and decoded boxes; the loss code stays
+    detectron2's, except for the IoU-aware classification losses (varifocal, quality focal).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        assigner: Optional[BaseAssigner] = None,
+        cls_loss_type: str = "focal",
+        soft_labels: bool = False,
+        cls_loss_weight: float = 1.0,
+        box_loss_weight: float = 1.0,
+        vfl_alpha: float = 0.75,
+        vfl_gamma: float = 2.0,
+        qfl_beta: float = 2.0,
+        **kwargs,
+    ):
+        """
+        Args:
+            assigner: labels anchors per image; ``None`` builds detectron2's RetinaNet matcher
+                from ``anchor_matcher``.
+            cls_loss_type: "focal", "varifocal" or "quality_focal".
+            soft_labels: classification target of a positive = IoU(decoded box, gt), not 1.
+            cls_loss_weight, box_loss_weight: multipliers of the two losses.
+            vfl_alpha, vfl_gamma, qfl_beta: parameters of the varifocal / quality focal losses.
+            kwargs: the arguments of detectron2's :class:`RetinaNet`.
+        """
+        super().__init__(**kwargs)
+        if cls_loss_type not in CLS_LOSS_TYPES:
+            raise ValueError(
+                f"MODEL.BMC.LOSS.CLS_TYPE: unknown {cls_loss_type!r}; use one of {CLS_LOSS_TYPES}"
+            )
+        if soft_labels and cls_loss_type == "focal":
+            raise ValueError(
+                "MODEL.BMC.LOSS.SOFT_LABELS needs CLS_TYPE 'varifocal' or 'quality_focal'; the "
+                "sigmoid focal loss takes binary targets"
+            )
+        if assigner is None:
+            m = self.anchor_matcher
+            assigner = MaxIoU(
+                thresholds=m.thresholds[1:-1],
+                labels=m.labels,
+                allow_low_quality_matches=m.allow_low_quality_matches,
+            )
+        self.assigner = assigner
+        self.cls_loss_type = cls_loss_type
+        self.soft_labels = soft_labels
+        self.cls_loss_weight = cls_loss_weight
+        self.box_loss_weight = box_loss_weight
+        self.vfl_alpha, self.vfl_gamma, self.qfl_beta = vfl_alpha, vfl_gamma, qfl_beta
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        feature_shapes = [ret["backbone"].output_shape()[f] for f in cfg.MODEL.RETINANET.IN_FEATURES]
+        ret["head"] = BMCRetinaNetHead(cfg, feature_shapes)
+        loss = cfg.MODEL.BMC.LOSS
+        ret.update(
+            assigner=build_assigner(cfg),
+            cls_loss_type=loss.CLS_TYPE,
+            soft_labels=loss.SOFT_LABELS,
+            cls_loss_weight=loss.CLS_WEIGHT,
+            box_loss_weight=loss.BOX_WEIGHT,
+            vfl_alpha=loss.VFL_ALPHA,
+            vfl_gamma=loss.VFL_GAMMA,
+            qfl_beta=loss.QFL_BETA,
+        )
+        return ret
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4]
+        )
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(
+            anchors, gt_instances, pred_logits, pred_anchor_deltas
+        )
+        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+
+    def anchor_layout(self, anchors: List[Boxes]) -> AnchorLayout:
+        """Concatenate per-level anchors into the assigners' :class:`AnchorLayout`."""
+        num_per_location = self.anchor_generator.num_anchors
+        return AnchorLayout(
+            boxes=Boxes.cat(anchors).tensor,
+            num_per_level=[len(a) for a in anchors],
+            num_per_location=int(num_per_location[0]),
+            strides=[int(s) for s in self.anchor_generator.strides],
+        )
+
+    def _decode_all(self, anchors: Tensor, deltas: List[Tensor]) -> Tensor:
+        """(N, R, 4) decoded boxes from per-level (N, Ri, 4) deltas, without gradients."""
+        deltas = cat(deltas, dim=1).detach().float()
+        n = deltas.shape[0]
+        boxes = self.box2box_transform.apply_deltas(
+            deltas.reshape(-1, 4), anchors.repeat(n, 1).float()
+        )
+        return boxes.view(n, -1, 4)
+
+    @torch.no_grad()
+    def label_anchors(
+        self,
+        anchors: List[Boxes],
+        gt_instances: List[Instances],
+        pred_logits: Optional[List[Tensor]] = None,
+        pred_anchor_deltas: Optional[List[Tensor]] = None,
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Like :meth:`RetinaNet.label_anchors`, through ``self.assigner``.
+
+        Args:
+            anchors: per-level anchors of one image.
+            gt_instances: N per-image gt with ``gt_boxes`` and ``gt_classes``.
+            pred_logits, pred_anchor_deltas: per-level (N, Ri, K) and (N, Ri, 4) predictions,
+                required when the assigner needs predictions.
+
+        Returns:
+            N tensors (R,) of labels in {-1, 0..K} (K = background) and N tensors (R, 4) of
+            matched gt boxes (undefined where not foreground).
+        """
+        layout = self.anchor_layout(anchors)
+        logits = boxes = None
+        if self.assigner.needs_predictions:
+            if pred_logits is None or pred_anchor_deltas is None:
+                raise ValueError(f"{type(self.assigner).__name__} needs the predictions")
+            logits = cat(pred_logits, dim=1).detach()
+            boxes = self._decode_all(layout.boxes, pred_anchor_deltas)
+
+        gt_labels, matched_gt_boxes = [], []
+        for i, gt in enumerate(gt_instances):
+            gt_box = gt.gt_boxes.tensor
+            result = self.assigner(
+                layout,
+                gt_box,
+                gt.gt_classes,
+                None if logits is None else logits[i],
+                None if boxes is None else boxes[i],
+            )
+            if len(gt) > 0:
+                labels_i = gt.gt_classes[result.matched_idxs]
+                labels_i[result.labels == 0] = self.num_classes
+                labels_i[result.labels == -1] = -1
+                matched_gt_boxes.append(gt_box[result.matched_idxs])
+            else:
+                labels_i = torch.full_like(result.matched_idxs, self.num_classes)
+                matched_gt_boxes.append(torch.zeros_like(layout.boxes))
+            gt_labels.append(labels_i)
+        return gt_labels, matched_gt_boxes
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        if self.cls_loss_type == "focal":
+            out = super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        else:
+            out = self._quality_losses(
+                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes
+            )
+        if self.cls_loss_weight != 1.0:
+            out["loss_cls"] = out["loss_cls"] * self.cls_loss_weight
+        if self.box_loss_weight != 1.0:
+            out["loss_box_reg"] = out["loss_box_reg"] * self.box_loss_weight
+        return out
+
+    def _quality_losses(
+        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes
+    ) -> Dict[str, Tensor]:
+        """Varifocal / quality-focal classification loss with hard or IoU targets."""
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        valid_mask = gt_labels >= 0
+        pos_mask = valid_mask & (gt_labels != self.num_classes)
+        num_pos = pos_mask.sum().item()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos / num_images)
+        normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
+
+        logits = cat(pred_logits, dim=1)  # (N, R, K)
+        quality = torch.ones_like(gt_labels, dtype=torch.float32)
+        if self.soft_labels and num_pos > 0:
+            anchor_t = Boxes.cat(anchors).tensor
+            pred = self._decode_all(anchor_t, pred_anchor_deltas)[pos_mask]
+            matched = torch.stack(gt_boxes)[pos_mask]
+            iou = matched_pairwise_iou(Boxes(pred), Boxes(matched))
+            quality[pos_mask] = iou.clamp(min=0.0).float()
+        targets = one_hot_quality_targets(
+            gt_labels[valid_mask], quality[valid_mask], self.num_classes
+        )
+        valid_logits = logits[valid_mask]
+        if self.cls_loss_type == "varifocal":
+            loss_cls = varifocal_loss(
+                valid_logits, targets, alpha=self.vfl_alpha, gamma=self.vfl_gamma
+            )
+        else:
+            loss_cls = quality_focal_loss(valid_logits, targets, beta=self.qfl_beta)
+        loss_box_reg = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
