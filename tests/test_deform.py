@@ -1,0 +1,117 @@
+"""DeformConv2dPack: a fresh layer is the plain conv; offsets and mask are trainable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.layers import Conv2d
+from torch import nn
+
+from bmc_detectron.modeling.deform import DeformConv2dPack
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("deform_num_groups", [1, 2])
+def test_fresh_layer_equals_plain_conv(modulated, stride, dilation, deform_num_groups):
+    torch.manual_seed(0)
+    layer = DeformConv2dPack(
+        4,
+        6,
+        3,
+        stride=stride,
+        padding=dilation,
+        dilation=dilation,
+        modulated=modulated,
+        deform_num_groups=deform_num_groups,
+    )
+    x = torch.randn(2, 4, 9, 11)
+    expected = F.conv2d(x, layer.weight, layer.bias, stride, dilation, dilation)
+    out = layer(x)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_offset_channels_and_mask_range():
+    dcn1 = DeformConv2dPack(4, 4, 3, padding=1, deform_num_groups=2)
+    dcn2 = DeformConv2dPack(4, 4, 3, padding=1, deform_num_groups=2, modulated=True)
+    assert dcn1.offset_conv.out_channels == 2 * 2 * 9
+    assert dcn2.offset_conv.out_channels == 3 * 2 * 9
+    x = torch.randn(1, 4, 5, 5)
+    offset, mask = dcn1.offsets_and_mask(x)
+    assert offset.shape == (1, 36, 5, 5) and mask is None
+    offset, mask = dcn2.offsets_and_mask(x)
+    assert offset.shape == (1, 36, 5, 5) and mask.shape == (1, 18, 5, 5)
+    assert torch.equal(mask, torch.ones_like(mask))  # 2 * sigmoid(0)
+    nn.init.constant_(dcn2.offset_conv.bias, -100.0)  # mask -> 0: every tap switched off
+    out = dcn2(x)
+    torch.testing.assert_close(out, dcn2.bias.view(1, -1, 1, 1).expand_as(out), atol=1e-6, rtol=0)
+
+
+def test_integer_offset_shifts_sampling():
+    # A 1x1 deformable conv with a constant offset of +1 in x reads the right-hand neighbour.
+    layer = DeformConv2dPack(1, 1, 1, bias=False)
+    nn.init.ones_(layer.weight)
+    layer.offset_conv.bias.data = torch.tensor([0.0, 1.0])  # (dy, dx)
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    expected = torch.cat([x[..., 1:], torch.zeros(1, 1, 3, 1)], dim=-1)  # zero padding outside
+    torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("modulated", [False, True])
+def test_backward_reaches_offsets(device, modulated):
+    torch.manual_seed(0)
+    layer = DeformConv2dPack(3, 5, 3, padding=1, modulated=modulated).to(device)
+    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    target = torch.randn(2, 5, 8, 8, device=device)
+    loss = ((layer(x) - target) ** 2).mean()
+    loss.backward()
+    for p in (layer.weight, layer.bias, layer.offset_conv.weight, layer.offset_conv.bias):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    num_offsets = 2 * 9
+    assert layer.offset_conv.weight.grad[:num_offsets].abs().sum() > 0
+    if modulated:  # the mask logits receive gradient as well
+        assert layer.offset_conv.weight.grad[num_offsets:].abs().sum() > 0
+    assert x.grad.abs().sum() > 0
+
+
+def test_from_conv_shares_parameters_norm_and_activation():
+    torch.manual_seed(0)
+    conv = Conv2d(
+        4,
+        4,
+        3,
+        stride=2,
+        padding=2,
+        dilation=2,
+        groups=2,
+        bias=False,
+        norm=nn.BatchNorm2d(4),
+        activation=nn.ReLU(),
+    )
+    conv.norm.running_mean.fill_(0.5)
+    conv.eval()
+    dcn = DeformConv2dPack.from_conv(conv, modulated=True, deform_num_groups=2)
+    assert dcn.weight is conv.weight and dcn.bias is None and dcn.norm is conv.norm
+    assert (dcn.stride, dcn.padding, dcn.dilation, dcn.groups) == ((2, 2), (2, 2), (2, 2), 2)
+    assert not dcn.training
+    assert set(dict(dcn.named_parameters())) == {
+        "weight",
+        "norm.weight",
+        "norm.bias",
+        "offset_conv.weight",
+        "offset_conv.bias",
+    }
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(dcn(x), conv(x), atol=1e-5, rtol=0)
+
+
+def test_from_conv_rejects_non_zero_padding():
+    conv = nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="zero padding"):
+        DeformConv2dPack.from_conv(conv)
