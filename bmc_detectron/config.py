@@ -13,16 +13,10 @@ from detectron2.config import get_cfg
 def _add_model_config(cfg: CN) -> None:
     bmc = cfg.MODEL.BMC = CN()
 
-    # ---- Neck: FPN followed by a bottom-up path-aggregation path (PANet) with SE fusion ----
+    # ---- Neck: FPN followed by a bottom-up path-aggregation path (PANet) with SE fusion.
+    # The FPN part uses detectron2's keys: MODEL.FPN.IN_FEATURES (e.g. res3-res5 or res2-res5),
+    # OUT_CHANNELS (every FPN/PAN level), NORM (also used by the PAN convs) and FUSE_TYPE. ----
     bmc.NECK = CN()
-    # ResNet stages fed to the FPN, lowest first (e.g. ["res3", "res4", "res5"] or with "res2").
-    bmc.NECK.IN_FEATURES = ["res3", "res4", "res5"]
-    # Channels of every FPN / PAN output level.
-    bmc.NECK.OUT_CHANNELS = 256
-    # Normalisation in the FPN and PAN convs: "" (none), "GN" or "BN" (any detectron2 get_norm name).
-    bmc.NECK.NORM = ""
-    # FPN top-down fusion: "sum" or "avg" (detectron2's FPN option).
-    bmc.NECK.FUSE_TYPE = "sum"
     # Add the bottom-up path N_low = P_low, N_{i+1} = Conv3x3(w * Down(N_i) + P_{i+1}).
     bmc.NECK.PAN = True
     # Weight the downsampled lower level with SE-style channel attention computed from P_{i+1}.

@@ -33,8 +33,10 @@ def tiny_cfg(**neck):
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
     cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # the stride lives in the (deformable) 3x3 conv
-    cfg.MODEL.BMC.NECK.OUT_CHANNELS = 32
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.FPN.IN_FEATURES = list(neck.pop("IN_FEATURES", ["res3", "res4", "res5"]))
     for key, value in neck.items():
+        assert key in cfg.MODEL.BMC.NECK, key
         setattr(cfg.MODEL.BMC.NECK, key, value)
     return cfg
 
@@ -91,7 +93,7 @@ def test_levels_strides_and_size_divisibility(in_features, top_block):
 @pytest.mark.parametrize("pan, attention", [(False, True), (True, False), (True, True)])
 def test_pan_and_attention_switches_keep_the_contract(pan, attention):
     cfg = tiny_cfg(PAN=pan, ATTENTION=attention)
-    cfg.MODEL.BMC.NECK.NORM = "GN"  # 32 groups of 1 channel
+    cfg.MODEL.FPN.NORM = "GN"  # 32 groups of 1 channel
     backbone = build_bmc_resnet_pan_backbone(cfg, RGB)
     assert list(backbone.output_shape()) == ["p3", "p4", "p5", "p6", "p7"]
     assert (backbone.pan is not None) == pan
@@ -103,7 +105,7 @@ def test_pan_and_attention_switches_keep_the_contract(pan, attention):
 
 @pytest.mark.parametrize("fuse_type", ["sum", "avg"])
 def test_plain_fpn_matches_detectron2_retinanet_fpn(fuse_type):
-    cfg = tiny_cfg(PAN=False, TOP_BLOCK="P6P7", TOP_BLOCK_IN="res5", FUSE_TYPE=fuse_type)
+    cfg = tiny_cfg(PAN=False, TOP_BLOCK="P6P7", TOP_BLOCK_IN="res5")
     cfg.MODEL.FPN.FUSE_TYPE = fuse_type
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]

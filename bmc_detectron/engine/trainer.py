@@ -6,6 +6,8 @@ import logging
 import os
 from typing import List, Optional, Sequence
 
+import torch
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -116,6 +118,9 @@ def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CfgNode:
         )
     if weights and not os.path.isfile(weights):
         raise ConfigError(f"MODEL.WEIGHTS {weights!r}: file not found")
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
 

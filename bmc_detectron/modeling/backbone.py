@@ -7,7 +7,7 @@ Both builders are registered in detectron2's ``BACKBONE_REGISTRY``:
   :class:`~bmc_detectron.modeling.deform.DeformConv2dPack` (never ``detectron2._C``) and
   ``MODEL.BMC.BACKBONE.STAGE_DILATIONS`` applied to the 3x3 convs;
 - ``build_bmc_resnet_pan_backbone``: that ResNet + FPN + optional PAN/SE + extra levels
-  (:class:`~bmc_detectron.modeling.neck.BMCPANFPN`), configured by ``MODEL.BMC.NECK``.
+  (:class:`~bmc_detectron.modeling.neck.BMCPANFPN`), configured by ``MODEL.FPN`` and ``MODEL.BMC.NECK``.
 
 The modified conv of a block is always its ``conv2``: the only 3x3 conv of a bottleneck block
 (ResNet-50 and deeper) and the second, stride-1, 3x3 conv of a basic block (ResNet-18/34, for
@@ -130,28 +130,28 @@ def build_bmc_resnet_backbone(
 def build_bmc_resnet_pan_backbone(cfg, input_shape: ShapeSpec) -> BMCPANFPN:
     """ResNet -> FPN -> optional PAN with SE fusion -> extra levels, from ``MODEL.BMC.NECK``.
 
-    The ResNet outputs exactly what the neck needs (``NECK.IN_FEATURES`` plus ``TOP_BLOCK_IN``
+    The ResNet outputs exactly what the neck needs (``MODEL.FPN.IN_FEATURES`` plus ``TOP_BLOCK_IN``
     when that is a ResNet stage), whatever ``MODEL.RESNETS.OUT_FEATURES`` says. Outputs are
     named ``p<log2 stride>`` (e.g. p3..p7) in every variant.
     """
-    neck = cfg.MODEL.BMC.NECK
-    in_features = list(neck.IN_FEATURES)
+    neck, fpn = cfg.MODEL.BMC.NECK, cfg.MODEL.FPN
+    in_features = list(fpn.IN_FEATURES)
     needed = list(in_features)
     if neck.TOP_BLOCK and neck.TOP_BLOCK_IN.startswith("res") and neck.TOP_BLOCK_IN not in needed:
         needed.append(neck.TOP_BLOCK_IN)
     bottom_up = build_bmc_resnet_backbone(cfg, input_shape, out_features=needed)
     shapes = bottom_up.output_shape()
     top_in_channels = (
-        shapes[neck.TOP_BLOCK_IN].channels if neck.TOP_BLOCK_IN in shapes else neck.OUT_CHANNELS
+        shapes[neck.TOP_BLOCK_IN].channels if neck.TOP_BLOCK_IN in shapes else fpn.OUT_CHANNELS
     )
     return BMCPANFPN(
         bottom_up,
         in_features,
-        neck.OUT_CHANNELS,
-        norm=neck.NORM,
-        fuse_type=neck.FUSE_TYPE,
+        fpn.OUT_CHANNELS,
+        norm=fpn.NORM,
+        fuse_type=fpn.FUSE_TYPE,
         pan=PANNeck(cfg, num_levels=len(in_features)) if neck.PAN else None,
         top_block=make_top_block(
-            neck.TOP_BLOCK, neck.TOP_BLOCK_IN, top_in_channels, neck.OUT_CHANNELS
+            neck.TOP_BLOCK, neck.TOP_BLOCK_IN, top_in_channels, fpn.OUT_CHANNELS
         ),
     )

@@ -149,8 +149,8 @@ class PANNeck(nn.Module):
         neck = cfg.MODEL.BMC.NECK
         return {
             "num_levels": num_levels,
-            "channels": neck.OUT_CHANNELS,
-            "norm": neck.NORM,
+            "channels": cfg.MODEL.FPN.OUT_CHANNELS,
+            "norm": cfg.MODEL.FPN.NORM,
             "attention": neck.ATTENTION,
             "se_reduction": neck.SE_REDUCTION,
         }
