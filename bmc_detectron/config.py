@@ -60,7 +60,7 @@ def _add_model_config(cfg: CN) -> None:
     bmc.ASSIGNER.PAA_IOU_WEIGHT = 1.0
     # DynamicSoft: base of the soft centre prior, 10^(distance / stride - shift).
     bmc.ASSIGNER.SOFT_CENTER_POWER = 10.0
-    # DynamicSoft: candidates per gt are anchors whose centre lies inside the gt box.
+    # DynamicSoft: the soft centre prior costs 1 at this distance (in strides) from the gt centre.
     bmc.ASSIGNER.SOFT_CENTER_SHIFT = 3.0
 
     # ---- Losses ----
