@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Train or evaluate a bmc-detectron model, detectron2 style.
 
-    python train_net.py --config-file configs/cpu/retinanet_R_18_PAN_SE_cpu.yaml
-    python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
-    python train_net.py --config-file CONFIG --num-gpus 8          # one machine, 8 GPUs (DDP)
-    python train_net.py --config-file CONFIG --resume               # continue an interrupted run
+python train_net.py --config-file configs/cpu/retinanet_R_18_PAN_SE_cpu.yaml
+python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
+python train_net.py --config-file CONFIG --num-gpus 8          # one machine, 8 GPUs (DDP)
+python train_net.py --config-file CONFIG --resume               # continue an interrupted run
 """
+
 import sys
 
 from detectron2.engine import default_argument_parser, launch

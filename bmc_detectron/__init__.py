@@ -3,6 +3,7 @@
 Importing the package registers its META_ARCH (``BMCRetinaNet``), BACKBONE
 (``build_bmc_resnet_pan_backbone``), assigners and built-in datasets.
 """
+
 from . import modeling  # noqa: F401  (registers the model components)
 from .config import add_bmc_config, get_bmc_cfg
 from .data.datasets import register_builtin_datasets

@@ -4,6 +4,7 @@ Every key this project adds lives under ``MODEL.BMC`` (model) or ``BMC`` (data, 
 evaluation). :func:`add_bmc_config` adds them to a config object; it never touches detectron2's
 global defaults, so ``detectron2.config.get_cfg()`` stays stock.
 """
+
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
@@ -50,12 +51,15 @@ def _add_model_config(cfg: CN) -> None:
     bmc.ASSIGNER.SINKHORN_ITERS = 50
     # OTA / SimOTA: cost added to anchors outside the gt box and its centre region.
     bmc.ASSIGNER.OUTSIDE_COST = 1.0e5
-    # OTA / SimOTA / DynamicSoft: at most this many candidates per gt before the cost (memory bound).
+    # OTA / SimOTA / DynamicSoft: at most this many candidates per gt (bounds memory).
     bmc.ASSIGNER.MAX_CANDIDATES = 1000
     # PAA: pre-assigned candidates per level and gt (by IoU with the anchors).
     bmc.ASSIGNER.PAA_TOPK = 9
     # PAA: EM iterations of the per-gt two-component Gaussian mixture.
     bmc.ASSIGNER.PAA_EM_ITERS = 10
+    # PAA: positives are candidates scoring at most the low-loss component's mean ("peak", as the
+    # authors' code) or with posterior >= 0.5 for that component ("boundary").
+    bmc.ASSIGNER.PAA_SEPARATION = "peak"
     # PAA: weight of the IoU loss in the anchor score.
     bmc.ASSIGNER.PAA_IOU_WEIGHT = 1.0
     # DynamicSoft: base of the soft centre prior, 10^(distance / stride - shift).

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny configs and images so that every test runs in seconds on 2 cores."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ from bmc_detectron.data.paths import shared_datasets_root
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("BMC_TEST_THREADS", "1")))
 
 
 def tiny_cfg(opts: Sequence = ()):
@@ -25,14 +26,22 @@ def tiny_cfg(opts: Sequence = ()):
     cfg.merge_from_file(str(CONFIGS / "cpu" / "Base-BMC-RetinaNet-CPU.yaml"))
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE", "cpu",
-            "MODEL.RESNETS.DEPTH", 18,
-            "MODEL.FPN.OUT_CHANNELS", 32,
-            "MODEL.BMC.NECK.SE_REDUCTION", 4,
-            "MODEL.RETINANET.NUM_CONVS", 1,
-            "MODEL.RETINANET.NUM_CLASSES", 3,
-            "MODEL.ANCHOR_GENERATOR.SIZES", [[8], [16], [32], [64], [128]],
-            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[1.0]],
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.RESNETS.DEPTH",
+            18,
+            "MODEL.FPN.OUT_CHANNELS",
+            32,
+            "MODEL.BMC.NECK.SE_REDUCTION",
+            4,
+            "MODEL.RETINANET.NUM_CONVS",
+            1,
+            "MODEL.RETINANET.NUM_CLASSES",
+            3,
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            [[8], [16], [32], [64], [128]],
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+            [[1.0]],
             *opts,
         ]
     )

@@ -1,4 +1,5 @@
 """Smear augmentation: exact quarter turns and the configured pipeline."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,13 @@ def test_pipeline_follows_config():
     train = build_bmc_augmentations(cfg, True)
     names = [type(a).__name__ for a in train]
     assert names == [
-        "ResizeShortestEdge", "RandomFlip", "RandomFlip", "RandomRot90",
-        "RandomBrightness", "RandomContrast", "RandomSaturation",
+        "ResizeShortestEdge",
+        "RandomFlip",
+        "RandomFlip",
+        "RandomRot90",
+        "RandomBrightness",
+        "RandomContrast",
+        "RandomSaturation",
     ]
     assert [type(a).__name__ for a in build_bmc_augmentations(cfg, False)] == ["ResizeShortestEdge"]
     cfg.merge_from_list(["BMC.AUG.ROT90", False, "BMC.AUG.BRIGHTNESS", [], "BMC.AUG.VFLIP", False])

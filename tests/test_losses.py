@@ -1,4 +1,5 @@
 """Varifocal and quality focal losses against hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ def _bce(p: float, t: float) -> float:
 
 
 def test_varifocal_by_hand():
-    # one positive entry (target 0.8, p = sigmoid(0) = 0.5) and one negative (p = sigmoid(ln 3) = 0.75)
+    # a positive entry (target 0.8, p = sigmoid(0) = 0.5), a negative (p = sigmoid(ln 3) = 0.75)
     logits = torch.tensor([[0.0, math.log(3.0)]])
     targets = torch.tensor([[0.8, 0.0]])
     expected = 0.8 * _bce(0.5, 0.8) + 0.75 * 0.75**2 * _bce(0.75, 0.0)

@@ -1,4 +1,5 @@
 """BMCRetinaNet: parity with detectron2's RetinaNet, training and inference on edge cases."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,10 +15,17 @@ GT = [[[4, 6, 30, 28, 0], [20, 20, 60, 50, 2]], [[10, 10, 40, 40, 1]]]
 
 def _stock_and_bmc(opts=()):
     stock = tiny_cfg(
-        ["MODEL.META_ARCHITECTURE", "RetinaNet",
-         "MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
-         "MODEL.FPN.OUT_CHANNELS", 32,
-         "MODEL.RETINANET.SCORE_THRESH_TEST", 0.0, *opts]
+        [
+            "MODEL.META_ARCHITECTURE",
+            "RetinaNet",
+            "MODEL.BACKBONE.NAME",
+            "build_retinanet_resnet_fpn_backbone",
+            "MODEL.FPN.OUT_CHANNELS",
+            32,
+            "MODEL.RETINANET.SCORE_THRESH_TEST",
+            0.0,
+            *opts,
+        ]
     )
     bmc = stock.clone()
     bmc.MODEL.META_ARCHITECTURE = "BMCRetinaNet"

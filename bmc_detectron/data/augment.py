@@ -3,6 +3,7 @@
 Smears have no canonical orientation, so every flip and quarter turn is a valid sample; brightness,
 contrast and saturation jitter imitate staining and illumination differences between slides.
 """
+
 from __future__ import annotations
 
 from typing import List

@@ -3,6 +3,7 @@
 The order, abbreviations and display colours are part of the public interface: category ids in
 every COCO json this project writes are ``index + 1`` in :data:`MARROW_CLASSES`.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Tuple

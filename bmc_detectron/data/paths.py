@@ -1,4 +1,5 @@
 """Where data lives: one setting for the real (shared) data, one for generated data."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ DATASETS_ENV = "BMC_DATASETS"
 
 
 def shared_datasets_root() -> Path:
-    """Read-only real datasets (BCCD, PBC...): ``$BMC_SHARED_DATASETS``, default ``../shared/datasets``."""
+    """Read-only real datasets: ``$BMC_SHARED_DATASETS``, default ``../shared/datasets``."""
     return Path(os.environ.get(SHARED_ENV, "../shared/datasets")).expanduser().resolve()
 
 

@@ -1,4 +1,5 @@
 """The training/evaluation entry points: a DefaultTrainer subclass and the config set-up."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,6 @@ import os
 from typing import List, Optional, Sequence
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -64,9 +64,7 @@ class BMCTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        dicts = load_checked_dicts(
-            cfg, cfg.DATASETS.TRAIN, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+        dicts = load_checked_dicts(cfg, cfg.DATASETS.TRAIN, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         mapper = DatasetMapper(cfg, True, augmentations=build_bmc_augmentations(cfg, True))
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 

@@ -1,4 +1,5 @@
 """COCO evaluation that also reports per-class AP50 and writes the metrics as JSON."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,11 @@ class BMCCOCOEvaluator(COCOEvaluator):
     def evaluate(self, img_ids=None) -> Dict[str, Dict[str, float]]:
         results = super().evaluate(img_ids)
         if self._output_dir and comm.is_main_process() and results:
-            save_metrics(results, os.path.join(self._output_dir, self._metrics_file),
-                         dataset=self._dataset_name)
+            save_metrics(
+                results,
+                os.path.join(self._output_dir, self._metrics_file),
+                dataset=self._dataset_name,
+            )
         return results
 
 

@@ -1,4 +1,5 @@
 """Model components; importing this module registers them in detectron2's registries."""
+
 from . import assigners
 from .backbone import build_bmc_resnet_pan_backbone
 from .head import BMCRetinaNetHead

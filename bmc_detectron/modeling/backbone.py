@@ -7,7 +7,8 @@ Both builders are registered in detectron2's ``BACKBONE_REGISTRY``:
   :class:`~bmc_detectron.modeling.deform.DeformConv2dPack` (never ``detectron2._C``) and
   ``MODEL.BMC.BACKBONE.STAGE_DILATIONS`` applied to the 3x3 convs;
 - ``build_bmc_resnet_pan_backbone``: that ResNet + FPN + optional PAN/SE + extra levels
-  (:class:`~bmc_detectron.modeling.neck.BMCPANFPN`), configured by ``MODEL.FPN`` and ``MODEL.BMC.NECK``.
+  (:class:`~bmc_detectron.modeling.neck.BMCPANFPN`), configured by ``MODEL.FPN`` and
+  ``MODEL.BMC.NECK``.
 
 The modified conv of a block is always its ``conv2``: the only 3x3 conv of a bottleneck block
 (ResNet-50 and deeper) and the second, stride-1, 3x3 conv of a basic block (ResNet-18/34, for

@@ -2,8 +2,10 @@
 
 Both take raw logits and a per-class target in [0, 1], where a positive anchor's target at its gt
 class is the localisation quality (IoU of its decoded box with the gt) or 1 for hard labels, and
-every other entry is 0. They return the summed loss, like ``sigmoid_focal_loss_jit(reduction="sum")``.
+every other entry is 0. They return the summed loss, as
+``sigmoid_focal_loss_jit(reduction="sum")`` does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +13,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def varifocal_loss(logits: Tensor, targets: Tensor, *, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
+def varifocal_loss(
+    logits: Tensor, targets: Tensor, *, alpha: float = 0.75, gamma: float = 2.0
+) -> Tensor:
     """Varifocal loss (Zhang et al., "VarifocalNet: An IoU-aware Dense Object Detector", CVPR 2021).
 
     Positives (target q > 0) are weighted by q itself; negatives are down-weighted by
@@ -53,6 +57,8 @@ def one_hot_quality_targets(labels: Tensor, quality: Tensor, num_classes: int) -
         labels: (M,) int class labels in 0..K (K = background).
         quality: (M,) target value of each anchor at its class (ignored for background).
     """
-    targets = torch.zeros(labels.shape[0], num_classes + 1, dtype=quality.dtype, device=labels.device)
+    targets = torch.zeros(
+        labels.shape[0], num_classes + 1, dtype=quality.dtype, device=labels.device
+    )
     targets.scatter_(1, labels.view(-1, 1), quality.view(-1, 1))
     return targets[:, :num_classes]

@@ -1,4 +1,5 @@
 """BMCRetinaNet: detectron2's RetinaNet with pluggable label assignment and IoU-aware losses."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
@@ -81,7 +82,9 @@ class BMCRetinaNet(RetinaNet):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        feature_shapes = [ret["backbone"].output_shape()[f] for f in cfg.MODEL.RETINANET.IN_FEATURES]
+        feature_shapes = [
+            ret["backbone"].output_shape()[f] for f in cfg.MODEL.RETINANET.IN_FEATURES
+        ]
         ret["head"] = BMCRetinaNetHead(cfg, feature_shapes)
         loss = cfg.MODEL.BMC.LOSS
         ret.update(

@@ -5,6 +5,7 @@
 
 Writes one annotated image per input and ``detections.json`` (boxes XYXY in input pixels).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ Generates the synthetic marrow smear dataset (once), trains the CPU-sized detect
 minutes, evaluates it with COCOEvaluator and draws detections on test images with detectron2's
 Visualizer, then prints where everything is.
 """
+
 from __future__ import annotations
 
 import argparse

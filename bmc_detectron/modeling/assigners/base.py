@@ -14,6 +14,7 @@ Assigners whose decision depends on the current predictions (OTA, SimOTA, PAA, D
 work for images without gt, run under ``torch.no_grad()``, compute costs in float32, contain no
 Python loop over anchors, and never build a (gt x anchors x classes) tensor.
 """
+
 from __future__ import annotations
 
 from typing import List, NamedTuple, Optional

@@ -1,4 +1,5 @@
 """Max-IoU assignment: the RetinaNet baseline."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -16,8 +17,8 @@ class MaxIoU(BaseAssigner):
     """Each anchor takes the gt it overlaps most; IoU thresholds split foreground, ignore and
     background (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
-    A thin wrapper over detectron2's :class:`~detectron2.modeling.matcher.Matcher`, so that with this
-    assigner :class:`BMCRetinaNet` labels anchors exactly as detectron2's ``RetinaNet``.
+    A thin wrapper over detectron2's :class:`~detectron2.modeling.matcher.Matcher`, so that with
+    this assigner :class:`BMCRetinaNet` labels anchors exactly as detectron2's ``RetinaNet``.
     """
 
     @configurable
