@@ -11,6 +11,7 @@ import sys
 
 from detectron2.engine import default_argument_parser, launch
 
+from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.engine import ConfigError, main
 
 
@@ -25,7 +26,7 @@ def run() -> None:
             dist_url=args.dist_url,
             args=(args,),
         )
-    except ConfigError as e:
+    except (ConfigError, DatasetError) as e:
         sys.exit(f"error: {e}")
 
 
