@@ -56,7 +56,9 @@ def check_contract(backbone, outputs, height, width):
     for name, feature in outputs.items():
         spec = shapes[name]
         assert name == f"p{int(math.log2(spec.stride))}"
-        assert feature.shape == (1, spec.channels, height // spec.stride, width // spec.stride)
+        # levels above the padding unit (P6, P7) round up, as stride-2 convs with padding do
+        h, w = -(-height // spec.stride), -(-width // spec.stride)
+        assert feature.shape == (1, spec.channels, h, w)
 
 
 LEVELS = {
@@ -76,8 +78,9 @@ def test_levels_strides_and_size_divisibility(in_features, top_block):
     strides = [backbone.output_shape()[n].stride for n in names]
     assert strides == [2 ** int(n[1:]) for n in names]
     assert {s.channels for s in backbone.output_shape().values()} == {32}
-    assert backbone.size_divisibility == strides[-1]
-    assert backbone.padding_constraints["size_divisibility"] == strides[-1]
+    unit = 32  # largest bottom-up stride (res5), as in detectron2's FPN
+    assert backbone.size_divisibility == unit
+    assert backbone.padding_constraints["size_divisibility"] == unit
     assert backbone.padding_constraints.get("square_size", 0) == 0
     # An image whose size is not a multiple of the largest stride is padded by ImageList.
     image = torch.randn(3, 70, 45)
@@ -85,7 +88,7 @@ def test_levels_strides_and_size_divisibility(in_features, top_block):
         [image], backbone.size_divisibility, padding_constraints=backbone.padding_constraints
     )
     height, width = batch.tensor.shape[-2:]
-    assert height % strides[-1] == 0 and width % strides[-1] == 0 and height >= 70
+    assert height % unit == 0 and width % unit == 0 and height >= 70
     with torch.no_grad():
         check_contract(backbone, backbone(batch.tensor), height, width)
 

@@ -214,7 +214,7 @@ class BMCPANFPN(FPN):
     initialisation, so detectron2 FPN checkpoints load), then applies ``pan`` (if any) and
     ``top_block`` (if any). ``top_block.in_feature`` is either a feature of ``bottom_up`` (e.g.
     "res5") or the name of the last neck level (e.g. "p5", i.e. ``N5`` when PAN is on).
-    ``size_divisibility`` is the largest output stride.
+    ``size_divisibility`` is the largest stride of ``in_features`` (as detectron2's FPN).
     """
 
     def __init__(
@@ -256,7 +256,8 @@ class BMCPANFPN(FPN):
                 self._out_feature_strides[f"p{s}"] = 2**s
             self._out_features = list(self._out_feature_strides)
             self._out_feature_channels = {k: out_channels for k in self._out_features}
-        self._size_divisibility = max(self._out_feature_strides.values())
+        # As detectron2's FPN: inputs are padded to the largest bottom-up stride (e.g. 32); the
+        # extra levels are stride-2 convs with padding, which take any size (ceil(H / 2)).
 
     @property
     def padding_constraints(self) -> Dict[str, int]:
