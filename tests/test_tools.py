@@ -1,0 +1,182 @@
+"""Smoke tests of the benchmark, ablation and assignment-benchmark commands on a tiny config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from bmc_detectron.data.classes import marrow_metadata
+from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
+from bmc_detectron.data.synthetic import generate_dataset
+from bmc_detectron.engine import build_cfg
+from bmc_detectron.tools import ablation, assign_bench, benchmark
+from bmc_detectron.tools._bench_utils import load_all_assigners, summarize_ms
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = str(REPO / "configs" / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
+DATASET = "tools_smoke_synth"
+TINY = [
+    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1", "MODEL.DEVICE", "cpu",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+    "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",  # an untrained model scores below 0.05
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """4 synthetic 96x96 marrow smears (11 classes), registered for the module."""
+    root = tmp_path_factory.mktemp("synth")
+    json_file = generate_dataset(root, "train", 4, seed=0, height=96, width=96)
+    register_coco_dataset(DATASET, json_file, root / "train", metadata=marrow_metadata())
+    yield DATASET
+    unregister_dataset(DATASET)
+
+
+def test_summarize_ms_median_and_p90():
+    stats = summarize_ms([i / 1000 for i in range(10, 0, -1)])  # 1..10 ms, unsorted
+    assert stats["median_ms"] == pytest.approx(5.5)
+    assert stats["p90_ms"] == pytest.approx(9.0)
+    assert stats["n"] == 10
+
+
+def test_gflops_scale_with_input_area():
+    model = build_model(build_cfg(CFG, TINY))
+    small = benchmark.count_gflops(model, (128, 128))
+    large = benchmark.count_gflops(model, (256, 256))
+    assert small["padded_input"] == [128, 128]
+    assert large["gflops"] / small["gflops"] == pytest.approx(4.0, rel=0.02)
+    assert small["gflops"] == pytest.approx(small["backbone_gflops"] + small["head_gflops"])
+
+
+def test_benchmark_bmc_with_weights_and_stock_retinanet(tmp_path, dataset):
+    out = tmp_path / "bench"
+    weights = tmp_path / "tiny.pth"
+    torch.save({"model": build_model(build_cfg(CFG, TINY)).state_dict()}, weights)
+    common = ["--config-file", CFG, "--input-size", "64", "64", "--num-images", "2",
+              "--warmup", "1", "--threads", "1", "--output", str(out)]  # fmt: skip
+    rc = benchmark.main(common + ["--weights", str(weights), "--dataset", dataset,
+                                  "--batch-size", "2", "--iters", "1", *TINY])  # fmt: skip
+    assert rc == 0
+    rec = json.loads((out / "benchmark_retinanet_R_18_FPN_cpu.json").read_text())
+    assert rec["params_m"] > 1 and rec["flops"]["gflops"] > 0
+    assert rec["latency"]["n"] == 2 and rec["latency"]["median_ms"] > 0
+    assert rec["latency"]["source"] == dataset and rec["latency"]["memory"]["peak_mb"] > 0
+    assert rec["throughput"]["images"] == 2 and rec["throughput"]["images_per_s"] > 0
+    assert rec["train"]["n"] == 1 and rec["train"]["batch_size"] == 2
+    assert set(rec["coco"]) >= {"AP", "AP50", "AP75", "AP-Prim", "AP50-Prim", "AP-Eosl"}
+    metrics = out / rec["name"] / "inference" / dataset / "coco_metrics.json"
+    assert metrics.is_file()
+
+    # detectron2's RetinaNet: its FPN pads to 32, the BMC neck to 128 (P7); at 128x128 both
+    # see the same padded image, and the BMC model without PAN/attention has the same cost.
+    common[common.index("--input-size") + 1 : common.index("--input-size") + 3] = ["128", "128"]
+    rc = benchmark.main(
+        common + ["--batch-size", "0", "--iters", "0", *ablation.REFERENCE_OPTS, *TINY]
+    )
+    assert rc == 0
+    ref = json.loads((out / "benchmark_retinanet_R_18_FPN_cpu-RetinaNet.json").read_text())
+    assert ref["meta_architecture"] == "RetinaNet" and "train" not in ref
+    assert ref["flops"]["padded_input"] == rec["flops"]["padded_input"] == [128, 128]
+    assert ref["params_m"] == pytest.approx(rec["params_m"])
+    assert ref["flops"]["gflops"] == pytest.approx(rec["flops"]["gflops"])
+    lines = (out / "benchmark.md").read_text().splitlines()
+    assert lines[0].startswith("| run |") and len(lines) == 4  # header, rule, 2 rows
+    assert "| retinanet_R_18_FPN_cpu-RetinaNet |" in lines[3]
+
+
+def _read_csv(path: Path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
+    bad = tmp_path / "bad_soft_labels_focal.yaml"  # loads, but the model refuses to build
+    bad.write_text(f'_BASE_: "{CFG}"\nMODEL:\n  BMC:\n    LOSS: {{SOFT_LABELS: True}}\n')
+    out, report = tmp_path / "abl", tmp_path / "docs" / "RESULTS.md"
+    argv = ["--configs", CFG, str(bad), "--reference", "--train-dataset", dataset,
+            "--test-dataset", dataset, "--num-classes", "11", "--seeds", "0", "--max-iter", "2",
+            "--latency-images", "2", "--in-process", "--threads", "1", "--output", str(out),
+            "--report", str(report), *TINY]  # fmt: skip
+    assert ablation.main(argv) == 1  # one run failed
+    rows = {(r["config"], r["seed"]): r for r in _read_csv(out / "ablation.csv")}
+    ok = rows[("retinanet_R_18_FPN_cpu", "0")]
+    assert ok["status"] == "ok" and float(ok["latency_ms"]) > 0 and float(ok["AP50-Red"]) >= 0
+    assert rows[(ablation.REFERENCE_NAME, "0")]["status"] == "ok"
+    failed = rows[("bad_soft_labels_focal", "0")]
+    assert failed["status"] == "failed" and "SOFT_LABELS" in failed["error"]
+    assert rows[("retinanet_R_18_FPN_cpu", "mean")]["AP"] == ok["AP"]
+    run_dir = out / "runs" / "retinanet_R_18_FPN_cpu" / "seed0"
+    cfg_text = (run_dir / "config.yaml").read_text()
+    assert "MAX_ITER: 2" in cfg_text and "WARMUP_ITERS: 0" in cfg_text and "STEPS: []" in cfg_text
+    ref_cfg = (out / "runs" / ablation.REFERENCE_NAME / "seed0" / "config.yaml").read_text()
+    assert "META_ARCHITECTURE: RetinaNet" in ref_cfg
+    md = (out / "ablation.md").read_text()
+    assert "### Per-class AP50" in md and "| config | Prim | Lym |" in md and "Failed runs" in md
+    for png in ("ap_per_config.png", "ap_vs_latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.read_text()
+    assert "](../abl/ap_per_config.png)" in text and "train_net.py --config-file" in text
+    assert "torch" in text and "ablation --configs" in text
+
+    metrics = ablation.metrics_path({"run_dir": str(run_dir), "test_dataset": dataset})
+    mtime = metrics.stat().st_mtime_ns
+    capsys.readouterr()
+    assert ablation.main(argv) == 1
+    log = capsys.readouterr().out
+    assert "skip retinanet_R_18_FPN_cpu seed 0" in log
+    assert f"skip {ablation.REFERENCE_NAME} seed 0" in log
+    assert "run bad_soft_labels_focal seed 0" in log  # failed runs are retried
+    assert metrics.stat().st_mtime_ns == mtime
+    assert len((out / "commands.txt").read_text().splitlines()) == 2
+
+
+def test_ablation_subprocess_run(tmp_path, dataset):
+    out = tmp_path / "abl"
+    argv = ["--configs", CFG, "--train-dataset", dataset, "--test-dataset", dataset,
+            "--num-classes", "11", "--seeds", "1", "--max-iter", "1", "--latency-images", "1",
+            "--timeout", "300", "--threads", "1", "--output", str(out), *TINY]  # fmt: skip
+    assert ablation.main(argv) == 0
+    run_dir = out / "runs" / "retinanet_R_18_FPN_cpu" / "seed1"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "ok" and info["train_s"] > 0 and info["latency_ms"] > 0
+    assert "ablation --worker" in info["command"] and (run_dir / "log.txt").stat().st_size > 0
+    assert (run_dir / "inference" / dataset / "coco_metrics.json").is_file()
+
+
+def test_peak_tensor_memory_sees_freed_temporaries():
+    def fn():
+        a = torch.ones(1024, 1024)  # 4 MiB, freed before returning
+        return float(a.sum())
+
+    assert assign_bench.peak_tensor_mb(fn, torch.device("cpu")) == pytest.approx(4.0, abs=0.1)
+
+
+def test_assign_bench(tmp_path):
+    names = [n for n in ("MaxIoU", "SimOTA") if n in load_all_assigners()]
+    out = tmp_path / "ab"
+    argv = ["--config-file", CFG, "--assigners", *names, "--gts", "2", "8", "--repeats", "2",
+            "--input-size", "64", "64", "--iters", "1", "--threads", "1", "--output", str(out),
+            *TINY]  # fmt: skip
+    assert assign_bench.main(argv) == 0
+    rec = json.loads((out / "assign_bench.json").read_text())
+    assert rec["num_anchors"] > 0 and list(rec["assigners"]) == names
+    for name in names:
+        entry = rec["assigners"][name]
+        assert set(entry["per_gts"]) == {"2", "8"}
+        assert all(v["median_ms"] > 0 and v["peak_mb"] > 0 for v in entry["per_gts"].values())
+        assert 0 < entry["share"]["share"] < 1
+        assert entry["scaling"]["g_ref"] == 2 and entry["scaling"]["linear_ratio"] == 4
+    md = (out / "assign_bench.md").read_text()
+    assert "| assigner | G=2 | G=8 |" in md and "share (%)" in md
+
+
+def test_assign_bench_unknown_assigner(tmp_path):
+    argv = ["--config-file", CFG, "--output", str(tmp_path), "--assigners", "MaxIoU", "Nope"]
+    assert assign_bench.main(argv) == 2
+    assert not (tmp_path / "assign_bench.json").exists()
