@@ -8,8 +8,8 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from ._cost import as_float32, center_prior_costs, check_predictions, dynamic_k
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
+from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, empty_result
+from .simota import SimOTA
 
 
 class TransportProblem(NamedTuple):
@@ -116,7 +116,7 @@ def column_argmax(problem: TransportProblem, duals: Duals) -> Tensor:
 
 
 @ASSIGNER_REGISTRY.register()
-class OTA(BaseAssigner):
+class OTA(SimOTA):
     """Optimal Transport Assignment (Ge et al., "OTA: Optimal Transport Assignment for Object
     Detection", CVPR 2021).
 
@@ -148,60 +148,34 @@ class OTA(BaseAssigner):
     The solver is sparse: memory O(G x M + P), time O((G x M + P) x iters); no (G, R) cost and
     no (G, R, K) tensor is built.
 
+    Candidates, costs, dynamic k, settings and input checks are shared with :class:`~.simota.SimOTA`
+    (the base class: :meth:`~.simota.SimOTA.candidate_costs`); OTA replaces its top-k step by
+    :meth:`match`.
+
     Args (of ``assign``): pred_logits (R, K) detached logits, pred_boxes (R, 4) detached decoded
     XYXY boxes, gt_boxes (G, 4), gt_classes (G,).
     """
 
-    needs_predictions = True
-
     @configurable
-    def __init__(
-        self,
-        *,
-        iou_weight: float = 3.0,
-        center_radius: float = 2.5,
-        dynamic_topq: int = 10,
-        sinkhorn_eps: float = 0.1,
-        sinkhorn_iters: int = 50,
-        outside_cost: float = 1.0e5,
-        max_candidates: int = 1000,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-    ):
+    def __init__(self, *, sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 50, **kwargs):
         """
         Args:
-            iou_weight: weight of -log(IoU) relative to the classification cost.
-            center_radius: half-side of the centre square, in strides of the anchor's level.
-            dynamic_topq: IoUs summed for the dynamic k of a gt.
             sinkhorn_eps: entropic regularisation.
             sinkhorn_iters: Sinkhorn iterations (row then column rescaling).
-            outside_cost: added to pairs not in both the box and the centre square.
-            max_candidates: candidates per gt at most.
-            focal_alpha, focal_gamma: focal loss parameters of the classification cost.
+            kwargs: iou_weight, center_radius, dynamic_topq, outside_cost, max_candidates,
+                focal_alpha, focal_gamma, as in :class:`~.simota.SimOTA` (same defaults).
         """
-        self.iou_weight = iou_weight
-        self.center_radius = center_radius
-        self.dynamic_topq = dynamic_topq
+        super().__init__(**kwargs)
         self.sinkhorn_eps = sinkhorn_eps
         self.sinkhorn_iters = sinkhorn_iters
-        self.outside_cost = outside_cost
-        self.max_candidates = max_candidates
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
 
     @classmethod
     def from_config(cls, cfg):
         a = cfg.MODEL.BMC.ASSIGNER
         return {
-            "iou_weight": a.IOU_WEIGHT,
-            "center_radius": a.CENTER_RADIUS,
-            "dynamic_topq": a.DYNAMIC_TOPQ,
+            **super().from_config(cfg),
             "sinkhorn_eps": a.SINKHORN_EPS,
             "sinkhorn_iters": a.SINKHORN_ITERS,
-            "outside_cost": a.OUTSIDE_COST,
-            "max_candidates": a.MAX_CANDIDATES,
-            "focal_alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
-            "focal_gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
         }
 
     def build_problem(
@@ -216,19 +190,7 @@ class OTA(BaseAssigner):
 
         Args: float32 gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4).
         """
-        pc = center_prior_costs(
-            anchors,
-            gt_boxes,
-            gt_classes,
-            pred_logits,
-            pred_boxes,
-            center_radius=self.center_radius,
-            max_candidates=self.max_candidates,
-            fallback_k=self.dynamic_topq,
-            iou_weight=self.iou_weight,
-            focal_alpha=self.focal_alpha,
-            focal_gamma=self.focal_gamma,
-        )
+        pc, k = self.candidate_costs(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         valid = pc.cand.valid
         pool, inverse = torch.unique(pc.cand.anchor_idx[valid], return_inverse=True)
         col = torch.zeros_like(pc.cand.anchor_idx)
@@ -238,31 +200,31 @@ class OTA(BaseAssigner):
         cost = cost - cost.amin(dim=1, keepdim=True)
         cost_bg = pc.bg[pool]
         cost_bg = cost_bg - cost_bg.amin()
-        supply = dynamic_k(pc.ious, self.dynamic_topq).float()
+        supply = k.float()
         num = float(len(pool))
         if float(supply.sum()) > num:
             supply = supply * (num / supply.sum())
         supply_bg = (num - supply.sum()).clamp(min=0)
         return TransportProblem(cost, col, cost_bg, supply, supply_bg), pool
 
-    def assign(
+    def match(
         self,
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Tensor | None = None,
-        pred_boxes: Tensor | None = None,
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
     ) -> AssignResult:
-        num_anchors = len(anchors.boxes)
-        if len(gt_boxes) == 0:
-            return empty_result(num_anchors, anchors.boxes.device)
-        check_predictions("OTA", pred_logits, pred_boxes)
-        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
+        """Sinkhorn on :meth:`build_problem`, then each pooled anchor to its column's argmax.
+
+        Args: float32 gt_boxes (G, 4) with G >= 1, gt_classes (G,), pred_logits (R, K),
+        pred_boxes (R, 4).
+        """
         problem, pool = self.build_problem(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         duals = log_sinkhorn(problem, self.sinkhorn_eps, self.sinkhorn_iters)
         owner = column_argmax(problem, duals)
         fg = owner < len(gt_boxes)
-        result = empty_result(num_anchors, anchors.boxes.device)
+        result = empty_result(len(anchors.boxes), anchors.boxes.device)
         result.matched_idxs[pool[fg]] = owner[fg]
         result.labels[pool[fg]] = 1
         return result

@@ -1,11 +1,24 @@
-"""SimOTA: OTA's costs and dynamic k, solved by a per-gt top-k instead of Sinkhorn."""
+"""SimOTA: OTA's costs and dynamic k, solved by a per-gt top-k instead of Sinkhorn.
+
+:class:`SimOTA` also holds what it shares with :class:`~.ota.OTA` (its subclass): the settings,
+the input checks, and the candidates, cost table and dynamic k (:meth:`SimOTA.candidate_costs`).
+"""
 
 from __future__ import annotations
+
+from typing import Tuple
 
 from detectron2.config import configurable
 from torch import Tensor
 
-from ._cost import as_float32, center_prior_costs, check_predictions, dynamic_k, topk_matching
+from ._cost import (
+    CenterPriorCosts,
+    as_float32,
+    center_prior_costs,
+    check_predictions,
+    dynamic_k,
+    topk_matching,
+)
 from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
 
 
@@ -25,6 +38,9 @@ class SimOTA(BaseAssigner):
     normalised here: the conflicts compare costs of different gts.
 
     Memory O(G x M) with M <= ``max_candidates``; no (G, R, K) tensor.
+
+    Subclasses (:class:`~.ota.OTA`) reuse :meth:`assign`'s checks and :meth:`candidate_costs`,
+    and replace the top-k step by overriding :meth:`match`.
     """
 
     needs_predictions = True
@@ -71,19 +87,20 @@ class SimOTA(BaseAssigner):
             "focal_gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
         }
 
-    def assign(
+    def candidate_costs(
         self,
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Tensor | None = None,
-        pred_boxes: Tensor | None = None,
-    ) -> AssignResult:
-        """Args: gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4)."""
-        if len(gt_boxes) == 0:
-            return empty_result(len(anchors.boxes), anchors.boxes.device)
-        check_predictions("SimOTA", pred_logits, pred_boxes)
-        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
+    ) -> Tuple[CenterPriorCosts, Tensor]:
+        """The candidates and cost pieces of one image (:func:`~._cost.center_prior_costs` with
+        this assigner's settings; ``outside_cost`` not yet added), and the (G,) int64 dynamic k.
+
+        Args: float32 gt_boxes (G, 4) with G >= 1, gt_classes (G,), pred_logits (R, K),
+        pred_boxes (R, 4).
+        """
         pc = center_prior_costs(
             anchors,
             gt_boxes,
@@ -97,6 +114,38 @@ class SimOTA(BaseAssigner):
             focal_alpha=self.focal_alpha,
             focal_gamma=self.focal_gamma,
         )
+        return pc, dynamic_k(pc.ious, self.dynamic_topq)
+
+    def assign(
+        self,
+        anchors: AnchorLayout,
+        gt_boxes: Tensor,
+        gt_classes: Tensor,
+        pred_logits: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+    ) -> AssignResult:
+        """Args: gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4).
+
+        No gt gives all background; otherwise the inputs are cast to float32 for :meth:`match`.
+        """
+        if len(gt_boxes) == 0:
+            return empty_result(len(anchors.boxes), anchors.boxes.device)
+        check_predictions(type(self).__name__, pred_logits, pred_boxes)
+        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
+        return self.match(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
+
+    def match(
+        self,
+        anchors: AnchorLayout,
+        gt_boxes: Tensor,
+        gt_classes: Tensor,
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
+    ) -> AssignResult:
+        """Top-k matching of one image with G >= 1 gts.
+
+        Args: float32 gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4).
+        """
+        pc, k = self.candidate_costs(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         cost = pc.cost + self.outside_cost * pc.outside.float()
-        k = dynamic_k(pc.ious, self.dynamic_topq)
         return topk_matching(cost, pc.cand.anchor_idx, k, len(anchors.boxes))
