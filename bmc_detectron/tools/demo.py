@@ -95,7 +95,8 @@ def run_demo(
             failed.append({"file": str(path), "error": str(e)})
             continue
         instances = predictor(image)["instances"].to("cpu")
-        vis = Visualizer(image[:, :, ::-1], meta, scale=1.0, instance_mode=ColorMode.IMAGE)
+        # SEGMENTATION mode draws each class in its fixed metadata colour (thing_colors)
+        vis = Visualizer(image[:, :, ::-1], meta, scale=1.0, instance_mode=ColorMode.SEGMENTATION)
         drawn = vis.draw_instance_predictions(instances).get_image()
         out_file = output / (path.stem + "_det.png")
         Image.fromarray(np.ascontiguousarray(drawn)).save(out_file)

@@ -78,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer.resume_or_load(resume=False)
     trainer.train()
     t_train = time.perf_counter() - t0
-    results = BMCTrainer.test(cfg, trainer.model)
+    # detectron2's EvalHook evaluates once training ends; evaluate here only if it did not
+    results = getattr(trainer, "_last_eval_results", None) or BMCTrainer.test(cfg, trainer.model)
     bbox = results.get("bbox", results)
 
     test_dir = synth_root / "test"
