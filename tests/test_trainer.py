@@ -1,4 +1,5 @@
 """The trainer refuses bad data before training starts, with messages naming the file."""
+
 from __future__ import annotations
 
 import subprocess
