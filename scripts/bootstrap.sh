@@ -24,8 +24,12 @@ else
   "${PIP[@]}" install $TORCH_SPEC
 fi
 
-if "$PY" -c "import detectron2" 2>/dev/null; then
-  echo "[bootstrap] keeping detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)')"
+# The package first: it brings detectron2's pure-Python dependencies (fvcore, pycocotools, ...).
+echo "[bootstrap] installing bmc-detectron (editable, with dev extras)"
+"${PIP[@]}" install -e ".[dev]"
+
+if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('detectron2') is None)"; then
+  echo "[bootstrap] keeping the detectron2 already installed"
 else
   # detectron2's pure-Python code (upstream main of 2024-04-17); its compiled _C is not used.
   SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -35,6 +39,4 @@ else
   "$PY" -c "import detectron2" || { echo "[bootstrap] detectron2 install failed" >&2; exit 1; }
 fi
 
-echo "[bootstrap] installing bmc-detectron (editable, with dev extras)"
-"${PIP[@]}" install -e ".[dev]"
 "$PY" -c "import bmc_detectron, detectron2, torch; print('[bootstrap] ready: torch', torch.__version__, '| detectron2', detectron2.__version__)"
