@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import math
 import os
-import pkgutil
 import platform
 import resource
 import shlex
@@ -27,21 +25,11 @@ from detectron2.structures import Boxes, Instances
 logger = logging.getLogger("bmc_detectron.tools")
 
 
-def load_all_assigners() -> List[str]:
-    """Import every module of ``bmc_detectron.modeling.assigners`` (registering its assigner).
+def registered_assigners() -> List[str]:
+    """Names of the registered assigners (importing ``bmc_detectron`` registers all of them)."""
+    from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY
 
-    A module that fails to import is logged and skipped. Returns the registered names.
-    """
-    from bmc_detectron.modeling import assigners
-
-    for info in pkgutil.iter_modules(assigners.__path__):
-        if info.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"{assigners.__name__}.{info.name}")
-        except Exception as e:  # an assigner still being written must not stop the tools
-            logger.warning("assigner module %s not importable: %s", info.name, e)
-    return [name for name, _ in assigners.ASSIGNER_REGISTRY]
+    return sorted(name for name, _ in ASSIGNER_REGISTRY)
 
 
 def cpu_model() -> str:

@@ -67,7 +67,6 @@ def run_one(spec: Dict[str, object]) -> Dict[str, object]:
 
 def _run_one(spec: Dict[str, object]) -> Dict[str, object]:
     U.register_datasets(spec["datasets"])
-    U.load_all_assigners()
     cfg = build_cfg(spec["config_file"], spec["opts"])
     run_dir = Path(cfg.OUTPUT_DIR)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -353,6 +352,9 @@ def write_report(
     for (name, seed), r in specs.items():
         lines += [f"- `{name}` seed {seed}: `{r.get('command')}`",
                   f"  - `{r.get('train_net_command')}`"]  # fmt: skip
+    for extra in getattr(args, "extra", []):
+        body = Path(extra).read_text().strip()
+        lines += [f"\n## Included: `{extra}`\n", body.replace("\n# ", "\n### ")]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -373,6 +375,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch.set_num_threads in every run")
     p.add_argument("--timeout", type=float, help="seconds per run (subprocess mode)")
     p.add_argument("--report", help="also regenerate this markdown page (e.g. docs/RESULTS.md)")
+    p.add_argument(
+        "--extra", nargs="*", default=[],
+        help="markdown from other runs (benchmark.md, assign_bench.md) to include in the report",
+    )  # fmt: skip
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -397,7 +403,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    U.load_all_assigners()
     records = []
     specs = plan_runs(args)
     for spec in specs:

@@ -47,7 +47,6 @@ from bmc_detectron.engine import ConfigError, build_cfg
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY, AnchorLayout, BaseAssigner
 from bmc_detectron.tools._bench_utils import (
     fmt,
-    load_all_assigners,
     machine_info,
     markdown_table,
     random_batch,
@@ -283,7 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 0, or 1 when an assigner failed."""
     args = parse_args(argv)
     setup_logger(name="bmc_detectron")
-    load_all_assigners()
     try:
         cfg = build_cfg(args.config_file, args.opts)
     except ConfigError as e:

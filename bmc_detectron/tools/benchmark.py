@@ -63,7 +63,6 @@ from bmc_detectron.tools._bench_utils import (
     append_markdown_row,
     autocast,
     fmt,
-    load_all_assigners,
     machine_info,
     random_batch,
     summarize_ms,
@@ -380,7 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
     setup_logger(name="bmc_detectron")
-    load_all_assigners()
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     try:
         cfg = build_cfg(args.config_file, opts)

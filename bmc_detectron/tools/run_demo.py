@@ -32,11 +32,14 @@ def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed:
     for split, n, s in (("train", num_train, seed), ("test", num_test, seed + 1)):
         ann = root / "annotations" / f"{split}.json"
         if ann.is_file() and len(json.loads(ann.read_text())["images"]) == n:
-            print(f"[demo] synthetic {split} split present: {ann}")
+            print(f"[demo] synthetic {split} split present: {ann}", flush=True)
             continue
         t0 = time.perf_counter()
         generate_dataset(root, split, n, seed=s, height=size, width=size)
-        print(f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s")
+        print(
+            f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

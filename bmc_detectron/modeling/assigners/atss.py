@@ -176,24 +176,23 @@ class ATSS(BaseAssigner):
         """
         num_loc = anchors.num_per_location
         centers = anchors.centers().float()
+        offsets = torch.arange(num_loc, device=centers.device)
         per_level = []
         start = 0
         for count in anchors.num_per_level:
             if count == 0:
                 continue
-            level_centers = centers[start : start + count]
-            if self.topk_per_location:
-                # The A anchors of a location share its centre: rank locations, then expand.
-                loc_centers = level_centers.view(-1, num_loc, 2)[:, 0]
-                dist = squared_distances(gt_centers, loc_centers)  # (G, count / A)
-                k = min(self.topk, dist.shape[1])
-                loc_idx = dist.topk(k, dim=1, largest=False).indices  # (G, k)
-                offsets = torch.arange(num_loc, device=loc_idx.device)
-                idx = (loc_idx[:, :, None] * num_loc + offsets).flatten(1)  # (G, k * A)
-            else:
-                dist = squared_distances(gt_centers, level_centers)  # (G, count)
-                k = min(self.topk, count)
-                idx = dist.topk(k, dim=1, largest=False).indices  # (G, k)
+            # The A anchors of a location share its centre, so distances are ranked per location
+            # (an A-times smaller (G, HW) matrix) and then expanded to anchors. For k anchors this
+            # takes the ceil(k / A) nearest locations and keeps the first k of their anchors,
+            # which is the k-nearest-anchor set up to the order among equidistant anchors.
+            loc_centers = centers[start : start + count].view(-1, num_loc, 2)[:, 0]
+            dist = squared_distances(gt_centers, loc_centers)  # (G, count / A)
+            want = self.topk if self.topk_per_location else -(-self.topk // num_loc)
+            loc_idx = dist.topk(min(want, dist.shape[1]), dim=1, largest=False).indices
+            idx = (loc_idx[:, :, None] * num_loc + offsets).flatten(1)  # (G, k_loc * A)
+            if not self.topk_per_location:
+                idx = idx[:, : min(self.topk, count)]
             per_level.append(idx + start)
             start += count
         return torch.cat(per_level, dim=1)
