@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import AnchorLayout, AssignResult
+from .base import AnchorLayout, AssignResult, paired_iou
 
 _INF = float("inf")
 
@@ -159,17 +159,6 @@ def select_candidates(
     )
 
 
-def aligned_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Element-wise IoU of two broadcastable (..., 4) XYXY tensors; 0 for empty unions."""
-    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=-1)
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(dim=-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(dim=-1)
-    union = area1 + area2 - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
-
 def candidate_ious(cand: Candidates, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     """(G, M) IoU between each gt and the decoded predictions of its candidates (0 on padding).
 
@@ -177,7 +166,7 @@ def candidate_ious(cand: Candidates, pred_boxes: Tensor, gt_boxes: Tensor) -> Te
         pred_boxes: (R, 4) float32 decoded XYXY boxes.
         gt_boxes: (G, 4) float32 XYXY boxes.
     """
-    iou = aligned_iou(pred_boxes[cand.anchor_idx], gt_boxes[:, None, :])
+    iou = paired_iou(pred_boxes[cand.anchor_idx], gt_boxes[:, None, :])
     return iou.masked_fill(~cand.valid, 0.0)
 
 

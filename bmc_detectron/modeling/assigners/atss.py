@@ -8,31 +8,14 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
-
-
-def paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of corresponding XYXY boxes, broadcasting over leading dimensions.
-
-    ``paired_iou(gt[:, None], anchors[None])`` is the (G, R) IoU matrix; it works coordinate by
-    coordinate, so no (G, R, 2) intermediate is built.
-
-    Args:
-        boxes1: (..., 4) boxes.
-        boxes2: (..., 4) boxes, broadcastable against ``boxes1``.
-
-    Returns:
-        (...) IoU; 0 where the union is empty. Inverted boxes count as empty.
-    """
-    x1, y1, x2, y2 = boxes1.unbind(-1)
-    u1, v1, u2, v2 = boxes2.unbind(-1)
-    inter_w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)
-    inter_h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
-    inter = inter_w * inter_h
-    area1 = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    area2 = (u2 - u1).clamp(min=0) * (v2 - v1).clamp(min=0)
-    union = area1 + area2 - inter  # >= 0; 0 only where inter is 0 too
-    return inter / union.clamp(min=1e-12)
+from .base import (
+    ASSIGNER_REGISTRY,
+    AnchorLayout,
+    AssignResult,
+    BaseAssigner,
+    empty_result,
+    paired_iou,
+)
 
 
 def squared_distances(points1: Tensor, points2: Tensor) -> Tensor:

@@ -10,8 +10,15 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from .atss import paired_iou, resolve_by_max_iou
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
+from .atss import resolve_by_max_iou
+from .base import (
+    ASSIGNER_REGISTRY,
+    AnchorLayout,
+    AssignResult,
+    BaseAssigner,
+    empty_result,
+    paired_iou,
+)
 
 #: floor added to every fitted variance (sklearn's ``reg_covar`` default), so that a component
 #: fitted to identical scores keeps a finite density.
