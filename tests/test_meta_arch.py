@@ -114,3 +114,41 @@ def test_loss_weights_scale_losses():
         a, b = m1(batch), m2(batch)
     torch.testing.assert_close(b["loss_cls"], a["loss_cls"] * 0.5)
     torch.testing.assert_close(b["loss_box_reg"], a["loss_box_reg"] * 3.0)
+
+
+def test_soft_label_targets_are_the_iou_of_decoded_boxes(monkeypatch):
+    from detectron2.structures import Boxes
+    from detectron2.structures.boxes import matched_pairwise_iou
+
+    from bmc_detectron.modeling import meta_arch
+
+    torch.manual_seed(0)
+    model = build_model(
+        tiny_cfg(["MODEL.BMC.LOSS.CLS_TYPE", "varifocal", "MODEL.BMC.LOSS.SOFT_LABELS", True])
+    )
+    seen = {}
+
+    def capture(logits, targets, **kwargs):
+        seen["targets"] = targets
+        return logits.sum() * 0
+
+    monkeypatch.setattr(meta_arch, "varifocal_loss", capture)
+    batch = make_inputs((64, 64), GT)
+    images = model.preprocess_image(batch)
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.head_in_features]
+    logits, deltas = model._transpose_dense_predictions(model.head(features), [3, 4])
+    anchors = model.anchor_generator(features)
+    labels, boxes = model.label_anchors(anchors, [x["instances"] for x in batch])
+    with EventStorage():
+        model.losses(anchors, logits, labels, deltas, boxes)
+    labels = torch.stack(labels)
+    pos = (labels >= 0) & (labels != 3)
+    decoded = model._decode_all(Boxes.cat(anchors).tensor, deltas)[pos]
+    expected = matched_pairwise_iou(Boxes(decoded), Boxes(torch.stack(boxes)[pos])).clamp(min=0)
+    valid_labels = labels[labels >= 0]
+    targets = seen["targets"]
+    got = targets[valid_labels != 3].gather(1, valid_labels[valid_labels != 3, None])[:, 0]
+    assert pos.sum() > 0
+    torch.testing.assert_close(got, expected)
+    assert (targets[valid_labels == 3] == 0).all()

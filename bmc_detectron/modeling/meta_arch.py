@@ -205,8 +205,10 @@ class BMCRetinaNet(RetinaNet):
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         quality = torch.ones_like(gt_labels, dtype=torch.float32)
         if self.soft_labels and num_pos > 0:
-            anchor_t = Boxes.cat(anchors).tensor
-            pred = self._decode_all(anchor_t, pred_anchor_deltas)[pos_mask]
+            # decode the positives only: (P, 4) deltas against their (P, 4) anchors
+            anchor_t = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]
+            deltas = cat(pred_anchor_deltas, dim=1).detach()[pos_mask].float()
+            pred = self.box2box_transform.apply_deltas(deltas, anchor_t.float())
             matched = torch.stack(gt_boxes)[pos_mask]
             iou = matched_pairwise_iou(Boxes(pred), Boxes(matched))
             quality[pos_mask] = iou.clamp(min=0.0).float()
