@@ -120,7 +120,8 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     for png in ("ap_per_config.png", "ap_vs_latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()
-    assert "](../abl/ap_per_config.png)" in text and "train_net.py --config-file" in text
+    assert "](ap_per_config.png)" in text and "train_net.py --config-file" in text
+    assert (report.parent / "ap_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "torch" in text and "ablation --configs" in text
 
     metrics = ablation.metrics_path({"run_dir": str(run_dir), "test_dataset": dataset})

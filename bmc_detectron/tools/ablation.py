@@ -25,7 +25,7 @@ import csv
 import datetime
 import gc
 import json
-import os
+import shutil
 import subprocess
 import sys
 import time
@@ -318,7 +318,12 @@ def write_report(
     path: Path, out: Path, tables: str, records: List[Dict], args, wall_s: float, sched: List[str]
 ) -> None:
     """Regenerate the results page: setup, tables, plots, machine, wall times, commands."""
-    rel = os.path.relpath(out.resolve(), path.parent.resolve())
+    # The plots go next to the report, so that a committed report keeps them (run folders are
+    # usually git-ignored).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("ap_per_config.png", "ap_vs_latency.png"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, path.parent / name)
     m = U.machine_info()
     cmds = (out / "commands.txt").read_text().strip().splitlines()
     specs = {(r["name"], r["seed"]): r for r in records}
@@ -334,8 +339,8 @@ def write_report(
         f"- `--reference`: {REFERENCE_NAME} = the first config + `{' '.join(REFERENCE_OPTS)}`"
         if args.reference else "- no reference run",
         "\n## Results\n", tables,
-        f"![AP per config]({rel}/ap_per_config.png)\n",
-        f"![AP vs latency]({rel}/ap_vs_latency.png)\n",
+        "![AP per config](ap_per_config.png)\n",
+        "![AP vs latency](ap_vs_latency.png)\n",
         "## Machine\n",
         f"- CPU: {m['cpu']}, {m['usable_cores']} usable cores ({m['logical_cores']} logical),"
         f" {m['memory_gb']} GB RAM; GPU: {m['gpu'] or 'none'}",
