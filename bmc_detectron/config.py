@@ -94,7 +94,7 @@ def _add_model_config(cfg: CN) -> None:
     bmc.HEAD.DEFORM_MODULATED = True
 
     # ---- Backbone extras (deformable ResNet stages use MODEL.RESNETS.DEFORM_*; here via
-    # torchvision.ops.deform_conv2d, never detectron2._C) ----
+    # torchvision.ops.deform_conv2d, not detectron2's compiled DeformConv) ----
     bmc.BACKBONE = CN()
     # Dilation of the 3x3 conv in each ResNet stage res2..res5 (1 = none). Strides are unchanged.
     bmc.BACKBONE.STAGE_DILATIONS = [1, 1, 1, 1]

@@ -4,7 +4,7 @@ Both builders are registered in detectron2's ``BACKBONE_REGISTRY``:
 
 - ``build_bmc_resnet_backbone``: detectron2's ResNet, with ``MODEL.RESNETS.DEFORM_ON_PER_STAGE``
   / ``DEFORM_MODULATED`` / ``DEFORM_NUM_GROUPS`` realised by
-  :class:`~bmc_detectron.modeling.deform.DeformConv2dPack` (never ``detectron2._C``) and
+  :class:`~bmc_detectron.modeling.deform.DeformConv2dPack` (not detectron2's compiled op) and
   ``MODEL.BMC.BACKBONE.STAGE_DILATIONS`` applied to the 3x3 convs;
 - ``build_bmc_resnet_pan_backbone``: that ResNet + FPN + optional PAN/SE + extra levels
   (:class:`~bmc_detectron.modeling.neck.BMCPANFPN`), configured by ``MODEL.FPN`` and

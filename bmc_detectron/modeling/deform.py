@@ -1,4 +1,4 @@
-"""Deformable convolution built on ``torchvision.ops.deform_conv2d`` (no ``detectron2._C``).
+"""Deformable convolution on ``torchvision.ops.deform_conv2d`` (not detectron2's compiled op).
 
 :class:`DeformConv2dPack` is a convolution that predicts its own sampling offsets (and, for DCNv2,
 a modulation mask) with an internal plain convolution. That internal convolution starts at zero,
