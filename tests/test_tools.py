@@ -14,6 +14,7 @@ from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.engine import build_cfg
+from bmc_detectron.tools import _ablation_report as R
 from bmc_detectron.tools import ablation, assign_bench, benchmark
 from bmc_detectron.tools._bench_utils import registered_assigners, summarize_ms
 
@@ -116,7 +117,11 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     ref_cfg = (out / "runs" / ablation.REFERENCE_NAME / "seed0" / "config.yaml").read_text()
     assert "META_ARCHITECTURE: RetinaNet" in ref_cfg
     md = (out / "ablation.md").read_text()
-    assert "### Per-class AP50" in md and "| config | Prim | Lym |" in md and "Failed runs" in md
+    assert (
+        "### Per-class AP50" in md
+        and "| config | Prim | Lym |" in md
+        and "Runs without results" in md
+    )
     for png in ("ap_per_config.png", "ap_vs_latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()
@@ -134,6 +139,23 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     assert "run bad_soft_labels_focal seed 0" in log  # failed runs are retried
     assert metrics.stat().st_mtime_ns == mtime
     assert len((out / "commands.txt").read_text().splitlines()) == 2
+
+    # --no-run tabulates what exists and trains nothing; an unseen seed is "not run"
+    no_run = ["--configs", CFG, "--reference", "--train-dataset", dataset, "--test-dataset",
+              dataset, "--num-classes", "11", "--seeds", "0", "7", "--max-iter", "2",
+              "--output", str(out), "--report", str(report), "--no-run",
+              "--full", "retinanet_R_18_FPN_cpu", *TINY]  # fmt: skip
+    capsys.readouterr()
+    assert ablation.main(no_run) == 0
+    log = capsys.readouterr().out
+    assert "no result for retinanet_R_18_FPN_cpu seed 7 (--no-run)" in log
+    assert not (out / "runs" / "retinanet_R_18_FPN_cpu" / "seed7").exists()
+    rows = {(r["config"], r["seed"]): r for r in _read_csv(out / "ablation.csv")}
+    assert rows[("retinanet_R_18_FPN_cpu", "7")]["status"] == "not run"
+    assert rows[("retinanet_R_18_FPN_cpu", "mean")]["AP"] == ok["AP"]
+    text = report.read_text()
+    assert "### Accuracy target" in text and "over 1 paired seed(s)" in text
+    assert "| retinanet_R_18_FPN_cpu | CPU baseline: RetinaNet R-18-FPN" in text
 
 
 def test_ablation_subprocess_run(tmp_path, dataset):
@@ -181,3 +203,47 @@ def test_assign_bench_unknown_assigner(tmp_path):
     argv = ["--config-file", CFG, "--output", str(tmp_path), "--assigners", "MaxIoU", "Nope"]
     assert assign_bench.main(argv) == 2
     assert not (tmp_path / "assign_bench.json").exists()
+
+
+def _row(name: str, seeds_ap: dict, seeds_ap50: dict) -> dict:
+    return {
+        "config": name,
+        "ok_seeds": list(seeds_ap),
+        "AP/seeds": list(seeds_ap.values()),
+        "AP50/seeds": [seeds_ap50[s] for s in seeds_ap],
+        "description": f"{name} desc",
+    }
+
+
+def test_paired_delta_uses_only_common_seeds():
+    full = _row("full", {0: 40.0, 1: 38.0, 2: 50.0}, {0: 80.0, 1: 76.0, 2: 90.0})
+    ref = _row(R.REFERENCE_NAME, {0: 37.0, 1: 37.0}, {0: 75.0, 1: 74.0})
+    assert R.paired_delta(full, ref, "AP") == (pytest.approx(2.0), 2)  # seed 2 has no partner
+    assert R.paired_delta(full, ref, "AP50") == (pytest.approx(3.5), 2)
+    verdict = R.target_verdict([full, ref], "full", 1.5, 2.0)
+    assert "over 2 paired seed(s)" in verdict and "ΔAP +2.0" in verdict and "**met**" in verdict
+    assert "**not met**" in R.target_verdict([full, ref], "full", 2.5, 2.0)
+    assert "not evaluated" in R.target_verdict([full], "full", 1.5, 2.0)
+    lonely = _row("lonely", {5: 1.0}, {5: 1.0})
+    assert "**not met**" in R.target_verdict([lonely, ref], "lonely", -100, -100)  # n = 0
+
+
+def test_effects_table_against_parent_baseline_and_reference():
+    base = _row("base", {0: 30.0, 1: 32.0}, {0: 60.0, 1: 62.0})
+    child = _row("child", {0: 33.0, 1: 34.0}, {0: 66.0, 1: 65.0})
+    ref = _row(R.REFERENCE_NAME, {0: 31.0}, {0: 61.0})
+    lines = R.effects_table([base, child, ref], {"child": "base"}).splitlines()
+    assert lines[0].startswith("| config | what it is | parent |")
+    assert lines[3] == (
+        "| child | child desc | base | +2.5 / +4.5 (n=2) | +2.5 / +4.5 (n=2) | +2.0 / +5.0 (n=1) |"
+    )
+    assert lines[2].startswith("| base | base desc |  |  |  | -1.0 / -1.0 (n=1) |")
+
+
+def test_describe_reads_the_first_comment_line(tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("# One line about x.\n# more\n_BASE_: y.yaml\n")
+    assert R.describe(str(cfg)) == "One line about x."
+    cfg.write_text("_BASE_: y.yaml\n# late comment\n")
+    assert R.describe(str(cfg)) == ""
+    assert R.describe(str(tmp_path / "missing.yaml")) == ""

@@ -21,11 +21,8 @@ self-contained results page.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import gc
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -42,13 +39,15 @@ from bmc_detectron.data.datasets import prepare_dataset
 from bmc_detectron.engine import BMCTrainer, ConfigError, build_cfg
 from bmc_detectron.tools import _bench_utils as U
 from bmc_detectron.tools import benchmark as B
-
-REFERENCE_NAME = "d2_RetinaNet_reference"
-REFERENCE_OPTS = [
-    "MODEL.META_ARCHITECTURE", "RetinaNet",
-    "MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
-]  # fmt: skip
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+from bmc_detectron.tools._ablation_report import (
+    REFERENCE_NAME,
+    REFERENCE_OPTS,
+    markdown_tables,
+    plot,
+    summarize,
+    write_csv,
+    write_report,
+)
 
 
 class _TrainOnlyTrainer(BMCTrainer):
@@ -73,6 +72,7 @@ def _run_one(spec: Dict[str, object]) -> Dict[str, object]:
     (run_dir / "config.yaml").write_text(cfg.dump())
     seed_all_rng(cfg.SEED)
     info = {k: spec[k] for k in ("name", "config_file", "seed", "command", "train_net_command")}
+    info["threads"] = spec.get("threads")
     trainer = _TrainOnlyTrainer(cfg)
     trainer.resume_or_load(resume=False)
     t0 = time.perf_counter()
@@ -223,145 +223,14 @@ def collect(spec: Dict[str, object]) -> Dict[str, object]:
     if metrics_path(spec).is_file():
         info["metrics"] = json.loads(metrics_path(spec).read_text()).get("bbox", {})
         info["status"] = "ok"
+    elif not run_json.is_file():
+        info["status"] = "not run"
+    if "threads" not in info:  # runs made before the thread count was recorded
+        spec_json = Path(spec["run_dir"]) / "run_spec.json"
+        saved = json.loads(spec_json.read_text()) if spec_json.is_file() else {}
+        info["threads"] = saved.get("threads")
     info["run_dir"] = spec["run_dir"]
     return info
-
-
-# ----------------------------------------------------------------------------- tables
-def summarize(records: List[Dict], classes: Sequence[str]) -> List[Dict[str, object]]:
-    """One row per config: means over its successful seeds (and the per-seed values)."""
-    keys = list(METRICS) + [f"AP-{c}" for c in classes] + [f"AP50-{c}" for c in classes]
-    rows = []
-    for name in dict.fromkeys(r["name"] for r in records):
-        runs = [r for r in records if r["name"] == name]
-        ok = [r for r in runs if r.get("status") == "ok"]
-        row = {"config": name, "seeds": [r["seed"] for r in runs], "seeds_ok": len(ok)}
-        for k in keys:
-            row[f"{k}/seeds"] = [r.get("metrics", {}).get(k) for r in ok]
-            row[k] = U.nanmean(row[f"{k}/seeds"])
-        row["AP_std"] = U.nanstd(row["AP/seeds"])
-        for k in ("train_s", "eval_s", "latency_ms", "params_m", "gflops"):
-            row[k] = U.nanmean([r.get(k) for r in ok])
-        rows.append(row)
-    return rows
-
-
-def _cell(v: object) -> object:
-    return "" if v is None or (isinstance(v, float) and v != v) else v
-
-
-def write_csv(path: Path, records: List[Dict], summary: List[Dict], classes: Sequence[str]) -> None:
-    """Per-run rows, then one ``seed=mean`` row per config."""
-    keys = list(METRICS) + [f"AP-{c}" for c in classes] + [f"AP50-{c}" for c in classes]
-    extra = ["train_s", "eval_s", "latency_ms", "latency_p90_ms", "params_m", "gflops"]
-    header = ["config", "seed", "status", *keys, *extra, "run_dir", "error"]
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in records:
-            m = {k: _cell(v) for k, v in r.get("metrics", {}).items()}
-            w.writerow([r["name"], r["seed"], r.get("status"), *[m.get(k) for k in keys],
-                        *[r.get(k) for k in extra], r["run_dir"], r.get("error", "")])  # fmt: skip
-        for s in summary:
-            values = [_cell(s[k]) for k in keys] + [_cell(s.get(k)) for k in extra]
-            w.writerow([s["config"], "mean", f"{s['seeds_ok']}/{len(s['seeds'])} ok", *values])
-
-
-def markdown_tables(records: List[Dict], summary: List[Dict], classes: Sequence[str]) -> str:
-    """Mean table, per-class AP / AP50 tables, per-seed table and failures, as markdown."""
-    f = U.fmt
-    main = [
-        [s["config"], f"{s['seeds_ok']}/{len(s['seeds'])}",
-         f"{f(s['AP'])} ± {f(s['AP_std'])}" if s["AP_std"] == s["AP_std"] else f(s["AP"]),
-         f(s["AP50"]), f(s["AP75"]), f(s["train_s"] / 60), f(s["latency_ms"]),
-         f(s["params_m"], 2), f(s["gflops"], 2)]
-        for s in summary
-    ]  # fmt: skip
-    out = ["### Mean over seeds\n", U.markdown_table(
-        ["config", "seeds ok", "AP", "AP50", "AP75", "train (min)", "latency (ms, batch 1)",
-         "params (M)", "GFLOPs"], main)]  # fmt: skip
-    for metric in ("AP", "AP50"):
-        rows = [[s["config"], *[f(s[f"{metric}-{c}"]) for c in classes]] for s in summary]
-        out += [f"\n### Per-class {metric} (mean over seeds)\n",
-                U.markdown_table(["config", *classes], rows)]  # fmt: skip
-    seed_rows = []
-    for r in records:
-        m = r.get("metrics", {})
-        seed_rows.append([r["name"], str(r["seed"]), r.get("status", "?"), f(m.get("AP")),
-                          f(m.get("AP50")), f(m.get("AP75")), f(r.get("train_s"), 0),
-                          f(r.get("eval_s"), 0), f(r.get("latency_ms"))])  # fmt: skip
-    out += ["\n### Per seed\n", U.markdown_table(
-        ["config", "seed", "status", "AP", "AP50", "AP75", "train (s)", "eval (s)",
-         "latency (ms)"], seed_rows)]  # fmt: skip
-    failed = [[r["name"], str(r["seed"]), str(r.get("error", "")).replace("|", "/")]
-              for r in records if r.get("status") != "ok"]  # fmt: skip
-    if failed:
-        out += ["\n### Failed runs\n", U.markdown_table(["config", "seed", "error"], failed)]
-    return "\n".join(out) + "\n"
-
-
-def plot(out: Path, summary: List[Dict]) -> None:
-    """``ap_per_config.png`` (mean AP/AP50/AP75 bars, per-seed dots) and ``ap_vs_latency.png``."""
-    ok = [s for s in summary if s["seeds_ok"]]
-    labels = [s["config"] for s in ok]
-    series = {k: [s[k] for s in ok] for k in ("AP", "AP50", "AP75")}
-    points = {k: [s[f"{k}/seeds"] for s in ok] for k in series}
-    U.grouped_bar_plot(out / "ap_per_config.png", labels, series, points, "COCO AP (%)",
-                       "AP per config (bars: mean over seeds, dots: seeds)")  # fmt: skip
-    U.scatter_plot(out / "ap_vs_latency.png", [s["latency_ms"] for s in ok], series["AP"], labels,
-                   yerr=[0.0 if s["AP_std"] != s["AP_std"] else s["AP_std"] for s in ok],
-                   xlabel="latency, batch 1 (ms)", ylabel="COCO AP (%)",
-                   title="AP vs latency (mean ± std over seeds)")  # fmt: skip
-
-
-def write_report(
-    path: Path, out: Path, tables: str, records: List[Dict], args, wall_s: float, sched: List[str]
-) -> None:
-    """Regenerate the results page: setup, tables, plots, machine, wall times, commands."""
-    # The plots go next to the report, so that a committed report keeps them (run folders are
-    # usually git-ignored).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("ap_per_config.png", "ap_vs_latency.png"):
-        if (out / name).is_file():
-            shutil.copyfile(out / name, path.parent / name)
-    m = U.machine_info()
-    cmds = (out / "commands.txt").read_text().strip().splitlines()
-    specs = {(r["name"], r["seed"]): r for r in records}
-    lines = [
-        "# Ablation results\n",
-        f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `bmc_detectron.tools.ablation` from"
-        f" the runs in `{out}`; every number below was measured by those runs.\n",
-        "## Setup\n",
-        f"- train `{args.train_dataset}`, test `{args.test_dataset}`, {args.num_classes} classes,"
-        f" seeds {list(args.seeds)}",
-        f"- schedule passed to every run: `{' '.join(sched)}`",
-        f"- overrides for every run: `{' '.join(args.opts) or 'none'}`",
-        f"- `--reference`: {REFERENCE_NAME} = the first config + `{' '.join(REFERENCE_OPTS)}`"
-        if args.reference else "- no reference run",
-        "\n## Results\n", tables,
-        "![AP per config](ap_per_config.png)\n",
-        "![AP vs latency](ap_vs_latency.png)\n",
-        "## Machine\n",
-        f"- CPU: {m['cpu']}, {m['usable_cores']} usable cores ({m['logical_cores']} logical),"
-        f" {m['memory_gb']} GB RAM; GPU: {m['gpu'] or 'none'}",
-        f"- torch {m['torch']} ({args.threads or m['torch_threads']} threads per run),"
-        f" detectron2 {m['detectron2']},"
-        f" Python {m['python']}, {m['platform']}; 1-min load average at report time"
-        f" {m['load_avg_1m']}",
-        "\n## Wall times\n",
-        f"- this invocation: {wall_s / 60:.1f} min; all runs: "
-        f"{sum(r.get('wall_s') or 0 for r in records) / 60:.1f} min (train + eval + timing)",
-        "\n## Commands\n", "Ablation invocations (in order):\n", "```", *cmds, "```\n",
-        "Per run (the worker command; the equivalent detectron2-style training command):\n",
-    ]  # fmt: skip
-    for (name, seed), r in specs.items():
-        lines += [f"- `{name}` seed {seed}: `{r.get('command')}`",
-                  f"  - `{r.get('train_net_command')}`"]  # fmt: skip
-    for extra in getattr(args, "extra", []):
-        body = Path(extra).read_text().strip()
-        lines += [f"\n## Included: `{extra}`\n", body.replace("\n# ", "\n### ")]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -384,9 +253,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--extra", nargs="*", default=[],
         help="markdown from other runs (benchmark.md, assign_bench.md) to include in the report",
     )  # fmt: skip
+    p.add_argument(
+        "--no-run",
+        action="store_true",
+        help="train nothing: tabulate the runs that exist (the others as 'not run')",
+    )
+    p.add_argument(
+        "--parent",
+        nargs="*",
+        default=[],
+        metavar="CONFIG=PARENT",
+        help="config names whose paired change is shown against another config",
+    )
+    p.add_argument("--full", help="config name of the full model, judged against the reference")
+    p.add_argument(
+        "--target",
+        type=float,
+        nargs=2,
+        default=(1.5, 2.0),
+        metavar=("AP", "AP50"),
+        help="gain over the reference the full model must reach",
+    )
+    p.add_argument("--notes", help="markdown file placed under the report's setup section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    bad = [x for x in args.parent if x.count("=") != 1]
+    if bad:
+        p.error(f"--parent takes CONFIG=PARENT pairs, got {bad}")
+    args.parents = dict(x.split("=") for x in args.parent)
     return args
 
 
@@ -414,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tag = f"{spec['name']} seed {spec['seed']}"
         if metrics_path(spec).is_file():
             print(f"[ablation] skip {tag}: {metrics_path(spec)} exists")
+        elif args.no_run:
+            print(f"[ablation] no result for {tag} (--no-run)")
         else:
             print(f"[ablation] run {tag}")
             info = execute(spec, args.in_process, args.timeout)
@@ -422,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = MetadataCatalog.get(args.test_dataset).get("thing_classes") or []
     summary = summarize(records, classes)
     write_csv(out / "ablation.csv", records, summary, classes)
-    tables = markdown_tables(records, summary, classes)
+    tables = markdown_tables(records, summary, classes, args.parents, args.full, args.target)
     (out / "ablation.md").write_text("# Ablation\n\n" + tables)
     plot(out, summary)
     if args.report:
@@ -430,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sched = specs[0]["schedule"] if specs else []
         write_report(Path(args.report), out, tables, records, args, wall, sched)
     print(tables)
-    return 0 if all(r.get("status") == "ok" for r in records) else 1
+    return 0 if all(r.get("status") in ("ok", "not run") for r in records) else 1
 
 
 if __name__ == "__main__":
