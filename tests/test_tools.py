@@ -15,7 +15,7 @@ from bmc_detectron.data.datasets import register_coco_dataset, unregister_datase
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.engine import build_cfg
 from bmc_detectron.tools import _ablation_report as R
-from bmc_detectron.tools import ablation, assign_bench, benchmark
+from bmc_detectron.tools import ablation, assign_bench, benchmark, latency
 from bmc_detectron.tools._bench_utils import registered_assigners, summarize_ms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,3 +247,29 @@ def test_describe_reads_the_first_comment_line(tmp_path):
     cfg.write_text("_BASE_: y.yaml\n# late comment\n")
     assert R.describe(str(cfg)) == ""
     assert R.describe(str(tmp_path / "missing.yaml")) == ""
+
+
+def test_latency_side_by_side_with_stage_split(tmp_path):
+    out = tmp_path / "lat"
+    argv = ["--configs", CFG, "--reference", "--full", "retinanet_R_18_FPN_cpu", "--rounds", "2",
+            "--num-images", "2", "--warmup", "1", "--threads", "1", "--input-size", "64", "64",
+            "--output", str(out), *TINY]  # fmt: skip
+    assert latency.main(argv) == 0
+    rec = json.loads((out / "latency.json").read_text())
+    by_name = {m["name"]: m for m in rec["models"]}
+    assert set(by_name) == {"retinanet_R_18_FPN_cpu", ablation.REFERENCE_NAME}
+    ref, bmc = by_name[ablation.REFERENCE_NAME], by_name["retinanet_R_18_FPN_cpu"]
+    assert ref["ratio_to_reference"] == 1.0 and ref["n"] == bmc["n"] == 4  # 2 rounds x 2 images
+    for m in (ref, bmc):
+        assert 0 < m["backbone_ms"] < m["median_ms"] and 0 < m["head_ms"] < m["median_ms"]
+        assert m["rest_ms"] > 0
+    assert bmc["params_m"] == pytest.approx(ref["params_m"])  # same architecture
+    md = (out / "latency.md").read_text()
+    assert "| retinanet_R_18_FPN_cpu | CPU baseline" in md and "(target ≤ 1.3x) → **" in md
+
+
+def test_latency_rejects_a_config_that_does_not_load(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  NOT_A_KEY: 1\n")
+    assert latency.main(["--configs", str(bad), "--output", str(tmp_path)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
