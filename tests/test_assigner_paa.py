@@ -193,11 +193,12 @@ def test_owned_topk_candidates_by_hand():
     # a5 -> tie 0.1 / 0.1 -> lowest index 0.
     # gt 0: level 0 owns a1 (0.3), a3 (0.2) -> [1, 3]; level 1 owns a4 (0.4), a5 (0.1) -> [4, 5].
     # gt 1: level 0 owns a0 (0.6), a2 (0.3) -> [0, 2]; level 1 owns nothing -> two invalid slots.
-    cand, valid = owned_topk_candidates(ious, [4, 2], topk=2)
+    vals, owner = ious.max(dim=0)
+    cand, valid = owned_topk_candidates(owner, vals, 2, [4, 2], topk=2)
     assert cand[0].tolist() == [1, 3, 4, 5] and valid[0].tolist() == [True] * 4
     assert cand[1, :2].tolist() == [0, 2] and valid[1].tolist() == [True, True, False, False]
     # topk 1: the best owned anchor per level.
-    cand, valid = owned_topk_candidates(ious, [4, 2], topk=1)
+    cand, valid = owned_topk_candidates(owner, vals, 2, [4, 2], topk=1)
     assert cand[0].tolist() == [1, 4] and cand[1, 0].item() == 0
     assert valid.tolist() == [[True, True], [True, False]]
 

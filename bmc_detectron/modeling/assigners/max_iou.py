@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import torch
 from detectron2.config import configurable
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from torch import Tensor
 
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
+from ._chunked_iou import anchors_at_gt_max, chunked_max_iou
+from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner
+
+
+def detectron2_iou(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:
+    """(G, r) IoU block by detectron2's ``pairwise_iou`` of (G, 4) gts and (r, 4) anchors."""
+    return pairwise_iou(Boxes(gt_boxes), Boxes(anchor_boxes))
 
 
 @ASSIGNER_REGISTRY.register()
@@ -17,9 +24,14 @@ class MaxIoU(BaseAssigner):
     """Each anchor takes the gt it overlaps most; IoU thresholds split foreground, ignore and
     background (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
-    A thin wrapper over detectron2's :class:`~detectron2.modeling.matcher.Matcher`, so that with
-    this assigner :class:`BMCRetinaNet` labels anchors exactly as detectron2's ``RetinaNet``.
+    The result is exactly that of detectron2's :class:`~detectron2.modeling.matcher.Matcher` on
+    the dense (G, R) ``pairwise_iou`` matrix, so that with this assigner :class:`BMCRetinaNet`
+    labels anchors exactly as detectron2's ``RetinaNet``; but the IoU is computed in anchor chunks
+    (:mod:`._chunked_iou`), so time and memory grow linearly in G. ``chunk_elements`` (not a
+    config option) sets the size of one (G, chunk) IoU block; None means the module default.
     """
+
+    chunk_elements: Optional[int] = None
 
     @configurable
     def __init__(
@@ -53,8 +65,16 @@ class MaxIoU(BaseAssigner):
         pred_logits: Optional[Tensor] = None,
         pred_boxes: Optional[Tensor] = None,
     ) -> AssignResult:
-        if len(gt_boxes) == 0:
-            return empty_result(len(anchors.boxes), anchors.boxes.device)
-        iou = pairwise_iou(Boxes(gt_boxes), Boxes(anchors.boxes))
-        matched_idxs, labels = self.matcher(iou)
-        return AssignResult(matched_idxs, labels)
+        boxes = anchors.boxes
+        num, device = len(boxes), boxes.device
+        if len(gt_boxes) == 0 or num == 0:  # Matcher's answer for an empty IoU matrix
+            labels = torch.full((num,), self.matcher.labels[0], dtype=torch.int8, device=device)
+            return AssignResult(torch.zeros(num, dtype=torch.int64, device=device), labels)
+        maxima = chunked_max_iou(gt_boxes, boxes, detectron2_iou, self.chunk_elements)
+        labels = torch.ones(num, dtype=torch.int8, device=device)
+        m = self.matcher
+        for label, low, high in zip(m.labels, m.thresholds[:-1], m.thresholds[1:]):
+            labels[(maxima.anchor_max >= low) & (maxima.anchor_max < high)] = label
+        if m.allow_low_quality_matches:
+            labels[anchors_at_gt_max(gt_boxes, boxes, detectron2_iou, maxima)] = 1
+        return AssignResult(maxima.anchor_argmax, labels)

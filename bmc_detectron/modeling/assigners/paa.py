@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
+from ._chunked_iou import chunked_max_iou
 from .atss import resolve_by_max_iou
 from .base import (
     ASSIGNER_REGISTRY,
@@ -145,34 +146,76 @@ def separate_positives(x: Tensor, mask: Tensor, gmm: GMM1D, separation: str = "p
     return pos & mask
 
 
+def _exclusive_cumsum(values: List[int]) -> List[int]:
+    """[0, v0, v0 + v1, ...] without the total."""
+    out, total = [], 0
+    for v in values:
+        out.append(total)
+        total += v
+    return out
+
+
+def _sort_groups_by_iou(group: Tensor, iou: Tensor) -> Tensor:
+    """(P,) permutation sorting entries by ``group`` (P,) int64, then decreasing ``iou`` (P,) > 0,
+    then position (the sorts are stable)."""
+    if iou.dtype == torch.float32:
+        # one sort: the bits of a positive float32, read as int32, increase with its value
+        key = group * 2**31 - iou.view(torch.int32).long()
+        return key.sort(stable=True).indices
+    order = iou.sort(descending=True, stable=True).indices
+    return order[group[order].sort(stable=True).indices]
+
+
 def owned_topk_candidates(
-    ious: Tensor, num_per_level: List[int], topk: int
+    owner: Tensor, owner_iou: Tensor, num_gt: int, num_per_level: List[int], topk: int
 ) -> Tuple[Tensor, Tensor]:
     """PAA's pre-assignment: per level, each gt's ``topk`` highest-IoU anchors among those whose
     max-IoU gt it is (with IoU > 0). An anchor is therefore a candidate of at most one gt.
 
+    Computed from the per-anchor owner alone (no (G, R) tensor): the anchors with owner IoU > 0
+    are sorted by (owner, level, -IoU) with a stable sort, and each keeps its rank inside its
+    (owner, level) group. Equal IoUs are ranked by anchor index.
+
     Args:
-        ious: (G, R) IoU of each gt with each anchor.
+        owner: (R,) int64 max-IoU gt of each anchor (lowest gt index on ties).
+        owner_iou: (R,) IoU of each anchor with its owner.
+        num_gt: G.
         num_per_level: anchors per level, summing to R.
         topk: candidates per level and gt.
 
     Returns:
-        cand (G, C) int64 anchor indices and valid (G, C) bool (False where a gt owns fewer
-        than ``topk`` anchors on a level).
+        cand (G, C) int64 anchor indices and valid (G, C) bool, C = sum over non-empty levels of
+        min(topk, level size), levels in order and candidates by decreasing IoU inside a level;
+        valid is False (and cand the level's first anchor) where a gt owns fewer than ``topk``
+        anchors with IoU > 0 on a level.
     """
-    num_gt = ious.shape[0]
-    owner = ious.max(dim=0).indices  # (R,); ties go to the lowest gt index
-    owned = owner[None, :] == torch.arange(num_gt, device=ious.device)[:, None]
-    owned_ious = ious * owned  # 0 where not owned; IoU 0 is never a valid candidate
-    cands, valids = [], []
-    start = 0
-    for count in num_per_level:
-        if count > 0:
-            vals, idx = owned_ious[:, start : start + count].topk(min(topk, count), dim=1)
-            cands.append(idx + start)
-            valids.append(vals > 0)
-        start += count
-    return torch.cat(cands, dim=1), torch.cat(valids, dim=1)
+    device, num_levels = owner.device, len(num_per_level)
+    ks = [min(topk, count) for count in num_per_level]
+    col_offset = torch.as_tensor(_exclusive_cumsum(ks), device=device)
+    levels = torch.arange(num_levels, device=device)
+    level_of_col = torch.repeat_interleave(levels, torch.as_tensor(ks, device=device))  # (C,)
+    level_start = torch.as_tensor(_exclusive_cumsum(num_per_level), device=device)
+    cand = level_start[level_of_col].expand(num_gt, -1).clone()  # (G, C)
+    valid = torch.zeros_like(cand, dtype=torch.bool)
+    level = torch.repeat_interleave(levels, torch.as_tensor(num_per_level, device=device))  # (R,)
+
+    idx = (owner_iou > 0).nonzero().flatten()  # (P,) anchors with an owner, ascending
+    group = owner[idx] * num_levels + level[idx]  # (P,) (owner, level) group
+    order = _sort_groups_by_iou(group, owner_iou[idx])
+    idx, group = idx[order], group[order]
+    sizes = torch.bincount(group, minlength=num_gt * num_levels)
+    rank = torch.arange(len(idx), device=device) - (sizes.cumsum(0) - sizes)[group]
+    keep = rank < topk  # also < the level size
+    gt, lvl = group[keep] // num_levels, group[keep] % num_levels
+    col = col_offset[lvl] + rank[keep]
+    cand[gt, col] = idx[keep]
+    valid[gt, col] = True
+    return cand, valid
+
+
+def _paired_iou_block(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:
+    """(G, r) IoU of (G, 4) gts with (r, 4) anchors by :func:`paired_iou`."""
+    return paired_iou(gt_boxes[:, None], anchor_boxes[None])
 
 
 @ASSIGNER_REGISTRY.register()
@@ -204,6 +247,8 @@ class PAA(BaseAssigner):
     """
 
     needs_predictions = True
+    #: elements of one (G, chunk) IoU block (:mod:`._chunked_iou`); None: the module default
+    chunk_elements: Optional[int] = None
 
     @configurable
     def __init__(
@@ -285,15 +330,20 @@ class PAA(BaseAssigner):
         if pred_logits is None or pred_boxes is None:
             raise ValueError("PAA needs pred_logits and pred_boxes")
         gt_boxes = gt_boxes.float()
-        ious = paired_iou(gt_boxes[:, None], anchors.boxes.float()[None])  # (G, R)
-        cand, valid = owned_topk_candidates(ious, anchors.num_per_level, self.topk)
+        maxima = chunked_max_iou(
+            gt_boxes, anchors.boxes.float(), _paired_iou_block, self.chunk_elements
+        )
+        owner, owner_iou = maxima.anchor_argmax, maxima.anchor_max  # (R,), (R,)
+        cand, valid = owned_topk_candidates(
+            owner, owner_iou, len(gt_boxes), anchors.num_per_level, self.topk
+        )
         scores = self.candidate_scores(
             cand, gt_boxes, gt_classes.long(), pred_logits.float(), pred_boxes.float()
         )
         gmm = fit_gmm_1d(scores, valid, self.em_iters)
         pos = separate_positives(scores, valid, gmm, self.separation)  # (G, C)
         gt_idx = torch.arange(len(gt_boxes), device=device)[:, None].expand_as(cand)
-        cand_ious = ious.gather(1, cand)
+        cand_ious = owner_iou[cand]  # the (gt, candidate) IoU wherever valid
         return AssignResult(
             *resolve_by_max_iou(cand[pos], gt_idx[pos], cand_ious[pos], num_anchors)
         )
