@@ -9,6 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from bmc_detectron.modeling import BMCRetinaNet
+from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY
 
 GT = [[[4, 6, 30, 28, 0], [20, 20, 60, 50, 2]], [[10, 10, 40, 40, 1]]]
 
@@ -152,3 +153,27 @@ def test_soft_label_targets_are_the_iou_of_decoded_boxes(monkeypatch):
     assert pos.sum() > 0
     torch.testing.assert_close(got, expected)
     assert (targets[valid_labels == 3] == 0).all()
+
+
+@pytest.mark.parametrize("assigner", sorted(n for n, _ in ASSIGNER_REGISTRY))
+def test_mixed_precision_training_keeps_assignment_in_float32(assigner, monkeypatch):
+    # CUDA runs under fp16 autocast (SOLVER.AMP); CPU autocast (bfloat16) exercises the same
+    # casts here: the assigner must receive float32 predictions and the losses stay finite.
+    model = build_model(tiny_cfg(["MODEL.BMC.ASSIGNER.NAME", assigner]))
+    model.train()
+    seen = []
+    original = type(model.assigner).assign
+
+    def spy(self, anchors, gt_boxes, gt_classes, pred_logits=None, pred_boxes=None):
+        seen.append([t.dtype for t in (anchors.boxes, pred_logits, pred_boxes) if t is not None])
+        return original(self, anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
+
+    monkeypatch.setattr(type(model.assigner), "assign", spy)
+    batch = make_inputs((64, 96), [GT[0], GT[1]])
+    with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(batch)
+    assert seen and all(d == torch.float32 for dtypes in seen for d in dtypes)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -8,6 +8,7 @@ import sys
 import pytest
 from conftest import CONFIGS, REPO
 
+from bmc_detectron.config import get_bmc_cfg
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
@@ -58,3 +59,11 @@ def test_train_net_prints_a_clear_error_for_an_unknown_key():
     assert proc.returncode != 0
     assert "error: command-line overrides: Non-existent key: MODEL.NOPE" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_mixed_precision_is_switched_off_on_cpu():
+    cfg = build_cfg(str(REPO / "configs" / "retinanet_R_50_full_1x.yaml"), ["MODEL.DEVICE", "cpu"])
+    assert cfg.MODEL.DEVICE == "cpu" and not cfg.SOLVER.AMP.ENABLED
+    raw = get_bmc_cfg()
+    raw.merge_from_file(str(REPO / "configs" / "retinanet_R_50_full_1x.yaml"))
+    assert raw.SOLVER.AMP.ENABLED  # the R-50 configs train in mixed precision on CUDA

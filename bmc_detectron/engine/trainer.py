@@ -119,6 +119,11 @@ def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE is %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        # detectron2's AMPTrainer is CUDA-only (fp16 autocast + GradScaler)
+        logger.info("SOLVER.AMP.ENABLED: mixed precision is for CUDA; training in float32 on %s",
+                    cfg.MODEL.DEVICE)  # fmt: skip
+        cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
     return cfg
 

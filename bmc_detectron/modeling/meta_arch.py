@@ -153,7 +153,7 @@ class BMCRetinaNet(RetinaNet):
         if self.assigner.needs_predictions:
             if pred_logits is None or pred_anchor_deltas is None:
                 raise ValueError(f"{type(self.assigner).__name__} needs the predictions")
-            logits = cat(pred_logits, dim=1).detach()
+            logits = cat(pred_logits, dim=1).detach().float()  # costs in float32 under AMP
             boxes = self._decode_all(layout.boxes, pred_anchor_deltas)
 
         gt_labels, matched_gt_boxes = [], []
