@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -148,20 +149,12 @@ def separate_positives(x: Tensor, mask: Tensor, gmm: GMM1D, separation: str = "p
 
 def _exclusive_cumsum(values: List[int]) -> List[int]:
     """[0, v0, v0 + v1, ...] without the total."""
-    out, total = [], 0
-    for v in values:
-        out.append(total)
-        total += v
-    return out
+    return [0, *itertools.accumulate(values)][:-1]
 
 
 def _sort_groups_by_iou(group: Tensor, iou: Tensor) -> Tensor:
     """(P,) permutation sorting entries by ``group`` (P,) int64, then decreasing ``iou`` (P,) > 0,
     then position (the sorts are stable)."""
-    if iou.dtype == torch.float32:
-        # one sort: the bits of a positive float32, read as int32, increase with its value
-        key = group * 2**31 - iou.view(torch.int32).long()
-        return key.sort(stable=True).indices
     order = iou.sort(descending=True, stable=True).indices
     return order[group[order].sort(stable=True).indices]
 
