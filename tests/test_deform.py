@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d
 from torch import nn
+from torchvision.ops import deform_conv2d
 
+from bmc_detectron.modeling._deform_sample import deform_conv2d_sampled
 from bmc_detectron.modeling.deform import DeformConv2dPack
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -115,3 +117,66 @@ def test_from_conv_rejects_non_zero_padding():
     conv = nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
     with pytest.raises(ValueError, match="zero padding"):
         DeformConv2dPack.from_conv(conv)
+
+
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups,offset_groups,modulated,kernel",
+    [
+        (1, 1, 1, 1, 1, True, 3),
+        (1, 1, 1, 1, 1, False, 3),
+        (2, 1, 1, 1, 2, True, 3),
+        (1, 2, 2, 2, 1, True, 3),
+        (2, 0, 1, 2, 2, False, 3),
+        (1, 0, 1, 1, 1, True, 1),
+        (1, (1, 2), (1, 2), 1, 2, True, (3, 3)),
+        (1, (2, 1), 1, 1, 1, True, (5, 3)),
+    ],
+)
+def test_sampled_path_equals_torchvision(
+    stride, padding, dilation, groups, offset_groups, modulated, kernel
+):
+    # Large random offsets: taps land between pixels, on borders and outside the image.
+    torch.manual_seed(0)
+    pair = nn.modules.utils._pair
+    stride, padding, dilation, kernel = pair(stride), pair(padding), pair(dilation), pair(kernel)
+    x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 4 // groups, *kernel, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    out_h = (9 + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (11 + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    taps = offset_groups * kernel[0] * kernel[1]
+    offset = (3 * torch.randn(2, 2 * taps, out_h, out_w, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(2, taps, out_h, out_w, dtype=torch.float64, requires_grad=True)
+    mask_arg = mask if modulated else None
+    kwargs = {"stride": stride, "padding": padding, "dilation": dilation, "mask": mask_arg}
+    expected = deform_conv2d(x, offset, weight, bias, **kwargs)
+    out = deform_conv2d_sampled(x, offset, weight, bias, **kwargs)
+    assert out.shape == expected.shape == (2, 6, out_h, out_w)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    inputs = [x, offset, weight, bias] + ([mask] if modulated else [])
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    expected_grads = torch.autograd.grad(expected, inputs, grad_out)
+    for name, got, want in zip(["x", "offset", "weight", "bias", "mask"], grads, expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-8, msg=f"grad of {name}")
+
+
+def test_cpu_layer_uses_sampled_path(monkeypatch):
+    calls = []
+    import bmc_detectron.modeling.deform as deform_module
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return deform_conv2d_sampled(*args, **kwargs)
+
+    monkeypatch.setattr(deform_module, "deform_conv2d_sampled", spy)
+    layer = DeformConv2dPack(2, 2, 3, padding=1, modulated=True)
+    layer(torch.randn(1, 2, 5, 5))
+    assert calls == [1]
+
+
+def test_sampled_path_rejects_bad_offset_channels():
+    with pytest.raises(ValueError, match="offset has 5 channels"):
+        deform_conv2d_sampled(
+            torch.randn(1, 2, 5, 5), torch.randn(1, 5, 5, 5), torch.randn(2, 2, 3, 3)
+        )
