@@ -74,7 +74,8 @@ def _run_one(spec: Dict[str, object]) -> Dict[str, object]:
     info = {k: spec[k] for k in ("name", "config_file", "seed", "command", "train_net_command")}
     info["threads"] = spec.get("threads")
     trainer = _TrainOnlyTrainer(cfg)
-    trainer.resume_or_load(resume=False)
+    # an interrupted run continues from its last checkpoint in OUTPUT_DIR (none: from scratch)
+    trainer.resume_or_load(resume=True)
     t0 = time.perf_counter()
     trainer.train()
     info.update(status="trained", train_s=time.perf_counter() - t0)
