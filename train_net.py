@@ -11,8 +11,9 @@ import sys
 
 from detectron2.engine import default_argument_parser, launch
 
+from bmc_detectron.config import ConfigError
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.engine import ConfigError, main
+from bmc_detectron.engine import main
 
 
 def run() -> None:

@@ -7,8 +7,19 @@ global defaults, so ``detectron2.config.get_cfg()`` stays stock.
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used (the message names it)."""
 
 
 def _add_model_config(cfg: CN) -> None:
@@ -141,3 +152,80 @@ def add_bmc_config(cfg: CN) -> CN:
 def get_bmc_cfg() -> CN:
     """A fresh copy of detectron2's defaults with the bmc-detectron keys added."""
     return add_bmc_config(get_cfg())
+
+
+def _merge(source: str, merge: Callable[[], None]) -> None:
+    try:
+        merge()
+    except KeyError as e:
+        raise ConfigError(f"{source}: {e.args[0] if e.args else e}") from None
+    except (ValueError, AssertionError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _registered_choices(cfg: CN) -> Dict[str, tuple]:
+    """Config keys whose value names a registry entry or a fixed choice -> (value, allowed)."""
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    from .modeling.assigners import ASSIGNER_REGISTRY
+
+    def names(registry) -> list:
+        return sorted(name for name, _ in registry)
+
+    return {
+        "MODEL.META_ARCHITECTURE": (cfg.MODEL.META_ARCHITECTURE, names(META_ARCH_REGISTRY)),
+        "MODEL.BACKBONE.NAME": (cfg.MODEL.BACKBONE.NAME, names(BACKBONE_REGISTRY)),
+        "MODEL.BMC.ASSIGNER.NAME": (cfg.MODEL.BMC.ASSIGNER.NAME, names(ASSIGNER_REGISTRY)),
+        "MODEL.BMC.LOSS.CLS_TYPE": (
+            cfg.MODEL.BMC.LOSS.CLS_TYPE,
+            ["focal", "quality_focal", "varifocal"],
+        ),
+        "MODEL.RETINANET.BBOX_REG_LOSS_TYPE": (
+            cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE,
+            ["ciou", "diou", "giou", "smooth_l1"],
+        ),
+    }
+
+
+def check_cfg(cfg: CN) -> None:
+    """Raise :class:`ConfigError` for a value that names nothing registered or allowed."""
+    for key, (value, allowed) in _registered_choices(cfg).items():
+        if value not in allowed:
+            raise ConfigError(f"{key} {value!r} is not known; allowed: {', '.join(allowed)}")
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" in weights:
+        raise ConfigError(
+            f"MODEL.WEIGHTS {weights!r}: nothing is downloaded at run time; give a local "
+            ".pth/.pkl path or leave it empty to train from scratch"
+        )
+    if weights and not os.path.isfile(weights):
+        raise ConfigError(f"MODEL.WEIGHTS {weights!r}: file not found")
+
+
+def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CN:
+    """A frozen config: bmc defaults, then ``config_file``, then ``KEY VALUE`` overrides.
+
+    Raises :class:`ConfigError` naming the file or key on unknown keys, bad values, unknown
+    registry names, a missing file or a weights path that would need a download. Falls back to
+    CPU (with a warning) when the config asks for CUDA and there is none.
+    """
+    cfg = get_bmc_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"{config_file}: config file not found")
+        _merge(config_file, lambda: cfg.merge_from_file(config_file))
+    if opts:
+        _merge("command-line overrides", lambda: cfg.merge_from_list(list(opts)))
+    check_cfg(cfg)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        # detectron2's AMPTrainer is CUDA-only (fp16 autocast + GradScaler)
+        logger.info(
+            "SOLVER.AMP.ENABLED: mixed precision is for CUDA; training in float32 on %s",
+            cfg.MODEL.DEVICE,
+        )
+        cfg.SOLVER.AMP.ENABLED = False
+    cfg.freeze()
+    return cfg

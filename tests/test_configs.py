@@ -10,7 +10,7 @@ from conftest import CONFIGS, make_inputs
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from bmc_detectron.engine import ConfigError, build_cfg
+from bmc_detectron.config import ConfigError, build_cfg
 
 ALL = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
 CPU = sorted(p for p in (CONFIGS / "cpu").glob("retinanet_*.yaml"))
@@ -23,7 +23,9 @@ def _id(p: Path) -> str:
 @pytest.mark.parametrize("path", ALL, ids=_id)
 def test_config_merges_and_builds(path):
     cfg = build_cfg(str(path), ["MODEL.DEVICE", "cpu"])
-    assert cfg.MODEL.META_ARCHITECTURE == "BMCRetinaNet"
+    # every config is this project's model except detectron2's stock reference (d2_*)
+    expected = "RetinaNet" if path.name.startswith("d2_") else "BMCRetinaNet"
+    assert cfg.MODEL.META_ARCHITECTURE == expected
     assert cfg.MODEL.WEIGHTS == ""  # every config trains from scratch
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 1e6
@@ -85,9 +87,21 @@ def test_weights_are_never_downloaded(tmp_path):
         build_cfg(base, ["MODEL.WEIGHTS", str(tmp_path / "nope.pth")])
 
 
-def test_unknown_assigner_is_reported():
-    cfg = build_cfg(
-        str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml"), ["MODEL.BMC.ASSIGNER.NAME", "Nope"]
-    )
-    with pytest.raises(KeyError, match="MODEL.BMC.ASSIGNER.NAME"):
-        build_model(cfg)
+@pytest.mark.parametrize(
+    "key",
+    [
+        "MODEL.BMC.ASSIGNER.NAME",
+        "MODEL.META_ARCHITECTURE",
+        "MODEL.BACKBONE.NAME",
+        "MODEL.BMC.LOSS.CLS_TYPE",
+        "MODEL.RETINANET.BBOX_REG_LOSS_TYPE",
+    ],
+)
+def test_unknown_registry_name_is_a_config_error(key):
+    config = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
+    with pytest.raises(ConfigError) as info:
+        build_cfg(config, [key, "Nope"])
+    message = str(info.value)
+    assert key in message and "'Nope'" in message and "allowed:" in message
+    if key == "MODEL.BMC.ASSIGNER.NAME":
+        assert "ATSS" in message and "MaxIoU" in message

@@ -10,10 +10,10 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from bmc_detectron.config import build_cfg
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
-from bmc_detectron.engine import build_cfg
 from bmc_detectron.tools import _ablation_report as R
 from bmc_detectron.tools import ablation, assign_bench, benchmark, latency
 from bmc_detectron.tools._bench_utils import registered_assigners, summarize_ms

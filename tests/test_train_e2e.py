@@ -10,9 +10,10 @@ from conftest import CONFIGS
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
-from bmc_detectron.engine import BMCTrainer, build_cfg
+from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.tools import demo
 
 ITERS = 160

@@ -8,12 +8,12 @@ import sys
 import pytest
 from conftest import CONFIGS, REPO
 
-from bmc_detectron.config import get_bmc_cfg
+from bmc_detectron.config import ConfigError, build_cfg, get_bmc_cfg
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
-from bmc_detectron.engine import BMCTrainer, ConfigError, build_cfg
+from bmc_detectron.engine import BMCTrainer
 
 CPU = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
 

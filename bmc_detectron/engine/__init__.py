@@ -1,5 +1,5 @@
 """Training and evaluation engine."""
 
-from .trainer import BMCTrainer, ConfigError, build_cfg, load_checked_dicts, main, setup
+from .trainer import BMCTrainer, load_checked_dicts, main, setup
 
-__all__ = ["BMCTrainer", "ConfigError", "build_cfg", "load_checked_dicts", "main", "setup"]
+__all__ = ["BMCTrainer", "load_checked_dicts", "main", "setup"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -20,16 +19,12 @@ from detectron2.data import (
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.engine import DefaultTrainer, default_setup
 
-from ..config import get_bmc_cfg
+from ..config import ConfigError, build_cfg
 from ..data.augment import build_bmc_augmentations
 from ..data.checks import check_dataset_dicts
 from ..evaluation import BMCCOCOEvaluator
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used."""
 
 
 def load_checked_dicts(cfg: CfgNode, names: Sequence[str], filter_empty: bool) -> List[dict]:
@@ -84,48 +79,6 @@ class BMCTrainer(DefaultTrainer):
             metrics_file=cfg.BMC.EVAL.METRICS_FILE,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
-
-
-def _merge(cfg: CfgNode, source: str, merge) -> None:
-    try:
-        merge()
-    except KeyError as e:
-        raise ConfigError(f"{source}: {e.args[0] if e.args else e}") from None
-    except (ValueError, AssertionError, TypeError) as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CfgNode:
-    """A frozen config: bmc defaults, then ``config_file``, then ``KEY VALUE`` overrides.
-
-    Raises :class:`ConfigError` naming the file or key on unknown keys, bad values, a missing file
-    or a weights path that would need a download.
-    """
-    cfg = get_bmc_cfg()
-    if config_file:
-        if not os.path.isfile(config_file):
-            raise ConfigError(f"{config_file}: config file not found")
-        _merge(cfg, config_file, lambda: cfg.merge_from_file(config_file))
-    if opts:
-        _merge(cfg, "command-line overrides", lambda: cfg.merge_from_list(list(opts)))
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" in weights:
-        raise ConfigError(
-            f"MODEL.WEIGHTS {weights!r}: nothing is downloaded at run time; give a local "
-            ".pth/.pkl path or leave it empty to train from scratch"
-        )
-    if weights and not os.path.isfile(weights):
-        raise ConfigError(f"MODEL.WEIGHTS {weights!r}: file not found")
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
-        # detectron2's AMPTrainer is CUDA-only (fp16 autocast + GradScaler)
-        logger.info("SOLVER.AMP.ENABLED: mixed precision is for CUDA; training in float32 on %s",
-                    cfg.MODEL.DEVICE)  # fmt: skip
-        cfg.SOLVER.AMP.ENABLED = False
-    cfg.freeze()
-    return cfg
 
 
 def setup(args: argparse.Namespace) -> CfgNode:

@@ -35,8 +35,9 @@ from detectron2.engine import hooks
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.datasets import prepare_dataset
-from bmc_detectron.engine import BMCTrainer, ConfigError, build_cfg
+from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.tools import _bench_utils as U
 from bmc_detectron.tools import benchmark as B
 from bmc_detectron.tools._ablation_report import (

@@ -43,7 +43,7 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
-from bmc_detectron.engine import ConfigError, build_cfg
+from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY, AnchorLayout, BaseAssigner
 from bmc_detectron.tools._bench_utils import (
     fmt,

@@ -56,8 +56,9 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
+from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.datasets import prepare_dataset
-from bmc_detectron.engine import BMCTrainer, ConfigError, build_cfg
+from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.tools._bench_utils import (
     PeakMemory,
     append_markdown_row,

@@ -25,8 +25,8 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image, UnidentifiedImageError
 
+from ..config import ConfigError, build_cfg
 from ..data.classes import marrow_metadata
-from ..engine import ConfigError, build_cfg
 
 logger = logging.getLogger("bmc_detectron.demo")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

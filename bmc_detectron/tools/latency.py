@@ -35,7 +35,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
-from bmc_detectron.engine import ConfigError, build_cfg
+from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.tools import _bench_utils as U
 from bmc_detectron.tools import benchmark as B
 from bmc_detectron.tools._ablation_report import REFERENCE_NAME, REFERENCE_OPTS, describe

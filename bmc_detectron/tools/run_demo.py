@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 
 from detectron2.utils.logger import setup_logger
 
+from ..config import ConfigError, build_cfg
 from ..data.paths import datasets_root
-from ..engine import BMCTrainer, ConfigError, build_cfg
+from ..engine import BMCTrainer
 from .demo import run_demo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

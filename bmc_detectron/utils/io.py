@@ -1,0 +1,103 @@
+"""File output and input helpers used across the package.
+
+Every file the package writes goes through :func:`atomic_write_bytes` (or its text/JSON/image
+wrappers): a temp file in the same folder, fsync, rename. An existing file is only ever replaced
+by a complete new one; a failure or a kill half-way leaves the old file as it was.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, List, Sequence, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+# Image file endings the tools accept when they are given a folder.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder + rename; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: object) -> object:
+    """``value`` with NaN / inf floats as None, tuples as lists and dict keys as strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def write_json_atomic(obj: object, path: PathLike, indent: int | None = None) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically; NaN is written as null."""
+    return atomic_write_bytes(path, json.dumps(json_safe(obj), indent=indent).encode())
+
+
+def write_png_atomic(path: PathLike, image: np.ndarray) -> Path:
+    """Write an (H, W, 3) RGB or (H, W) uint8 array as PNG atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def list_images(folder: PathLike) -> List[Path]:
+    """The image files directly in ``folder`` (by :data:`IMAGE_SUFFIXES`), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: Union[str, Sequence[str], Iterable[str]]) -> List[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> a de-duplicated list.
+
+    Raises FileNotFoundError naming the item that matched nothing.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [str(inputs)]
+    paths: List[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += list_images(p)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(item)) if Path(m).is_file())
+            if not matches:
+                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
+            paths += matches
+    return list(dict.fromkeys(paths))
