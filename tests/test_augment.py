@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_cfg
 from detectron2.data import transforms as T
+from helpers import tiny_cfg
 
 from bmc_detectron.data.augment import RandomRot90, Rot90Transform, build_bmc_augmentations
 

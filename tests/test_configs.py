@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, make_inputs
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, make_inputs
 
 from bmc_detectron.config import ConfigError, build_cfg
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import make_inputs, tiny_cfg
 
 from bmc_detectron.modeling import BMCRetinaNet
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from helpers import CONFIGS
 
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import unregister_dataset

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 from bmc_detectron.config import ConfigError, build_cfg, get_bmc_cfg
 from bmc_detectron.data.checks import DatasetError
