@@ -25,14 +25,15 @@ class ConfigError(ValueError):
 def _add_model_config(cfg: CN) -> None:
     bmc = cfg.MODEL.BMC = CN()
 
-    # ---- Neck: FPN followed by a bottom-up path-aggregation path (PANet) with SE fusion.
+    # ---- Neck: FPN, optionally followed by a bottom-up path-aggregation path (PANet) with SE
+    # fusion; by default (PAN and ATTENTION off) the plain FPN.
     # The FPN part uses detectron2's keys: MODEL.FPN.IN_FEATURES (e.g. res3-res5 or res2-res5),
     # OUT_CHANNELS (every FPN/PAN level), NORM (also used by the PAN convs) and FUSE_TYPE. ----
     bmc.NECK = CN()
     # Add the bottom-up path N_low = P_low, N_{i+1} = Conv3x3(w * Down(N_i) + P_{i+1}).
-    bmc.NECK.PAN = True
+    bmc.NECK.PAN = False
     # Weight the downsampled lower level with SE-style channel attention computed from P_{i+1}.
-    bmc.NECK.ATTENTION = True
+    bmc.NECK.ATTENTION = False
     # Reduction ratio of the SE bottleneck (channels -> channels / ratio -> channels).
     bmc.NECK.SE_REDUCTION = 16
     # Extra levels on top of the last PAN/FPN level: "P6P7" (RetinaNet), "P6" or "" (none).
@@ -40,43 +41,79 @@ def _add_model_config(cfg: CN) -> None:
     # Input of the extra levels: "p5" (last PAN/FPN output, as in FCOS) or "res5" (RetinaNet).
     bmc.NECK.TOP_BLOCK_IN = "p5"
 
-    # ---- Label assignment (one assigner per file in modeling/assigners) ----
+    # ---- Label assignment: one sub-node per assigner (one file each in modeling/assigners);
+    # an assigner reads only its own sub-node. The focal-cost alpha / gamma of OTA, SimOTA and PAA
+    # are the loss's MODEL.RETINANET.FOCAL_LOSS_ALPHA / GAMMA; MaxIoU's thresholds and labels are
+    # detectron2's MODEL.RETINANET.IOU_THRESHOLDS / IOU_LABELS. ----
     bmc.ASSIGNER = CN()
     # Registered assigner: "MaxIoU", "ATSS", "OTA", "SimOTA", "PAA" or "DynamicSoft".
     bmc.ASSIGNER.NAME = "MaxIoU"
-    # MaxIoU: allow each gt to keep its best anchor below the foreground threshold (RetinaNet).
-    bmc.ASSIGNER.ALLOW_LOW_QUALITY_MATCHES = True
-    # ATSS: candidates per level and gt (see ATSS.TOPK_PER_LOCATION for what k counts).
-    bmc.ASSIGNER.ATSS_TOPK = 9
-    # ATSS: True -> k locations (k x anchors-per-location anchors); False -> k anchors (paper).
-    bmc.ASSIGNER.ATSS_TOPK_PER_LOCATION = False
-    # OTA / SimOTA / DynamicSoft: weight of the IoU cost relative to the classification cost.
-    bmc.ASSIGNER.IOU_WEIGHT = 3.0
-    # OTA / SimOTA: centre-prior radius in units of the anchor's stride.
-    bmc.ASSIGNER.CENTER_RADIUS = 2.5
-    # OTA / SimOTA / DynamicSoft: dynamic k of a gt = sum of its top-q candidate IoUs (>= 1).
-    bmc.ASSIGNER.DYNAMIC_TOPQ = 10
-    # OTA: Sinkhorn entropy regularisation epsilon.
-    bmc.ASSIGNER.SINKHORN_EPS = 0.1
-    # OTA: number of Sinkhorn iterations.
-    bmc.ASSIGNER.SINKHORN_ITERS = 50
-    # OTA / SimOTA: cost added to anchors outside the gt box and its centre region.
-    bmc.ASSIGNER.OUTSIDE_COST = 1.0e5
-    # OTA / SimOTA / DynamicSoft: at most this many candidates per gt (bounds memory).
-    bmc.ASSIGNER.MAX_CANDIDATES = 1000
-    # PAA: pre-assigned candidates per level and gt (by IoU with the anchors).
-    bmc.ASSIGNER.PAA_TOPK = 9
-    # PAA: EM iterations of the per-gt two-component Gaussian mixture.
-    bmc.ASSIGNER.PAA_EM_ITERS = 10
-    # PAA: positives are candidates scoring at most the low-loss component's mean ("peak", as the
-    # authors' code) or with posterior >= 0.5 for that component ("boundary").
-    bmc.ASSIGNER.PAA_SEPARATION = "peak"
-    # PAA: weight of the IoU loss in the anchor score.
-    bmc.ASSIGNER.PAA_IOU_WEIGHT = 1.0
-    # DynamicSoft: base of the soft centre prior, 10^(distance / stride - shift).
-    bmc.ASSIGNER.SOFT_CENTER_POWER = 10.0
-    # DynamicSoft: the soft centre prior costs 1 at this distance (in strides) from the gt centre.
-    bmc.ASSIGNER.SOFT_CENTER_SHIFT = 3.0
+
+    max_iou = bmc.ASSIGNER.MAX_IOU = CN()
+    # Keep each gt's best anchors even below the foreground threshold (as RetinaNet does).
+    max_iou.ALLOW_LOW_QUALITY_MATCHES = True
+
+    atss = bmc.ASSIGNER.ATSS = CN()
+    # Candidates per level and gt, nearest to the gt centre (what k counts: TOPK_PER_LOCATION).
+    atss.TOPK = 9
+    # True: k locations (k x anchors-per-location anchors); False: k anchors (the paper's text).
+    atss.TOPK_PER_LOCATION = False
+
+    ota = bmc.ASSIGNER.OTA = CN()
+    # Entropic regularisation epsilon of the Sinkhorn solver.
+    ota.SINKHORN_EPS = 0.1
+    # Number of Sinkhorn iterations.
+    ota.SINKHORN_ITERS = 50
+    # Weight of the -log(IoU) cost relative to the focal classification cost.
+    ota.IOU_WEIGHT = 3.0
+    # Half-side of the centre square around a gt centre, in strides of the anchor's level.
+    ota.CENTER_RADIUS = 2.5
+    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1.
+    ota.DYNAMIC_TOPQ = 10
+    # Candidates (nearest anchors) of a gt with no anchor centre in its box or centre square.
+    ota.FALLBACK_K = 10
+    # Cost added to pairs whose anchor centre is not in both the gt box and its centre square.
+    ota.OUTSIDE_COST = 1.0e5
+    # At most this many candidates per gt, the nearest to its centre (bounds memory).
+    ota.MAX_CANDIDATES = 1000
+
+    simota = bmc.ASSIGNER.SIMOTA = CN()
+    # Weight of the -log(IoU) cost relative to the focal classification cost.
+    simota.IOU_WEIGHT = 3.0
+    # Half-side of the centre square around a gt centre, in strides of the anchor's level.
+    simota.CENTER_RADIUS = 2.5
+    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1.
+    simota.DYNAMIC_TOPQ = 10
+    # Candidates (nearest anchors) of a gt with no anchor centre in its box or centre square.
+    simota.FALLBACK_K = 10
+    # Cost added to pairs whose anchor centre is not in both the gt box and its centre square.
+    simota.OUTSIDE_COST = 1.0e5
+    # At most this many candidates per gt, the nearest to its centre (bounds memory).
+    simota.MAX_CANDIDATES = 1000
+
+    paa = bmc.ASSIGNER.PAA = CN()
+    # Pre-assigned candidates per level and gt (highest IoU among the anchors it owns).
+    paa.TOPK = 9
+    # EM iterations of the per-gt two-component Gaussian mixture.
+    paa.EM_ITERS = 10
+    # Positives: "peak" (score <= low-loss component mean) or "boundary" (posterior >= 0.5).
+    paa.SEPARATION = "peak"
+    # Weight of the IoU loss in the candidate score.
+    paa.IOU_WEIGHT = 1.0
+
+    dsl = bmc.ASSIGNER.DYNAMIC_SOFT = CN()
+    # Weight of the -log(IoU) cost relative to the soft classification cost.
+    dsl.IOU_WEIGHT = 3.0
+    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1 (RTMDet's topk).
+    dsl.DYNAMIC_TOPQ = 13
+    # Candidates (nearest anchors) of a gt that contains no anchor centre.
+    dsl.FALLBACK_K = 10
+    # At most this many candidates per gt, the nearest to its centre (bounds memory).
+    dsl.MAX_CANDIDATES = 1000
+    # Base of the soft centre prior POWER ** (distance / stride - SHIFT).
+    dsl.SOFT_CENTER_POWER = 10.0
+    # Distance (in strides) from the gt centre at which the soft centre prior costs 1.
+    dsl.SOFT_CENTER_SHIFT = 3.0
 
     # ---- Losses ----
     bmc.LOSS = CN()
@@ -131,10 +168,58 @@ def _add_data_config(cfg: CN) -> None:
     bmc.DATA = CN()
     # Validate every image (readable, size) and box before training starts.
     bmc.DATA.CHECK_IMAGES = True
+    # Detect one "cell" class: each DATASETS name is replaced by its merged variant (data/agnostic).
+    bmc.DATA.CLASS_AGNOSTIC = False
 
     bmc.EVAL = CN()
     # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.
     bmc.EVAL.METRICS_FILE = "coco_metrics.json"
+
+    # Precision on CPU (CUDA mixed precision is detectron2's SOLVER.AMP.ENABLED).
+    bmc.PRECISION = CN()
+    # bfloat16 autocast for the forward pass of training and inference on CPU; losses,
+    # assigners and IoU-aware targets stay float32 (engine/precision.py).
+    bmc.PRECISION.CPU_BF16 = False
+    # Channels-last (NHWC) conv weights and backbone input, oneDNN's preferred CPU layout.
+    bmc.PRECISION.CHANNELS_LAST = False
+
+
+def _add_classifier_config(cfg: CN) -> None:
+    # ---- Recognition stage: the cell classifier (META_ARCHITECTURE "BMCCellClassifier") on crops
+    # cut by data/crops.crop_boxes; its backbone is detectron2's ResNet (MODEL.RESNETS.*). ----
+    clf = cfg.MODEL.BMC.CLASSIFIER = CN()
+    # Number of cell classes (the linear layer's outputs).
+    clf.NUM_CLASSES = 11
+    # Class names in class-id order; [] = thing_classes of DATASETS.TRAIN[0].
+    clf.CLASS_NAMES = []
+    # Side of the square crops in pixels (training, evaluation and the count pipeline).
+    clf.CROP_SIZE = 64
+    # Context around the box on every side, as a fraction of the box's longer side.
+    clf.CROP_MARGIN = 0.15
+    # Backbone feature that is average-pooled into the linear layer (in MODEL.RESNETS.OUT_FEATURES).
+    clf.IN_FEATURE = "res5"
+    # Label smoothing of the cross-entropy loss (0 = none).
+    clf.LABEL_SMOOTHING = 0.0
+    # Crops per forward pass at inference (test loader batches, predict_crops chunks).
+    clf.BATCH_SIZE_TEST = 64
+
+    # Training augmentation of the crops (the smear augmentation of data/augment.py).
+    aug = cfg.BMC.CLASSIFIER_AUG = CN()
+    # Random horizontal flip with probability 0.5.
+    aug.HFLIP = True
+    # Random vertical flip with probability 0.5.
+    aug.VFLIP = True
+    # Random rotation by a multiple of 90 degrees.
+    aug.ROT90 = True
+    # Brightness jitter range (factor), [] to disable.
+    aug.BRIGHTNESS = [0.85, 1.15]
+    # Contrast jitter range (factor), [] to disable.
+    aug.CONTRAST = [0.85, 1.15]
+    # Saturation jitter range (factor), [] to disable (stain intensity variation).
+    aug.SATURATION = [0.8, 1.2]
+    # Box jitter before cropping: centre shift and width/height change up to this fraction of the
+    # box side (uniform), so that the classifier tolerates detector boxes; 0 = exact boxes.
+    aug.BOX_JITTER = 0.1
 
 
 def add_bmc_config(cfg: CN) -> CN:
@@ -146,6 +231,8 @@ def add_bmc_config(cfg: CN) -> CN:
         _add_model_config(cfg)
     if "BMC" not in cfg:
         _add_data_config(cfg)
+    if "CLASSIFIER" not in cfg.MODEL.BMC:
+        _add_classifier_config(cfg)
     return cfg
 
 
@@ -187,11 +274,53 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
     }
 
 
+CLASSIFIER_ARCH = "BMCCellClassifier"
+
+
+def _check_classifier(cfg: CN) -> None:
+    """Class-agnostic detection needs one class; the classifier's keys must fit together."""
+    is_classifier = cfg.MODEL.META_ARCHITECTURE == CLASSIFIER_ARCH
+    if cfg.BMC.DATA.CLASS_AGNOSTIC:
+        if is_classifier:
+            raise ConfigError(
+                "BMC.DATA.CLASS_AGNOSTIC is for detectors, not for MODEL.META_ARCHITECTURE "
+                f"{CLASSIFIER_ARCH}"
+            )
+        if cfg.MODEL.RETINANET.NUM_CLASSES != 1:
+            raise ConfigError(
+                "BMC.DATA.CLASS_AGNOSTIC True detects one 'cell' class: set "
+                f"MODEL.RETINANET.NUM_CLASSES 1 (it is {cfg.MODEL.RETINANET.NUM_CLASSES})"
+            )
+    if not is_classifier:
+        return
+    clf, jitter = cfg.MODEL.BMC.CLASSIFIER, cfg.BMC.CLASSIFIER_AUG.BOX_JITTER
+    problems = {
+        "NUM_CLASSES": (clf.NUM_CLASSES < 2, "needs at least 2 classes"),
+        "CLASS_NAMES": (
+            bool(clf.CLASS_NAMES) and len(clf.CLASS_NAMES) != clf.NUM_CLASSES,
+            f"has {len(clf.CLASS_NAMES)} names but NUM_CLASSES is {clf.NUM_CLASSES}",
+        ),
+        "IN_FEATURE": (
+            clf.IN_FEATURE not in cfg.MODEL.RESNETS.OUT_FEATURES,
+            f"must be one of MODEL.RESNETS.OUT_FEATURES {list(cfg.MODEL.RESNETS.OUT_FEATURES)}",
+        ),
+        "CROP_SIZE": (clf.CROP_SIZE < 32, "must be >= 32 (the ResNet's stride)"),
+        "CROP_MARGIN": (clf.CROP_MARGIN < 0, "must be >= 0"),
+        "LABEL_SMOOTHING": (not 0 <= clf.LABEL_SMOOTHING < 1, "must be in [0, 1)"),
+    }
+    for key, (bad, why) in problems.items():
+        if bad:
+            raise ConfigError(f"MODEL.BMC.CLASSIFIER.{key} {clf[key]!r}: {why}")
+    if not 0 <= jitter < 0.5:
+        raise ConfigError(f"BMC.CLASSIFIER_AUG.BOX_JITTER {jitter!r}: must be in [0, 0.5)")
+
+
 def check_cfg(cfg: CN) -> None:
     """Raise :class:`ConfigError` for a value that names nothing registered or allowed."""
     for key, (value, allowed) in _registered_choices(cfg).items():
         if value not in allowed:
             raise ConfigError(f"{key} {value!r} is not known; allowed: {', '.join(allowed)}")
+    _check_classifier(cfg)
     weights = cfg.MODEL.WEIGHTS
     if weights and "://" in weights:
         raise ConfigError(
@@ -217,6 +346,10 @@ def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CN:
     if opts:
         _merge("command-line overrides", lambda: cfg.merge_from_list(list(opts)))
     check_cfg(cfg)
+    if cfg.BMC.DATA.CLASS_AGNOSTIC:
+        from .data.agnostic import use_agnostic_datasets
+
+        use_agnostic_datasets(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE is %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"

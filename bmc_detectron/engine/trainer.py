@@ -23,6 +23,7 @@ from ..config import ConfigError, build_cfg
 from ..data.augment import build_bmc_augmentations
 from ..data.checks import check_dataset_dicts
 from ..evaluation import BMCCOCOEvaluator
+from .precision import apply_precision
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,12 @@ def load_checked_dicts(cfg: CfgNode, names: Sequence[str], filter_empty: bool) -
 
 
 class BMCTrainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with checked data, smear augmentation and per-class COCO AP."""
+    """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP and
+    the CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last)."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        return apply_precision(super().build_model(cfg), cfg)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -1,0 +1,83 @@
+"""Mixed precision on CPU: bfloat16 network body, float32 everything else.
+
+detectron2's ``AMPTrainer`` covers CUDA (fp16 autocast around the whole forward + a gradient
+scaler, switched on by ``SOLVER.AMP.ENABLED``). This module adds the CPU path:
+
+- ``BMC.PRECISION.CPU_BF16``: the model's ``backbone`` (ResNet + neck) and ``head`` run under
+  ``torch.autocast("cpu", torch.bfloat16)``, so convolutions and matrix products use the cores'
+  AVX-512 BF16 / AMX units; their outputs are cast back to float32. Anchor generation, label
+  assignment, losses, box decoding and NMS therefore stay float32 for every model with a
+  ``backbone`` (and a ``head``): BMCRetinaNet, detectron2's stock RetinaNet, the cell classifier.
+  bfloat16 keeps float32's exponent range, so no loss scaling is needed, and the optimizer keeps
+  float32 master weights (the parameters never change dtype).
+- ``BMC.PRECISION.CHANNELS_LAST``: conv weights and the backbone input in NHWC layout, the one
+  oneDNN's CPU convolutions prefer.
+
+Both act on a built model (:func:`apply_precision`), so training, evaluation, the benchmark tools
+and the count pipeline all run the network the same way; a checkpoint is the same in any
+precision.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import torch
+from detectron2.config import CfgNode
+from torch import nn
+
+#: submodules whose forward runs in bfloat16 with ``BMC.PRECISION.CPU_BF16``
+BF16_SUBMODULES = ("backbone", "head")
+
+
+def cpu_bf16_enabled(cfg: CfgNode) -> bool:
+    """Whether ``cfg`` asks for bfloat16 on CPU and the model runs on the CPU."""
+    return bool(cfg.BMC.PRECISION.CPU_BF16) and not cfg.MODEL.DEVICE.startswith("cuda")
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(v) for v in value)
+    return value
+
+
+def _bf16_forward(forward: Callable) -> Callable:
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = forward(*args, **kwargs)
+        return _to_float32(out)
+
+    run.bmc_bf16 = True
+    return run
+
+
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
+
+
+def apply_precision(model: nn.Module, cfg: CfgNode) -> nn.Module:
+    """Apply ``cfg.BMC.PRECISION`` to a built model in place; returns ``model``.
+
+    Calling it twice is harmless. With neither option set (the default) the model is unchanged.
+    """
+    if cpu_bf16_enabled(cfg):
+        for name in BF16_SUBMODULES:
+            module = getattr(model, name, None)
+            if module is not None and not getattr(module.forward, "bmc_bf16", False):
+                module.forward = _bf16_forward(module.forward)
+    if cfg.BMC.PRECISION.CHANNELS_LAST and not getattr(model, "_bmc_channels_last", False):
+        model.to(memory_format=torch.channels_last)
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None:
+            backbone.register_forward_pre_hook(_to_channels_last)
+        model._bmc_channels_last = True
+    return model
