@@ -36,6 +36,9 @@ def _add_model_config(cfg: CN) -> None:
     bmc.NECK.ATTENTION = False
     # Reduction ratio of the SE bottleneck (channels -> channels / ratio -> channels).
     bmc.NECK.SE_REDUCTION = 16
+    # Initial bias of the SE gate's last layer: 0 starts the gate near sigmoid(0) = 0.5 (halving
+    # the bottom-up signal early), 3 near 0.95 (plain PAN fusion at the start).
+    bmc.NECK.SE_GATE_BIAS = 0.0
     # Extra levels on top of the last PAN/FPN level: "P6P7" (RetinaNet), "P6" or "" (none).
     bmc.NECK.TOP_BLOCK = "P6P7"
     # Input of the extra levels: "p5" (last PAN/FPN output, as in FCOS) or "res5" (RetinaNet).

@@ -292,3 +292,42 @@ def test_neck_convs_use_c2_xavier_init():
         bound = math.sqrt(3.0 / (16 * 9))  # kaiming_uniform(a=1): sqrt(6 / ((1 + 1) * fan_in))
         assert conv.weight.abs().max() <= bound and conv.weight.std() > bound / 4
     assert isinstance(fusion.down, nn.Conv2d) and fusion.down.stride == (2, 2)
+
+
+def test_se_gate_bias_sets_the_initial_gate():
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 8, 8)
+    default = SEWeight(32, reduction=4)(x)
+    opened = SEWeight(32, reduction=4, gate_bias=3.0)(x)
+    assert abs(default.mean().item() - 0.5) < 0.1  # PyTorch's init: gates near sigmoid(0)
+    assert opened.min().item() > 0.85 and opened.mean().item() > 0.93
+    cfg = tiny_cfg(PAN=True, ATTENTION=True, SE_REDUCTION=4, SE_GATE_BIAS=3.0)
+    backbone = build_bmc_resnet_pan_backbone(cfg, RGB)
+    biases = [f.se.fc2.bias for f in backbone.pan.fusions]
+    assert all(torch.all(b == 3.0) for b in biases)
+
+
+def test_se_gate_statistics_are_logged_in_training_only():
+    from detectron2.utils.events import EventStorage
+
+    cfg = tiny_cfg(PAN=True, ATTENTION=True, SE_REDUCTION=4)
+    backbone = build_bmc_resnet_pan_backbone(cfg, RGB)
+    x = torch.randn(2, 3, 64, 64)
+    with EventStorage() as storage:
+        backbone.eval()
+        with torch.no_grad():
+            backbone(x)
+        assert not any(k.startswith("se_gate/") for k in storage.histories())
+        backbone.train()
+        backbone(x)
+        logged = {k: v.latest() for k, v in storage.histories().items()}
+    # one mean and one spread per fused level (p4, p5 for res3-res5 inputs)
+    assert sorted(logged) == [
+        "se_gate/p4_mean",
+        "se_gate/p4_std",
+        "se_gate/p5_mean",
+        "se_gate/p5_std",
+    ]
+    gate = backbone.pan.fusions[0].se(backbone.top_down(backbone.bottom_up(x))[1])
+    assert logged["se_gate/p4_mean"] == pytest.approx(gate.mean().item(), rel=1e-5)
+    backbone(x)  # outside the storage: nothing raised

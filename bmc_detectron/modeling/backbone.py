@@ -18,6 +18,7 @@ ResNet plus ``conv2.offset_conv.*``, so ImageNet checkpoints still load.
 
 from __future__ import annotations
 
+import math
 from typing import List, Sequence
 
 from detectron2.layers import ShapeSpec
@@ -142,6 +143,7 @@ def build_bmc_resnet_pan_backbone(cfg, input_shape: ShapeSpec) -> BMCPANFPN:
         needed.append(neck.TOP_BLOCK_IN)
     bottom_up = build_bmc_resnet_backbone(cfg, input_shape, out_features=needed)
     shapes = bottom_up.output_shape()
+    names = [f"p{int(math.log2(shapes[f].stride))}" for f in in_features]
     top_in_channels = (
         shapes[neck.TOP_BLOCK_IN].channels if neck.TOP_BLOCK_IN in shapes else fpn.OUT_CHANNELS
     )
@@ -151,7 +153,7 @@ def build_bmc_resnet_pan_backbone(cfg, input_shape: ShapeSpec) -> BMCPANFPN:
         fpn.OUT_CHANNELS,
         norm=fpn.NORM,
         fuse_type=fpn.FUSE_TYPE,
-        pan=PANNeck(cfg, num_levels=len(in_features)) if neck.PAN else None,
+        pan=PANNeck(cfg, num_levels=len(in_features), level_names=names) if neck.PAN else None,
         top_block=make_top_block(
             neck.TOP_BLOCK, neck.TOP_BLOCK_IN, top_in_channels, fpn.OUT_CHANNELS
         ),

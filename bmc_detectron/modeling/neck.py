@@ -19,6 +19,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, get_norm
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.utils.events import EventStorage, get_event_storage
 from torch import Tensor, nn
 
 __all__ = ["SEWeight", "SEFusion", "PANNeck", "LastLevelP6", "make_top_block", "BMCPANFPN"]
@@ -46,11 +47,13 @@ class SEWeight(nn.Module):
     (at least 1) hidden units.
     """
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, gate_bias: float | None = None):
         """
         Args:
             channels: channels of the input (and number of weights).
             reduction: bottleneck ratio of the two fully connected layers.
+            gate_bias: initial bias of ``FC2`` (None: PyTorch's default init, gates near 0.5);
+                e.g. 3.0 starts every gate near sigmoid(3) = 0.95.
         """
         super().__init__()
         if reduction < 1:
@@ -58,6 +61,8 @@ class SEWeight(nn.Module):
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
+        if gate_bias is not None:
+            nn.init.constant_(self.fc2.bias, gate_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """
@@ -83,7 +88,14 @@ class SEFusion(nn.Module):
     """
 
     def __init__(
-        self, channels: int, *, norm: str = "", attention: bool = True, reduction: int = 16
+        self,
+        channels: int,
+        *,
+        norm: str = "",
+        attention: bool = True,
+        reduction: int = 16,
+        gate_bias: float | None = None,
+        name: str = "",
     ):
         """
         Args:
@@ -91,11 +103,25 @@ class SEFusion(nn.Module):
             norm: detectron2 norm name for both convs ("" = none, then the convs have a bias).
             attention: weight ``Down(N_i)`` with :class:`SEWeight` of ``P_{i+1}``; off: ``w = 1``.
             reduction: SE bottleneck ratio.
+            gate_bias: initial bias of the gate's last layer (see :class:`SEWeight`).
+            name: level name used for the gate statistics logged in training.
         """
         super().__init__()
         self.down = _conv3x3(channels, norm, stride=2)
-        self.se = SEWeight(channels, reduction) if attention else None
+        self.se = SEWeight(channels, reduction, gate_bias) if attention else None
         self.fuse = _conv3x3(channels, norm)
+        self.name = name
+
+    def _log_gate(self, gate: Tensor) -> None:
+        """Mean and spread (std over images and channels) of the gate, into the event storage
+        of a running training loop (detectron2 writes them to metrics.json)."""
+        try:
+            storage: EventStorage = get_event_storage()
+        except AssertionError:  # not inside a training loop
+            return
+        gate = gate.detach().float()
+        storage.put_scalar(f"se_gate/{self.name}_mean", gate.mean().item(), smoothing_hint=False)
+        storage.put_scalar(f"se_gate/{self.name}_std", gate.std().item(), smoothing_hint=False)
 
     def forward(self, lower: Tensor, higher: Tensor) -> Tensor:
         """
@@ -108,7 +134,10 @@ class SEFusion(nn.Module):
         """
         down = self.down(lower)
         if self.se is not None:
-            down = down * self.se(higher)
+            gate = self.se(higher)
+            if self.training:
+                self._log_gate(gate)
+            down = down * gate
         return self.fuse(down + higher)
 
 
@@ -128,24 +157,36 @@ class PANNeck(nn.Module):
         norm: str = "",
         attention: bool = True,
         se_reduction: int = 16,
+        se_gate_bias: float | None = None,
+        level_names: List[str] | None = None,
     ):
         """
         Args:
             num_levels: number of FPN levels fed in (>= 1).
             channels: channels of every level.
-            norm, attention, se_reduction: see :class:`SEFusion`.
+            norm, attention: see :class:`SEFusion`.
+            se_reduction, se_gate_bias: SE bottleneck ratio and initial gate bias.
+            level_names: names of the levels, finest first (default "n0", "n1", ...).
         """
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"PANNeck needs at least one level, got {num_levels}")
         self.num_levels = num_levels
+        names = level_names or [f"n{i}" for i in range(num_levels)]
         self.fusions = nn.ModuleList(
-            SEFusion(channels, norm=norm, attention=attention, reduction=se_reduction)
-            for _ in range(num_levels - 1)
+            SEFusion(
+                channels,
+                norm=norm,
+                attention=attention,
+                reduction=se_reduction,
+                gate_bias=se_gate_bias,
+                name=names[i + 1],
+            )
+            for i in range(num_levels - 1)
         )
 
     @classmethod
-    def from_config(cls, cfg, num_levels: int):
+    def from_config(cls, cfg, num_levels: int, level_names: List[str] | None = None):
         neck = cfg.MODEL.BMC.NECK
         return {
             "num_levels": num_levels,
@@ -153,6 +194,9 @@ class PANNeck(nn.Module):
             "norm": cfg.MODEL.FPN.NORM,
             "attention": neck.ATTENTION,
             "se_reduction": neck.SE_REDUCTION,
+            # 0.0 in the config means PyTorch's default init (the behaviour before the key)
+            "se_gate_bias": neck.SE_GATE_BIAS or None,
+            "level_names": level_names,
         }
 
     def forward(self, features: List[Tensor]) -> List[Tensor]:
