@@ -21,7 +21,8 @@ LANES=${LANES:-2}
 LANE=${LANE:-0}
 C=configs/cpu
 DEFAULT_CONFIGS="d2_retinanet_R_18_FPN_cpu retinanet_R_18_PAN_cpu retinanet_R_18_PAN_SE_cpu
-  retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu retinanet_R_18_PAN_SE_OTA_cpu"
+  retinanet_R_18_PAN_SE_GATE3_cpu retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu
+  retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu"
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
 i=0
 for seed in $SEEDS; do
