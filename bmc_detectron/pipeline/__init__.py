@@ -1,0 +1,27 @@
+"""The counting pipeline: detect nucleated cells, crop and recognise them, report the differential.
+
+- :class:`~.counter.CellCounter` turns one field (a BGR image) into a list of
+  :class:`~.counter.Cell` (large fields as overlapping tiles, :mod:`.tiling`);
+- :mod:`.stats` holds the differential: counts, percentages, Wilson intervals, M:E ratio;
+- :func:`~.run.run_count` counts a case's fields into a resumable report folder
+  (``python -m bmc_detectron.tools.count``).
+"""
+
+from .counter import Cell, CellCounter, FieldCount
+from .detector import Detections, Detector
+from .recognition import CellClassifier
+from .run import OutputExistsError, run_count
+from .stats import Lineage, wilson_interval
+
+__all__ = [
+    "Cell",
+    "CellClassifier",
+    "CellCounter",
+    "Detections",
+    "Detector",
+    "FieldCount",
+    "Lineage",
+    "OutputExistsError",
+    "run_count",
+    "wilson_interval",
+]

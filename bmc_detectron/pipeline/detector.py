@@ -1,0 +1,162 @@
+"""The detection stage: a detectron2 detector run the way ``DefaultPredictor`` runs it.
+
+The image is resized by ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``, given to the model in
+``INPUT.FORMAT`` and the boxes come back in the pixels of the image that went in. Any detector of
+the repository works: a class-agnostic one (one class, named ``"cell"``) that only finds nucleated
+cells for a classifier to recognise, or a multi-class one whose own classes are counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+
+from ..data.classes import MARROW_ABBRS
+
+# Name of the single class of a class-agnostic detector.
+CELL = "cell"
+
+
+@dataclass
+class Detections:
+    """Detections of one image: (N, 4) XYXY boxes in pixels, (N,) scores, (N,) class indices."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.classes = np.asarray(self.classes, dtype=np.int64).reshape(-1)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No detections."""
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, index: np.ndarray) -> Detections:
+        """The detections at ``index`` (a boolean mask or integer indices)."""
+        return Detections(self.boxes[index], self.scores[index], self.classes[index])
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def detector_num_classes(cfg) -> int:
+    """Number of classes of the detector a config builds (RetinaNet-style or R-CNN-style)."""
+    if "RCNN" in cfg.MODEL.META_ARCHITECTURE:
+        return int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    return int(cfg.MODEL.RETINANET.NUM_CLASSES)
+
+
+def detector_class_names(cfg) -> List[str]:
+    """Class names of a detector: ``["cell"]`` for one class, else its test dataset's classes.
+
+    Falls back to the 11 marrow classes for an 11-class detector, then to ``class0, class1, ...``.
+    """
+    n = detector_num_classes(cfg)
+    if n == 1:
+        return [CELL]
+    for name in cfg.DATASETS.TEST:
+        if name in MetadataCatalog.list():
+            known = MetadataCatalog.get(name).get("thing_classes")
+            if known and len(known) == n:
+                return list(known)
+    if n == len(MARROW_ABBRS):
+        return list(MARROW_ABBRS)
+    return [f"class{i}" for i in range(n)]
+
+
+@dataclass
+class Detector:
+    """A detectron2 detector with its pre-processing; ``detector(image_bgr) -> Detections``.
+
+    Attributes:
+        model: a detectron2 meta-architecture in eval mode (takes a list of input dicts).
+        class_names: names of the detector's classes, by class index.
+        min_size, max_size: the test resize rule (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``);
+            ``min_size <= 0`` keeps the image size.
+        input_format: ``"BGR"`` or ``"RGB"``, the channel order the model was trained on.
+        device: where the model's inputs go.
+        identity: what identifies the model in a run's fingerprint (config and weights hashes).
+        source: where the model came from (config and weights paths), for the report only.
+    """
+
+    model: torch.nn.Module
+    class_names: List[str]
+    min_size: int = 800
+    max_size: int = 1333
+    input_format: str = "BGR"
+    device: str = "cpu"
+    identity: Dict[str, str] = field(default_factory=dict)
+    source: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config_file: str, weights: str, opts: Sequence[str] = ()) -> Detector:
+        """Build the model of ``config_file`` and load ``weights`` (a local .pth / .pkl).
+
+        Raises :class:`bmc_detectron.config.ConfigError` for a bad config or override and
+        FileNotFoundError for missing weights.
+        """
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
+
+        from ..config import build_cfg
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"{weights}: detector weights not found")
+        cfg = build_cfg(config_file, opts)
+        model = build_model(cfg)
+        DetectionCheckpointer(model).load(weights)
+        model.eval()
+        identity = {
+            "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(),
+            "weights_sha256": file_sha256(weights),
+        }
+        return cls(
+            model=model,
+            class_names=detector_class_names(cfg),
+            min_size=int(cfg.INPUT.MIN_SIZE_TEST),
+            max_size=int(cfg.INPUT.MAX_SIZE_TEST),
+            input_format=cfg.INPUT.FORMAT,
+            device=cfg.MODEL.DEVICE,
+            identity=identity,
+            source={"config": str(config_file), "weights": str(weights)},
+        )
+
+    def _model_input(self, image: np.ndarray) -> Dict[str, object]:
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        if self.min_size > 0:
+            resize = T.ResizeShortestEdge([self.min_size, self.min_size], self.max_size)
+            image = resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(image).astype("float32").transpose(2, 0, 1))
+        return {"image": tensor.to(self.device), "height": height, "width": width}
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Detect cells in an (H, W, 3) uint8 BGR image; boxes in its pixels."""
+        with torch.inference_mode():
+            instances = self.model([self._model_input(image)])[0]["instances"].to("cpu")
+        return Detections(
+            instances.pred_boxes.tensor.numpy(),
+            instances.scores.numpy(),
+            instances.pred_classes.numpy(),
+        )

@@ -1,0 +1,195 @@
+"""The case report: ``summary.json``, ``counts.csv`` and ``cells.csv`` from the counted fields."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..utils.io import atomic_write_text, write_json_atomic
+from .counter import Cell
+from .drawing import class_info
+from .stats import Lineage, differential
+
+SUMMARY_FORMAT = "bmc-count/1"
+
+
+@dataclass
+class FieldRecord:
+    """The counted cells of one field, as saved in ``cells/<name>.json``."""
+
+    name: str
+    image: str
+    image_sha256: str
+    fingerprint: str
+    height: int
+    width: int
+    tiles: int
+    detect_s: float
+    recognise_s: float
+    cells: List[Cell]
+    reused: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        """JSON-ready dict (``reused`` is a property of a run, not saved)."""
+        return {
+            "name": self.name,
+            "image": self.image,
+            "image_sha256": self.image_sha256,
+            "fingerprint": self.fingerprint,
+            "height": self.height,
+            "width": self.width,
+            "tiles": self.tiles,
+            "detect_s": round(self.detect_s, 4),
+            "recognise_s": round(self.recognise_s, 4),
+            "cells": [c.to_json() for c in self.cells],
+        }
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> FieldRecord:
+        """Inverse of :meth:`to_json`; KeyError / TypeError / ValueError on a malformed record."""
+        fields = {k: data[k] for k in ("name", "image", "image_sha256", "fingerprint")}
+        return cls(
+            **fields,
+            height=int(data["height"]),
+            width=int(data["width"]),
+            tiles=int(data["tiles"]),
+            detect_s=float(data["detect_s"]),
+            recognise_s=float(data["recognise_s"]),
+            cells=[Cell.from_json(c) for c in data["cells"]],
+        )
+
+
+def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), digits)
+
+
+def _field_entry(rec: FieldRecord, uncertain_below: float, drawing: Optional[str]) -> Dict:
+    unsure = sum(c.is_uncertain(uncertain_below) for c in rec.cells)
+    return {
+        "name": rec.name,
+        "image": rec.image,
+        "height": rec.height,
+        "width": rec.width,
+        "tiles": rec.tiles,
+        "cells": len(rec.cells) - unsure,
+        "uncertain": unsure,
+        "detect_s": round(rec.detect_s, 4),
+        "recognise_s": round(rec.recognise_s, 4),
+        "reused": rec.reused,
+        "drawing": drawing,
+    }
+
+
+def build_summary(
+    records: Sequence[FieldRecord],
+    skipped: Sequence[Dict[str, str]],
+    class_names: Sequence[str],
+    *,
+    uncertain_below: float,
+    lineage: Lineage,
+    settings: Dict[str, Any],
+    drawings: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
+    """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path."""
+    cells = [c for r in records for c in r.cells]
+    diff = differential(
+        [c.label for c in cells],
+        [c.is_uncertain(uncertain_below) for c in cells],
+        class_names,
+        lineage,
+    )
+    info = class_info(class_names)
+    for row in diff["classes"]:
+        row["name"] = info[row["class"]][0]
+        row["percent"] = _round(row["percent"])
+        row["ci95_percent"] = [_round(v) for v in row["ci95_percent"]]
+    me = dict(diff["me"], ratio=_round(diff["me"]["ratio"]), lineage=lineage.to_json())
+    warnings = list(diff["warnings"])
+    if skipped:
+        warnings.append(f"{len(skipped)} input file(s) skipped (see the list of skipped files)")
+    detect = sum(r.detect_s for r in records)
+    recognise = sum(r.recognise_s for r in records)
+    return {
+        "format": SUMMARY_FORMAT,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "class_names": list(class_names),
+        "counted": diff["counted"],
+        "uncertain": diff["uncertain"],
+        "detected": len(cells),
+        "uncertain_below": uncertain_below,
+        "classes": diff["classes"],
+        "me": me,
+        "warnings": warnings,
+        "fields": [_field_entry(r, uncertain_below, (drawings or {}).get(r.name)) for r in records],
+        "skipped": list(skipped),
+        "timing": {
+            "detect_s": round(detect, 3),
+            "recognise_s": round(recognise, 3),
+            "fields_reused": sum(r.reused for r in records),
+        },
+        "settings": settings,
+    }
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def cells_csv(
+    records: Sequence[FieldRecord], class_names: Sequence[str], uncertain_below: float
+) -> str:
+    """One row per cell: field, box, detector score and class, class, probability, uncertain."""
+    header = ["field", "image", "x0", "y0", "x1", "y1", "det_score", "det_class"]
+    header += ["class", "class_prob", "uncertain"] + [f"p_{c}" for c in class_names]
+    rows = []
+    for rec in records:
+        for c in rec.cells:
+            probs = c.probs if c.probs is not None else [""] * len(class_names)
+            box = [round(v, 2) for v in c.box]
+            flag = int(c.is_uncertain(uncertain_below))
+            rows.append(
+                [rec.name, rec.image, *box, round(c.det_score, 5), c.det_class, c.label]
+                + [round(c.prob, 5), flag, *probs]
+            )
+    return _csv_text(header, rows)
+
+
+def counts_csv(summary: Dict[str, Any]) -> str:
+    """One row per class (count, percent, Wilson 95 % interval in percent, lineage) + a total."""
+    header = ["class", "name", "lineage", "count", "percent", "ci95_low", "ci95_high", "uncertain"]
+    rows = [
+        [r["class"], r["name"], r["lineage"], r["count"], r["percent"], *r["ci95_percent"]]
+        + [r["uncertain"]]
+        for r in summary["classes"]
+    ]
+    total_pct = 100.0 if summary["counted"] else None
+    rows.append(["all", "all nucleated cells", "", summary["counted"], total_pct, "", ""])
+    rows[-1].append(summary["uncertain"]["total"])
+    return _csv_text(header, [["" if v is None else v for v in row] for row in rows])
+
+
+def write_tables(
+    output: Path, summary: Dict[str, Any], records: Sequence[FieldRecord]
+) -> List[Path]:
+    """Write ``cells.csv`` and ``counts.csv`` atomically; returns their paths."""
+    cells = cells_csv(records, summary["class_names"], summary["uncertain_below"])
+    return [
+        atomic_write_text(output / "cells.csv", cells),
+        atomic_write_text(output / "counts.csv", counts_csv(summary)),
+    ]
+
+
+def write_summary(output: Path, summary: Dict[str, Any]) -> Path:
+    """Write ``summary.json`` atomically (the last file of a finished run)."""
+    return write_json_atomic(summary, output / "summary.json", indent=1)

@@ -1,0 +1,259 @@
+"""A counting run over the fields of one case: resumable, every output written atomically.
+
+Output folder layout::
+
+    run.json              written first: the run's fingerprint (models + settings)
+    cells/<field>.json    one per field, written as soon as the field is counted
+    fields/<field>.png    each field drawn with its cells (Visualizer, the classes' colours)
+    cells.csv             one row per cell
+    counts.csv            one row per class + a total
+    report.html           the self-contained report
+    summary.json          written last: a folder with it holds a *finished* report
+
+Finished or interrupted: a folder with ``summary.json`` holds a finished report and is refused
+unless ``overwrite`` (which deletes the report files and drawings first). A folder with
+``run.json`` but no ``summary.json`` is an interrupted run and is resumed. In both cases a field's
+saved result is reused only when the image's bytes (SHA-256) and the run's fingerprint (model
+configs and weights, thresholds, tiling) are unchanged; otherwise it is counted again. A non-empty
+folder with neither file is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from ..utils.io import IMAGE_SUFFIXES, atomic_write_text, write_json_atomic, write_png_atomic
+from .counter import CellCounter
+from .drawing import draw_field, thumbnail_data_uri
+from .html_report import render_html
+from .report import FieldRecord, build_summary, write_summary, write_tables
+from .stats import Lineage
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+RESULTS_DIR = "cells"
+DRAWINGS_DIR = "fields"
+REPORT_FILES = (SUMMARY_FILE, "report.html", "counts.csv", "cells.csv")
+
+
+class OutputExistsError(RuntimeError):
+    """The output folder holds a finished report (or other files) and overwrite was not given."""
+
+
+class SkippedInput(Exception):
+    """An input file that is not a readable image; the message is the reason."""
+
+
+def run_fingerprint(settings: Dict[str, Any]) -> str:
+    """SHA-256 of the settings that decide a field's cells (canonical JSON)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def field_names(paths: Sequence[Path]) -> List[str]:
+    """A file-name-safe, unique name per input: its stem, + a path hash when stems collide."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]", "_", p.stem) or "field" for p in paths]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    return [
+        f"{s}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}" if s in repeated else s
+        for s, p in zip(stems, paths)
+    ]
+
+
+def decode_image(data: bytes, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 BGR image from a file's bytes (EXIF orientation applied).
+
+    Raises :class:`SkippedInput` with the reason when the bytes are not a readable image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            image = convert_PIL_to_numpy(ImageOps.exif_transpose(img), "BGR")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): leave that out
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)) or type(e).__name__
+        suffix = path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            raise SkippedInput(f"not an image file ({suffix or 'no suffix'}): {why}") from None
+        raise SkippedInput(f"unreadable image: {why}") from None
+    return np.ascontiguousarray(image)
+
+
+def check_output(output: Path, overwrite: bool) -> str:
+    """The folder's state: "finished", "unfinished", "foreign" (other files) or "new".
+
+    Raises :class:`OutputExistsError` for "finished" and "foreign" unless ``overwrite``.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"{output} is a file, not a report folder")
+    if (output / SUMMARY_FILE).exists():
+        state = "finished"
+    elif (output / STATE_FILE).exists():
+        state = "unfinished"
+    elif output.is_dir() and any(output.iterdir()):
+        state = "foreign"
+    else:
+        state = "new"
+    if state == "finished" and not overwrite:
+        raise OutputExistsError(
+            f"{output} holds a finished report ({SUMMARY_FILE}); pass --overwrite to replace it"
+        )
+    if state == "foreign" and not overwrite:
+        raise OutputExistsError(
+            f"{output} is not empty and holds no count run; pass --overwrite to write into it"
+        )
+    return state
+
+
+def prepare_output(output: Path, fingerprint: str, overwrite: bool) -> str:
+    """Check the output folder (see the module doc), clear a finished report when overwriting and
+    write ``run.json``; returns the folder's state before (:func:`check_output`)."""
+    state = check_output(output, overwrite)
+    if state == "finished":
+        for name in REPORT_FILES:  # summary.json first: from here on the run is unfinished
+            (output / name).unlink(missing_ok=True)
+        for drawing in (output / DRAWINGS_DIR).glob("*.png"):
+            drawing.unlink()
+    run_state = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json_atomic(run_state, output / STATE_FILE, indent=1)
+    return state
+
+
+def _load_record(path: Path) -> Optional[FieldRecord]:
+    try:
+        return FieldRecord.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("%s: unusable saved result (%s); counting the field again", path, e)
+        return None
+
+
+def count_one(
+    counter: CellCounter, path: Path, name: str, output: Path, fingerprint: str
+) -> FieldRecord:
+    """The cells of one input: its saved result when still valid, else counted and saved."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SkippedInput(f"cannot read the file: {e.strerror or e}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    result_file = output / RESULTS_DIR / f"{name}.json"
+    saved = _load_record(result_file)
+    if saved is not None and saved.fingerprint == fingerprint and saved.image_sha256 == sha:
+        saved.name, saved.image, saved.reused = name, str(path), True
+        return saved
+    image = decode_image(data, path)
+    field = counter.count_field(image)
+    record = FieldRecord(
+        name=name,
+        image=str(path),
+        image_sha256=sha,
+        fingerprint=fingerprint,
+        height=image.shape[0],
+        width=image.shape[1],
+        tiles=field.tiles,
+        detect_s=field.detect_s,
+        recognise_s=field.recognise_s,
+        cells=field.cells,
+    )
+    write_json_atomic(record.to_json(), result_file)
+    return record
+
+
+def count_fields(
+    counter: CellCounter,
+    inputs: Sequence[Path],
+    output: Path,
+    fingerprint: str,
+    progress: bool = True,
+) -> Tuple[List[FieldRecord], List[Dict[str, str]]]:
+    """Count every input (progress bar with ETA); unreadable ones are listed with the reason."""
+    records, skipped = [], []
+    bar = tqdm(
+        list(zip(inputs, field_names(inputs))), desc="counting", unit="field", disable=not progress
+    )
+    for path, name in bar:
+        try:
+            records.append(count_one(counter, path, name, output, fingerprint))
+        except SkippedInput as e:
+            logger.warning("%s: skipped (%s)", path, e)
+            skipped.append({"image": str(path), "reason": str(e)})
+    return records, skipped
+
+
+def draw_fields(
+    records: Sequence[FieldRecord],
+    class_names: Sequence[str],
+    output: Path,
+    uncertain_below: float,
+    progress: bool = True,
+) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """Write ``fields/<name>.png``; returns name -> drawing path and name -> thumbnail URI."""
+    drawings, thumbs = {}, {}
+    for rec in tqdm(records, desc="drawing", unit="field", disable=not progress):
+        path = Path(rec.image)
+        try:
+            image = decode_image(path.read_bytes(), path)
+        except (OSError, SkippedInput) as e:
+            logger.warning("%s: cannot draw the field (%s)", path, e)
+            continue
+        drawn = draw_field(image, rec.cells, class_names, uncertain_below)
+        rel = f"{DRAWINGS_DIR}/{rec.name}.png"
+        write_png_atomic(output / rel, drawn)
+        drawings[rec.name], thumbs[rec.name] = rel, thumbnail_data_uri(drawn)
+    return drawings, thumbs
+
+
+def run_count(
+    counter: CellCounter,
+    inputs: Sequence[Path],
+    output: Path,
+    *,
+    uncertain_below: float = 0.5,
+    lineage: Optional[Lineage] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Count the cells of every input field and write the report into ``output``.
+
+    Raises ValueError for an empty input list and :class:`OutputExistsError` for a finished
+    report without ``overwrite``. Returns the summary (as written to summary.json).
+    """
+    if not inputs:
+        raise ValueError("no input images")
+    output = Path(output)
+    settings = counter.settings()
+    fingerprint = run_fingerprint(settings)
+    state = prepare_output(output, fingerprint, overwrite)
+    logger.info("%s: output folder was %s", output, state)
+    records, skipped = count_fields(counter, list(inputs), output, fingerprint, progress)
+    class_names = counter.class_names
+    drawings, thumbs = draw_fields(records, class_names, output, uncertain_below, progress)
+    summary = build_summary(
+        records,
+        skipped,
+        class_names,
+        uncertain_below=uncertain_below,
+        lineage=lineage or Lineage(),
+        settings={**settings, "fingerprint": fingerprint, "sources": counter.sources()},
+        drawings=drawings,
+    )
+    write_tables(output, summary, records)
+    atomic_write_text(output / "report.html", render_html(summary, thumbs, output.name))
+    write_summary(output, summary)
+    return summary

@@ -1,0 +1,133 @@
+"""Count the nucleated cells of a case's fields and report the marrow differential.
+
+    python -m bmc_detectron.tools.count --detector-config C --detector-weights W \\
+        [--classifier-config C2 --classifier-weights W2] --input 'case01/*.png' \\
+        --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5]
+
+Writes ``report.html``, ``summary.json``, ``counts.csv``, ``cells.csv``, drawings in ``fields/``
+and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`). An interrupted
+run resumes in the same folder without counting finished fields again; a finished report is only
+replaced with ``--overwrite``. Exit status: 0 done, 1 done but some inputs were skipped (listed in
+the report), 2 bad arguments / nothing to count / a finished report in the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from ..config import ConfigError
+from ..pipeline.counter import CellCounter
+from ..pipeline.run import OutputExistsError, check_output, run_count
+from ..pipeline.stats import Lineage
+from ..utils.io import expand_inputs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--detector-config", required=True, help="detector config (yaml)")
+    p.add_argument("--detector-weights", required=True, help="detector weights (.pth / .pkl)")
+    p.add_argument("--classifier-config", help="cell classifier config (yaml)")
+    p.add_argument("--classifier-weights", help="cell classifier weights")
+    p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
+    p.add_argument("--output", required=True, help="report folder")
+    p.add_argument(
+        "--tile-size", type=int, default=1024, help="tile fields larger than this (0: never)"
+    )
+    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by adjacent tiles")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detector score")
+    p.add_argument("--nms-threshold", type=float, default=0.5, help="class-agnostic NMS IoU")
+    p.add_argument(
+        "--uncertain-below", type=float, default=0.5, help="class probability below: uncertain"
+    )
+    p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
+    p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
+    p.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per classifier call")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--detector-opts", nargs="+", default=[], help="detector config KEY VALUE ...")
+    p.add_argument("--classifier-opts", nargs="+", default=[], help="classifier config overrides")
+    return p
+
+
+def lineage_from_args(args: argparse.Namespace) -> Lineage:
+    """The lineage map: the default, then ``--lineage FILE``, then ``--myeloid/--erythroid``."""
+    lineage = Lineage.load(args.lineage) if args.lineage else Lineage()
+    data = lineage.to_json()
+    for key in ("myeloid", "erythroid"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = [c.strip() for c in value.split(",") if c.strip()]
+    return Lineage.from_mapping(data, "--myeloid/--erythroid")
+
+
+def build_counter(args: argparse.Namespace) -> CellCounter:
+    """Both models from their configs, weights and overrides, with the command's settings."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    thresh = str(args.score_threshold)
+    det_opts: List[str] = [*args.detector_opts, "MODEL.DEVICE", device]
+    det_opts += [
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        thresh,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        thresh,
+    ]
+    return CellCounter.from_configs(
+        args.detector_config,
+        args.detector_weights,
+        args.classifier_config,
+        args.classifier_weights,
+        detector_opts=det_opts,
+        classifier_opts=[*args.classifier_opts, "MODEL.DEVICE", device],
+        score_threshold=args.score_threshold,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        nms_threshold=args.nms_threshold,
+        batch_size=args.batch_size,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    output = Path(args.output)
+    try:
+        inputs = expand_inputs(args.input)
+        if not inputs:
+            raise ValueError(f"no input images in {' '.join(args.input)}")
+        lineage = lineage_from_args(args)
+        check_output(output, args.overwrite)
+        counter = build_counter(args)
+    except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = run_count(
+        counter,
+        inputs,
+        output,
+        uncertain_below=args.uncertain_below,
+        lineage=lineage,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    skipped = len(summary["skipped"])
+    print(
+        f"{summary['counted']} cells counted, {summary['uncertain']['total']} uncertain, in "
+        f"{len(summary['fields'])} field(s), {skipped} skipped: {output / 'report.html'}"
+    )
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
