@@ -1,4 +1,4 @@
-"""Chunked IoU maxima (:mod:`bmc_detectron.modeling.assigners._chunked_iou`) and the assigners
+"""Chunked IoU maxima (:mod:`bmc_detectron.modeling.assigners.chunked_iou`) and the assigners
 built on them: MaxIoU against detectron2's ``Matcher`` on the dense IoU matrix (bitwise), PAA's
 candidate selection against a dense reference, on random boxes, with ties and several chunks."""
 
@@ -10,30 +10,21 @@ import pytest
 import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
+from helpers import grid_layout
 
-from bmc_detectron.modeling.assigners import _chunked_iou as chunked
+from bmc_detectron.modeling.assigners import chunked_iou as chunked
 from bmc_detectron.modeling.assigners.base import AnchorLayout, paired_iou
+from bmc_detectron.modeling.assigners.chunked_iou import paired_iou_block
 from bmc_detectron.modeling.assigners.max_iou import MaxIoU, detectron2_iou
-from bmc_detectron.modeling.assigners.paa import PAA, _paired_iou_block, owned_topk_candidates
+from bmc_detectron.modeling.assigners.paa import PAA, owned_topk_candidates
 
-IOU_FNS = {"detectron2": detectron2_iou, "paired": _paired_iou_block}
+IOU_FNS = {"detectron2": detectron2_iou, "paired": paired_iou_block}
 
 
 def random_boxes(n: int, gen: torch.Generator, extent: float = 200.0) -> torch.Tensor:
     """(n, 4) XYXY boxes with sides 4-64 inside [0, extent + 64]."""
     xy = torch.rand(n, 2, generator=gen) * extent
     return torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=gen) * 60], dim=1)
-
-
-def grid_anchors(grids: List[Tuple[int, int]], sizes: List[float]) -> AnchorLayout:
-    """Square anchors, one per location of each n x n grid of stride s: many exact IoU ties."""
-    boxes = []
-    for (stride, n), a in zip(grids, sizes):
-        ij = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"), -1)
-        centres = (ij.reshape(-1, 2).flip(1).float() + 0.5) * stride  # (n*n, 2) x, y
-        boxes.append(torch.cat([centres - a / 2, centres + a / 2], dim=1))
-    counts = [n * n for _, n in grids]
-    return AnchorLayout(torch.cat(boxes), counts, 1, [s for s, _ in grids])
 
 
 def gts_with_ties(num_gt: int, gen: torch.Generator, far: bool) -> torch.Tensor:
@@ -48,7 +39,7 @@ def gts_with_ties(num_gt: int, gen: torch.Generator, far: bool) -> torch.Tensor:
 
 def anchors_with_ties(gen: torch.Generator) -> torch.Tensor:
     """Random anchors, a grid level, and copies of a few anchors at distant indices."""
-    boxes = torch.cat([random_boxes(300, gen), grid_anchors([(16, 12)], [32.0]).boxes])
+    boxes = torch.cat([random_boxes(300, gen), grid_layout([(16, 12)], [32.0]).boxes])
     return torch.cat([boxes, boxes[[3, 17, 150, 301]]])
 
 
@@ -151,7 +142,7 @@ def dense_owned_topk(
 
 
 def paa_layout() -> AnchorLayout:
-    return grid_anchors([(8, 24), (16, 12), (32, 6), (64, 3)], [32.0, 64.0, 128.0, 256.0])
+    return grid_layout([(8, 24), (16, 12), (32, 6), (64, 3)], [32.0, 64.0, 128.0, 256.0])
 
 
 @pytest.mark.parametrize("num_gt", [1, 5, 40, 300])
@@ -162,7 +153,7 @@ def test_owned_topk_candidates_equal_dense_reference(num_gt, chunk_elements, top
     layout = paa_layout()
     gt = gts_with_ties(num_gt, gen, far=True)
     budget = None if chunk_elements is None else chunk_elements * num_gt
-    res = chunked.chunked_max_iou(gt, layout.boxes, _paired_iou_block, budget)
+    res = chunked.chunked_max_iou(gt, layout.boxes, paired_iou_block, budget)
     cand, valid = owned_topk_candidates(
         res.anchor_argmax, res.anchor_max, num_gt, layout.num_per_level, topk
     )

@@ -1,4 +1,9 @@
-"""Pluggable label assigners, one per file, behind the contract in :mod:`.base`."""
+"""Pluggable label assigners, one per file, behind the contract in :mod:`.base`.
+
+Shared pieces live in their own modules: :mod:`.candidates` (per-gt candidate anchors),
+:mod:`.costs` (classification costs), :mod:`.matching` (claims to one gt per anchor, dynamic k),
+:mod:`.center_prior` (the base of OTA and SimOTA) and :mod:`.chunked_iou` (IoU maxima in chunks).
+"""
 
 from .atss import ATSS
 from .base import (
@@ -9,6 +14,7 @@ from .base import (
     build_assigner,
     empty_result,
 )
+from .center_prior import CenterPriorAssigner
 from .dynamic_soft import DynamicSoft
 from .max_iou import MaxIoU
 from .ota import OTA
@@ -18,6 +24,7 @@ from .simota import SimOTA
 __all__ = [
     "ASSIGNER_REGISTRY",
     "ATSS",
+    "CenterPriorAssigner",
     "DynamicSoft",
     "OTA",
     "PAA",

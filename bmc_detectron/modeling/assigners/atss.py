@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -16,6 +16,7 @@ from .base import (
     empty_result,
     paired_iou,
 )
+from .matching import resolve_by_max_iou
 
 
 def squared_distances(points1: Tensor, points2: Tensor) -> Tensor:
@@ -51,47 +52,25 @@ def mean_std_threshold(candidate_ious: Tensor) -> Tensor:
     return mean + candidate_ious.std(dim=1, correction=1)
 
 
-def centers_strictly_inside(points: Tensor, boxes: Tensor) -> Tensor:
-    """Whether each point lies strictly inside its box (a purely geometric test).
+#: an anchor centre must lie farther than this (in pixels) inside every side of the gt box, as in
+#: the ATSS authors' code and mmdetection (``min(l, t, r, b) > 0.01``)
+CENTER_MARGIN = 0.01
+
+
+def centers_inside(points: Tensor, boxes: Tensor, margin: float = CENTER_MARGIN) -> Tensor:
+    """Whether each point lies inside its box by more than ``margin`` (a purely geometric test).
 
     Args:
         points: (..., 2) points (x, y).
         boxes: (..., 4) XYXY boxes, broadcastable against ``points``.
+        margin: the smallest distance from the point to a side must exceed it.
 
     Returns:
         (...) bool.
     """
     left_top = points - boxes[..., :2]
     right_bottom = boxes[..., 2:] - points
-    return torch.cat([left_top, right_bottom], dim=-1).amin(dim=-1) > 0
-
-
-def resolve_by_max_iou(
-    anchor_idx: Tensor, gt_idx: Tensor, ious: Tensor, num_anchors: int
-) -> Tuple[Tensor, Tensor]:
-    """Give each anchor claimed by one or more gts to the gt it overlaps most.
-
-    Exact IoU ties go to the lowest gt index, so the result is deterministic.
-
-    Args:
-        anchor_idx: (P,) int64 anchor index of each (anchor, gt) claim.
-        gt_idx: (P,) int64 gt index of each claim.
-        ious: (P,) IoU of each claim.
-        num_anchors: R.
-
-    Returns:
-        matched_idxs (R,) int64 (0 for unclaimed anchors) and labels (R,) int8 in {0, 1}.
-    """
-    device = anchor_idx.device
-    best_iou = torch.full((num_anchors,), -1.0, device=device)
-    best_iou = best_iou.scatter_reduce(0, anchor_idx, ious, reduce="amax")
-    wins = ious == best_iou[anchor_idx]
-    big = torch.iinfo(torch.int64).max
-    winner = torch.full((num_anchors,), big, dtype=torch.int64, device=device)
-    winner = winner.scatter_reduce(0, anchor_idx[wins], gt_idx[wins], reduce="amin")
-    claimed = winner != big
-    matched_idxs = torch.where(claimed, winner, torch.zeros_like(winner))
-    return matched_idxs, claimed.to(torch.int8)
+    return torch.cat([left_top, right_bottom], dim=-1).amin(dim=-1) > margin
 
 
 @ASSIGNER_REGISTRY.register()
@@ -104,13 +83,15 @@ class ATSS(BaseAssigner):
     1. on every level, the anchors whose centres are nearest the gt centre are candidates;
     2. the gt's IoU threshold is mean + std of its candidates' IoUs (:func:`mean_std_threshold`,
        unbiased std);
-    3. candidates with IoU >= threshold whose centre lies strictly inside the gt box are
-       positive. The test is geometric: it does not care whether the pixels at the gt's centre
-       belong to the cell (a U-shaped cell whose box centre is background works like any box).
+    3. candidates with IoU >= threshold whose centre lies inside the gt box, more than 0.01 px
+       from every side (:func:`centers_inside`; the authors' code and mmdetection test
+       ``min(l, t, r, b) > 0.01``), are positive. The test is geometric: it does not care whether
+       the pixels at the gt's centre belong to the cell (a U-shaped cell whose box centre is
+       background works like any box).
 
     An anchor positive for several gts goes to the one with the highest IoU (lowest gt index on
-    exact ties). There is no ignore band: labels are only 1 (positive) and 0 (negative), and
-    ``matched_idxs`` is 0 for negatives.
+    exact ties; :func:`~.matching.resolve_by_max_iou`). There is no ignore band: labels are only
+    1 (positive) and 0 (negative), and ``matched_idxs`` is 0 for negatives.
 
     What ``k`` counts: the paper's k = 9 was tuned with one anchor per location (A = 1), where
     9 anchors are 9 locations. With A > 1, ``topk_per_location=False`` (the paper's text and
@@ -122,14 +103,16 @@ class ATSS(BaseAssigner):
     reference code.
 
     Tiny gts: the candidates always exist (the k nearest centres), but if no candidate centre lies
-    strictly inside the box (a box smaller than the stride, falling between anchor centres), the
-    gt gets no positive; every anchor near it stays negative (label 0). As in the paper, any gt can
-    also end without a positive when mean + std exceeds all its candidates' IoUs (several
-    candidates tied at the top); ATSS has no "best anchor" fallback.
+    inside the box (a box smaller than the stride, falling between anchor centres), the gt gets no
+    positive; every anchor near it stays negative (label 0). As in the paper, any gt can also end
+    without a positive when mean + std exceeds all its candidates' IoUs (several candidates tied
+    at the top); ATSS has no "best anchor" fallback.
+
+    Built from ``MODEL.BMC.ASSIGNER.ATSS``, or directly from keyword arguments.
     """
 
     @configurable
-    def __init__(self, *, topk: int = 9, topk_per_location: bool = False):
+    def __init__(self, *, topk: int = 9, topk_per_location: bool = False) -> None:
         """
         Args:
             topk: k, candidates per level and gt.
@@ -141,11 +124,9 @@ class ATSS(BaseAssigner):
         self.topk_per_location = topk_per_location
 
     @classmethod
-    def from_config(cls, cfg):
-        return {
-            "topk": cfg.MODEL.BMC.ASSIGNER.ATSS_TOPK,
-            "topk_per_location": cfg.MODEL.BMC.ASSIGNER.ATSS_TOPK_PER_LOCATION,
-        }
+    def from_config(cls, cfg) -> dict:
+        node = cfg.MODEL.BMC.ASSIGNER.ATSS
+        return {"topk": node.TOPK, "topk_per_location": node.TOPK_PER_LOCATION}
 
     def select_candidates(self, anchors: AnchorLayout, gt_centers: Tensor) -> Tensor:
         """The candidate anchors of each gt, level by level.
@@ -185,9 +166,18 @@ class ATSS(BaseAssigner):
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Tensor | None = None,
-        pred_boxes: Tensor | None = None,
+        pred_logits: Optional[Tensor] = None,
+        pred_boxes: Optional[Tensor] = None,
     ) -> AssignResult:
+        """Label the anchors of one image (the predictions are not used).
+
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) XYXY gt boxes.
+            gt_classes: (G,) int64 classes (not used).
+            pred_logits: unused.
+            pred_boxes: unused.
+        """
         num_anchors = len(anchors.boxes)
         device = anchors.boxes.device
         if len(gt_boxes) == 0 or num_anchors == 0:
@@ -201,10 +191,8 @@ class ATSS(BaseAssigner):
         cand_ious = paired_iou(cand_boxes, gt_boxes[:, None])  # (G, C)
         threshold = mean_std_threshold(cand_ious)  # (G,)
         cand_centers = (cand_boxes[..., :2] + cand_boxes[..., 2:]) / 2  # (G, C, 2)
-        inside = centers_strictly_inside(cand_centers, gt_boxes[:, None])
+        inside = centers_inside(cand_centers, gt_boxes[:, None])
         is_pos = (cand_ious >= threshold[:, None]) & inside  # (G, C)
 
         gt_idx = torch.arange(len(gt_boxes), device=device)[:, None].expand_as(cand)
-        return AssignResult(
-            *resolve_by_max_iou(cand[is_pos], gt_idx[is_pos], cand_ious[is_pos], num_anchors)
-        )
+        return resolve_by_max_iou(cand[is_pos], gt_idx[is_pos], cand_ious[is_pos], num_anchors)

@@ -17,7 +17,7 @@ Python loop over anchors, and never build a (gt x anchors x classes) tensor.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from detectron2.utils.registry import Registry
@@ -99,6 +99,19 @@ def empty_result(num_anchors: int, device: torch.device) -> AssignResult:
     )
 
 
+def check_predictions(
+    name: str, pred_logits: Optional[Tensor], pred_boxes: Optional[Tensor]
+) -> None:
+    """Raise ``ValueError`` if an assigner that needs predictions did not get them."""
+    if pred_logits is None or pred_boxes is None:
+        raise ValueError(f"{name} needs pred_logits and pred_boxes (needs_predictions=True)")
+
+
+def as_float32(*tensors: Tensor) -> Tuple[Tensor, ...]:
+    """The tensors in float32 (costs are always computed in float32, even for half inputs)."""
+    return tuple(t.float() for t in tensors)
+
+
 def paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of corresponding XYXY boxes, broadcasting over leading dimensions.
 
@@ -124,7 +137,11 @@ def paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def build_assigner(cfg) -> BaseAssigner:
-    """Build the assigner named by ``cfg.MODEL.BMC.ASSIGNER.NAME``."""
+    """Build the assigner named by ``cfg.MODEL.BMC.ASSIGNER.NAME``.
+
+    Every assigner is ``@configurable``: its ``from_config(cfg)`` reads its own sub-node
+    (``MODEL.BMC.ASSIGNER.<ASSIGNER>``), and it can be built directly from keyword arguments.
+    """
     name = cfg.MODEL.BMC.ASSIGNER.NAME
     if name not in ASSIGNER_REGISTRY:
         known = ", ".join(sorted(k for k, _ in ASSIGNER_REGISTRY))

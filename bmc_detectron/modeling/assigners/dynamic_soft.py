@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from ._cost import (
-    Candidates,
+from .base import (
+    ASSIGNER_REGISTRY,
+    AnchorLayout,
+    AssignResult,
+    BaseAssigner,
     as_float32,
-    candidate_ious,
     check_predictions,
-    dynamic_k,
-    gather_gt_logits,
-    one_hot_class_cost,
-    select_candidates,
-    topk_matching,
+    empty_result,
 )
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner, empty_result
+from .candidates import Candidates, candidate_ious, select_candidates
+from .costs import gather_gt_logits, one_hot_class_cost
+from .matching import dynamic_k, topk_matching
 
 _IOU_EPS = 1e-7
 
@@ -54,19 +54,30 @@ class DynamicSoft(BaseAssigner):
     the quality of those predictions, and there is no fixed IoU threshold and no fixed number of
     positives per gt. OTA, SimOTA and this assigner are fully dynamic in that sense.
 
-    - candidates of a gt: anchors whose centre is strictly inside the gt box, at most
+    - candidates of a gt: the anchors whose centre is strictly inside **that gt's** box, at most
       ``max_candidates`` (the closest in units of stride). **Fallback:** a gt containing no
-      anchor centre (smaller than the grid spacing) takes its ``dynamic_topq`` nearest anchors
-      (by distance / stride), so it is never left without positives;
+      anchor centre (smaller than the grid spacing) takes its ``fallback_k`` nearest anchors (by
+      distance / stride), so it is never left without positives;
     - cost = soft centre prior ``soft_center_power ** (distance / stride - soft_center_shift)``
       (distance between anchor centre and gt centre) + ``iou_weight`` x -log(IoU + 1e-7)
       + soft classification cost: the BCE of each class's logit against the soft target
       (IoU for the gt class, 0 for the others) scaled by |target - sigmoid(logit)|^2, summed
       over the classes, computed exactly from the gt-class logit alone (:func:`soft_cls_cost`);
-    - k_i = max(1, floor(sum of the top-``dynamic_topq`` candidate IoUs)); each gt takes its k_i
-      lowest-cost candidates; an anchor taken by several gts goes to the lowest cost.
+    - k_i = max(1, floor(sum of the top-``dynamic_topq`` candidate IoUs)), ``dynamic_topq`` = 13
+      by default as RTMDet's ``topk``; each gt takes its k_i lowest-cost candidates; an anchor
+      taken by several gts goes to the lowest cost (:func:`~.matching.topk_matching`).
 
-    Memory O(G x M) with M <= ``max_candidates``; no (G, R, K) tensor.
+    Departures from RTMDet's ``DynamicSoftLabelAssigner`` (mmdetection): there, the candidate
+    anchors are those whose centre lies strictly inside *any* gt box (one set shared by all gts),
+    and every gt's cost row, and the IoUs its dynamic k sums, cover that whole set; so an anchor
+    inside gt A can become a positive of a neighbouring gt B, held back only by B's soft centre
+    prior. Here each gt's candidates are the anchors inside its own box, which keeps costs
+    (G, M) instead of (G, anchors inside any gt); the two differ only for anchors inside one gt
+    and near another. RTMDet has no fallback: a gt without an anchor centre inside it competes
+    for the anchors inside the other gts (or gets nothing if there are none).
+
+    Memory O(G x M) with M <= ``max_candidates``; no (G, R, K) tensor. Built from
+    ``MODEL.BMC.ASSIGNER.DYNAMIC_SOFT``, or directly from keyword arguments.
     """
 
     needs_predictions = True
@@ -76,34 +87,38 @@ class DynamicSoft(BaseAssigner):
         self,
         *,
         iou_weight: float = 3.0,
-        dynamic_topq: int = 10,
+        dynamic_topq: int = 13,
+        fallback_k: int = 10,
         max_candidates: int = 1000,
         soft_center_power: float = 10.0,
         soft_center_shift: float = 3.0,
-    ):
+    ) -> None:
         """
         Args:
             iou_weight: weight of -log(IoU) relative to the classification cost.
-            dynamic_topq: IoUs summed for the dynamic k of a gt (also the fallback size).
+            dynamic_topq: IoUs summed for the dynamic k of a gt (RTMDet's ``topk``).
+            fallback_k: candidates of a gt with no anchor centre inside its box.
             max_candidates: candidates per gt at most.
             soft_center_power: base of the soft centre prior.
             soft_center_shift: distance (in strides) at which the centre prior costs 1.
         """
         self.iou_weight = iou_weight
         self.dynamic_topq = dynamic_topq
+        self.fallback_k = fallback_k
         self.max_candidates = max_candidates
         self.soft_center_power = soft_center_power
         self.soft_center_shift = soft_center_shift
 
     @classmethod
-    def from_config(cls, cfg):
-        a = cfg.MODEL.BMC.ASSIGNER
+    def from_config(cls, cfg) -> dict:
+        node = cfg.MODEL.BMC.ASSIGNER.DYNAMIC_SOFT
         return {
-            "iou_weight": a.IOU_WEIGHT,
-            "dynamic_topq": a.DYNAMIC_TOPQ,
-            "max_candidates": a.MAX_CANDIDATES,
-            "soft_center_power": a.SOFT_CENTER_POWER,
-            "soft_center_shift": a.SOFT_CENTER_SHIFT,
+            "iou_weight": node.IOU_WEIGHT,
+            "dynamic_topq": node.DYNAMIC_TOPQ,
+            "fallback_k": node.FALLBACK_K,
+            "max_candidates": node.MAX_CANDIDATES,
+            "soft_center_power": node.SOFT_CENTER_POWER,
+            "soft_center_shift": node.SOFT_CENTER_SHIFT,
         }
 
     def costs(
@@ -116,14 +131,19 @@ class DynamicSoft(BaseAssigner):
     ) -> Tuple[Candidates, Tensor, Tensor]:
         """Candidates, their (G, M) IoUs (0 on padding) and (G, M) costs (+inf on padding).
 
-        Args: float32 gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4).
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) float32 gt boxes, G >= 1.
+            gt_classes: (G,) int64 classes.
+            pred_logits: (R, K) float32 logits.
+            pred_boxes: (R, 4) float32 decoded boxes.
         """
         cand = select_candidates(
             anchors,
             gt_boxes,
             center_radius=None,
             max_candidates=self.max_candidates,
-            fallback_k=self.dynamic_topq,
+            fallback_k=self.fallback_k,
         )
         ious = candidate_ious(cand, pred_boxes, gt_boxes)
         all_negative = (F.softplus(pred_logits) * pred_logits.sigmoid().pow(2)).sum(dim=1)
@@ -142,10 +162,18 @@ class DynamicSoft(BaseAssigner):
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Tensor | None = None,
-        pred_boxes: Tensor | None = None,
+        pred_logits: Optional[Tensor] = None,
+        pred_boxes: Optional[Tensor] = None,
     ) -> AssignResult:
-        """Args: gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4)."""
+        """Label the anchors of one image; no gt gives all background.
+
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) gt boxes.
+            gt_classes: (G,) int64 classes.
+            pred_logits: (R, K) detached logits.
+            pred_boxes: (R, 4) detached decoded XYXY boxes.
+        """
         if len(gt_boxes) == 0:
             return empty_result(len(anchors.boxes), anchors.boxes.device)
         check_predictions("DynamicSoft", pred_logits, pred_boxes)

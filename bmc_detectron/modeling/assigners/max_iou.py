@@ -10,8 +10,8 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from torch import Tensor
 
-from ._chunked_iou import anchors_at_gt_max, chunked_max_iou
 from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner
+from .chunked_iou import anchors_at_gt_max, chunked_max_iou
 
 
 def detectron2_iou(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:
@@ -27,8 +27,12 @@ class MaxIoU(BaseAssigner):
     The result is exactly that of detectron2's :class:`~detectron2.modeling.matcher.Matcher` on
     the dense (G, R) ``pairwise_iou`` matrix, so that with this assigner :class:`BMCRetinaNet`
     labels anchors exactly as detectron2's ``RetinaNet``; but the IoU is computed in anchor chunks
-    (:mod:`._chunked_iou`), so time and memory grow linearly in G. ``chunk_elements`` (not a
+    (:mod:`.chunked_iou`), so time and memory grow linearly in G. ``chunk_elements`` (not a
     config option) sets the size of one (G, chunk) IoU block; None means the module default.
+
+    Built from ``MODEL.BMC.ASSIGNER.MAX_IOU`` and detectron2's ``MODEL.RETINANET.IOU_THRESHOLDS``
+    / ``IOU_LABELS`` (the keys detectron2's ``RetinaNet`` reads, so both label anchors alike), or
+    directly from keyword arguments.
     """
 
     chunk_elements: Optional[int] = None
@@ -40,7 +44,7 @@ class MaxIoU(BaseAssigner):
         thresholds: List[float],
         labels: List[int],
         allow_low_quality_matches: bool = True,
-    ):
+    ) -> None:
         """
         Args:
             thresholds: increasing IoU thresholds, e.g. [0.4, 0.5].
@@ -50,11 +54,11 @@ class MaxIoU(BaseAssigner):
         self.matcher = Matcher(thresholds, labels, allow_low_quality_matches)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg) -> dict:
         return {
             "thresholds": cfg.MODEL.RETINANET.IOU_THRESHOLDS,
             "labels": cfg.MODEL.RETINANET.IOU_LABELS,
-            "allow_low_quality_matches": cfg.MODEL.BMC.ASSIGNER.ALLOW_LOW_QUALITY_MATCHES,
+            "allow_low_quality_matches": cfg.MODEL.BMC.ASSIGNER.MAX_IOU.ALLOW_LOW_QUALITY_MATCHES,
         }
 
     def assign(

@@ -9,7 +9,8 @@ from detectron2.config import configurable
 from torch import Tensor
 
 from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, empty_result
-from .simota import SimOTA
+from .center_prior import CenterPriorAssigner
+from .matching import resolve_claims
 
 
 class TransportProblem(NamedTuple):
@@ -96,47 +97,64 @@ def transport_plan(problem: TransportProblem, duals: Duals, eps: float) -> Tuple
     return plan, plan_bg
 
 
-def column_argmax(problem: TransportProblem, duals: Duals) -> Tensor:
-    """(P,) supplier with the largest mass in each column: gt index, or G for the background.
+def rescaled_log_plan(problem: TransportProblem, duals: Duals) -> Tuple[Tensor, Tensor]:
+    """Log of the plan with every supplier's row divided by that row's maximum, times eps.
 
-    Ties go to the lowest gt index, and to a gt rather than the background only if its mass is
-    strictly larger. The column potential g is common to a column and drops out.
+    (G, M) for the gts (-inf on padding) and (P,) for the background; every row's maximum is
+    exactly 0 (its largest entry minus itself). A row's potential f is common to the row and
+    drops out.
     """
-    g_count = problem.cost.shape[0]
-    score = duals.f[:, None] - problem.cost  # (G, M), -inf on padding
+    score = duals.g[problem.col] - problem.cost  # (G, M), -inf on padding
+    lowest = torch.finfo(score.dtype).min  # a row without any edge stays -inf, not NaN
+    score = score - score.amax(dim=1, keepdim=True).clamp(min=lowest)
+    score_bg = duals.g - problem.cost_bg
+    return score, score_bg - score_bg.amax()
+
+
+def column_argmax(problem: TransportProblem, duals: Duals) -> Tensor:
+    """(P,) supplier of each column: gt index, or G for the background.
+
+    The supplier with the largest mass in the column after each supplier's row of the plan is
+    divided by its maximum (:func:`rescaled_log_plan`), as in the OTA authors' code: the anchor
+    where a gt puts most of its mass scores 1 for that gt, so a gt whose mass is spread thin
+    (k_i = 1 over several near-equal candidates) still wins it. Ties go to the lowest gt index
+    (:func:`~.matching.resolve_claims`), and between a gt and the background to the gt (the
+    authors' argmax over rows, background last, returns the first maximum).
+    """
+    num_gt = problem.cost.shape[0]
+    score, score_bg = rescaled_log_plan(problem, duals)
     valid = torch.isfinite(score)
-    rows_e = valid.nonzero()[:, 0]
-    cols_e, score_e = problem.col[valid], score[valid]
-    bg = duals.f_bg - problem.cost_bg
-    best = torch.full_like(bg, float("-inf")).scatter_reduce(0, cols_e, score_e, reduce="amax")
-    win = score_e == best[cols_e]
-    owner = torch.full_like(problem.cost_bg, g_count, dtype=torch.int64)
-    owner.scatter_reduce_(0, cols_e[win], rows_e[win], reduce="amin")
-    return torch.where(best > bg, owner, torch.full_like(owner, g_count))
+    rows = valid.nonzero()[:, 0]
+    resolved = resolve_claims(problem.col[valid], rows, score[valid], len(score_bg), largest=True)
+    gt_wins = (resolved.owner >= 0) & (resolved.best >= score_bg)
+    return torch.where(gt_wins, resolved.owner, torch.full_like(resolved.owner, num_gt))
 
 
 @ASSIGNER_REGISTRY.register()
-class OTA(SimOTA):
+class OTA(CenterPriorAssigner):
     """Optimal Transport Assignment (Ge et al., "OTA: Optimal Transport Assignment for Object
     Detection", CVPR 2021).
 
     Gts are suppliers of positive labels, a background supplier provides negative labels, and
-    anchors each demand one label; the transport cost is the loss the anchor would incur:
+    anchors each demand one label; the transport cost is the loss the anchor would incur.
+    Candidates, the focal + ``iou_weight`` x -log(IoU) cost and the dynamic k are those of
+    :class:`~.center_prior.CenterPriorAssigner` (shared with its sibling
+    :class:`~.simota.SimOTA`); this class does the transport:
 
-    - candidates of a gt: anchors whose centre is inside the box or inside the centre square of
-      half-side ``center_radius x stride``, at most ``max_candidates`` (the closest in units of
-      stride). Only anchors that are a candidate of some gt take part; the others are background;
-    - cost(gt, anchor) = focal loss of the anchor's logits for the gt's one-hot target (summed
-      over the K classes, computed exactly from the gt-class logit alone) + ``iou_weight`` x
-      -log(IoU(decoded box, gt) + 1e-8) + ``outside_cost`` unless the anchor centre is in both
-      the box and the centre square (the ``is_in_boxes_and_center`` prior of the OTA/YOLOX code).
-      A pair where the anchor is not a candidate of the gt at all has no edge (infinite cost);
+    - only anchors that are a candidate of some gt take part (the pool, P anchors); the others
+      are background. A (gt, anchor) pair where the anchor is not a candidate of the gt has no
+      edge (infinite cost); pairs outside the box-and-centre prior pay ``outside_cost``;
       cost(background, anchor) = focal loss of predicting all K classes 0;
-    - supplies: gt i gives k_i = max(1, floor(sum of its top-``dynamic_topq`` candidate IoUs)),
-      the background gives the rest of the P candidates, P - sum k_i (if sum k_i > P the gt
-      supplies are scaled to sum to P and the background gives 0);
-    - entropic OT by log-domain Sinkhorn (``sinkhorn_eps``, ``sinkhorn_iters``) in float32; each
-      anchor goes to the supplier with the largest mass in its column (background -> negative).
+    - supplies: gt i gives its dynamic k_i, the background the rest, P - sum k_i (if
+      sum k_i > P the gt supplies are scaled to sum to P and the background gives 0);
+    - entropic OT by log-domain Sinkhorn (``sinkhorn_eps``, ``sinkhorn_iters``) in float32;
+    - assignment (:func:`column_argmax`): each supplier's row of the plan is divided by its
+      maximum, then each anchor goes to the supplier with the largest rescaled mass
+      (background -> negative). This is the step of the authors' code (github
+      Megvii-BaseDetection/OTA); a plain argmax of the plan loses any gt whose unit of mass
+      (k_i = 1) is spread over several near-equal candidates, since the background then holds
+      most of each of their columns. With the rescaling a gt wins the anchor where its mass
+      peaks, unless another gt peaks there too (ties: lowest gt index).
 
     Normalisation: each supplier's costs are shifted so that its smallest cost is 0, and a gt
     whose candidates all pay ``outside_cost`` (tiny gt) has it dropped. A per-supplier shift
@@ -146,36 +164,59 @@ class OTA(SimOTA):
     paper, relative to losses of order 1.
 
     The solver is sparse: memory O(G x M + P), time O((G x M + P) x iters); no (G, R) cost and
-    no (G, R, K) tensor is built.
-
-    Candidates, costs, dynamic k, settings and input checks are shared with :class:`~.simota.SimOTA`
-    (the base class: :meth:`~.simota.SimOTA.candidate_costs`); OTA replaces its top-k step by
-    :meth:`match`.
-
-    Args (of ``assign``): pred_logits (R, K) detached logits, pred_boxes (R, 4) detached decoded
-    XYXY boxes, gt_boxes (G, 4), gt_classes (G,).
+    no (G, R, K) tensor is built. Built from ``MODEL.BMC.ASSIGNER.OTA`` (and the focal loss's
+    ``MODEL.RETINANET`` alpha / gamma), or directly from keyword arguments.
     """
 
     @configurable
-    def __init__(self, *, sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 50, **kwargs):
+    def __init__(
+        self,
+        *,
+        sinkhorn_eps: float = 0.1,
+        sinkhorn_iters: int = 50,
+        iou_weight: float = 3.0,
+        center_radius: float = 2.5,
+        dynamic_topq: int = 10,
+        fallback_k: int = 10,
+        outside_cost: float = 1.0e5,
+        max_candidates: int = 1000,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
         """
         Args:
             sinkhorn_eps: entropic regularisation.
             sinkhorn_iters: Sinkhorn iterations (row then column rescaling).
-            kwargs: iou_weight, center_radius, dynamic_topq, outside_cost, max_candidates,
-                focal_alpha, focal_gamma, as in :class:`~.simota.SimOTA` (same defaults).
+            iou_weight, center_radius, dynamic_topq, fallback_k, outside_cost, max_candidates,
+                focal_alpha, focal_gamma: see :class:`~.center_prior.CenterPriorAssigner`.
         """
-        super().__init__(**kwargs)
+        super().__init__(
+            iou_weight=iou_weight,
+            center_radius=center_radius,
+            dynamic_topq=dynamic_topq,
+            fallback_k=fallback_k,
+            outside_cost=outside_cost,
+            max_candidates=max_candidates,
+            focal_alpha=focal_alpha,
+            focal_gamma=focal_gamma,
+        )
         self.sinkhorn_eps = sinkhorn_eps
         self.sinkhorn_iters = sinkhorn_iters
 
     @classmethod
-    def from_config(cls, cfg):
-        a = cfg.MODEL.BMC.ASSIGNER
+    def from_config(cls, cfg) -> dict:
+        node = cfg.MODEL.BMC.ASSIGNER.OTA
         return {
-            **super().from_config(cfg),
-            "sinkhorn_eps": a.SINKHORN_EPS,
-            "sinkhorn_iters": a.SINKHORN_ITERS,
+            "sinkhorn_eps": node.SINKHORN_EPS,
+            "sinkhorn_iters": node.SINKHORN_ITERS,
+            "iou_weight": node.IOU_WEIGHT,
+            "center_radius": node.CENTER_RADIUS,
+            "dynamic_topq": node.DYNAMIC_TOPQ,
+            "fallback_k": node.FALLBACK_K,
+            "outside_cost": node.OUTSIDE_COST,
+            "max_candidates": node.MAX_CANDIDATES,
+            "focal_alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
+            "focal_gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
         }
 
     def build_problem(
@@ -188,7 +229,12 @@ class OTA(SimOTA):
     ) -> Tuple[TransportProblem, Tensor]:
         """The normalised transport problem of one image and its (P,) pool of anchor indices.
 
-        Args: float32 gt_boxes (G, 4), gt_classes (G,), pred_logits (R, K), pred_boxes (R, 4).
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) float32 gt boxes, G >= 1.
+            gt_classes: (G,) int64 classes.
+            pred_logits: (R, K) float32 logits.
+            pred_boxes: (R, 4) float32 decoded boxes.
         """
         pc, k = self.candidate_costs(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         valid = pc.cand.valid
@@ -215,10 +261,14 @@ class OTA(SimOTA):
         pred_logits: Tensor,
         pred_boxes: Tensor,
     ) -> AssignResult:
-        """Sinkhorn on :meth:`build_problem`, then each pooled anchor to its column's argmax.
+        """Sinkhorn on :meth:`build_problem`, then each pooled anchor to :func:`column_argmax`.
 
-        Args: float32 gt_boxes (G, 4) with G >= 1, gt_classes (G,), pred_logits (R, K),
-        pred_boxes (R, 4).
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) float32 gt boxes, G >= 1.
+            gt_classes: (G,) int64 classes.
+            pred_logits: (R, K) float32 logits.
+            pred_boxes: (R, 4) float32 decoded boxes.
         """
         problem, pool = self.build_problem(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         duals = log_sinkhorn(problem, self.sinkhorn_eps, self.sinkhorn_iters)

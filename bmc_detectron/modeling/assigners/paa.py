@@ -11,16 +11,17 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from ._chunked_iou import chunked_max_iou
-from .atss import resolve_by_max_iou
 from .base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
     BaseAssigner,
+    check_predictions,
     empty_result,
     paired_iou,
 )
+from .chunked_iou import chunked_max_iou, paired_iou_block
+from .matching import resolve_by_max_iou
 
 #: floor added to every fitted variance (sklearn's ``reg_covar`` default), so that a component
 #: fitted to identical scores keeps a finite density.
@@ -206,11 +207,6 @@ def owned_topk_candidates(
     return cand, valid
 
 
-def _paired_iou_block(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:
-    """(G, r) IoU of (G, 4) gts with (r, 4) anchors by :func:`paired_iou`."""
-    return paired_iou(gt_boxes[:, None], anchor_boxes[None])
-
-
 @ASSIGNER_REGISTRY.register()
 class PAA(BaseAssigner):
     """Probabilistic Anchor Assignment (Kim & Lee, "Probabilistic Anchor Assignment with IoU
@@ -237,10 +233,13 @@ class PAA(BaseAssigner):
     gt) has no candidate and no positive, as in the official code. There is no centre test, so a
     tiny gt (smaller than the stride) still gets a positive as long as an anchor overlapping it has
     it as max-IoU gt. ``matched_idxs`` is 0 for negatives.
+
+    Built from ``MODEL.BMC.ASSIGNER.PAA`` (and the focal loss's ``MODEL.RETINANET`` alpha / gamma),
+    or directly from keyword arguments.
     """
 
     needs_predictions = True
-    #: elements of one (G, chunk) IoU block (:mod:`._chunked_iou`); None: the module default
+    #: elements of one (G, chunk) IoU block (:mod:`.chunked_iou`); None: the module default
     chunk_elements: Optional[int] = None
 
     @configurable
@@ -253,7 +252,7 @@ class PAA(BaseAssigner):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         separation: str = "peak",
-    ):
+    ) -> None:
         """
         Args:
             topk: candidates per level and gt.
@@ -276,15 +275,15 @@ class PAA(BaseAssigner):
         self.separation = separation
 
     @classmethod
-    def from_config(cls, cfg):
-        a = cfg.MODEL.BMC.ASSIGNER
+    def from_config(cls, cfg) -> dict:
+        node = cfg.MODEL.BMC.ASSIGNER.PAA
         return {
-            "topk": a.PAA_TOPK,
-            "em_iters": a.PAA_EM_ITERS,
-            "iou_weight": a.PAA_IOU_WEIGHT,
+            "topk": node.TOPK,
+            "em_iters": node.EM_ITERS,
+            "iou_weight": node.IOU_WEIGHT,
             "focal_alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
             "focal_gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
-            "separation": a.PAA_SEPARATION,
+            "separation": node.SEPARATION,
         }
 
     def candidate_scores(
@@ -313,18 +312,26 @@ class PAA(BaseAssigner):
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Tensor | None = None,
-        pred_boxes: Tensor | None = None,
+        pred_logits: Optional[Tensor] = None,
+        pred_boxes: Optional[Tensor] = None,
     ) -> AssignResult:
+        """Label the anchors of one image; no gt gives all background.
+
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) XYXY gt boxes.
+            gt_classes: (G,) int64 classes.
+            pred_logits: (R, K) detached logits.
+            pred_boxes: (R, 4) detached decoded XYXY boxes.
+        """
         num_anchors = len(anchors.boxes)
         device = anchors.boxes.device
         if len(gt_boxes) == 0 or num_anchors == 0:
             return empty_result(num_anchors, device)
-        if pred_logits is None or pred_boxes is None:
-            raise ValueError("PAA needs pred_logits and pred_boxes")
+        check_predictions("PAA", pred_logits, pred_boxes)
         gt_boxes = gt_boxes.float()
         maxima = chunked_max_iou(
-            gt_boxes, anchors.boxes.float(), _paired_iou_block, self.chunk_elements
+            gt_boxes, anchors.boxes.float(), paired_iou_block, self.chunk_elements
         )
         owner, owner_iou = maxima.anchor_argmax, maxima.anchor_max  # (R,), (R,)
         cand, valid = owned_topk_candidates(
@@ -337,6 +344,4 @@ class PAA(BaseAssigner):
         pos = separate_positives(scores, valid, gmm, self.separation)  # (G, C)
         gt_idx = torch.arange(len(gt_boxes), device=device)[:, None].expand_as(cand)
         cand_ious = owner_iou[cand]  # the (gt, candidate) IoU wherever valid
-        return AssignResult(
-            *resolve_by_max_iou(cand[pos], gt_idx[pos], cand_ious[pos], num_anchors)
-        )
+        return resolve_by_max_iou(cand[pos], gt_idx[pos], cand_ious[pos], num_anchors)

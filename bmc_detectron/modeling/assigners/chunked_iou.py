@@ -18,6 +18,8 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .base import paired_iou
+
 #: target number of elements of one (G, chunk) IoU block on CPU: cache-sized temporaries
 CHUNK_ELEMENTS = 1 << 18
 
@@ -39,6 +41,12 @@ class ChunkedMaxIoU(NamedTuple):
     gt_max: Tensor  # (G,) max IoU of each gt over the anchors
     cell_gt_max: Tensor  # (G, N) max IoU of each gt over each cell's anchors
     cell: int  # anchors per cell: cell n is anchors [n * cell, min((n + 1) * cell, R))
+
+
+def paired_iou_block(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:
+    """An :data:`IouFn`: the (G, r) IoU of (G, 4) gts with (r, 4) anchors by
+    :func:`~.base.paired_iou`."""
+    return paired_iou(gt_boxes[:, None], anchor_boxes[None])
 
 
 def chunk_sizes(
