@@ -8,6 +8,8 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 D2_SPEC=${D2_SPEC:-"sal-detectron2==0.7.2"}
+# Optional dependency groups of setup.cfg to install (comma-separated; add new groups here).
+EXTRAS=${EXTRAS:-"dev,deploy,serve"}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[bootstrap] creating $VENV (with access to $PYTHON's site-packages)"
@@ -25,8 +27,8 @@ else
 fi
 
 # The package first: it brings detectron2's pure-Python dependencies (fvcore, pycocotools, ...).
-echo "[bootstrap] installing bmc-detectron (editable, with dev extras)"
-"${PIP[@]}" install -e ".[dev]"
+echo "[bootstrap] installing bmc-detectron (editable, with extras: $EXTRAS)"
+"${PIP[@]}" install -e ".[$EXTRAS]"
 
 if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('detectron2') is None)"; then
   echo "[bootstrap] keeping the detectron2 already installed"

@@ -19,6 +19,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 
 from ..data.classes import MARROW_ABBRS
+from ..utils.io import file_sha256
 
 # Name of the single class of a class-agnostic detector.
 CELL = "cell"
@@ -48,15 +49,6 @@ class Detections:
     def select(self, index: np.ndarray) -> Detections:
         """The detections at ``index`` (a boolean mask or integer indices)."""
         return Detections(self.boxes[index], self.scores[index], self.classes[index])
-
-
-def file_sha256(path: Path | str) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detector_num_classes(cfg) -> int:

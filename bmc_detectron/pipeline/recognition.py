@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.crops import crop_boxes
-from .detector import file_sha256
+from ..utils.io import file_sha256
 
 
 @dataclass

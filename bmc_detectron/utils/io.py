@@ -8,6 +8,7 @@ by a complete new one; a failure or a kill half-way leaves the old file as it wa
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import math
@@ -74,6 +75,15 @@ def write_png_atomic(path: PathLike, image: np.ndarray) -> Path:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def list_images(folder: PathLike) -> List[Path]:
