@@ -6,8 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bmc-installed
 DEMO_ARGS ?=
+# e.g. make serve SERVE_ARGS="--backend torch" (models: BMC_DETECTOR_ONNX, ... or flags)
+SERVE_ARGS ?=
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo serve test lint format
 
 setup: $(STAMP)
 
@@ -17,6 +19,10 @@ $(STAMP): setup.cfg pyproject.toml scripts/bootstrap.sh
 
 demo: $(STAMP)
 	$(PY) -m bmc_detectron.tools.run_demo $(DEMO_ARGS)
+
+# The lab web page on http://127.0.0.1:8000, with the models `make demo` wrote (ONNX Runtime).
+serve: $(STAMP)
+	$(PY) -m bmc_detectron.tools.serve $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

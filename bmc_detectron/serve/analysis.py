@@ -1,0 +1,112 @@
+"""The work behind the API: count uploaded fields, and the case report of the visible cells.
+
+:func:`analyze_uploads` runs in a worker thread; it decodes and counts one field at a time, so a
+request holds at most one decoded image. :func:`case_records` turns what the page shows (cells
+above the confidence slider, classes switched on) into the pipeline's records, so the summary
+JSON and cells CSV are made by the same code as the count tool's (:mod:`..pipeline.report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Any, Dict, List, Sequence
+
+from ..pipeline.counter import Cell, CellCounter
+from ..pipeline.drawing import thumbnail_data_uri
+from ..pipeline.report import FieldRecord
+from .errors import ApiError
+from .images import Probe, decode_image
+from .schemas import SummaryRequest
+from .settings import ServeSettings
+from .uploads import Upload
+
+
+def field_name(filename: str, index: int, taken: set) -> str:
+    """A safe, unique (within ``taken``) field name from a display file name."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename[1:] else filename
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:80] or f"field-{index + 1}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
+def analyze_uploads(
+    counter: CellCounter,
+    uploads: Sequence[Upload],
+    probes: Sequence[Probe],
+    settings: ServeSettings,
+    preview: bool,
+) -> List[Dict[str, Any]]:
+    """Decode and count each upload (in order); the analyze response's ``fields``."""
+    fields, taken = [], set()
+    for upload, probe in zip(uploads, probes):
+        start = time.perf_counter()
+        image = decode_image(upload, settings.max_pixels)
+        decode_s = time.perf_counter() - start
+        counted = counter.count_field(image)
+        uri = None
+        if preview:
+            uri = thumbnail_data_uri(image[:, :, ::-1], settings.preview_max_side, quality=88)
+        fields.append(
+            {
+                "name": field_name(upload.filename, upload.index, taken),
+                "filename": upload.filename,
+                "format": probe.format,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "sha256": hashlib.sha256(upload.data).hexdigest(),
+                "tiles": counted.tiles,
+                "decode_s": round(decode_s, 4),
+                "detect_s": round(counted.detect_s, 4),
+                "recognise_s": round(counted.recognise_s, 4),
+                "cells": [c.to_json() for c in counted.cells],
+                "preview": uri,
+            }
+        )
+        del image
+    return fields
+
+
+def case_records(
+    request: SummaryRequest, class_names: Sequence[str], fingerprint: str
+) -> List[FieldRecord]:
+    """The fields' records with only the visible cells: score >= ``min_score``, class on.
+
+    Raises :class:`ApiError` (422) for a cell whose class the model does not have.
+    """
+    known = set(class_names)
+    excluded = set(request.excluded_classes)
+    records = []
+    for field in request.fields:
+        cells = []
+        for cell in field.cells:
+            if cell.label not in known:
+                raise ApiError(
+                    422,
+                    "unknown_class",
+                    f"field {field.name}: class {cell.label!r} is not one of the model's",
+                )
+            if cell.probs is not None and len(cell.probs) != len(class_names):
+                raise ApiError(422, "invalid_request", f"field {field.name}: wrong probs length")
+            if cell.det_score >= request.min_score and cell.label not in excluded:
+                cells.append(Cell.from_json(cell.model_dump()))
+        records.append(
+            FieldRecord(
+                name=field.name,
+                image=field.filename,
+                image_sha256=field.sha256,
+                fingerprint=fingerprint,
+                height=field.height,
+                width=field.width,
+                tiles=field.tiles,
+                detect_s=field.detect_s,
+                recognise_s=field.recognise_s,
+                cells=cells,
+            )
+        )
+    return records

@@ -1,0 +1,104 @@
+"""What the page and ``GET /api/v1/model`` tell about the models: :func:`describe_counter`.
+
+Works for any :class:`~bmc_detectron.pipeline.CellCounter`: PyTorch models (config and weights
+paths, their SHA-256) and ONNX Runtime models (the sidecar: version, source, thresholds).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..pipeline.counter import CellCounter
+from ..pipeline.drawing import class_info
+from ..pipeline.run import run_fingerprint
+from ..pipeline.stats import Lineage
+
+
+def _hex(rgb: Sequence[int]) -> str:
+    return "#" + "".join(f"{max(0, min(255, int(v))):02x}" for v in rgb[:3])
+
+
+def _sidecar(model: Any) -> Optional[Dict[str, Any]]:
+    """The ONNX sidecar of a model (or of the model a CellClassifier wraps), if any."""
+    for obj in (model, getattr(model, "model", None)):
+        meta = getattr(obj, "meta", None)
+        if isinstance(meta, dict):
+            return meta
+    return None
+
+
+def class_table(counter: CellCounter, lineage: Lineage) -> List[Dict[str, Any]]:
+    """One entry per counted class: name, full name, display colour, lineage."""
+    names = counter.class_names
+    source = counter.classifier if counter.classifier is not None else counter.detector
+    meta = _sidecar(source) or {}
+    colors = meta.get("class_colors") if meta.get("class_names") == names else None
+    info = class_info(names)
+    return [
+        {
+            "name": name,
+            "full_name": info[name][0],
+            "color": _hex(colors[i] if colors else info[name][1]),
+            "lineage": lineage.of(name),
+        }
+        for i, name in enumerate(names)
+    ]
+
+
+def _model_entry(model: Any, kind: str) -> Dict[str, Any]:
+    meta = _sidecar(model)
+    entry: Dict[str, Any] = {
+        "kind": kind,
+        "runtime": "onnxruntime" if meta else "torch",
+        "class_names": list(model.class_names),
+        "identity": dict(getattr(model, "identity", {}) or {}),
+        "source": dict(getattr(model, "source", {}) or {}),
+    }
+    for key in ("min_size", "max_size", "input_format", "crop_size", "crop_margin"):
+        if getattr(model, key, None) is not None:
+            entry[key] = getattr(model, key)
+    if meta:
+        source = meta.get("source", {})
+        entry["source"] = {k: v for k, v in source.items() if k != "opts"}
+        entry["onnx"] = {"format_version": meta.get("format_version"), "opset": meta.get("opset")}
+    return entry
+
+
+def describe_counter(counter: CellCounter, **extra: Any) -> Dict[str, Any]:
+    """The models behind ``counter``: runtime, classes, sources, thresholds, fingerprint.
+
+    ``extra`` keys (e.g. ``backend``, ``files``) are added as they are.
+    """
+    from .. import __version__
+
+    detector = _model_entry(counter.detector, "detector")
+    classifier = None
+    if counter.classifier is not None:
+        classifier = _model_entry(counter.classifier, "classifier")
+    backend = classifier["runtime"] if classifier else detector["runtime"]
+    return {
+        "backend": backend,
+        "package_version": __version__,
+        "detector": detector,
+        "classifier": classifier,
+        "counter": {
+            "min_score": counter.score_threshold,
+            "tile_size": counter.tile_size,
+            "tile_overlap": counter.tile_overlap,
+            "nms_threshold": counter.nms_threshold,
+        },
+        "fingerprint": run_fingerprint(counter.settings()),
+        **extra,
+    }
+
+
+def lineage_notes(class_names: Sequence[str], lineage: Lineage) -> Dict[str, Any]:
+    """The lineage map, whether the M:E ratio applies, and the warning the pipeline would give."""
+    warnings = []
+    missing = lineage.unknown_classes(class_names)
+    if missing and lineage != Lineage():
+        warnings.append(f"lineage class(es) not among the model's classes: {', '.join(missing)}")
+    applies = any(lineage.of(c) == "erythroid" for c in class_names) and any(
+        lineage.of(c) == "myeloid" for c in class_names
+    )
+    return {"map": lineage.to_json(), "me_applies": applies, "warnings": warnings}

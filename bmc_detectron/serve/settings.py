@@ -1,0 +1,78 @@
+"""The web app's limits and defaults: :class:`ServeSettings`.
+
+Every limit protects the workstation the app runs on: a request is refused (a 4xx / 503 JSON
+error) before it can fill the memory or keep the model busy for everybody else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from ..pipeline.stats import Lineage
+
+MB = 1024 * 1024
+
+# Host names a browser on the workstation itself uses; anything else is refused (a page from
+# another site that re-points its own name at 127.0.0.1, "DNS rebinding", is turned away).
+LOOPBACK_HOSTS: Tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and defaults of :func:`~bmc_detectron.serve.app.create_app`.
+
+    Attributes:
+        max_file_bytes: largest accepted image file (bytes).
+        max_files: most images in one analyze request.
+        max_pixels: largest accepted image (width x height), read from the file's header before
+            anything is decoded (a small file can hold a huge image: a "decompression bomb").
+        max_json_bytes: largest JSON body (the summary and CSV requests).
+        workers: analyses that run at once (each in a worker thread, off the event loop).
+        max_waiting: analyze requests admitted beyond those running; one more gets a 503.
+        default_threshold: where the page's confidence slider starts.
+        uncertain_below: a cell whose class probability is below it is *uncertain* (counted
+            apart, in no percentage), as in the count tool's report.
+        lineage: which classes are myeloid and which erythroid (the M:E ratio).
+        preview_max_side: longest side of the JPEG preview the page draws the cells on.
+        allowed_hosts: accepted ``Host`` header names (``("*",)``: any).
+    """
+
+    max_file_bytes: int = 25 * MB
+    max_files: int = 16
+    max_pixels: int = 64_000_000
+    max_json_bytes: int = 16 * MB
+    workers: int = 1
+    max_waiting: int = 8
+    default_threshold: float = 0.5
+    uncertain_below: float = 0.5
+    lineage: Lineage = field(default_factory=Lineage)
+    preview_max_side: int = 1600
+    allowed_hosts: Tuple[str, ...] = LOOPBACK_HOSTS
+
+    def __post_init__(self) -> None:
+        positive = ("max_file_bytes", "max_files", "max_pixels", "max_json_bytes", "workers")
+        for name in (*positive, "preview_max_side"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_waiting < 0:
+            raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
+        for name in ("default_threshold", "uncertain_below"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest analyze request body: every file at its largest, plus the form's overhead."""
+        return self.max_files * self.max_file_bytes + MB
+
+    def limits(self) -> dict:
+        """The limits as the model info panel and ``GET /api/v1/model`` show them."""
+        return {
+            "max_file_bytes": self.max_file_bytes,
+            "max_files": self.max_files,
+            "max_pixels": self.max_pixels,
+            "max_request_bytes": self.max_request_bytes,
+            "workers": self.workers,
+            "max_waiting": self.max_waiting,
+        }

@@ -1,0 +1,217 @@
+"""Serve the lab web page and its JSON API on this workstation (``make serve``).
+
+    python -m bmc_detectron.tools.serve                       # the demo's ONNX models
+    python -m bmc_detectron.tools.serve --detector-onnx det.onnx --classifier-onnx cls.onnx
+    python -m bmc_detectron.tools.serve --backend torch \\
+        --detector-config C --detector-weights W --classifier-config C2 --classifier-weights W2
+
+Open http://127.0.0.1:8000 (the API is documented at /docs). The models default to what
+``make demo`` writes under ``output/demo``; every path is also read from an environment variable
+(``BMC_DETECTOR_ONNX``, ``BMC_CLASSIFIER_ONNX``, ``BMC_DETECTOR_CONFIG``, ...; a flag wins).
+It listens on 127.0.0.1 only unless ``--host`` says otherwise: the app has no login, so anyone
+who can reach the port can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..config import ConfigError
+from .count import lineage_from_args
+
+DEMO = Path("output/demo")
+# flag -> (environment variable, default)
+PATHS: Dict[str, Tuple[str, Path]] = {
+    "detector_onnx": ("BMC_DETECTOR_ONNX", DEMO / "onnx" / "detector.onnx"),
+    "classifier_onnx": ("BMC_CLASSIFIER_ONNX", DEMO / "onnx" / "classifier.onnx"),
+    "detector_config": ("BMC_DETECTOR_CONFIG", DEMO / "detector" / "config.yaml"),
+    "detector_weights": ("BMC_DETECTOR_WEIGHTS", DEMO / "detector" / "model_final.pth"),
+    "classifier_config": ("BMC_CLASSIFIER_CONFIG", DEMO / "classifier" / "config.yaml"),
+    "classifier_weights": ("BMC_CLASSIFIER_WEIGHTS", DEMO / "classifier" / "model_final.pth"),
+}
+
+
+class SetupError(RuntimeError):
+    """The models cannot be loaded as asked; the message says what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (model paths default to the environment, then to the demo's)."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--backend",
+        choices=("onnx", "torch"),
+        default=env("BMC_BACKEND", "onnx"),
+        help="ONNX Runtime (default) or PyTorch models",
+    )
+    for name, (var, default) in PATHS.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, default=env(var, str(default)), help=f"${var}, default {default}")
+    p.add_argument("--no-classifier", action="store_true", help="count the detector's classes")
+    p.add_argument(
+        "--detector-opts", nargs="+", default=[], help="torch: detector config KEY VALUE"
+    )
+    p.add_argument("--classifier-opts", nargs="+", default=[], help="torch: classifier overrides")
+    p.add_argument("--device", help="torch: cpu or cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="inference threads (default: the runtime's)")
+    p.add_argument("--host", default=env("BMC_SERVE_HOST", "127.0.0.1"), help="bind address")
+    p.add_argument("--port", type=int, default=int(env("BMC_SERVE_PORT", "8000")), help="port")
+    p.add_argument("--allowed-host", action="append", help="accepted Host names (repeatable)")
+    p.add_argument("--min-score", type=float, default=0.1, help="detections kept from (server)")
+    p.add_argument("--threshold", type=float, default=0.5, help="the page's slider starts here")
+    p.add_argument("--uncertain-below", type=float, default=0.5, help="class prob. below: unsure")
+    p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
+    p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
+    p.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
+    p.add_argument("--tile-size", type=int, default=1024, help="tile fields larger than this")
+    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by tiles")
+    p.add_argument("--max-file-mb", type=float, default=25.0, help="largest image file (MB)")
+    p.add_argument("--max-files", type=int, default=16, help="most images per request")
+    p.add_argument("--max-megapixels", type=float, default=64.0, help="largest image (MP)")
+    p.add_argument("--workers", type=int, default=1, help="analyses at once")
+    p.add_argument("--max-waiting", type=int, default=8, help="queued requests; more get 503")
+    p.add_argument("--log-level", default="info", help="uvicorn's log level")
+    return p
+
+
+def _require(paths: Sequence[Tuple[str, str]]) -> None:
+    missing = [f"{path} ({flag})" for flag, path in paths if not Path(path).is_file()]
+    if missing:
+        raise SetupError(
+            "model file(s) not found: "
+            + ", ".join(missing)
+            + ". Run `make demo` first (it trains the demo models and writes them there), "
+            "or point the flags / BMC_* environment variables at your models."
+        )
+
+
+def build_counter(args: argparse.Namespace) -> Any:
+    """The counter of the chosen backend; :class:`SetupError` when its files are missing."""
+    common = dict(score_threshold=args.min_score, tile_size=args.tile_size)
+    common["tile_overlap"] = args.tile_overlap
+    if args.backend == "onnx":
+        files = [("--detector-onnx", args.detector_onnx)]
+        if not args.no_classifier:
+            files.append(("--classifier-onnx", args.classifier_onnx))
+        _require(files)
+        _require([(f"sidecar of {flag}", f"{path}.json") for flag, path in files])
+        try:
+            from ..deploy import build_onnx_counter
+        except ImportError as e:  # onnxruntime missing
+            raise SetupError(f"{e}: install the deploy extras (pip install -e .[deploy])") from e
+        return build_onnx_counter(
+            args.detector_onnx,
+            None if args.no_classifier else args.classifier_onnx,
+            threads=args.threads,
+            detector_score_threshold=args.min_score,
+            **common,
+        )
+    return _torch_counter(args, common)
+
+
+def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
+    import torch
+
+    from ..pipeline.counter import CellCounter
+
+    files = [("--detector-config", args.detector_config)]
+    files.append(("--detector-weights", args.detector_weights))
+    if not args.no_classifier:
+        files.append(("--classifier-config", args.classifier_config))
+        files.append(("--classifier-weights", args.classifier_weights))
+    _require(files)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    score = str(args.min_score)
+    det_opts = [*args.detector_opts, "MODEL.DEVICE", device]
+    det_opts += ["MODEL.RETINANET.SCORE_THRESH_TEST", score, "MODEL.ROI_HEADS.SCORE_THRESH_TEST"]
+    det_opts.append(score)
+    return CellCounter.from_configs(
+        args.detector_config,
+        args.detector_weights,
+        None if args.no_classifier else args.classifier_config,
+        None if args.no_classifier else args.classifier_weights,
+        detector_opts=det_opts,
+        classifier_opts=[*args.classifier_opts, "MODEL.DEVICE", device],
+        **common,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_settings(args: argparse.Namespace) -> Any:
+    """:class:`~bmc_detectron.serve.ServeSettings` from the arguments."""
+    from ..serve.settings import LOOPBACK_HOSTS, ServeSettings
+
+    if args.allowed_host:
+        hosts = tuple(args.allowed_host)
+    elif is_loopback(args.host):
+        hosts = LOOPBACK_HOSTS
+    else:
+        hosts = ("*",)
+    return ServeSettings(
+        max_file_bytes=int(args.max_file_mb * 1024 * 1024),
+        max_files=args.max_files,
+        max_pixels=int(args.max_megapixels * 1e6),
+        workers=args.workers,
+        max_waiting=args.max_waiting,
+        default_threshold=max(args.threshold, args.min_score),
+        uncertain_below=args.uncertain_below,
+        lineage=lineage_from_args(args),
+        allowed_hosts=hosts,
+    )
+
+
+def model_files(args: argparse.Namespace) -> Dict[str, Optional[str]]:
+    """The model files in use, for the page's model panel."""
+    keys = ("detector_onnx", "classifier_onnx") if args.backend == "onnx" else tuple(PATHS)[2:]
+    return {k: None if args.no_classifier and "classifier" in k else getattr(args, k) for k in keys}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Load the models and serve until interrupted; returns the exit status (2: set-up error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import uvicorn
+
+        from ..serve import create_app
+    except ImportError as e:
+        print(f"error: {e}: install the serve extras (pip install -e .[serve])", file=sys.stderr)
+        return 2
+    try:
+        settings = build_settings(args)
+        counter = build_counter(args)
+    except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}: the app has no login; anyone who can reach "
+            "this port can upload images to it",
+            file=sys.stderr,
+        )
+    app = create_app(counter, {"files": model_files(args)}, settings)
+    print(f"serving on http://{args.host}:{args.port} (API documentation: /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
