@@ -1,7 +1,7 @@
 """bmc-detectron: bone-marrow cell detection and recognition on detectron2.
 
-Importing the package registers its META_ARCH (``BMCRetinaNet``), BACKBONE
-(``build_bmc_resnet_pan_backbone``), assigners and built-in datasets.
+Importing the package registers its META_ARCHs (``BMCRetinaNet``, ``BMCCellClassifier``),
+BACKBONE (``build_bmc_resnet_pan_backbone``), assigners and built-in datasets.
 """
 
 from . import modeling  # noqa: F401  (registers the model components)

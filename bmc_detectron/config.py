@@ -220,8 +220,7 @@ def _add_classifier_config(cfg: CN) -> None:
     aug.CONTRAST = [0.85, 1.15]
     # Saturation jitter range (factor), [] to disable (stain intensity variation).
     aug.SATURATION = [0.8, 1.2]
-    # Box jitter before cropping: centre shift and width/height change up to this fraction of the
-    # box side (uniform), so that the classifier tolerates detector boxes; 0 = exact boxes.
+    # Random box shift / resize before cropping, up to this fraction of its side (detector boxes).
     aug.BOX_JITTER = 0.1
 
 

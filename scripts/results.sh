@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/RESULTS.md from runs: the BCCD ablation (train + evaluate), the side-by-side
-# latency table, the assignment micro-benchmark and one cost row per model, then the report.
+# latency table (benchmark --configs C1 C2 ...), the assignment micro-benchmark and one cost row
+# per model (benchmark --configs C), then the report.
 #
 #   bash scripts/results.sh                 # everything (many CPU-hours on 2 cores)
 #   PHASE=train bash scripts/results.sh     # only the ablation runs (resumable)
@@ -39,8 +40,11 @@ PARENTS=(
 # retinanet_R_18_full_cpu.yaml is the same model as retinanet_R_18_PAN_SE_cpu.yaml (see its
 # header), so the PAN + SE runs are the full model's runs.
 FULL=$S
+# detectron2's stock RetinaNet, trained and timed like every other config
+REFERENCE=d2_retinanet_R_18_FPN_cpu
 DATA=(--train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3)
-ABL=("$PY" -m bmc_detectron.tools.ablation --configs "${CONFIGS[@]}" --reference "${DATA[@]}"
+ABL=("$PY" -m bmc_detectron.tools.ablation --configs "${CONFIGS[@]}" --reference
+     --reference-config "$C/$REFERENCE.yaml" "${DATA[@]}"
      --seeds $SEEDS --output "$OUT" --max-iter "$ITERS" --threads "$THREADS")
 
 if [[ $PHASE == all || $PHASE == train ]]; then
@@ -48,22 +52,22 @@ if [[ $PHASE == all || $PHASE == train ]]; then
 fi
 
 if [[ $PHASE == all || $PHASE == measure ]]; then
-  "$PY" -m bmc_detectron.tools.latency --configs "$C/retinanet_R_18_FPN_cpu.yaml" \
-    "$C/retinanet_R_18_PAN_cpu.yaml" "$C/retinanet_R_18_full_cpu.yaml" \
-    "$C/retinanet_R_18_PAN_SE_DIL_cpu.yaml" "$C/retinanet_R_18_PAN_SE_DCN_cpu.yaml" \
-    --reference --full retinanet_R_18_full_cpu --dataset bccd_test --threads 2 \
+  # several configs: side by side, interleaved, split into stages, ratio to the reference
+  "$PY" -m bmc_detectron.tools.benchmark --configs "$C/$REFERENCE.yaml" \
+    "$C/retinanet_R_18_FPN_cpu.yaml" "$C/retinanet_R_18_PAN_cpu.yaml" \
+    "$C/retinanet_R_18_full_cpu.yaml" "$C/retinanet_R_18_PAN_SE_DIL_cpu.yaml" \
+    "$C/retinanet_R_18_PAN_SE_DCN_cpu.yaml" --reference "$REFERENCE" \
+    --full retinanet_R_18_full_cpu --dataset bccd_test --threads 2 \
     --output output/latency MODEL.RETINANET.NUM_CLASSES 3
   "$PY" -m bmc_detectron.tools.assign_bench --config-file "$C/retinanet_R_18_PAN_SE_cpu.yaml" \
     --threads 1 --output output/assign_bench
+  # one config at a time: the full cost row of each model
   rm -f output/bench/benchmark.md
   for cfg in retinanet_R_18_FPN_cpu retinanet_R_18_full_cpu retinanet_R_18_PAN_SE_DIL_cpu \
-             retinanet_R_18_PAN_SE_DCN_cpu; do
-    "$PY" -m bmc_detectron.tools.benchmark --config-file "$C/$cfg.yaml" --dataset bccd_test \
+             retinanet_R_18_PAN_SE_DCN_cpu "$REFERENCE"; do
+    "$PY" -m bmc_detectron.tools.benchmark --configs "$C/$cfg.yaml" --dataset bccd_test \
       --threads 2 --output output/bench MODEL.RETINANET.NUM_CLASSES 3
   done
-  "$PY" -m bmc_detectron.tools.benchmark --config-file "$C/retinanet_R_18_FPN_cpu.yaml" \
-    --dataset bccd_test --threads 2 --output output/bench MODEL.RETINANET.NUM_CLASSES 3 \
-    MODEL.META_ARCHITECTURE RetinaNet MODEL.BACKBONE.NAME build_retinanet_resnet_fpn_backbone
 fi
 
 if [[ $PHASE == all || $PHASE == report ]]; then

@@ -23,7 +23,8 @@ from bmc_detectron.data.datasets import (
 
 BUILTIN = [
     "bccd_trainval", "bccd_test", "bccd_train", "bccd_val",
-    "pbc_wbc_train", "pbc_wbc_val", "bmc_synth_train", "bmc_synth_test",
+    "pbc_wbc_train", "pbc_wbc_val", "pbc_marrow_train", "pbc_marrow_val",
+    "bmc_synth_train", "bmc_synth_test",
 ]  # fmt: skip
 
 

@@ -61,8 +61,27 @@ def _jitter(aug_cls, limits, key: str) -> List[T.Augmentation]:
     if len(limits) == 0:
         return []
     if len(limits) != 2 or not 0 <= limits[0] <= limits[1]:
-        raise ValueError(f"BMC.AUG.{key}: expected [] or [low, high] with 0 <= low <= high")
+        raise ValueError(f"{key}: expected [] or [low, high] with 0 <= low <= high")
     return [aug_cls(float(limits[0]), float(limits[1]))]
+
+
+def smear_augmentations(aug, prefix: str = "BMC.AUG") -> List[T.Augmentation]:
+    """Flips, quarter turns and stain jitter from a config node with the keys of ``BMC.AUG``
+    (``HFLIP``, ``VFLIP``, ``ROT90``, ``BRIGHTNESS``, ``CONTRAST``, ``SATURATION``).
+
+    ``prefix`` names the node in error messages (``BMC.CLASSIFIER_AUG`` for the cell crops).
+    """
+    augs: List[T.Augmentation] = []
+    if aug.HFLIP:
+        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
+    if aug.VFLIP:
+        augs.append(T.RandomFlip(prob=0.5, horizontal=False, vertical=True))
+    if aug.ROT90:
+        augs.append(RandomRot90())
+    augs += _jitter(T.RandomBrightness, aug.BRIGHTNESS, f"{prefix}.BRIGHTNESS")
+    augs += _jitter(T.RandomContrast, aug.CONTRAST, f"{prefix}.CONTRAST")
+    augs += _jitter(T.RandomSaturation, aug.SATURATION, f"{prefix}.SATURATION")
+    return augs
 
 
 def build_bmc_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -73,14 +92,4 @@ def build_bmc_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     augs = utils.build_augmentation(cfg, is_train)
     if not is_train:
         return augs
-    aug = cfg.BMC.AUG
-    if aug.HFLIP:
-        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
-    if aug.VFLIP:
-        augs.append(T.RandomFlip(prob=0.5, horizontal=False, vertical=True))
-    if aug.ROT90:
-        augs.append(RandomRot90())
-    augs += _jitter(T.RandomBrightness, aug.BRIGHTNESS, "BRIGHTNESS")
-    augs += _jitter(T.RandomContrast, aug.CONTRAST, "CONTRAST")
-    augs += _jitter(T.RandomSaturation, aug.SATURATION, "SATURATION")
-    return augs
+    return augs + smear_augmentations(cfg.BMC.AUG)

@@ -7,9 +7,10 @@
                             metadata={"thing_colors": [(255, 0, 0), (0, 0, 255)]})
 
 * :func:`register_builtin_datasets` (called on ``import bmc_detectron``) registers
-  ``bccd_{trainval,test,train,val}``, ``pbc_wbc_{train,val}`` and ``bmc_synth_{train,test}``.
+  ``bccd_{trainval,test,train,val}``, ``pbc_wbc_{train,val}``, ``pbc_marrow_{train,val}``
+  (marrow class ids, :mod:`bmc_detectron.data.pbc`) and ``bmc_synth_{train,test}``.
   BCCD and PBC are converted from the read-only shared data on first load and cached under
-  ``datasets_root()/{bccd,pbc_wbc}/annotations/<split>.json``; the synthetic marrow data must be
+  ``datasets_root()/{bccd,pbc_wbc,pbc_marrow}/annotations/<split>.json``; the synthetic data must be
   generated first (``python -m bmc_detectron.data.synthetic --out datasets/bmc_synth``).
 
 Nothing is read when registering: a missing json or image folder is reported (with the file
@@ -37,6 +38,7 @@ from bmc_detectron.data.convert import (
     yolo_to_coco,
 )
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
+from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def unregister_dataset(name: str) -> None:
 def _ensure_registered(
     name: str, json_file: Path, image_root: Path, metadata: Mapping[str, object]
 ) -> None:
-    """Register a built-in name; keep it if it already points at the same files."""
+    """Register ``name``; keep it if it already points at the same files."""
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         same = meta.get("json_file") == str(json_file.resolve())
@@ -165,6 +167,31 @@ def _ensure_registered(
             return
         unregister_dataset(name)
     register_coco_dataset(name, json_file, image_root, metadata)
+
+
+def dataset_registration(name: str) -> Dict[str, object]:
+    """What :func:`register_datasets` needs to register ``name`` again in another process:
+    its json, image root and JSON-serialisable metadata."""
+    meta = MetadataCatalog.get(name).as_dict()
+    # the id map has int keys, which JSON would turn into strings
+    skip = {"name", "json_file", "image_root", "evaluator_type"}
+    skip.add("thing_dataset_id_to_contiguous_id")
+    extra = {}
+    for key, value in meta.items():
+        if key in skip:
+            continue
+        try:
+            extra[key] = json.loads(json.dumps(value))
+        except TypeError:
+            continue
+    return {"json_file": meta["json_file"], "image_root": meta["image_root"], "metadata": extra}
+
+
+def register_datasets(registrations: Mapping[str, Mapping[str, object]]) -> None:
+    """Register (or re-point) every ``name -> dataset_registration(name)`` of another process."""
+    for name, reg in registrations.items():
+        json_file, image_root = Path(reg["json_file"]), Path(reg["image_root"])
+        _ensure_registered(name, json_file, image_root, reg.get("metadata") or {})
 
 
 def _convert_bccd(split: str, json_file: Path) -> None:
@@ -209,6 +236,11 @@ def _builtin_specs() -> List[Tuple[str, Path, Path, Dict[str, object], Callable 
         convert = functools.partial(_convert_pbc_wbc, split, json_file)
         image_root = shared / "pbc_wbc" / split / "images"
         specs.append((f"pbc_wbc_{split}", json_file, image_root, pbc_meta, convert))
+    for split in PBC_MARROW_SPLITS:  # marrow class ids from the file names (data/pbc.py)
+        json_file = generated / "pbc_marrow" / "annotations" / f"{split}.json"
+        convert = functools.partial(convert_pbc_marrow, split, json_file, PBC_WBC_CLASSES)
+        meta = pbc_marrow_metadata()
+        specs.append((f"pbc_marrow_{split}", json_file, shared / "pbc_wbc", meta, convert))
     for split in SYNTH_SPLITS:
         json_file = generated / "bmc_synth" / "annotations" / f"{split}.json"
         image_root = generated / "bmc_synth" / split

@@ -1,5 +1,13 @@
 """Training and evaluation engine."""
 
-from .trainer import BMCTrainer, load_checked_dicts, main, setup
+from .classifier_trainer import BMCClassifierTrainer
+from .trainer import BMCTrainer, load_checked_dicts, main, setup, trainer_class
 
-__all__ = ["BMCTrainer", "load_checked_dicts", "main", "setup"]
+__all__ = [
+    "BMCClassifierTrainer",
+    "BMCTrainer",
+    "load_checked_dicts",
+    "main",
+    "setup",
+    "trainer_class",
+]

@@ -18,8 +18,10 @@ from detectron2.data import (
 )
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from ..config import ConfigError, build_cfg
+from ..config import CLASSIFIER_ARCH, ConfigError, build_cfg
 from ..data.augment import build_bmc_augmentations
 from ..data.checks import check_dataset_dicts
 from ..evaluation import BMCCOCOEvaluator
@@ -91,18 +93,36 @@ def setup(args: argparse.Namespace) -> CfgNode:
     """Config plus detectron2's logging / seeding / output-dir set-up for a command-line run."""
     cfg = build_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
+    # this package's messages (data checks, classification tables) in the console and log.txt;
+    # still propagated, so that handlers on the root logger (pytest's caplog) see them too
+    setup_logger(
+        cfg.OUTPUT_DIR,
+        distributed_rank=comm.get_rank(),
+        name="bmc_detectron",
+        enable_propagation=True,
+    )
     return cfg
+
+
+def trainer_class(cfg: CfgNode) -> type:
+    """The trainer of ``cfg.MODEL.META_ARCHITECTURE``: the cell classifier's, else BMCTrainer."""
+    if cfg.MODEL.META_ARCHITECTURE == CLASSIFIER_ARCH:
+        from .classifier_trainer import BMCClassifierTrainer
+
+        return BMCClassifierTrainer
+    return BMCTrainer
 
 
 def main(args: argparse.Namespace):
     """Train (optionally resuming) or, with ``--eval-only``, evaluate; returns the metrics."""
     cfg = setup(args)
+    trainer_cls = trainer_class(cfg)
     if args.eval_only:
-        model = BMCTrainer.build_model(cfg)
+        model = trainer_cls.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        return BMCTrainer.test(cfg, model)
-    trainer = BMCTrainer(cfg)
+        return trainer_cls.test(cfg, model)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

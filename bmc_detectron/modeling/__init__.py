@@ -2,7 +2,15 @@
 
 from . import assigners
 from .backbone import build_bmc_resnet_pan_backbone
+from .classifier import BMCCellClassifier, classifier_class_names
 from .head import BMCRetinaNetHead
 from .meta_arch import BMCRetinaNet
 
-__all__ = ["BMCRetinaNet", "BMCRetinaNetHead", "assigners", "build_bmc_resnet_pan_backbone"]
+__all__ = [
+    "BMCCellClassifier",
+    "BMCRetinaNet",
+    "BMCRetinaNetHead",
+    "assigners",
+    "build_bmc_resnet_pan_backbone",
+    "classifier_class_names",
+]

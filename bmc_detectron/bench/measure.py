@@ -1,0 +1,400 @@
+"""Measurements of detectors on this machine: latency, training step, memory, size and cost.
+
+Every clock read is preceded by ``torch.cuda.synchronize`` on CUDA, and every model runs in its
+config's precision: fp16 autocast on CUDA with ``SOLVER.AMP.ENABLED`` (:func:`autocast_for`), and
+``BMC.PRECISION`` (CPU bf16 backbone + head, channels-last), which
+:func:`bmc_detectron.engine.precision.apply_precision` builds into the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data.transforms import Resize
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
+from torch import nn
+
+from bmc_detectron.bench.inputs import latency_inputs
+from bmc_detectron.data.datasets import prepare_dataset
+from bmc_detectron.engine import BMCTrainer
+from bmc_detectron.engine.precision import apply_precision, cpu_bf16_enabled
+
+STAGES = ("backbone", "head")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued CUDA work (no-op on CPU) so that wall-clock timings are complete."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device | str) -> Tuple[float, object]:
+    """Seconds taken by ``fn()`` (synchronized before and after) and its result."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return time.perf_counter() - t0, out
+
+
+def summarize_ms(seconds: Sequence[float]) -> Dict[str, float]:
+    """Median, nearest-rank 90th percentile, mean and min in milliseconds, and the count."""
+    ms = sorted(s * 1000.0 for s in seconds)
+    if not ms:
+        nan = float("nan")
+        return {"median_ms": nan, "p90_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0}
+    return {
+        "median_ms": statistics.median(ms),
+        "p90_ms": ms[max(0, math.ceil(0.9 * len(ms)) - 1)],
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": ms[0],
+        "n": len(ms),
+    }
+
+
+@contextlib.contextmanager
+def torch_threads(num: int | None) -> Iterator[None]:
+    """Temporarily ``torch.set_num_threads(num)`` (None: leave as is)."""
+    old = torch.get_num_threads()
+    if num:
+        torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class StageClock:
+    """Forward hooks adding up the wall time spent in ``model.backbone`` and ``model.head``
+    (``spent[stage]`` seconds since the last :meth:`reset`)."""
+
+    def __init__(self, model: nn.Module):
+        self.device = model.device
+        self.spent = dict.fromkeys(STAGES, 0.0)
+        self._start: Dict[str, float] = {}
+        self._handles = []
+        for stage in STAGES:
+            module = getattr(model, stage)
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook(stage)))
+            self._handles.append(module.register_forward_hook(self._post_hook(stage)))
+
+    def _pre_hook(self, stage: str) -> Callable:
+        def hook(module, args):
+            synchronize(self.device)
+            self._start[stage] = time.perf_counter()
+
+        return hook
+
+    def _post_hook(self, stage: str) -> Callable:
+        def hook(module, args, output):
+            synchronize(self.device)
+            self.spent[stage] += time.perf_counter() - self._start.pop(stage)
+
+        return hook
+
+    def reset(self) -> None:
+        """Zero the accumulated times."""
+        self.spent = dict.fromkeys(STAGES, 0.0)
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+
+class MethodClock:
+    """While the ``with`` block runs, ``obj.<method>`` is replaced by a wrapper that adds the
+    (synchronized) wall time of every call to ``spent`` and counts them in ``calls``."""
+
+    def __init__(self, obj: object, method: str, device: torch.device | str):
+        self.obj, self.method, self.device = obj, method, device
+        self.spent, self.calls = 0.0, 0
+        self._own = method in vars(obj)
+        self._original = getattr(obj, method)
+
+    def _wrapper(self, *args, **kwargs):
+        seconds, out = timed(lambda: self._original(*args, **kwargs), self.device)
+        self.spent += seconds
+        self.calls += 1
+        return out
+
+    def reset(self) -> None:
+        """Zero the accumulated time and call count."""
+        self.spent, self.calls = 0.0, 0
+
+    def __enter__(self) -> MethodClock:
+        setattr(self.obj, self.method, self._wrapper)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._own:
+            setattr(self.obj, self.method, self._original)
+        else:
+            delattr(self.obj, self.method)
+
+
+@dataclass
+class Subject:
+    """A model under measurement with the config it was built from (which sets its precision)."""
+
+    name: str
+    model: nn.Module
+    cfg: CfgNode
+    description: str = ""
+
+    def precision(self) -> ContextManager:
+        """The autocast context of the config's precision (see :func:`autocast_for`)."""
+        return autocast_for(self.cfg)
+
+
+def autocast_for(cfg: CfgNode) -> ContextManager:
+    """fp16 autocast on CUDA when ``SOLVER.AMP.ENABLED``, else a no-op (CPU bf16 is part of the
+    model itself, :func:`bmc_detectron.engine.precision.apply_precision`)."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def precision_name(cfg: CfgNode) -> str:
+    """How ``cfg``'s model computes: ``"float16 autocast"`` (CUDA AMP), ``"bfloat16 backbone +
+    head"`` (``BMC.PRECISION.CPU_BF16``) or ``"float32"``."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
+        return "float16 autocast"
+    return "bfloat16 backbone + head" if cpu_bf16_enabled(cfg) else "float32"
+
+
+def build_subject(cfg: CfgNode, name: str, description: str = "") -> Subject:
+    """The config's model with its ``BMC.PRECISION`` applied and ``MODEL.WEIGHTS`` loaded."""
+    model = apply_precision(build_model(cfg), cfg)
+    if cfg.MODEL.WEIGHTS:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return Subject(name, model, cfg, description)
+
+
+def round_order(items: Sequence, round_index: int) -> List:
+    """``items`` rotated left by ``round_index`` (round r starts with item r mod n)."""
+    shift = round_index % len(items) if items else 0
+    return list(items[shift:]) + list(items[:shift])
+
+
+def measure_latency(
+    subjects: Sequence[Subject],
+    inputs: Sequence[dict],
+    rounds: int = 1,
+    warmup: int = 3,
+    stages: bool = False,
+) -> Dict[str, Dict[str, object]]:
+    """Batch-1 eval-mode latency of ``model([input])`` per subject, in its config's precision.
+
+    After ``warmup`` untimed calls per model, each of ``rounds`` rounds runs every model over all
+    ``inputs``, the order of the models rotating from round to round (:func:`round_order`) so
+    that drift of the machine falls on all models alike. With ``stages``, forward hooks split
+    each call into ``backbone`` (backbone + neck), ``head`` and ``rest`` (pre-processing,
+    anchors, decoding, NMS). Returns, per name, :func:`summarize_ms` of the calls, the per-call
+    times (``calls_ms``) and, with ``stages``, the per-stage medians (``<stage>_ms``).
+    """
+    clocks = {s.name: StageClock(s.model) for s in subjects} if stages else {}
+    calls = {s.name: {"total": [], **({k: [] for k in STAGES} if stages else {})} for s in subjects}
+    try:
+        with torch.no_grad():
+            for s in subjects:
+                s.model.eval()
+                with s.precision():
+                    for i in range(warmup):
+                        s.model([inputs[i % len(inputs)]])
+            for r in range(rounds):
+                for s in round_order(subjects, r):
+                    _time_calls(s, inputs, clocks.get(s.name), calls[s.name])
+    finally:
+        for clock in clocks.values():
+            clock.remove()
+    return {name: _latency_summary(c) for name, c in calls.items()}
+
+
+def _time_calls(
+    subject: Subject, inputs: Sequence[dict], clock: StageClock | None, calls: Dict[str, List]
+) -> None:
+    model = subject.model
+    with subject.precision():
+        for inp in inputs:
+            if clock is not None:
+                clock.reset()
+            calls["total"].append(timed(lambda inp=inp: model([inp]), model.device)[0])
+            for stage in STAGES if clock is not None else ():
+                calls[stage].append(clock.spent[stage])
+
+
+def _latency_summary(calls: Mapping[str, List[float]]) -> Dict[str, object]:
+    out: Dict[str, object] = dict(summarize_ms(calls["total"]))
+    if "backbone" in calls:
+        parts = zip(calls["total"], calls["backbone"], calls["head"])
+        calls = {**calls, "rest": [t - b - h for t, b, h in parts]}
+        for stage in (*STAGES, "rest"):
+            out[f"{stage}_ms"] = statistics.median(calls[stage]) * 1000.0
+    out["calls_ms"] = {k: [s * 1000.0 for s in v] for k, v in calls.items()}
+    return out
+
+
+def measure_training(
+    model: nn.Module,
+    cfg: CfgNode,
+    batch: List[dict],
+    iters: int,
+    clocks: Mapping[str, MethodClock] | None = None,
+) -> Dict[str, object]:
+    """Training steps (forward + backward + the config's optimizer step) on one batch.
+
+    The first step is an untimed warm-up; the next ``iters`` are timed. The forward pass runs in
+    the config's precision (losses summed in float32; CUDA fp16 with a gradient scaler). Every
+    clock in ``clocks`` (e.g. a :class:`MethodClock` on ``model.label_anchors``, already entered)
+    is reset before each step; its time per timed step is returned under ``clocks[name]``.
+    """
+    model.train()
+    device, clocks = model.device, dict(clocks or {})
+    optimizer = BMCTrainer.build_optimizer(cfg, model)
+    use_scaler = device.type == "cuda" and bool(cfg.SOLVER.AMP.ENABLED)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def step() -> None:
+        with autocast_for(cfg):
+            loss = sum(v.float() for v in model(batch).values())
+        optimizer.zero_grad()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    seconds, spent = [], {k: [] for k in clocks}
+    with EventStorage(0) as storage:
+        for i in range(iters + 1):
+            storage.iter = i
+            for clock in clocks.values():
+                clock.reset()
+            t = timed(step, device)[0]
+            if i > 0:
+                seconds.append(t)
+                for k, clock in clocks.items():
+                    spent[k].append(clock.spent)
+    out: Dict[str, object] = dict(summarize_ms(seconds))
+    out.update(seconds=seconds, clocks=spent, batch_size=len(batch))
+    out["precision"] = precision_name(cfg)
+    return out
+
+
+def measure_throughput(
+    subject: Subject, records: Sequence[dict], input_size: Tuple[int, int], batch_size: int
+) -> Dict[str, object]:
+    """Images/s of batched inference over ``records`` through a detectron2 test loader
+    (decoding and resizing to ``input_size`` included; one untimed warm-up batch first)."""
+    model, cfg = subject.model, subject.cfg
+    mapper = DatasetMapper(cfg, False, augmentations=[Resize(tuple(input_size))])
+    loader = build_detection_test_loader(
+        list(records), mapper=mapper, batch_size=batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS
+    )
+    warm = latency_inputs([], batch_size, input_size, cfg.INPUT.FORMAT)
+    model.eval()
+    with torch.no_grad(), subject.precision():
+        model(warm)
+
+        def run() -> int:
+            count = 0
+            for batch in loader:
+                model(batch)
+                count += len(batch)
+            return count
+
+        seconds, count = timed(run, model.device)
+    return {
+        "images_per_s": count / seconds,
+        "images": count,
+        "batch_size": batch_size,
+        "seconds": seconds,
+    }
+
+
+def count_parameters(model: nn.Module) -> Dict[str, float]:
+    """All and trainable parameters, in millions."""
+    params = list(model.parameters())
+    return {
+        "params_m": sum(p.numel() for p in params) / 1e6,
+        "trainable_params_m": sum(p.numel() for p in params if p.requires_grad) / 1e6,
+    }
+
+
+class _BackboneHead(nn.Module):
+    """Backbone + head of a dense detector, the part whose FLOPs are reported."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone, self.head = model.backbone, model.head
+        self.in_features = list(model.head_in_features)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        feats = self.backbone(x)
+        outputs = self.head([feats[f] for f in self.in_features])
+        return tuple(t for group in outputs for t in group)
+
+
+def _deform_conv_flops(inputs, outputs) -> int:
+    """torchvision::deform_conv2d counted as the dense conv of the same shape (MACs)."""
+    weight = get_shape(inputs[1])  # (C_out, C_in / groups, kh, kw)
+    return int(np.prod(get_shape(outputs[0]))) * int(np.prod(weight[1:]))
+
+
+def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, object]:
+    """fvcore GFLOPs of backbone + head (ResNet, neck, cls and box towers) in eval mode on one
+    normalized, padded image of ``input_size`` (H, W). One multiply-add counts as one flop (the
+    convention of detectron2 and detection papers); pre-processing, anchors, decoding and NMS are
+    not counted; deformable convolutions count as dense ones of the same shape."""
+    was_training = model.training
+    model.eval()
+    image = torch.zeros(3, *input_size, dtype=torch.uint8)
+    try:
+        with torch.no_grad():
+            x = model.preprocess_image([{"image": image}]).tensor
+            fca = FlopCountAnalysis(_BackboneHead(model), (x,))
+            fca.set_op_handle("torchvision::deform_conv2d", _deform_conv_flops)
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            total, by_module = fca.total(), fca.by_module()
+            unsupported = dict(fca.unsupported_ops())
+    finally:
+        model.train(was_training)
+    return {
+        "gflops": total / 1e9,
+        "backbone_gflops": by_module.get("backbone", 0) / 1e9,
+        "head_gflops": by_module.get("head", 0) / 1e9,
+        "padded_input": [int(x.shape[-2]), int(x.shape[-1])],
+        "uncounted_ops": unsupported,
+        "counted": "backbone+head, 1 multiply-add = 1 flop",
+    }
+
+
+def evaluate_coco(cfg: CfgNode, model: nn.Module, dataset: str, out_dir: Path) -> Dict[str, float]:
+    """COCO metrics of ``model`` on ``dataset`` via ``BMCTrainer.test`` (which writes them to
+    ``out_dir/inference/<dataset>/``)."""
+    prepare_dataset(dataset)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = (dataset,)
+    cfg.OUTPUT_DIR = str(out_dir)
+    cfg.freeze()
+    results = BMCTrainer.test(cfg, model)
+    return dict(results.get("bbox", results))

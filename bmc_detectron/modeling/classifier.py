@@ -1,0 +1,214 @@
+"""The recognition stage: a ResNet cell classifier on square cell crops.
+
+Detect first (class-agnostic), then recognise each cell with this classifier, then count.
+``BMCCellClassifier`` is a detectron2 META_ARCH: detectron2's ResNet (``build_resnet_backbone``,
+R-18 in the CPU configs, R-50 on GPU), global average pooling of one feature map
+(``MODEL.BMC.CLASSIFIER.IN_FEATURE``), one linear layer. Crops come from
+:func:`bmc_detectron.data.crops.crop_boxes` (training: :class:`~bmc_detectron.data.crop_mapper.
+CellCropMapper`; the count pipeline: detector boxes).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
+
+from ..config import ConfigError
+
+__all__ = ["BMCCellClassifier", "classifier_class_names"]
+
+
+def classifier_class_names(cfg: CfgNode) -> List[str]:
+    """Class names of the classifier in class-id order (length ``NUM_CLASSES``).
+
+    ``MODEL.BMC.CLASSIFIER.CLASS_NAMES`` when given, else the ``thing_classes`` of
+    ``DATASETS.TRAIN[0]``'s metadata. Raises :class:`ConfigError` when neither gives
+    ``NUM_CLASSES`` names.
+    """
+    clf = cfg.MODEL.BMC.CLASSIFIER
+    names = list(clf.CLASS_NAMES)
+    source = "MODEL.BMC.CLASSIFIER.CLASS_NAMES"
+    if not names:
+        if not cfg.DATASETS.TRAIN:
+            raise ConfigError("MODEL.BMC.CLASSIFIER.CLASS_NAMES is empty and DATASETS.TRAIN too")
+        name = cfg.DATASETS.TRAIN[0]
+        source = f"thing_classes of dataset {name!r}"
+        if MetadataCatalog.get(name).get("thing_classes") is None and name in DatasetCatalog.list():
+            DatasetCatalog.get(name)  # loading a COCO json sets them
+        names = list(MetadataCatalog.get(name).get("thing_classes") or [])
+    if len(names) != clf.NUM_CLASSES:
+        raise ConfigError(
+            f"{source} has {len(names)} classes but MODEL.BMC.CLASSIFIER.NUM_CLASSES is "
+            f"{clf.NUM_CLASSES}"
+        )
+    return names
+
+
+@META_ARCH_REGISTRY.register()
+class BMCCellClassifier(nn.Module):
+    """ResNet + global average pooling + linear layer over square crops of single cells.
+
+    Inputs are crops in ``input_format`` (BGR by default) with pixel values 0..255; the model
+    normalises them with ``pixel_mean`` / ``pixel_std`` itself, as detectron2's models do.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        in_feature: str,
+        num_classes: int,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "BGR",
+        label_smoothing: float = 0.0,
+        class_names: Sequence[str] = (),
+        test_batch_size: int = 64,
+    ):
+        """
+        Args:
+            backbone: a detectron2 backbone whose output includes ``in_feature``.
+            in_feature: the feature map that is average-pooled (e.g. ``"res5"``).
+            num_classes: K, the number of outputs.
+            pixel_mean, pixel_std: per-channel normalisation, in ``input_format`` order.
+            input_format: channel order of the input crops ("BGR" or "RGB").
+            label_smoothing: of the training cross-entropy.
+            class_names: K names (only stored, for tools and the count pipeline).
+            test_batch_size: crops per forward pass in :meth:`predict_crops`.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.in_feature = in_feature
+        channels = backbone.output_shape()[in_feature].channels
+        self.cls_score = nn.Linear(channels, num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        self.num_classes = num_classes
+        self.input_format = input_format
+        self.label_smoothing = float(label_smoothing)
+        self.class_names = list(class_names)
+        self.test_batch_size = int(test_batch_size)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, object]:
+        clf = cfg.MODEL.BMC.CLASSIFIER
+        if clf.IN_FEATURE not in cfg.MODEL.RESNETS.OUT_FEATURES:
+            raise ConfigError(
+                f"MODEL.BMC.CLASSIFIER.IN_FEATURE {clf.IN_FEATURE!r} is not in "
+                f"MODEL.RESNETS.OUT_FEATURES {list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+            )
+        try:
+            class_names = classifier_class_names(cfg)
+        except ConfigError:
+            if clf.CLASS_NAMES or cfg.DATASETS.TRAIN:
+                raise
+            class_names = []  # a bare model (tests, export) needs no names
+        backbone = build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        return {
+            "backbone": backbone,
+            "in_feature": clf.IN_FEATURE,
+            "num_classes": clf.NUM_CLASSES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "label_smoothing": clf.LABEL_SMOOTHING,
+            "class_names": class_names,
+            "test_batch_size": clf.BATCH_SIZE_TEST,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of raw crops; the graph to export (ONNX) for the count pipeline.
+
+        Args:
+            x: (N, 3, S, S) float tensor of **raw** pixels (0..255, not normalised) in
+                ``input_format`` channel order, on the model's device. Normalisation is part of
+                this function, so an exported model needs only ``crop_boxes`` + HWC->CHW + float.
+
+        Returns:
+            (N, K) logits.
+        """
+        x = (x - self.pixel_mean) / self.pixel_std
+        feature = self.backbone(x)[self.in_feature]
+        return self.cls_score(feature.mean(dim=(2, 3)))
+
+    def _stack(self, batched_inputs: List[dict]) -> torch.Tensor:
+        """(N, 3, S, S) float32 on the model's device from the inputs' ``"image"`` tensors."""
+        images = [d["image"] for d in batched_inputs]
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+            raise ValueError(f"BMCCellClassifier: expected equal (3, S, S) crops, got {shapes}")
+        return torch.stack(images).to(device=self.device, dtype=torch.float32)
+
+    def forward(
+        self, batched_inputs: List[dict]
+    ) -> Union[Dict[str, torch.Tensor], List[Dict[str, object]]]:
+        """
+        Args:
+            batched_inputs: dicts with ``"image"``, a (3, S, S) uint8 crop in ``input_format``,
+                and in training ``"label"``, the int class id.
+
+        Returns:
+            training: ``{"loss_cls": cross-entropy}``; eval: one dict per input with
+            ``"probs"`` ((K,) float softmax), ``"pred_class"`` (int), ``"score"`` (float).
+        """
+        images = self._stack(batched_inputs)
+        if self.training:
+            labels = [int(d["label"]) for d in batched_inputs]
+            if any(not 0 <= c < self.num_classes for c in labels):
+                raise ValueError(
+                    f"BMCCellClassifier: labels {sorted(set(labels))} outside "
+                    f"[0, {self.num_classes}) (MODEL.BMC.CLASSIFIER.NUM_CLASSES)"
+                )
+            logits = self.forward_logits(images).float()
+            target = torch.tensor(labels, device=logits.device)
+            loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+            return {"loss_cls": loss}
+        probs = self.forward_logits(images).float().softmax(dim=1)
+        score, pred = probs.max(dim=1)
+        return [
+            {"probs": p, "pred_class": int(c), "score": float(s)}
+            for p, c, s in zip(probs, pred.tolist(), score.tolist())
+        ]
+
+    @torch.no_grad()
+    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities of a stack of crops, in eval mode, batched.
+
+        Args:
+            crops: (N, 3, S, S) uint8 or float crops (0..255) in ``input_format``, on any device;
+                N may be 0.
+
+        Returns:
+            (N, K) float32 probabilities (rows sum to 1) on ``crops``' device.
+        """
+        if crops.dim() != 4 or crops.shape[1] != 3:
+            raise ValueError(
+                f"predict_crops: expected (N, 3, S, S) crops, got {tuple(crops.shape)}"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            out = [
+                self.forward_logits(chunk.to(self.device, torch.float32)).float().softmax(dim=1)
+                for chunk in crops.split(max(1, self.test_batch_size))
+            ]
+        finally:
+            self.train(was_training)
+        if not out:
+            return torch.zeros((0, self.num_classes), device=crops.device)
+        return torch.cat(out).to(crops.device)
