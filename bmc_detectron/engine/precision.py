@@ -81,3 +81,14 @@ def apply_precision(model: nn.Module, cfg: CfgNode) -> nn.Module:
             backbone.register_forward_pre_hook(_to_channels_last)
         model._bmc_channels_last = True
     return model
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from
+    /proc/cpuinfo; elsewhere bf16 autocast is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))

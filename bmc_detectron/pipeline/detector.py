@@ -111,11 +111,12 @@ class Detector:
         from detectron2.modeling import build_model
 
         from ..config import build_cfg
+        from ..engine.precision import apply_precision
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: detector weights not found")
         cfg = build_cfg(config_file, opts)
-        model = build_model(cfg)
+        model = apply_precision(build_model(cfg), cfg)  # the config's BMC.PRECISION
         DetectionCheckpointer(model).load(weights)
         model.eval()
         identity = {

@@ -54,12 +54,13 @@ class CellClassifier:
         from detectron2.modeling import build_model
 
         from ..config import build_cfg
+        from ..engine.precision import apply_precision
         from ..modeling.classifier import classifier_class_names  # registers the META_ARCH
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: classifier weights not found")
         cfg = build_cfg(config_file, opts)
-        model = build_model(cfg)
+        model = apply_precision(build_model(cfg), cfg)  # the config's BMC.PRECISION
         DetectionCheckpointer(model).load(weights)
         model.eval()
         crop = cfg.MODEL.BMC.CLASSIFIER

@@ -1,8 +1,15 @@
-"""The main job on the embedded default data (``make demo``).
+"""The main job on the embedded default data (``make demo``): detect, recognise, count.
 
-Generates the synthetic marrow smear dataset (once), trains the CPU-sized detector for a few
-minutes, evaluates it with COCOEvaluator and draws detections on test images with detectron2's
-Visualizer, then prints where everything is.
+1. generates the synthetic marrow smears (once);
+2. trains the class-agnostic detector (the full CPU model, all 11 classes merged into "cell")
+   and evaluates it with COCOEvaluator;
+3. trains the cell classifier on crops of the annotated cells and evaluates it;
+4. counts the synthetic test fields with both models (``tools.count``): differential, M:E ratio,
+   report.html;
+5. exports both models to ONNX for ``make serve``;
+
+then prints where everything is. On a CPU with native bfloat16 (AVX-512 BF16 / AMX) both models
+train with ``BMC.PRECISION.CPU_BF16`` and ``CHANNELS_LAST``.
 """
 
 from __future__ import annotations
@@ -13,17 +20,19 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, build_cfg
 from ..data.paths import datasets_root
-from ..engine import BMCTrainer
-from .demo import run_demo
+from ..engine import trainer_class
+from ..engine.precision import cpu_supports_bf16
+from . import count, export_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "cpu" / "demo_synth.yaml"
+DETECTOR_CONFIG = REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_synth_cpu.yaml"
+CLASSIFIER_CONFIG = REPO_ROOT / "configs/recognition/demo_classifier_synth.yaml"
 
 
 def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed: int) -> None:
@@ -37,24 +46,104 @@ def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed:
             continue
         t0 = time.perf_counter()
         generate_dataset(root, split, n, seed=s, height=size, width=size)
-        print(
-            f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s",
-            flush=True,
-        )
+        print(f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s")
+
+
+def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, float]:
+    """Train ``config`` into ``out`` (config.yaml + model_final.pth) and return its metrics."""
+    cfg = build_cfg(str(config), ["OUTPUT_DIR", str(out), *opts])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.dump())
+    trainer_cls = trainer_class(cfg)
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    # detectron2's EvalHook evaluates once training ends; evaluate here only if it did not
+    results = getattr(trainer, "_last_eval_results", None) or trainer_cls.test(cfg, trainer.model)
+    return dict(results.get("bbox", results.get("classification", results)))
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=str(DEFAULT_CONFIG))
     p.add_argument("--output", default="output/demo")
     p.add_argument("--num-train", type=int, default=240)
     p.add_argument("--num-test", type=int, default=40)
     p.add_argument("--size", type=int, default=256, help="synthetic image side in pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-vis", type=int, default=8, help="test images to draw")
-    p.add_argument("--confidence-threshold", type=float, default=0.4, help="for the drawings")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    p.add_argument("--detector-iters", type=int, help="override the detector's SOLVER.MAX_ITER")
+    p.add_argument("--classifier-iters", type=int, help="override the classifier's MAX_ITER")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     return p.parse_args(argv)
+
+
+def _schedule(iters: Optional[int]) -> List[str]:
+    if not iters:
+        return []
+    steps = f"({int(iters * 0.75)}, {int(iters * 0.9)})"
+    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", "10"]
+
+
+def _precision_opts(choice: str) -> List[str]:
+    bf16 = choice == "bf16" or (choice == "auto" and cpu_supports_bf16())
+    print(f"[demo] precision: {'bfloat16 + channels-last' if bf16 else 'float32'}", flush=True)
+    flag = str(bf16)
+    return ["BMC.PRECISION.CPU_BF16", flag, "BMC.PRECISION.CHANNELS_LAST", flag]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output).resolve()
+    synth = datasets_root() / "bmc_synth"
+    t_start = time.perf_counter()
+    ensure_synthetic(synth, args.num_train, args.num_test, args.size, args.seed)
+    common = ["SEED", str(args.seed), *_precision_opts(args.precision)]
+    times: Dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    det = train_and_evaluate(
+        DETECTOR_CONFIG, out / "detector", common + _schedule(args.detector_iters)
+    )
+    times["detector"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cls = train_and_evaluate(
+        CLASSIFIER_CONFIG, out / "classifier", common + _schedule(args.classifier_iters)
+    )
+    times["classifier"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    files = ("config.yaml", "model_final.pth")
+    models = [str(out / m / f) for m in ("detector", "classifier") for f in files]
+    count_args = ["--detector-config", models[0], "--detector-weights", models[1]]
+    count_args += ["--classifier-config", models[2], "--classifier-weights", models[3]]
+    count_args += ["--input", str(synth / "test"), "--output", str(out / "count")]
+    status = count.main([*count_args, "--overwrite", "--no-progress"])
+    times["count"] = time.perf_counter() - t0
+    if status not in (0, 1):
+        return status
+    t0 = time.perf_counter()
+    for name, (config, weights) in (("detector", models[:2]), ("classifier", models[2:])):
+        onnx_file = str(out / "onnx" / f"{name}.onnx")
+        if export_onnx.main(["--config-file", config, "--weights", weights, "--output", onnx_file]):
+            print(f"[demo] ONNX export of the {name} failed", file=sys.stderr)
+            return 1
+    times["onnx"] = time.perf_counter() - t0
+    print_summary(out, det, cls, times, time.perf_counter() - t_start)
+    return 0
+
+
+def print_summary(
+    out: Path, det: Dict[str, float], cls: Dict[str, float], times: Dict[str, float], total: float
+) -> None:
+    summary = json.loads((out / "count" / "summary.json").read_text())
+    minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
+    print("\n========== bmc-detectron demo: detect, recognise, count ==========")
+    det_line = f"AP {det['AP']:.1f}  AP50 {det['AP50']:.1f}  ({minutes['detector']})"
+    print(f"detector (class-agnostic): {det_line}  {out / 'detector'}")
+    cls_line = f"top-1 {100 * cls['accuracy']:.1f} %  macro-F1 {100 * cls['macro_f1']:.1f} %"
+    print(f"cell classifier:           {cls_line}  ({minutes['classifier']})  {out / 'classifier'}")
+    print(f"count report:              {out / 'count' / 'report.html'}  ({minutes['count']})")
+    print(f"  {summary['counted']} cells counted, M:E ratio {summary['me']['ratio']}")
+    print(f"ONNX models (make serve):  {out / 'onnx'}  ({minutes['onnx']})")
+    print(f"total time:                {total / 60:.1f} min")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -62,48 +151,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logger(name="detectron2")
     setup_logger(name="bmc_detectron")
     logging.getLogger("detectron2").setLevel(logging.INFO)
-    out = Path(args.output).resolve()
-    synth_root = datasets_root() / "bmc_synth"
-    t_start = time.perf_counter()
-    ensure_synthetic(synth_root, args.num_train, args.num_test, args.size, args.seed)
     try:
-        cfg = build_cfg(
-            args.config_file,
-            ["OUTPUT_DIR", str(out), "SEED", str(args.seed), *args.opts],
-        )
+        return run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(cfg.dump())
-
-    t0 = time.perf_counter()
-    trainer = BMCTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    t_train = time.perf_counter() - t0
-    # detectron2's EvalHook evaluates once training ends; evaluate here only if it did not
-    results = getattr(trainer, "_last_eval_results", None) or BMCTrainer.test(cfg, trainer.model)
-    bbox = results.get("bbox", results)
-
-    test_dir = synth_root / "test"
-    images = sorted(test_dir.glob("*.png"))[: args.num_vis]
-    vis_cfg = cfg.clone()
-    vis_cfg.defrost()
-    vis_cfg.MODEL.WEIGHTS = str(out / "model_final.pth")
-    vis_cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
-    vis_cfg.freeze()
-    run_demo(vis_cfg, images, out / "vis")
-    metrics = out / "inference" / cfg.DATASETS.TEST[0] / cfg.BMC.EVAL.METRICS_FILE
-    print("\n========== bmc-detectron demo ==========")
-    print(f"config:        {args.config_file}")
-    print(f"training:      {cfg.SOLVER.MAX_ITER} iterations in {t_train / 60:.1f} min")
-    print(f"COCO AP:       {bbox['AP']:.1f}   AP50: {bbox['AP50']:.1f}   AP75: {bbox['AP75']:.1f}")
-    print(f"metrics:       {metrics}")
-    print(f"model:         {out / 'model_final.pth'}")
-    print(f"drawings:      {out / 'vis'}  ({len(images)} test images + detections.json)")
-    print(f"total time:    {(time.perf_counter() - t_start) / 60:.1f} min")
-    return 0
 
 
 if __name__ == "__main__":
