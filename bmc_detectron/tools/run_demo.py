@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, build_cfg
+from ..data.datasets import register_builtin_datasets
 from ..data.paths import datasets_root
 from ..engine import trainer_class
 from ..engine.precision import cpu_supports_bf16
@@ -79,8 +80,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def _schedule(iters: Optional[int]) -> List[str]:
     if not iters:
         return []
-    steps = f"({int(iters * 0.75)}, {int(iters * 0.9)})"
-    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", "10"]
+    steps = sorted({s for s in (int(iters * 0.75), int(iters * 0.9)) if 0 < s < iters})
+    warmup = str(min(10, iters // 2))
+    return [
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.STEPS",
+        str(tuple(steps)),
+        "SOLVER.WARMUP_ITERS",
+        warmup,
+    ]
 
 
 def _precision_opts(choice: str) -> List[str]:
@@ -92,6 +101,7 @@ def _precision_opts(choice: str) -> List[str]:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output).resolve()
+    register_builtin_datasets()  # honour $BMC_DATASETS as it is now
     synth = datasets_root() / "bmc_synth"
     t_start = time.perf_counter()
     ensure_synthetic(synth, args.num_train, args.num_test, args.size, args.seed)
