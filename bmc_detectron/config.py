@@ -256,7 +256,7 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
     """Config keys whose value names a registry entry or a fixed choice -> (value, allowed)."""
     from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
 
-    from .modeling.assigners import ASSIGNER_REGISTRY
+    from .registry import ASSIGNER_REGISTRY
 
     def names(registry) -> list:
         return sorted(name for name, _ in registry)

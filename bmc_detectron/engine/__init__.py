@@ -1,7 +1,8 @@
 """Training and evaluation engine."""
 
 from .classifier_trainer import BMCClassifierTrainer
-from .trainer import BMCTrainer, load_checked_dicts, main, setup, trainer_class
+from .launch import main, setup, trainer_class
+from .trainer import BMCTrainer, load_checked_dicts
 
 __all__ = [
     "BMCClassifierTrainer",

@@ -1,13 +1,11 @@
-"""The training/evaluation entry points: a DefaultTrainer subclass and the config set-up."""
+"""The detector's trainer: a DefaultTrainer subclass with checked data and per-class COCO AP."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import List, Sequence
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
@@ -17,11 +15,9 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.data.build import filter_images_with_only_crowd_annotations
-from detectron2.engine import DefaultTrainer, default_setup
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import DefaultTrainer
 
-from ..config import CLASSIFIER_ARCH, ConfigError, build_cfg
+from ..config import ConfigError
 from ..data.augment import build_bmc_augmentations
 from ..data.checks import check_dataset_dicts
 from ..evaluation import BMCCOCOEvaluator
@@ -87,42 +83,3 @@ class BMCTrainer(DefaultTrainer):
             metrics_file=cfg.BMC.EVAL.METRICS_FILE,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
-
-
-def setup(args: argparse.Namespace) -> CfgNode:
-    """Config plus detectron2's logging / seeding / output-dir set-up for a command-line run."""
-    cfg = build_cfg(args.config_file, args.opts)
-    default_setup(cfg, args)
-    # this package's messages (data checks, classification tables) in the console and log.txt;
-    # still propagated, so that handlers on the root logger (pytest's caplog) see them too
-    setup_logger(
-        cfg.OUTPUT_DIR,
-        distributed_rank=comm.get_rank(),
-        name="bmc_detectron",
-        enable_propagation=True,
-    )
-    return cfg
-
-
-def trainer_class(cfg: CfgNode) -> type:
-    """The trainer of ``cfg.MODEL.META_ARCHITECTURE``: the cell classifier's, else BMCTrainer."""
-    if cfg.MODEL.META_ARCHITECTURE == CLASSIFIER_ARCH:
-        from .classifier_trainer import BMCClassifierTrainer
-
-        return BMCClassifierTrainer
-    return BMCTrainer
-
-
-def main(args: argparse.Namespace):
-    """Train (optionally resuming) or, with ``--eval-only``, evaluate; returns the metrics."""
-    cfg = setup(args)
-    trainer_cls = trainer_class(cfg)
-    if args.eval_only:
-        model = trainer_cls.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        return trainer_cls.test(cfg, model)
-    trainer = trainer_cls(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()

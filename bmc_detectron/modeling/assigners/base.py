@@ -20,11 +20,9 @@ from __future__ import annotations
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
-from detectron2.utils.registry import Registry
 from torch import Tensor
 
-ASSIGNER_REGISTRY = Registry("BMC_ASSIGNER")
-ASSIGNER_REGISTRY.__doc__ = """Label assigners; the name is MODEL.BMC.ASSIGNER.NAME."""
+from ...registry import ASSIGNER_REGISTRY
 
 
 class AnchorLayout(NamedTuple):
