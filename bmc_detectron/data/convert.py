@@ -23,13 +23,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from bmc_detectron.data.checks import DefectReport, clean_box, inspect_image
 from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
+from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -346,32 +346,6 @@ def labelme_to_coco(
     images = [_parse_labelme(f, json_dir, img_dir, report) for f in files]
     root = img_dir if img_dir is not None else json_dir
     return _build_coco(images, classes, "labelme", json_dir, root, report)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder + rename: an existing file
-    is only ever replaced by a complete new one, never truncated by a failure half-way."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json_atomic(obj: object, path: PathLike) -> Path:
-    """Write ``obj`` as json to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, json.dumps(obj).encode())
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

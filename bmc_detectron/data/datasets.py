@@ -31,14 +31,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.data.classes import MARROW_COLORS, marrow_metadata
-from bmc_detectron.data.convert import (
-    read_image_list,
-    voc_to_coco,
-    write_json_atomic,
-    yolo_to_coco,
-)
+from bmc_detectron.data.convert import read_image_list, voc_to_coco, yolo_to_coco
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
 from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
+from bmc_detectron.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
-from bmc_detectron.data.convert import atomic_write_bytes, write_json_atomic
+from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic
 
 PathLike = Union[str, os.PathLike]
 Row = Dict[str, Union[str, int]]

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -46,6 +44,7 @@ from bmc_detectron.data.synthetic_cells import (
     rgb_to_od,
     smooth_noise,
 )
+from bmc_detectron.utils.io import atomic_write_bytes
 
 #: Share of each class among nucleated cells, in ``MARROW_CLASSES`` order. The idea: a normal
 #: adult marrow differential (erythroid precursors ~20-25 %, the neutrophil lineage from
@@ -213,21 +212,6 @@ def generate_image(
     return image, box_arr, np.asarray(classes, np.int64)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of image ``index`` of ``split``: images are independent of each other."""
     return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index)])
@@ -263,7 +247,7 @@ def generate_dataset(
         ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError(f"PNG encoding failed for {name}")
-        _atomic_write(out_dir / split / name, png.tobytes())
+        atomic_write_bytes(out_dir / split / name, png.tobytes())
         images.append({"id": i + 1, "file_name": name, "height": height, "width": width})
         for box, cls in zip(boxes.tolist(), classes.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
@@ -285,7 +269,7 @@ def generate_dataset(
         "categories": coco_categories(),
     }
     json_path = out_dir / "annotations" / f"{split}.json"
-    _atomic_write(json_path, json.dumps(coco, indent=1).encode())
+    atomic_write_bytes(json_path, json.dumps(coco, indent=1).encode())
     return json_path
 
 
@@ -330,7 +314,7 @@ def preview_mosaic(
     ]
     grid = np.vstack([np.vstack([ln, np.full((4, ln.shape[1], 3), 255, np.uint8)]) for ln in lines])
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    _atomic_write(Path(path), png.tobytes())
+    atomic_write_bytes(Path(path), png.tobytes())
     return Path(path)
 
 

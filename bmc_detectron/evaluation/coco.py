@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections import OrderedDict
 from typing import Dict, Optional
@@ -12,6 +10,8 @@ import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
+
+from ..utils.io import write_json_atomic
 
 
 class BMCCOCOEvaluator(COCOEvaluator):
@@ -75,18 +75,6 @@ class BMCCOCOEvaluator(COCOEvaluator):
 
 def save_metrics(results: Dict, path: str, **extra) -> None:
     """Write ``results`` (NaN as null) plus ``extra`` fields to ``path`` atomically."""
-
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        return v
-
     payload = OrderedDict(extra)
-    payload.update(clean(dict(results)))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    payload.update(dict(results))
+    write_json_atomic(payload, path, indent=2)

@@ -9,44 +9,23 @@ Writes one annotated image per input and ``detections.json`` (boxes XYXY in inpu
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import ColorMode, Visualizer
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from ..config import ConfigError, build_cfg
 from ..data.classes import marrow_metadata
+from ..utils.io import expand_inputs, write_json_atomic, write_png_atomic
 
 logger = logging.getLogger("bmc_detectron.demo")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-def expand_inputs(inputs: Sequence[str]) -> List[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> a sorted, de-duplicated list."""
-    paths: List[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item) if Path(m).is_file())
-            if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
-            paths += matches
-    return list(dict.fromkeys(paths))
 
 
 def _metadata(cfg):
@@ -99,7 +78,7 @@ def run_demo(
         vis = Visualizer(image[:, :, ::-1], meta, scale=1.0, instance_mode=ColorMode.SEGMENTATION)
         drawn = vis.draw_instance_predictions(instances).get_image()
         out_file = output / (path.stem + "_det.png")
-        Image.fromarray(np.ascontiguousarray(drawn)).save(out_file)
+        write_png_atomic(out_file, drawn)
         results.append(
             {
                 "file": str(path),
@@ -110,9 +89,7 @@ def run_demo(
             }
         )
     payload = {"images": results, "failed": failed}
-    tmp = output / "detections.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, output / "detections.json")
+    write_json_atomic(payload, output / "detections.json", indent=1)
     return payload
 
 

@@ -89,6 +89,51 @@ class BaseAssigner:
             return self.assign(*args, **kwargs)
 
 
+class PredictionAssigner(BaseAssigner):
+    """Base of the assigners that look at the predictions (OTA, SimOTA, PAA, DynamicSoft).
+
+    :meth:`assign` answers an image without gt (or without anchors) with all background, checks
+    that the predictions were given, casts boxes and logits to float32 (costs are always float32)
+    and hands over to the subclass's :meth:`match`.
+    """
+
+    needs_predictions = True
+
+    def assign(
+        self,
+        anchors: AnchorLayout,
+        gt_boxes: Tensor,
+        gt_classes: Tensor,
+        pred_logits: Optional[Tensor] = None,
+        pred_boxes: Optional[Tensor] = None,
+    ) -> AssignResult:
+        num_anchors = len(anchors.boxes)
+        if len(gt_boxes) == 0 or num_anchors == 0:
+            return empty_result(num_anchors, anchors.boxes.device)
+        check_predictions(type(self).__name__, pred_logits, pred_boxes)
+        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
+        return self.match(anchors, gt_boxes, gt_classes.long(), pred_logits, pred_boxes)
+
+    def match(
+        self,
+        anchors: AnchorLayout,
+        gt_boxes: Tensor,
+        gt_classes: Tensor,
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
+    ) -> AssignResult:
+        """Label the anchors of one image with G >= 1 gts and R >= 1 anchors.
+
+        Args:
+            anchors: the image's R anchors.
+            gt_boxes: (G, 4) float32 XYXY gt boxes.
+            gt_classes: (G,) int64 class indices.
+            pred_logits: (R, K) float32 detached logits.
+            pred_boxes: (R, 4) float32 detached decoded XYXY boxes.
+        """
+        raise NotImplementedError
+
+
 def empty_result(num_anchors: int, device: torch.device) -> AssignResult:
     """Every anchor background: the answer for an image without gt."""
     return AssignResult(

@@ -7,7 +7,7 @@ transport) and :class:`~.simota.SimOTA` (top-k cheapest); each implements only i
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -15,11 +15,7 @@ from torch import Tensor
 
 from .base import (
     AnchorLayout,
-    AssignResult,
-    BaseAssigner,
-    as_float32,
-    check_predictions,
-    empty_result,
+    PredictionAssigner,
 )
 from .candidates import Candidates, candidate_ious, select_candidates
 from .costs import focal_negative, focal_terms, gather_gt_logits, one_hot_class_cost
@@ -92,7 +88,7 @@ def center_prior_costs(
     return CenterPriorCosts(cand, ious, cost.masked_fill(~cand.valid, float("inf")), outside, bg)
 
 
-class CenterPriorAssigner(BaseAssigner):
+class CenterPriorAssigner(PredictionAssigner):
     """Base of :class:`~.ota.OTA` and :class:`~.simota.SimOTA` (Ge et al., "OTA: Optimal
     Transport Assignment for Object Detection", CVPR 2021; Ge et al., "YOLOX: Exceeding YOLO
     Series in 2021", 2021): everything but the matching.
@@ -110,8 +106,6 @@ class CenterPriorAssigner(BaseAssigner):
     :meth:`assign` handles the empty image and the input checks, casts to float32 and calls the
     subclass's :meth:`match`. Memory O(G x M) with M <= ``max_candidates``; no (G, R, K) tensor.
     """
-
-    needs_predictions = True
 
     @configurable
     def __init__(
@@ -181,45 +175,3 @@ class CenterPriorAssigner(BaseAssigner):
             focal_gamma=self.focal_gamma,
         )
         return pc, dynamic_k(pc.ious, self.dynamic_topq)
-
-    def assign(
-        self,
-        anchors: AnchorLayout,
-        gt_boxes: Tensor,
-        gt_classes: Tensor,
-        pred_logits: Optional[Tensor] = None,
-        pred_boxes: Optional[Tensor] = None,
-    ) -> AssignResult:
-        """No gt gives all background; otherwise the inputs are cast to float32 for :meth:`match`.
-
-        Args:
-            anchors: the image's R anchors.
-            gt_boxes: (G, 4) gt boxes.
-            gt_classes: (G,) int64 classes.
-            pred_logits: (R, K) detached logits.
-            pred_boxes: (R, 4) detached decoded XYXY boxes.
-        """
-        if len(gt_boxes) == 0:
-            return empty_result(len(anchors.boxes), anchors.boxes.device)
-        check_predictions(type(self).__name__, pred_logits, pred_boxes)
-        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
-        return self.match(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
-
-    def match(
-        self,
-        anchors: AnchorLayout,
-        gt_boxes: Tensor,
-        gt_classes: Tensor,
-        pred_logits: Tensor,
-        pred_boxes: Tensor,
-    ) -> AssignResult:
-        """The subclass's matching of one image with G >= 1 gts, on float32 inputs.
-
-        Args:
-            anchors: the image's R anchors.
-            gt_boxes: (G, 4) float32 gt boxes.
-            gt_classes: (G,) int64 classes.
-            pred_logits: (R, K) float32 logits.
-            pred_boxes: (R, 4) float32 decoded boxes.
-        """
-        raise NotImplementedError

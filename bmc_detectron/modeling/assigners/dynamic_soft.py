@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +13,7 @@ from .base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
-    BaseAssigner,
-    as_float32,
-    check_predictions,
-    empty_result,
+    PredictionAssigner,
 )
 from .candidates import Candidates, candidate_ious, select_candidates
 from .costs import gather_gt_logits, one_hot_class_cost
@@ -44,7 +41,7 @@ def soft_cls_cost(gt_logits: Tensor, ious: Tensor, all_negative: Tensor) -> Tens
 
 
 @ASSIGNER_REGISTRY.register()
-class DynamicSoft(BaseAssigner):
+class DynamicSoft(PredictionAssigner):
     """Dynamic soft label assignment of RTMDet (Lyu et al., "RTMDet: An Empirical Study of
     Designing Real-Time Object Detectors", 2022).
 
@@ -79,8 +76,6 @@ class DynamicSoft(BaseAssigner):
     Memory O(G x M) with M <= ``max_candidates``; no (G, R, K) tensor. Built from
     ``MODEL.BMC.ASSIGNER.DYNAMIC_SOFT``, or directly from keyword arguments.
     """
-
-    needs_predictions = True
 
     @configurable
     def __init__(
@@ -157,27 +152,15 @@ class DynamicSoft(BaseAssigner):
         cost = cls + self.iou_weight * -torch.log(ious + _IOU_EPS) + prior.clamp(max=1e30)
         return cand, ious, cost.masked_fill(~cand.valid, float("inf"))
 
-    def assign(
+    def match(
         self,
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Optional[Tensor] = None,
-        pred_boxes: Optional[Tensor] = None,
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
     ) -> AssignResult:
-        """Label the anchors of one image; no gt gives all background.
-
-        Args:
-            anchors: the image's R anchors.
-            gt_boxes: (G, 4) gt boxes.
-            gt_classes: (G,) int64 classes.
-            pred_logits: (R, K) detached logits.
-            pred_boxes: (R, 4) detached decoded XYXY boxes.
-        """
-        if len(gt_boxes) == 0:
-            return empty_result(len(anchors.boxes), anchors.boxes.device)
-        check_predictions("DynamicSoft", pred_logits, pred_boxes)
-        gt_boxes, pred_logits, pred_boxes = as_float32(gt_boxes, pred_logits, pred_boxes)
+        """Each gt takes its dynamic-k cheapest candidates (see :class:`PredictionAssigner`)."""
         cand, ious, cost = self.costs(anchors, gt_boxes, gt_classes, pred_logits, pred_boxes)
         k = dynamic_k(ious, self.dynamic_topq)
         return topk_matching(cost, cand.anchor_idx, k, len(anchors.boxes))

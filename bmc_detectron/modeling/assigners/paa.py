@@ -15,9 +15,7 @@ from .base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
-    BaseAssigner,
-    check_predictions,
-    empty_result,
+    PredictionAssigner,
     paired_iou,
 )
 from .chunked_iou import chunked_max_iou, paired_iou_block
@@ -208,7 +206,7 @@ def owned_topk_candidates(
 
 
 @ASSIGNER_REGISTRY.register()
-class PAA(BaseAssigner):
+class PAA(PredictionAssigner):
     """Probabilistic Anchor Assignment (Kim & Lee, "Probabilistic Anchor Assignment with IoU
     Prediction for Object Detection", ECCV 2020).
 
@@ -238,7 +236,6 @@ class PAA(BaseAssigner):
     or directly from keyword arguments.
     """
 
-    needs_predictions = True
     #: elements of one (G, chunk) IoU block (:mod:`.chunked_iou`); None: the module default
     chunk_elements: Optional[int] = None
 
@@ -307,29 +304,16 @@ class PAA(BaseAssigner):
         iou = paired_iou(boxes[cand], gt_boxes[:, None])  # (G, C)
         return focal + self.iou_weight * (1 - iou)
 
-    def assign(
+    def match(
         self,
         anchors: AnchorLayout,
         gt_boxes: Tensor,
         gt_classes: Tensor,
-        pred_logits: Optional[Tensor] = None,
-        pred_boxes: Optional[Tensor] = None,
+        pred_logits: Tensor,
+        pred_boxes: Tensor,
     ) -> AssignResult:
-        """Label the anchors of one image; no gt gives all background.
-
-        Args:
-            anchors: the image's R anchors.
-            gt_boxes: (G, 4) XYXY gt boxes.
-            gt_classes: (G,) int64 classes.
-            pred_logits: (R, K) detached logits.
-            pred_boxes: (R, 4) detached decoded XYXY boxes.
-        """
-        num_anchors = len(anchors.boxes)
-        device = anchors.boxes.device
-        if len(gt_boxes) == 0 or num_anchors == 0:
-            return empty_result(num_anchors, device)
-        check_predictions("PAA", pred_logits, pred_boxes)
-        gt_boxes = gt_boxes.float()
+        """Candidates by IoU, per-gt GMM on their scores (see :class:`PredictionAssigner`)."""
+        num_anchors, device = len(anchors.boxes), anchors.boxes.device
         maxima = chunked_max_iou(
             gt_boxes, anchors.boxes.float(), paired_iou_block, self.chunk_elements
         )
@@ -337,9 +321,7 @@ class PAA(BaseAssigner):
         cand, valid = owned_topk_candidates(
             owner, owner_iou, len(gt_boxes), anchors.num_per_level, self.topk
         )
-        scores = self.candidate_scores(
-            cand, gt_boxes, gt_classes.long(), pred_logits.float(), pred_boxes.float()
-        )
+        scores = self.candidate_scores(cand, gt_boxes, gt_classes, pred_logits, pred_boxes)
         gmm = fit_gmm_1d(scores, valid, self.em_iters)
         pos = separate_positives(scores, valid, gmm, self.separation)  # (G, C)
         gt_idx = torch.arange(len(gt_boxes), device=device)[:, None].expand_as(cand)
