@@ -99,8 +99,11 @@ def test_voc_bccd_all_reports_and_drops_the_two_degenerate_boxes(bccd, caplog):
     # BloodImage_00000.xml, first object: WBC xmin 260 ymin 177 xmax 491 ymax 376 (1-based).
     first = coco["annotations"][0]
     assert coco["images"][0] == {
-        "id": 1, "file_name": "BloodImage_00000.jpg", "width": 640, "height": 480
-    }  # fmt: skip
+        "id": 1,
+        "file_name": "BloodImage_00000.jpg",
+        "width": 640,
+        "height": 480,
+    }
     assert first["image_id"] == 1 and first["category_id"] == 2
     assert first["bbox"] == [259.0, 176.0, 232.0, 200.0] and first["area"] == 46400.0
     assert first["iscrowd"] == 0 and first["id"] == 1
@@ -234,8 +237,15 @@ def test_yolo_corrupt_image_names_the_file(tmp_path):
 
 def _labelme(path: Path, image_path: str, shapes, size=(64, 48)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"version": "5.2.1", "flags": {}, "shapes": shapes, "imagePath": image_path,
-            "imageData": None, "imageWidth": size[0], "imageHeight": size[1]}  # fmt: skip
+    data = {
+        "version": "5.2.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageWidth": size[0],
+        "imageHeight": size[1],
+    }
     path.write_text(json.dumps(data))
     return path
 

@@ -22,10 +22,17 @@ from bmc_detectron.data.datasets import (
 )
 
 BUILTIN = [
-    "bccd_trainval", "bccd_test", "bccd_train", "bccd_val",
-    "pbc_wbc_train", "pbc_wbc_val", "pbc_marrow_train", "pbc_marrow_val",
-    "bmc_synth_train", "bmc_synth_test",
-]  # fmt: skip
+    "bccd_trainval",
+    "bccd_test",
+    "bccd_train",
+    "bccd_val",
+    "pbc_wbc_train",
+    "pbc_wbc_val",
+    "pbc_marrow_train",
+    "pbc_marrow_val",
+    "bmc_synth_train",
+    "bmc_synth_test",
+]
 
 
 @pytest.fixture
@@ -62,10 +69,18 @@ def _coco(tmp_path: Path, classes=("A", "B")) -> Path:
     _image(tmp_path / "images" / "a.png")
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 10.0, 8.0],
-                         "area": 80.0, "iscrowd": 0}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [1.0, 2.0, 10.0, 8.0],
+                "area": 80.0,
+                "iscrowd": 0,
+            }
+        ],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)],
-    }  # fmt: skip
+    }
     path = tmp_path / "ann" / "a.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(coco))
@@ -168,8 +183,10 @@ def test_missing_synthetic_data_says_how_to_generate(tmp_datasets):
 
 
 def _rec(path: str, boxes, size=(40, 30), cats=None, mode=BoxMode.XYXY_ABS) -> dict:
-    anns = [{"bbox": list(b), "bbox_mode": mode, "category_id": (cats or [0] * len(boxes))[i]}
-            for i, b in enumerate(boxes)]  # fmt: skip
+    anns = [
+        {"bbox": list(b), "bbox_mode": mode, "category_id": (cats or [0] * len(boxes))[i]}
+        for i, b in enumerate(boxes)
+    ]
     return {"file_name": path, "width": size[0], "height": size[1], "annotations": anns}
 
 
@@ -193,8 +210,14 @@ def test_checks_clean_boxes_and_count_empty_images(tmp_path, caplog):
     assert [ann["bbox"] for ann in out[0]["annotations"]] == [[1, 1, 10, 10], [30, 20, 40, 30]]
     assert len(dicts[0]["annotations"]) == 4  # input untouched
     assert len(out) == 2 and out[1]["annotations"] == []  # image without boxes kept
-    assert stats == {"zero_area": 1, "outside": 1, "clipped": 1, "no_annotations": 1,
-                     "images": 2, "boxes": 2}  # fmt: skip
+    assert stats == {
+        "zero_area": 1,
+        "outside": 1,
+        "clipped": 1,
+        "no_annotations": 1,
+        "images": 2,
+        "boxes": 2,
+    }
     assert f"{a}: dropped class 0 box [30, 20, 45, 29]: lies outside the 40x30 image" in caplog.text
     assert f"{a}: dropped class 0 box [5, 5, 5, 9]: zero or negative area" in caplog.text
     assert "toy: 1 of 2 image(s) have no annotations (kept)" in caplog.text
@@ -212,10 +235,12 @@ def test_checks_xywh_boxes_are_clipped_in_their_own_mode(tmp_path):
         (lambda d: str(d / "missing.png"), "image file not found"),
         (lambda d: _write(d / "bad.jpg", b"\x00garbage"), "unreadable or corrupt image"),
         (lambda d: _truncated_jpeg(d / "cut.jpg"), "truncated JPEG"),
-        (lambda d: _image(d / "big.png", size=(50, 30)), "image is 50x30 but the annotation "
-                                                         "records 40x30"),
+        (
+            lambda d: _image(d / "big.png", size=(50, 30)),
+            "image is 50x30 but the annotation records 40x30",
+        ),
     ],
-)  # fmt: skip
+)
 def test_checks_bad_images_name_the_file(tmp_path, make, problem):
     path = make(tmp_path)
     with pytest.raises(DatasetError, match=re.escape(f"{path}: {problem}")):

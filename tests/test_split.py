@@ -24,11 +24,23 @@ def _toy_coco() -> dict:
     for i, labels in enumerate(contents, start=1):
         images.append({"id": i, "file_name": f"{i:03d}.png", "width": 50, "height": 40})
         for label in labels:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": ids[label],
-                         "bbox": [1.0, 1.0, 5.0, 5.0], "area": 25.0, "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": ids[label],
+                    "bbox": [1.0, 1.0, 5.0, 5.0],
+                    "area": 25.0,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": v, "name": k} for k, v in ids.items()]
-    return {"info": {"description": "toy"}, "images": images, "annotations": anns,
-            "categories": cats}  # fmt: skip
+    return {
+        "info": {"description": "toy"},
+        "images": images,
+        "annotations": anns,
+        "categories": cats,
+    }
 
 
 def _counts(coco: dict) -> dict:
@@ -51,8 +63,10 @@ def test_split_is_stratified_with_exact_counts(seed):
     assert {a["image_id"] for a in train["annotations"]} <= train_ids
     assert sum(1 for i in test_ids if i > 17) == 1  # one of the 5 empty images
     assert train["categories"] == coco["categories"] == test["categories"]
-    assert test["info"] == {"description": "toy", "split": {"part": "test", "ratio": [4, 1],
-                            "seed": seed, "method": "rarest-class"}}  # fmt: skip
+    assert test["info"] == {
+        "description": "toy",
+        "split": {"part": "test", "ratio": [4, 1], "seed": seed, "method": "rarest-class"},
+    }
     assert len(coco["images"]) == 22  # input untouched
 
 
@@ -82,12 +96,27 @@ def test_class_distribution_uses_marrow_names():
     train = {"images": [], "annotations": anns, "categories": cats}
     test = {"images": [], "annotations": anns[:1], "categories": cats}
     rows = class_distribution({"train": train, "test": test})
-    assert rows[0] == {"class": "blast / primitive cell", "abbreviation": "Prim",
-                       "train count": 1, "test count": 1, "total": 2}  # fmt: skip
-    assert rows[10] == {"class": "eosinophil", "abbreviation": "Eosl",
-                        "train count": 1, "test count": 0, "total": 1}  # fmt: skip
-    assert rows[-1] == {"class": "total", "abbreviation": "", "train count": 2,
-                        "test count": 1, "total": 3}  # fmt: skip
+    assert rows[0] == {
+        "class": "blast / primitive cell",
+        "abbreviation": "Prim",
+        "train count": 1,
+        "test count": 1,
+        "total": 2,
+    }
+    assert rows[10] == {
+        "class": "eosinophil",
+        "abbreviation": "Eosl",
+        "train count": 1,
+        "test count": 0,
+        "total": 1,
+    }
+    assert rows[-1] == {
+        "class": "total",
+        "abbreviation": "",
+        "train count": 2,
+        "test count": 1,
+        "total": 3,
+    }
     assert len(rows) == 12
     table = format_table(rows).splitlines()
     assert table[0].split() == ["class", "abbreviation", "train", "count", "test", "count", "total"]
@@ -123,8 +152,11 @@ def test_cli_stats_only_for_a_registered_dataset(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["class", "abbreviation", "test_split_toy", "count", "total"]
     assert [ln.split() for ln in lines[2:6]] == [
-        ["A", "A", "15", "15"], ["B", "B", "5", "5"], ["C", "C", "2", "2"], ["total", "22", "22"]
-    ]  # fmt: skip
+        ["A", "A", "15", "15"],
+        ["B", "B", "5", "5"],
+        ["C", "C", "2", "2"],
+        ["total", "22", "22"],
+    ]
     assert lines[6] == "images: test_split_toy 22"
     assert not list(tmp_path.glob("class_distribution*"))  # no --out: nothing written
 

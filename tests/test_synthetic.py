@@ -34,8 +34,9 @@ def _single_cells(cls: int, n: int, seed: int = 0):
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, cls, i])
-        img, boxes, classes = generate_image(rng, 128, 128, (1, 1), class_probs=_one_hot(cls),
-                                             clean=True)  # fmt: skip
+        img, boxes, classes = generate_image(
+            rng, 128, 128, (1, 1), class_probs=_one_hot(cls), clean=True
+        )
         assert classes.tolist() == [cls]
         out.append((img, boxes[0]))
     return out
@@ -222,9 +223,12 @@ def test_cli_writes_both_splits(tmp_path, capsys):
     paths = main([*args, "--width", "96", "--seed", "3"])
     assert paths == [out / "annotations" / "train.json", out / "annotations" / "test.json"]
     assert sorted(_files(out)) == [
-        "annotations/test.json", "annotations/train.json",
-        "test/000000.png", "train/000000.png", "train/000001.png",
-    ]  # fmt: skip
+        "annotations/test.json",
+        "annotations/train.json",
+        "test/000000.png",
+        "train/000000.png",
+        "train/000001.png",
+    ]
     train = json.loads((out / "annotations" / "train.json").read_text())
     assert [(i["height"], i["width"]) for i in train["images"]] == [(64, 96)] * 2
     assert {a["image_id"] for a in train["annotations"]} <= {1, 2}

@@ -131,9 +131,13 @@ def _categories(names: List[str]) -> List[Dict]:
 
 
 def _build_coco(
-    images: List[_Image], classes: Sequence[str] | None, fmt: str, source: PathLike,
-    image_root: PathLike, report: DefectReport,
-) -> Dict:  # fmt: skip
+    images: List[_Image],
+    classes: Sequence[str] | None,
+    fmt: str,
+    source: PathLike,
+    image_root: PathLike,
+    report: DefectReport,
+) -> Dict:
     """Number images and boxes, apply the box policy, fill the report."""
     names, cat_ids = _resolve_classes(images, classes)
     coco_images, anns = [], []
@@ -161,8 +165,12 @@ def _build_coco(
     info = {"description": f"converted from {fmt} by bmc_detectron.data.convert", "format": fmt}
     info.update(source=str(source), image_root=str(image_root))
     info["report"] = dict(report.as_dict(), counts=counts)
-    return {"info": info, "images": coco_images, "annotations": anns,
-            "categories": _categories(names)}  # fmt: skip
+    return {
+        "info": info,
+        "images": coco_images,
+        "annotations": anns,
+        "categories": _categories(names),
+    }
 
 
 def _parse_voc(xml_path: Path, image_dir: Path, report: DefectReport) -> _Image:
@@ -264,8 +272,12 @@ def yolo_to_coco(
                 if len(v) > 4:
                     report.note(f"{where}: polygon converted to its bounding box")
                     xs, ys = v[0::2], v[1::2]
-                    v = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2,
-                         max(xs) - min(xs), max(ys) - min(ys)]  # fmt: skip
+                    v = [
+                        (min(xs) + max(xs)) / 2,
+                        (min(ys) + max(ys)) / 2,
+                        max(xs) - min(xs),
+                        max(ys) - min(ys),
+                    ]
                 cx, cy, w, h = v[0] * width, v[1] * height, v[2] * width, v[3] * height
                 xyxy = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
                 im.objects.append((names[cls], xyxy, [round(x, 6) for x in v]))

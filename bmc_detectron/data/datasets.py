@@ -48,17 +48,33 @@ BCCD_SPLITS: Tuple[str, ...] = ("trainval", "test", "train", "val")
 
 #: YOLO class ids 0..6 of the PBC white-cell subset (see the shared README).
 PBC_WBC_CLASSES: Tuple[str, ...] = (
-    "Basophil", "Eosinophil", "Erythroblast", "Ig", "Lymphocyte", "Monocyte", "Neutrophil",
-)  # fmt: skip
+    "Basophil",
+    "Eosinophil",
+    "Erythroblast",
+    "Ig",
+    "Lymphocyte",
+    "Monocyte",
+    "Neutrophil",
+)
 PBC_WBC_FULL_NAMES: Tuple[str, ...] = (
-    "basophil", "eosinophil", "erythroblast", "immature granulocyte", "lymphocyte", "monocyte",
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "immature granulocyte",
+    "lymphocyte",
+    "monocyte",
     "neutrophil",
-)  # fmt: skip
+)
 # Same colour as the matching marrow class (Eosl, Red, Myelo, Lym, Mono, Lobu); basophil: navy.
 PBC_WBC_COLORS: Tuple[_Color, ...] = (
-    (0, 0, 128), MARROW_COLORS[10], MARROW_COLORS[4], MARROW_COLORS[6], MARROW_COLORS[1],
-    MARROW_COLORS[2], MARROW_COLORS[9],
-)  # fmt: skip
+    (0, 0, 128),
+    MARROW_COLORS[10],
+    MARROW_COLORS[4],
+    MARROW_COLORS[6],
+    MARROW_COLORS[1],
+    MARROW_COLORS[2],
+    MARROW_COLORS[9],
+)
 PBC_WBC_SPLITS: Tuple[str, ...] = ("train", "val")
 SYNTH_SPLITS: Tuple[str, ...] = ("train", "test")
 

@@ -142,8 +142,10 @@ def format_table(rows: List[Row]) -> str:
     lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        cells = [str(r[k]).ljust(w) if isinstance(r[k], str) else str(r[k]).rjust(w)
-                 for k, w in zip(keys, widths)]  # fmt: skip
+        cells = [
+            str(r[k]).ljust(w) if isinstance(r[k], str) else str(r[k]).rjust(w)
+            for k, w in zip(keys, widths)
+        ]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 

@@ -51,8 +51,18 @@ from bmc_detectron.utils.io import atomic_write_bytes
 #: promyelocyte to segmented cell ~40-45 %, lymphocytes ~10-15 %, eosinophils 2-4 %, monocytes
 #: and plasma cells rare) with blasts enriched to ~12 % as in a leukaemia work-up.
 CLASS_FREQUENCIES: Tuple[float, ...] = (
-    0.12, 0.14, 0.03, 0.02, 0.22, 0.05, 0.10, 0.09, 0.10, 0.09, 0.04,
-)  # fmt: skip
+    0.12,
+    0.14,
+    0.03,
+    0.02,
+    0.22,
+    0.05,
+    0.10,
+    0.09,
+    0.10,
+    0.09,
+    0.04,
+)
 MEAN_CELL_DIAMETER = float(
     np.dot(CLASS_FREQUENCIES, [MEAN_DIAMETERS[i] for i in range(len(CELL_STYLES))])
 )
@@ -251,16 +261,26 @@ def generate_dataset(
         images.append({"id": i + 1, "file_name": name, "height": height, "width": width})
         for box, cls in zip(boxes.tolist(), classes.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
-                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     info = {
         "description": "bmc-detectron synthetic MGG bone-marrow smears",
-        "split": split, "seed": int(seed), "height": height, "width": width,
-        "scale": scale, "cells_per_image": list(cells_per_image),
+        "split": split,
+        "seed": int(seed),
+        "height": height,
+        "width": width,
+        "scale": scale,
+        "cells_per_image": list(cells_per_image),
         "class_frequencies": list(CLASS_FREQUENCIES),
-    }  # fmt: skip
+    }
     coco = {
         "info": info,
         "licenses": [],

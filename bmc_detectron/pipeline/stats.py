@@ -80,6 +80,21 @@ class Lineage:
             raise ValueError(f"{source}: {e}") from None
 
     @classmethod
+    def from_options(
+        cls,
+        path: Path | str | None = None,
+        myeloid: str | None = None,
+        erythroid: str | None = None,
+    ) -> Lineage:
+        """The default map, then a lab's file (``--lineage``), then comma-separated class lists
+        (``--myeloid``, ``--erythroid``) replacing that lineage's classes."""
+        data = (cls.load(path) if path else cls()).to_json()
+        for key, value in (("myeloid", myeloid), ("erythroid", erythroid)):
+            if value is not None:
+                data[key] = [c.strip() for c in value.split(",") if c.strip()]
+        return cls.from_mapping(data, "--myeloid/--erythroid")
+
+    @classmethod
     def load(cls, path: Path | str) -> Lineage:
         """Read a JSON (``.json``) or YAML lineage file."""
         import yaml

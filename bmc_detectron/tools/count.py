@@ -58,17 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def lineage_from_args(args: argparse.Namespace) -> Lineage:
-    """The lineage map: the default, then ``--lineage FILE``, then ``--myeloid/--erythroid``."""
-    lineage = Lineage.load(args.lineage) if args.lineage else Lineage()
-    data = lineage.to_json()
-    for key in ("myeloid", "erythroid"):
-        value = getattr(args, key)
-        if value is not None:
-            data[key] = [c.strip() for c in value.split(",") if c.strip()]
-    return Lineage.from_mapping(data, "--myeloid/--erythroid")
-
-
 def build_counter(args: argparse.Namespace) -> CellCounter:
     """Both models from their configs, weights and overrides, with the command's settings."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -104,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         inputs = expand_inputs(args.input)
         if not inputs:
             raise ValueError(f"no input images in {' '.join(args.input)}")
-        lineage = lineage_from_args(args)
+        lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
         check_output(output, args.overwrite)
         counter = build_counter(args)
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ConfigError
-from .count import lineage_from_args
+from ..pipeline.stats import Lineage
 
 DEMO = Path("output/demo")
 # flag -> (environment variable, default)
@@ -173,7 +173,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         max_waiting=args.max_waiting,
         default_threshold=max(args.threshold, args.min_score),
         uncertain_below=args.uncertain_below,
-        lineage=lineage_from_args(args),
+        lineage=Lineage.from_options(args.lineage, args.myeloid, args.erythroid),
         allowed_hosts=hosts,
     )
 
