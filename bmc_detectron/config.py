@@ -167,12 +167,18 @@ def _add_data_config(cfg: CN) -> None:
     bmc.AUG.CONTRAST = [0.85, 1.15]
     # Saturation jitter range (factor), [] to disable (stain intensity variation).
     bmc.AUG.SATURATION = [0.8, 1.2]
+    # H&E stain jitter [scale_range, shift_range] (robustness/stain.py), [] to disable.
+    bmc.AUG.STAIN_HED = []
 
     bmc.DATA = CN()
     # Validate every image (readable, size) and box before training starts.
     bmc.DATA.CHECK_IMAGES = True
     # Detect one "cell" class: each DATASETS name is replaced by its merged variant (data/agnostic).
     bmc.DATA.CLASS_AGNOSTIC = False
+    # Physical pixel size of the training images in micrometres, 0 = unknown (recorded only).
+    bmc.DATA.MICRONS_PER_PIXEL = 0.0
+    # Median red-cell diameter in pixels of the training images (robustness/scale.py), 0 = unknown.
+    bmc.DATA.RBC_DIAMETER_PX = 0.0
 
     bmc.EVAL = CN()
     # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.

@@ -12,6 +12,8 @@ import numpy as np
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..robustness.stain import stain_jitter_augmentations
+
 
 class Rot90Transform(T.Transform):
     """Rotate by ``k`` quarter turns counter-clockwise (exact, no interpolation)."""
@@ -85,11 +87,13 @@ def smear_augmentations(aug, prefix: str = "BMC.AUG") -> List[T.Augmentation]:
 
 
 def build_bmc_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
-    """detectron2's resize (and INPUT.RANDOM_FLIP), then the smear augmentations of ``BMC.AUG``.
+    """detectron2's resize (and INPUT.RANDOM_FLIP), then the smear augmentations of ``BMC.AUG``,
+    then the H&E stain jitter of ``BMC.AUG.STAIN_HED`` (when set).
 
     At test time only the resize is applied.
     """
     augs = utils.build_augmentation(cfg, is_train)
     if not is_train:
         return augs
-    return augs + smear_augmentations(cfg.BMC.AUG)
+    stain = stain_jitter_augmentations(cfg.BMC.AUG.STAIN_HED, cfg.INPUT.FORMAT)
+    return augs + smear_augmentations(cfg.BMC.AUG) + stain

@@ -1,0 +1,40 @@
+"""Robustness to another lab's microscope: stain space and stain jitter, Reinhard normalisation,
+red cells as a ruler for the field's scale, out-of-distribution checks.
+
+Only numpy, OpenCV and detectron2's transforms: this package sits below ``data/`` (whose
+augmentations use ``RandomStainJitter``). The sweep that evaluates models under rescaling and
+stain shifts is :mod:`bmc_detectron.analysis.robustness_sweep`.
+"""
+
+from .ood import FieldCheck, TrainingProfile, check_field
+from .scale import RBCEstimate, case_scale, estimate_rbc_diameter, rescale_factor
+from .stain import (
+    RandomStainJitter,
+    ReinhardTarget,
+    StainTransform,
+    hed2rgb,
+    hue_shift,
+    reinhard_normalize,
+    rgb2hed,
+    saturation_scale,
+    stain_shift,
+)
+
+__all__ = [
+    "FieldCheck",
+    "RBCEstimate",
+    "RandomStainJitter",
+    "ReinhardTarget",
+    "StainTransform",
+    "TrainingProfile",
+    "case_scale",
+    "check_field",
+    "estimate_rbc_diameter",
+    "hed2rgb",
+    "hue_shift",
+    "reinhard_normalize",
+    "rescale_factor",
+    "rgb2hed",
+    "saturation_scale",
+    "stain_shift",
+]

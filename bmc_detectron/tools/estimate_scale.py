@@ -1,0 +1,81 @@
+"""A case's scale from its red cells: per-field red-cell diameter, case median and spread.
+
+    python -m bmc_detectron.tools.estimate_scale --images 'case/*.png' [--reference-diameter PX]
+        [--tolerance 0.15] [--json OUT]
+
+With ``--reference-diameter`` (the training data's ``BMC.DATA.RBC_DIAMETER_PX``) it also prints the
+factor to rescale the case's fields by. Warns (exit 0) when fields disagree with the case median
+by more than ``--tolerance``; exit 2 when no field has red cells to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+
+from ..robustness.scale import case_scale, estimate_rbc_diameter, rescale_factor
+from ..utils.io import expand_inputs, write_json_atomic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", required=True, nargs="+", help="image files, folders or globs")
+    p.add_argument("--reference-diameter", type=float, help="training red-cell diameter (px)")
+    p.add_argument("--tolerance", type=float, default=0.15, help="relative disagreement warned")
+    p.add_argument("--json", help="also write the estimates to this JSON file")
+    return p
+
+
+def measure(paths: Sequence[Path]) -> List[dict]:
+    """One row per readable image: file, diameter (px), spread, number of red cells."""
+    rows = []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"warning: cannot read {path}", file=sys.stderr)
+            continue
+        est = estimate_rbc_diameter(image, "BGR")
+        rows.append(
+            {"file": str(path), "diameter_px": est.median_px, "spread": est.spread, "n": est.n}
+        )
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rows = measure(expand_inputs(args.images))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    case = case_scale([r["diameter_px"] for r in rows], args.tolerance)
+    if math.isnan(case.median_px):
+        print("error: no red cells measured in any field", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{r['file']}: {r['diameter_px']:.1f} px (spread {r['spread']:.2f}, n {r['n']})")
+    print(f"case: median {case.median_px:.1f} px, spread {case.spread:.3f} ({len(rows)} fields)")
+    summary = {"fields": rows, "median_px": case.median_px, "spread": case.spread}
+    if args.reference_diameter:
+        factor = rescale_factor(case.median_px, args.reference_diameter)
+        summary["rescale_factor"] = factor
+        print(f"rescale factor to the training scale: {factor:.3f}")
+    for i in case.outliers:
+        print(
+            f"warning: {rows[i]['file']} ({rows[i]['diameter_px']:.1f} px) differs from the case "
+            f"median by more than {args.tolerance:.0%}",
+            file=sys.stderr,
+        )
+    summary["outliers"] = [rows[i]["file"] for i in case.outliers]
+    if args.json:
+        write_json_atomic(summary, Path(args.json), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
