@@ -250,6 +250,40 @@ def _latency_summary(calls: Mapping[str, List[float]]) -> Dict[str, object]:
     return out
 
 
+def make_train_step(
+    model: nn.Module, cfg: CfgNode, region: Callable[[str], ContextManager] | None = None
+) -> Callable[[List[dict]], Dict[str, float]]:
+    """One training step of ``model`` as a function of the batch: forward in the config's
+    precision (losses summed in float32), backward and the config's optimizer
+    (``BMCTrainer.build_optimizer``; CUDA fp16 with a gradient scaler). The step returns the
+    loss values. ``region(name)``, when given, wraps the ``"forward"``, ``"backward"`` and
+    ``"optimizer"`` parts (e.g. ``torch.profiler.record_function``). Call it inside an
+    ``EventStorage``, the model in train mode.
+    """
+    region = region or (lambda name: contextlib.nullcontext())
+    optimizer = BMCTrainer.build_optimizer(cfg, model)
+    use_scaler = model.device.type == "cuda" and bool(cfg.SOLVER.AMP.ENABLED)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def step(batch: List[dict]) -> Dict[str, float]:
+        with region("forward"), autocast_for(cfg):
+            losses = {k: v.float() for k, v in model(batch).items()}
+            loss = sum(losses.values())
+        with region("optimizer"):
+            optimizer.zero_grad()
+        with region("backward"):
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        with region("optimizer"):
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    return step
+
+
 def measure_training(
     model: nn.Module,
     cfg: CfgNode,
@@ -266,29 +300,14 @@ def measure_training(
     """
     model.train()
     device, clocks = model.device, dict(clocks or {})
-    optimizer = BMCTrainer.build_optimizer(cfg, model)
-    use_scaler = device.type == "cuda" and bool(cfg.SOLVER.AMP.ENABLED)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-
-    def step() -> None:
-        with autocast_for(cfg):
-            loss = sum(v.float() for v in model(batch).values())
-        optimizer.zero_grad()
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
+    step = make_train_step(model, cfg)
     seconds, spent = [], {k: [] for k in clocks}
     with EventStorage(0) as storage:
         for i in range(iters + 1):
             storage.iter = i
             for clock in clocks.values():
                 clock.reset()
-            t = timed(step, device)[0]
+            t = timed(lambda: step(batch), device)[0]
             if i > 0:
                 seconds.append(t)
                 for k, clock in clocks.items():
