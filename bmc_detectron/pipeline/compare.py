@@ -1,0 +1,354 @@
+"""One stage or two: a multi-class detector against a class-agnostic detector + cell classifier.
+
+Each *system* is a :class:`~.counter.CellCounter` (or anything with ``count_image``,
+``class_names`` and ``classifier``) run over the images of a registered COCO dataset; the dataset's
+json (``MetadataCatalog.get(name).json_file``) is the ground truth. :func:`compare_systems` gives,
+per system:
+
+- ``detection``: COCO AP / AP50 (pycocotools) per class and their mean, with a prediction's class
+  the counter's label and its score the detector score (no classifier) or the detector score x the
+  label's class probability (with a classifier; ``score="product"``);
+- ``agnostic``: AP / AP50 with every class merged into one, scored by the detector score;
+- ``matching``: predictions kept for counting (detector score >= ``count_threshold``) matched
+  greedily, highest score first, to the unmatched ground-truth box of highest IoU >= 0.5 whatever
+  its class; accuracy = share of matched cells whose label is the true class (all matched cells,
+  and the certain ones);
+- ``counts``: the differential of the counted cells against the true one (ground-truth classes),
+  ``certain`` (uncertain cells excluded, as the count report does) and ``all`` (uncertain cells in
+  their label): mean absolute difference of the class percentages (percentage points) of the
+  pooled differential and per image (averaged), M:E ratio true vs predicted and its error.
+
+AP wants every detection, so build the counters with a low ``score_threshold`` (0.05, detectron2's
+test threshold); the counts then keep the cells scoring ``count_threshold`` or more, as a count run
+with that ``--score-threshold`` would (the greedy class-agnostic NMS gives the same boxes above a
+threshold whether it runs before or after the threshold).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .counter import Cell
+from .stats import Lineage, differential
+
+IOU_MATCH = 0.5
+
+
+@dataclass
+class System:
+    """A counting system to compare: a name and a counter; ``score`` is how a prediction is
+    scored for the class-aware AP: ``"detector"``, ``"product"`` (detector score x class
+    probability) or ``"auto"`` (product when the counter has a classifier)."""
+
+    name: str
+    counter: Any
+    score: str = "auto"
+
+    def score_mode(self) -> str:
+        """``"detector"`` or ``"product"``."""
+        if self.score == "auto":
+            return (
+                "product" if getattr(self.counter, "classifier", None) is not None else "detector"
+            )
+        if self.score not in ("detector", "product"):
+            raise ValueError(f"unknown score mode {self.score!r}")
+        return self.score
+
+
+def nanmean(values: Sequence[Optional[float]]) -> float:
+    """Mean of the values that are neither None nor NaN (NaN when there are none)."""
+    kept = [float(v) for v in values if v is not None and v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
+    """The COCO json of a registered dataset and its (image_id, file path) pairs."""
+    import json
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    with open(MetadataCatalog.get(name).json_file) as fh:
+        gt = json.load(fh)
+    images = [(int(d["image_id"]), str(d["file_name"])) for d in DatasetCatalog.get(name)]
+    return gt, images
+
+
+def run_system(counter: Any, images: Sequence[Tuple[int, str]]) -> Dict[int, List[Cell]]:
+    """The counter's cells of every image (read as BGR), by image id."""
+    import cv2
+
+    cells = {}
+    for image_id, path in images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"{path}: cannot read the image")
+        cells[image_id] = counter.count_image(image)
+    return cells
+
+
+def coco_predictions(
+    cells: Mapping[int, Sequence[Cell]], cat_ids: Mapping[str, int], score: str
+) -> List[Dict[str, Any]]:
+    """COCO result dicts (XYWH boxes); ``score`` ``"product"`` scores det_score x prob."""
+    out = []
+    for image_id, image_cells in cells.items():
+        for c in image_cells:
+            if c.label not in cat_ids:
+                raise ValueError(f"label {c.label!r} is not a class of the dataset")
+            x0, y0, x1, y1 = (float(v) for v in c.box)
+            s = c.det_score * c.prob if score == "product" else c.det_score
+            out.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": cat_ids[c.label],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(s),
+                }
+            )
+    return out
+
+
+def merge_classes(gt: Mapping[str, Any], preds: Sequence[Dict[str, Any]]) -> Tuple[dict, list]:
+    """Ground truth and predictions with every class merged into one, ``cell`` (id 1)."""
+    merged = copy.deepcopy(dict(gt))
+    merged["categories"] = [{"id": 1, "name": "cell"}]
+    for ann in merged["annotations"]:
+        ann["category_id"] = 1
+    return merged, [{**p, "category_id": 1} for p in preds]
+
+
+def coco_ap(gt: Mapping[str, Any], preds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """AP and AP50 (%) over all classes and per class (NaN for a class without ground truth)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    if not preds:  # loadRes refuses an empty list: AP 0 where there is ground truth
+        present = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd", 0)}
+        zero = {n: 0.0 if i in present else math.nan for i, n in names.items()}
+        return _ap_summary({n: {"AP": v, "AP50": v} for n, v in zero.items()})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(dict(gt))
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(copy.deepcopy(list(preds)))
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"]  # (IoU thresholds, recall, classes, areas, max dets)
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        ap = float(np.mean(p[p > -1])) * 100 if (p > -1).any() else math.nan
+        p50 = p[0][p[0] > -1]
+        ap50 = float(np.mean(p50)) * 100 if p50.size else math.nan
+        per_class[names[cat_id]] = {"AP": ap, "AP50": ap50}
+    return _ap_summary(per_class)
+
+
+def _ap_summary(per_class: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
+    means = {k: nanmean([v[k] for v in per_class.values()]) for k in ("AP", "AP50")}
+    return {**means, "per_class": per_class}
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of XYXY boxes (detectron2's ``pairwise_iou``)."""
+    import torch
+    from detectron2.structures import Boxes, pairwise_iou
+
+    a, b = (Boxes(torch.as_tensor(np.reshape(x, (-1, 4)), dtype=torch.float64)) for x in (a, b))
+    return pairwise_iou(a, b).numpy()
+
+
+def greedy_match(
+    pred_boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou: float = IOU_MATCH
+) -> List[Tuple[int, int]]:
+    """(prediction, ground truth) index pairs: highest score first, each to the unmatched ground
+    truth of highest IoU >= ``iou``, classes ignored."""
+    ious = box_iou(pred_boxes, gt_boxes)
+    taken = np.zeros(ious.shape[1], dtype=bool)
+    pairs = []
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        if not ious.shape[1]:
+            break
+        row = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(row))
+        if row[j] >= iou:
+            taken[j] = True
+            pairs.append((int(i), j))
+    return pairs
+
+
+def image_truth(gt: Mapping[str, Any]) -> Dict[int, Tuple[np.ndarray, List[str]]]:
+    """Per image id: the ground-truth XYXY boxes and class names (crowd boxes left out)."""
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    out: Dict[int, Tuple[list, list]] = {int(im["id"]): ([], []) for im in gt["images"]}
+    for ann in gt["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = ann["bbox"]
+        boxes, labels = out.setdefault(int(ann["image_id"]), ([], []))
+        boxes.append([x, y, x + w, y + h])
+        labels.append(names[ann["category_id"]])
+    return {k: (np.array(b, dtype=np.float64).reshape(-1, 4), lab) for k, (b, lab) in out.items()}
+
+
+def matched_accuracy(
+    cells: Mapping[int, Sequence[Cell]],
+    truth: Mapping[int, Tuple[np.ndarray, List[str]]],
+    uncertain_below: float,
+) -> Dict[str, Any]:
+    """Accuracy of the labels of the cells matched to a ground-truth box (all / certain ones)."""
+    n_pred = n_matched = correct = n_certain = correct_certain = 0
+    for image_id, (gt_boxes, gt_labels) in truth.items():
+        image_cells = list(cells.get(image_id, []))
+        n_pred += len(image_cells)
+        boxes = np.array([c.box for c in image_cells], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([c.det_score for c in image_cells], dtype=np.float64)
+        for i, j in greedy_match(boxes, scores, gt_boxes):
+            hit = image_cells[i].label == gt_labels[j]
+            n_matched += 1
+            correct += hit
+            if not image_cells[i].is_uncertain(uncertain_below):
+                n_certain += 1
+                correct_certain += hit
+    n_gt = sum(len(lab) for _, lab in truth.values())
+    return {
+        "predicted": n_pred,
+        "ground_truth": n_gt,
+        "matched": n_matched,
+        "recall": n_matched / n_gt if n_gt else math.nan,
+        "precision": n_matched / n_pred if n_pred else math.nan,
+        "accuracy": correct / n_matched if n_matched else math.nan,
+        "matched_certain": n_certain,
+        "accuracy_certain": correct_certain / n_certain if n_certain else math.nan,
+    }
+
+
+def percentages(diff: Mapping[str, Any]) -> Dict[str, float]:
+    """Class -> percent of counted cells, from :func:`.stats.differential`."""
+    return {row["class"]: row["percent"] for row in diff["classes"]}
+
+
+def percent_mae(pred: Mapping[str, float], true: Mapping[str, float]) -> float:
+    """Mean absolute difference (percentage points) over the classes; NaN if either is empty."""
+    diffs = [abs(pred[c] - true[c]) for c in true]
+    return float(np.mean(diffs)) if diffs else math.nan
+
+
+def _differential(cells: Sequence[Cell], names: Sequence[str], lineage: Lineage, below: float):
+    return differential(
+        [c.label for c in cells], [c.is_uncertain(below) for c in cells], names, lineage
+    )
+
+
+def _me_error(pred: Optional[float], true: Optional[float]) -> float:
+    return abs(pred - true) if pred is not None and true is not None else math.nan
+
+
+def count_errors(
+    cells: Mapping[int, Sequence[Cell]],
+    truth: Mapping[int, Tuple[np.ndarray, List[str]]],
+    class_names: Sequence[str],
+    lineage: Lineage,
+    uncertain_below: float,
+) -> Dict[str, Any]:
+    """Predicted vs true differential: pooled over the images and averaged per image."""
+    pooled_pred: List[Cell] = []
+    pooled_true: List[str] = []
+    mae_images, me_images = [], []
+    for image_id, (_, gt_labels) in truth.items():
+        image_cells = list(cells.get(image_id, []))
+        pooled_pred += image_cells
+        pooled_true += gt_labels
+        pred = _differential(image_cells, class_names, lineage, uncertain_below)
+        true = differential(gt_labels, [False] * len(gt_labels), class_names, lineage)
+        if pred["counted"] and true["counted"]:
+            mae_images.append(percent_mae(percentages(pred), percentages(true)))
+        me_images.append(_me_error(pred["me"]["ratio"], true["me"]["ratio"]))
+    pred = _differential(pooled_pred, class_names, lineage, uncertain_below)
+    true = differential(pooled_true, [False] * len(pooled_true), class_names, lineage)
+    me_defined = [e for e in me_images if not math.isnan(e)]
+    return {
+        "counted": pred["counted"],
+        "uncertain": pred["uncertain"]["total"],
+        "true_counted": true["counted"],
+        "percent": percentages(pred),
+        "true_percent": percentages(true),
+        "mae_pooled": percent_mae(percentages(pred), percentages(true)),
+        "mae_per_image": nanmean(mae_images),
+        "images_with_mae": len(mae_images),
+        "me": pred["me"],
+        "true_me": true["me"],
+        "me_abs_error": _me_error(pred["me"]["ratio"], true["me"]["ratio"]),
+        "me_abs_error_per_image": nanmean(me_defined),
+        "images_with_me": len(me_defined),
+    }
+
+
+def evaluate_cells(
+    cells: Mapping[int, Sequence[Cell]],
+    gt: Mapping[str, Any],
+    score: str,
+    *,
+    count_threshold: float = 0.5,
+    uncertain_below: float = 0.5,
+    lineage: Optional[Lineage] = None,
+) -> Dict[str, Any]:
+    """Every measure of one system's cells against the COCO ground truth ``gt``."""
+    lineage = lineage or Lineage()
+    cat_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    class_names = list(cat_ids)
+    preds = coco_predictions(cells, cat_ids, score)
+    counted = {k: [c for c in v if c.det_score >= count_threshold] for k, v in cells.items()}
+    truth = image_truth(gt)
+    return {
+        "score": score,
+        "detection": coco_ap(gt, preds),
+        "agnostic": coco_ap(*merge_classes(gt, coco_predictions(cells, cat_ids, "detector"))),
+        "matching": matched_accuracy(counted, truth, uncertain_below),
+        "counts": {
+            "certain": count_errors(counted, truth, class_names, lineage, uncertain_below),
+            "all": count_errors(counted, truth, class_names, lineage, -math.inf),
+        },
+    }
+
+
+def compare_systems(
+    dataset: str,
+    systems: Sequence[System],
+    *,
+    count_threshold: float = 0.5,
+    uncertain_below: float = 0.5,
+    lineage: Optional[Lineage] = None,
+) -> Dict[str, Any]:
+    """Run every system over the registered COCO ``dataset`` and measure it (module docstring)."""
+    gt, images = dataset_images(dataset)
+    results = {}
+    for system in systems:
+        cells = run_system(system.counter, images)
+        results[system.name] = evaluate_cells(
+            cells,
+            gt,
+            system.score_mode(),
+            count_threshold=count_threshold,
+            uncertain_below=uncertain_below,
+            lineage=lineage,
+        )
+    return {
+        "dataset": dataset,
+        "images": len(images),
+        "ground_truth_cells": len([a for a in gt["annotations"] if not a.get("iscrowd", 0)]),
+        "classes": [c["name"] for c in gt["categories"]],
+        "count_threshold": count_threshold,
+        "uncertain_below": uncertain_below,
+        "lineage": (lineage or Lineage()).to_json(),
+        "systems": results,
+    }
