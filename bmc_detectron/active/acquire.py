@@ -63,11 +63,13 @@ def stain_view(image: np.ndarray, gains: Sequence[float] = STAIN_GAINS) -> np.nd
 def anchor_class_scores(dense: torch.Tensor, dets: Detections) -> np.ndarray:
     """(N, K) class vectors of the kept boxes, from the (R, K) sigmoid scores of all anchors."""
     dense = dense.float()
-    out = np.zeros((len(dets), dense.shape[1]), dtype=np.float32)
-    for i, (cls, score) in enumerate(zip(dets.classes, dets.scores)):
-        anchor = int(torch.argmin((dense[:, int(cls)] - float(score)).abs()))
-        out[i] = dense[anchor].numpy()
-    return out
+    if len(dets) == 0:
+        return np.zeros((0, dense.shape[1]), dtype=np.float32)
+    classes = torch.as_tensor(np.asarray(dets.classes), dtype=torch.long)
+    scores = torch.as_tensor(np.asarray(dets.scores), dtype=torch.float32)
+    # (R, N): each kept box's class column against its score; the anchor that produced it
+    anchors = (dense[:, classes] - scores[None]).abs().argmin(dim=0)
+    return dense[anchors].numpy()
 
 
 @dataclass
