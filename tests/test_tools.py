@@ -110,8 +110,11 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     for png in ("ap_per_config.png", "ap_vs_latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()
-    assert "](ap_per_config.png)" in text and "train_net.py --config-file" in text
-    assert (report.parent / "ap_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the plots beside the report carry its name, so two reports in one folder keep their own
+    assert f"]({report.stem}_ap_per_config.png)" in text and "train_net.py --config-file" in text
+    assert (report.parent / f"{report.stem}_ap_vs_latency.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n"
     assert "torch" in text and "ablation --configs" in text
     assert f"- reference: `{REFERENCE}`" in text
 

@@ -346,9 +346,11 @@ def write_report(
     optional ``notes`` (a markdown file) and ``extra`` (markdown files to include).
     """
     # The plots go next to the report, so that a committed report keeps them (run folders are
-    # usually git-ignored).
+    # usually git-ignored); named after the report, so that two reports in one folder keep theirs.
+    plots = {}
     for name in ("ap_per_config.png", "ap_vs_latency.png"):
-        target = path.parent / name
+        target = path.parent / f"{path.stem}_{name}"
+        plots[name] = target.name
         if (out / name).is_file() and not (target.exists() and target.samefile(out / name)):
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name, target)
@@ -362,8 +364,8 @@ def write_report(
         *_setup_lines(args, sched, records, reference),
         "\n## Results\n",
         tables,
-        "![AP per config](ap_per_config.png)\n",
-        "![AP vs latency](ap_vs_latency.png)\n",
+        f"![AP per config]({plots['ap_per_config.png']})\n",
+        f"![AP vs latency]({plots['ap_vs_latency.png']})\n",
         "## Machine\n",
         *_machine_lines(),
         "\n## Wall times\n",
