@@ -312,3 +312,23 @@ def test_benchmark_interleaves_and_writes_tables(tmp_path):
     table = paths["markdown"].read_text()
     assert "| detector | 1 |" in table and "8x12" in table
     assert json.loads(paths["json"].read_text())["runs"][0]["threads"] == 1
+
+
+def test_count_command_runs_on_onnx_runtime_alone(det, clf, tmp_path):
+    import cv2
+
+    from bmc_detectron.tools import count
+
+    fields = tmp_path / "case"
+    fields.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(fields / f"f{i}.png"), _smear(200, 260, 20 + i))
+    out = tmp_path / "report"
+    args = ["--detector-onnx", str(det["onnx"]), "--classifier-onnx", str(clf["onnx"])]
+    args += ["--input", str(fields), "--output", str(out), "--score-threshold", "0.3"]
+    assert count.main([*args, "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["fields"]) == 2 and summary["detected"] > 0
+    assert set(summary["class_names"]) == set(CLS_NAMES)
+    # neither a config nor ONNX for the detector: a one-line error
+    assert count.main(["--input", str(fields), "--output", str(tmp_path / "x")]) == 2

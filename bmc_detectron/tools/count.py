@@ -31,10 +31,12 @@ from ..utils.io import expand_inputs
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--detector-config", required=True, help="detector config (yaml)")
-    p.add_argument("--detector-weights", required=True, help="detector weights (.pth / .pkl)")
+    p.add_argument("--detector-config", help="detector config (yaml)")
+    p.add_argument("--detector-weights", help="detector weights (.pth / .pkl)")
     p.add_argument("--classifier-config", help="cell classifier config (yaml)")
     p.add_argument("--classifier-weights", help="cell classifier weights")
+    p.add_argument("--detector-onnx", help="exported detector: run on ONNX Runtime instead")
+    p.add_argument("--classifier-onnx", help="exported cell classifier (with --detector-onnx)")
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="report folder")
     p.add_argument(
@@ -59,7 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_counter(args: argparse.Namespace) -> CellCounter:
-    """Both models from their configs, weights and overrides, with the command's settings."""
+    """Both models from their configs, weights and overrides (or their ONNX exports), with the
+    command's settings."""
+    settings = dict(
+        score_threshold=args.score_threshold,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        nms_threshold=args.nms_threshold,
+        batch_size=args.batch_size,
+    )
+    if args.detector_onnx:
+        from ..deploy import build_onnx_counter
+
+        return build_onnx_counter(
+            args.detector_onnx,
+            args.classifier_onnx,
+            detector_score_threshold=args.score_threshold,
+            **settings,
+        )
+    if not (args.detector_config and args.detector_weights):
+        raise ValueError("give --detector-config and --detector-weights, or --detector-onnx")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     thresh = str(args.score_threshold)
     det_opts: List[str] = [*args.detector_opts, "MODEL.DEVICE", device]
@@ -76,11 +97,7 @@ def build_counter(args: argparse.Namespace) -> CellCounter:
         args.classifier_weights,
         detector_opts=det_opts,
         classifier_opts=[*args.classifier_opts, "MODEL.DEVICE", device],
-        score_threshold=args.score_threshold,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        nms_threshold=args.nms_threshold,
-        batch_size=args.batch_size,
+        **settings,
     )
 
 
