@@ -10,7 +10,6 @@ import io
 import os
 import platform
 import shlex
-import statistics
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
@@ -18,6 +17,7 @@ import psutil
 import torch
 
 from bmc_detectron.utils.io import atomic_write_bytes, atomic_write_text
+from bmc_detectron.utils.numbers import nanmean, nanstd  # noqa: F401  (re-exported)
 
 BENCHMARK_HEADERS = (
     "run",
@@ -91,18 +91,6 @@ def describe(config_file: str) -> str:
         if line.strip():
             break
     return ""
-
-
-def nanmean(values: Sequence[float | None]) -> float:
-    """Mean of the values that are neither None nor NaN (NaN if none)."""
-    vals = [v for v in values if v is not None and v == v]
-    return statistics.fmean(vals) if vals else float("nan")
-
-
-def nanstd(values: Sequence[float | None]) -> float:
-    """Sample standard deviation of the non-None, non-NaN values (NaN if fewer than two)."""
-    vals = [v for v in values if v is not None and v == v]
-    return statistics.stdev(vals) if len(vals) > 1 else float("nan")
 
 
 def shell_join(args: Sequence[object]) -> str:

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.numbers import nanmean
 from .counter import Cell
 from .stats import Lineage, differential
 
@@ -60,12 +61,6 @@ class System:
         if self.score not in ("detector", "product"):
             raise ValueError(f"unknown score mode {self.score!r}")
         return self.score
-
-
-def nanmean(values: Sequence[Optional[float]]) -> float:
-    """Mean of the values that are neither None nor NaN (NaN when there are none)."""
-    kept = [float(v) for v in values if v is not None and v == v]
-    return sum(kept) / len(kept) if kept else float("nan")
 
 
 def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
