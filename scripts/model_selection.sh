@@ -9,7 +9,9 @@
 # Runs train with the CPU mixed-precision path (bf16 network body + channels-last, measured ~2x
 # faster per iteration); PRECISION="" trains in float32.
 #
-# Settings (environment): OUT (run folder), SEEDS, THREADS, LANES, LANE, PY, PRECISION, CONFIGS.
+# Settings (environment): OUT (run folder), SEEDS, THREADS, LANES, LANE, PY, PRECISION, CONFIGS,
+# TASKS ("config:seed config:seed ...": this lane runs exactly these, in this order, to put the
+# runs that decide a question first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,14 +26,23 @@ DEFAULT_CONFIGS="d2_retinanet_R_18_FPN_cpu retinanet_R_18_PAN_cpu retinanet_R_18
   retinanet_R_18_PAN_SE_GATE3_cpu retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu
   retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu"
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
+run_one() {
+  # shellcheck disable=SC2086
+  "$PY" -m bmc_detectron.tools.ablation --configs "$C/$1.yaml" --train-dataset bccd_train \
+    --test-dataset bccd_val --num-classes 3 --seeds "$2" --output "$OUT" \
+    --threads "$THREADS" SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
+}
+if [[ -n "${TASKS:-}" ]]; then
+  for task in $TASKS; do
+    run_one "${task%%:*}" "${task##*:}"
+  done
+  exit 0
+fi
 i=0
 for seed in $SEEDS; do
   for name in $CONFIGS; do
     if (( i % LANES == LANE )); then
-      # shellcheck disable=SC2086
-      "$PY" -m bmc_detectron.tools.ablation --configs "$C/$name.yaml" --train-dataset bccd_train \
-        --test-dataset bccd_val --num-classes 3 --seeds "$seed" --output "$OUT" \
-        --threads "$THREADS" SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
+      run_one "$name" "$seed"
     fi
     i=$((i + 1))
   done
