@@ -150,6 +150,12 @@ def _add_model_config(cfg: CN) -> None:
     # Dilation of the 3x3 conv in each ResNet stage res2..res5 (1 = none). Strides are unchanged.
     bmc.BACKBONE.STAGE_DILATIONS = [1, 1, 1, 1]
 
+    # ---- FCOS (META_ARCHITECTURE "BMCFCOS", detectron2's FCOS from yacs): the head, focal loss
+    # and test settings are read from MODEL.RETINANET.* as for RetinaNet ----
+    bmc.FCOS = CN()
+    # Anchor points within this many strides of a gt's centre are its positives (FCOS's radius).
+    bmc.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+
 
 def _add_data_config(cfg: CN) -> None:
     bmc = cfg.BMC = CN()

@@ -23,11 +23,14 @@ def _id(p: Path) -> str:
 @pytest.mark.parametrize("path", ALL, ids=_id)
 def test_config_merges_and_builds(path):
     cfg = build_cfg(str(path), ["MODEL.DEVICE", "cpu"])
-    # every config is this project's model except detectron2's stock reference (d2_*); the
-    # recognition configs are the cell classifier
+    # every config is this project's model except detectron2's stock reference (d2_*) and the
+    # other detectors of the one- vs two-stage comparison; the recognition configs are the cell
+    # classifier
     expected = "RetinaNet" if path.name.startswith("d2_") else "BMCRetinaNet"
     if "recognition" in path.parts:
         expected = "BMCCellClassifier"
+    elif "compare" in path.parts:
+        expected = {"faster": "GeneralizedRCNN", "fcos_R": "BMCFCOS"}[path.name[:6]]
     assert cfg.MODEL.META_ARCHITECTURE == expected
     assert cfg.MODEL.WEIGHTS == ""  # every config trains from scratch
     model = build_model(cfg)

@@ -7,7 +7,8 @@ scaler, switched on by ``SOLVER.AMP.ENABLED``). This module adds the CPU path:
   ``torch.autocast("cpu", torch.bfloat16)``, so convolutions and matrix products use the cores'
   AVX-512 BF16 / AMX units; their outputs are cast back to float32. Anchor generation, label
   assignment, losses, box decoding and NMS therefore stay float32 for every model with a
-  ``backbone`` (and a ``head``): BMCRetinaNet, detectron2's stock RetinaNet, the cell classifier.
+  ``backbone`` (and a ``head``): BMCRetinaNet, detectron2's stock RetinaNet and FCOS, the cell
+  classifier; Faster R-CNN runs its RPN head and box head in bfloat16 too.
   bfloat16 keeps float32's exponent range, so no loss scaling is needed, and the optimizer keeps
   float32 master weights (the parameters never change dtype).
 - ``BMC.PRECISION.CHANNELS_LAST``: conv weights and the backbone input in NHWC layout, the one
@@ -27,8 +28,10 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
-#: submodules whose forward runs in bfloat16 with ``BMC.PRECISION.CPU_BF16``
-BF16_SUBMODULES = ("backbone", "head")
+#: submodules whose forward runs in bfloat16 with ``BMC.PRECISION.CPU_BF16`` (dotted paths;
+#: absent ones are skipped): the dense detectors' body and head, and Faster R-CNN's RPN conv head
+#: and box head (its proposals, ROI pooling, box predictor and losses stay float32)
+BF16_SUBMODULES = ("backbone", "head", "proposal_generator.rpn_head", "roi_heads.box_head")
 
 
 def cpu_bf16_enabled(cfg: CfgNode) -> bool:
@@ -64,6 +67,13 @@ def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
     return args
 
 
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    module: Any = model
+    for part in path.split("."):
+        module = getattr(module, part, None)
+    return module if isinstance(module, nn.Module) else None
+
+
 def apply_precision(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """Apply ``cfg.BMC.PRECISION`` to a built model in place; returns ``model``.
 
@@ -71,7 +81,7 @@ def apply_precision(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """
     if cpu_bf16_enabled(cfg):
         for name in BF16_SUBMODULES:
-            module = getattr(model, name, None)
+            module = _submodule(model, name)
             if module is not None and not getattr(module.forward, "bmc_bf16", False):
                 module.forward = _bf16_forward(module.forward)
     if cfg.BMC.PRECISION.CHANNELS_LAST and not getattr(model, "_bmc_channels_last", False):

@@ -1,0 +1,85 @@
+"""The one- vs two-stage comparison's other detectors: detectron2's Faster R-CNN and FCOS (built
+from yacs by BMCFCOS), CPU-sized, with the trainer's precision path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.modeling.meta_arch.fcos import FCOS
+from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, make_inputs
+
+from bmc_detectron.config import build_cfg
+from bmc_detectron.engine.precision import apply_precision
+from bmc_detectron.modeling import BMCFCOS
+
+BOXES = [[[8, 10, 40, 44, 0], [30, 30, 60, 62, 2]], [[20, 20, 50, 50, 1]]]
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RETINANET.NUM_CLASSES", 3]
+COMPARE = CONFIGS / "cpu" / "compare"
+
+
+def _model(name: str, *opts):
+    cfg = build_cfg(str(COMPARE / name), [*TINY, *opts])
+    torch.manual_seed(0)
+    return cfg, apply_precision(build_model(cfg), cfg)
+
+
+def _train(model, steps: int = 10, lr: float = 0.01) -> list:
+    if hasattr(model, "_ema_update"):
+        model._ema_update = lambda name, value, *args, **kwargs: value
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    # 128 px: FCOS's GroupNorm needs more than one value per group on P7 (stride 128)
+    batch = make_inputs((128, 128), BOXES)
+    history = []
+    model.train()
+    with EventStorage():
+        for _ in range(steps):
+            losses = model(batch)
+            assert {v.dtype for v in losses.values()} == {torch.float32}
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+    return history
+
+
+def test_fcos_builds_from_yacs_with_the_config_values():
+    cfg, model = _model("fcos_R_18_FPN_cpu.yaml", "MODEL.BMC.FCOS.CENTER_SAMPLING_RADIUS", 2.5)
+    assert isinstance(model, BMCFCOS) and isinstance(model, FCOS)
+    assert model.num_classes == 3 and model.center_sampling_radius == 2.5
+    assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
+    assert model.head.cls_score.out_channels == 3  # one anchor point per location
+    norms = [m for m in model.head.cls_subnet if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == cfg.MODEL.RETINANET.NUM_CONVS
+
+
+@pytest.mark.parametrize("name", ["fcos_R_18_FPN_cpu.yaml", "faster_rcnn_R_18_FPN_cpu.yaml"])
+def test_detector_loss_falls_and_predicts_boxes_in_the_image(name):
+    _, model = _model(name, "MODEL.ROI_HEADS.NUM_CLASSES", 3)
+    history = _train(model)
+    assert history[-1] < history[0], history
+    model.eval()
+    with torch.no_grad():
+        inst = model(make_inputs((256,), ((),)))[0]["instances"]
+    boxes = inst.pred_boxes.tensor
+    assert boxes.dtype == torch.float32
+    assert (boxes >= 0).all() and (boxes <= 256).all()
+    assert inst.pred_classes.max().item() < 3 if len(inst) else True
+
+
+def test_faster_rcnn_bf16_covers_rpn_and_box_heads_and_keeps_losses_float32():
+    _, model = _model(
+        "faster_rcnn_R_18_FPN_cpu.yaml",
+        *("MODEL.ROI_HEADS.NUM_CLASSES", 3, "BMC.PRECISION.CPU_BF16", True),
+    )
+    assert getattr(model.backbone.forward, "bmc_bf16", False)
+    assert getattr(model.proposal_generator.rpn_head.forward, "bmc_bf16", False)
+    assert getattr(model.roi_heads.box_head.forward, "bmc_bf16", False)
+    # the box predictor (class scores, deltas) and the losses stay float32
+    assert not getattr(model.roi_heads.box_predictor.forward, "bmc_bf16", False)
+    seen = set()
+    model.roi_heads.box_head.register_forward_hook(lambda m, a, out: seen.add(out.dtype))
+    history = _train(model, steps=3)
+    assert seen == {torch.float32} and all(torch.isfinite(torch.tensor(history)))
