@@ -11,7 +11,8 @@
 #
 # Settings (environment): OUT (run folder), SEEDS, THREADS, LANES, LANE, PY, PRECISION, CONFIGS,
 # TASKS ("config:seed config:seed ...": this lane runs exactly these, in this order, to put the
-# runs that decide a question first).
+# runs that decide a question first), REPORT=1 (train nothing: regenerate
+# docs/RESULTS_selection.md from the finished runs, with docs/selection_notes.md as its notes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,7 +25,7 @@ LANE=${LANE:-0}
 C=configs/cpu
 DEFAULT_CONFIGS="d2_retinanet_R_18_FPN_cpu retinanet_R_18_PAN_cpu retinanet_R_18_PAN_SE_cpu
   retinanet_R_18_PAN_SE_GATE3_cpu retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu
-  retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu"
+  retinanet_R_18_PAN_SE_GATE3_PAA_cpu retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu"
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
 run_one() {
   # shellcheck disable=SC2086
@@ -32,6 +33,21 @@ run_one() {
     --test-dataset bccd_val --num-classes 3 --seeds "$2" --output "$OUT" \
     --threads "$THREADS" SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
 }
+if [[ -n "${REPORT:-}" ]]; then
+  S=retinanet_R_18_PAN_SE_cpu
+  paths=()
+  for name in $CONFIGS; do paths+=("$C/$name.yaml"); done
+  # shellcheck disable=SC2086
+  "$PY" -m bmc_detectron.tools.ablation --configs "${paths[@]}" --train-dataset bccd_train \
+    --test-dataset bccd_val --num-classes 3 --seeds $SEEDS --output "$OUT" --no-run \
+    --report docs/RESULTS_selection.md --notes docs/selection_notes.md --full "$S" \
+    --parent retinanet_R_18_PAN_cpu=d2_retinanet_R_18_FPN_cpu "$S=retinanet_R_18_PAN_cpu" \
+    "retinanet_R_18_PAN_SE_GATE3_cpu=$S" retinanet_R_18_PAN_PAA_cpu=retinanet_R_18_PAN_cpu \
+    "retinanet_R_18_PAN_SE_PAA_cpu=$S" "retinanet_R_18_PAN_SE_P2_cpu=$S" \
+    retinanet_R_18_PAN_SE_GATE3_PAA_cpu=retinanet_R_18_PAN_PAA_cpu \
+    "retinanet_R_18_PAN_SE_OTA_cpu=$S"
+  exit 0
+fi
 if [[ -n "${TASKS:-}" ]]; then
   for task in $TASKS; do
     run_one "${task%%:*}" "${task##*:}"

@@ -7,7 +7,7 @@
 For each checkpoint, ``--batches`` batches of the config's own training loader (its data,
 augmentation and batch size; seeded) go through forward + backward in float32, without an
 optimizer step; :mod:`bmc_detectron.analysis.gradients` measures them. Writes
-``DIR/grad_probe.json`` and ``DIR/grad_probe.md``.
+``DIR/grad_probe.json`` and ``DIR/grad_probe.md`` (and ``--report``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--weights", nargs="+", required=True, help="checkpoints to probe")
     p.add_argument("--batches", type=int, default=8, help="training batches per checkpoint")
     p.add_argument("--output", required=True, help="folder for grad_probe.json / .md")
+    p.add_argument("--report", help="also write the markdown page here (e.g. docs/...md)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE overrides")
     return p.parse_args(argv)
 
@@ -112,7 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python -m bmc_detectron.tools.grad_probe " + shell_join(
         sys.argv[1:] if argv is None else list(argv)
     )
-    atomic_write_text(out / "grad_probe.md", markdown(results, cfg.SOLVER.MAX_ITER, command))
+    page = markdown(results, cfg.SOLVER.MAX_ITER, command)
+    for path in [out / "grad_probe.md", *([Path(args.report)] if args.report else [])]:
+        atomic_write_text(path, page)
     print(f"wrote {out / 'grad_probe.md'}")
     return 0
 
