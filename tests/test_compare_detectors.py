@@ -83,3 +83,17 @@ def test_faster_rcnn_bf16_covers_rpn_and_box_heads_and_keeps_losses_float32():
     model.roi_heads.box_head.register_forward_hook(lambda m, a, out: seen.add(out.dtype))
     history = _train(model, steps=3)
     assert seen == {torch.float32} and all(torch.isfinite(torch.tensor(history)))
+
+
+def test_gflops_of_a_two_stage_detector_count_the_whole_model():
+    from bmc_detectron.bench.measure import count_gflops
+
+    _, rcnn = _model("faster_rcnn_R_18_FPN_cpu.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 3)
+    _, fcos = _model("fcos_R_18_FPN_cpu.yaml")
+    two, one = count_gflops(rcnn, (128, 160)), count_gflops(fcos, (128, 160))
+    assert two["counted"].startswith("whole model") and one["counted"] == "backbone+head"
+    for r in (two, one):
+        assert r["backbone_gflops"] > 0 and r["head_gflops"] > 0
+        assert abs(r["backbone_gflops"] + r["head_gflops"] - r["gflops"]) < 1e-6
+    # RPN + ROI heads on 1000 proposals cost more than FCOS's shared head
+    assert two["head_gflops"] > one["head_gflops"]

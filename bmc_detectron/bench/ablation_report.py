@@ -296,7 +296,9 @@ def plot(out: Path, summary: List[Dict]) -> None:
         yerr=yerr,
         xlabel="latency, batch 1 (ms)",
         ylabel="COCO AP (%)",
-        title="AP vs latency (mean ± std over seeds)",
+        title="AP vs latency (mean ± std over seeds; marker area = parameters)",
+        sizes=[s["params_m"] for s in ok],
+        size_label=" M params",
     )
 
 

@@ -78,8 +78,12 @@ def torch_threads(num: int | None) -> Iterator[None]:
 
 
 class StageClock:
-    """Forward hooks adding up the wall time spent in ``model.backbone`` and ``model.head``
-    (``spent[stage]`` seconds since the last :meth:`reset`)."""
+    """Forward hooks adding up the wall time spent in the model's ``backbone`` and its ``head``
+    (``spent[stage]`` seconds since the last :meth:`reset`); a two-stage detector's "head" is its
+    RPN and ROI heads together."""
+
+    #: modules timed as each stage (those the model has)
+    MODULES = {"backbone": ("backbone",), "head": ("head", "proposal_generator", "roi_heads")}
 
     def __init__(self, model: nn.Module):
         self.device = model.device
@@ -87,21 +91,24 @@ class StageClock:
         self._start: Dict[str, float] = {}
         self._handles = []
         for stage in STAGES:
-            module = getattr(model, stage)
-            self._handles.append(module.register_forward_pre_hook(self._pre_hook(stage)))
-            self._handles.append(module.register_forward_hook(self._post_hook(stage)))
+            for path in self.MODULES[stage]:
+                module = getattr(model, path, None)
+                if module is None:
+                    continue
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
+                self._handles.append(module.register_forward_hook(self._post_hook(stage, path)))
 
-    def _pre_hook(self, stage: str) -> Callable:
+    def _pre_hook(self, path: str) -> Callable:
         def hook(module, args):
             synchronize(self.device)
-            self._start[stage] = time.perf_counter()
+            self._start[path] = time.perf_counter()
 
         return hook
 
-    def _post_hook(self, stage: str) -> Callable:
+    def _post_hook(self, stage: str, path: str) -> Callable:
         def hook(module, args, output):
             synchronize(self.device)
-            self.spent[stage] += time.perf_counter() - self._start.pop(stage)
+            self.spent[stage] += time.perf_counter() - self._start.pop(path)
 
         return hook
 
@@ -378,31 +385,46 @@ def _deform_conv_flops(inputs, outputs) -> int:
     return int(np.prod(get_shape(outputs[0]))) * int(np.prod(weight[1:]))
 
 
+def _flop_analysis(model: nn.Module, image: torch.Tensor):
+    """fvcore analysis of a dense detector's backbone + head, or of a whole two-stage detector
+    (backbone, RPN and ROI heads on its test proposals; detectron2's tracing adapter)."""
+    if hasattr(model, "head"):
+        x = model.preprocess_image([{"image": image}]).tensor
+        return FlopCountAnalysis(_BackboneHead(model), (x,)), "head"
+    from detectron2.utils.analysis import FlopCountAnalysis as ModelFlopCountAnalysis
+
+    return ModelFlopCountAnalysis(model, [{"image": image}]), None
+
+
 def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, object]:
-    """fvcore GFLOPs of backbone + head (ResNet, neck, cls and box towers) in eval mode on one
-    normalized, padded image of ``input_size`` (H, W). One multiply-add counts as one flop (the
-    convention of detectron2 and detection papers); pre-processing, anchors, decoding and NMS are
-    not counted; deformable convolutions count as dense ones of the same shape."""
+    """fvcore GFLOPs in eval mode on one image of ``input_size`` (H, W). One multiply-add counts
+    as one flop (the convention of detectron2 and detection papers). Dense detectors: backbone +
+    head (ResNet, neck, cls and box towers) on the normalized, padded image; pre-processing,
+    anchors, decoding and NMS are not counted; deformable convolutions count as dense ones of the
+    same shape. Two-stage detectors (no ``head``): the whole model, RPN and ROI heads included,
+    as detectron2 counts them (ops fvcore cannot count are listed in ``uncounted_ops``)."""
     was_training = model.training
     model.eval()
     image = torch.zeros(3, *input_size, dtype=torch.uint8)
     try:
         with torch.no_grad():
-            x = model.preprocess_image([{"image": image}]).tensor
-            fca = FlopCountAnalysis(_BackboneHead(model), (x,))
+            padded = model.preprocess_image([{"image": image}]).tensor.shape[-2:]
+            fca, head = _flop_analysis(model, image)
             fca.set_op_handle("torchvision::deform_conv2d", _deform_conv_flops)
             fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             total, by_module = fca.total(), fca.by_module()
             unsupported = dict(fca.unsupported_ops())
     finally:
         model.train(was_training)
+    # detectron2's analysis wraps the model in a tracing adapter: its modules are "model.*"
+    backbone = by_module.get("backbone", by_module.get("model.backbone", 0))
     return {
         "gflops": total / 1e9,
-        "backbone_gflops": by_module.get("backbone", 0) / 1e9,
-        "head_gflops": by_module.get("head", 0) / 1e9,
-        "padded_input": [int(x.shape[-2]), int(x.shape[-1])],
+        "backbone_gflops": backbone / 1e9,
+        "head_gflops": (by_module.get(head, 0) if head else total - backbone) / 1e9,
+        "padded_input": [int(padded[0]), int(padded[1])],
         "uncounted_ops": unsupported,
-        "counted": "backbone+head, 1 multiply-add = 1 flop",
+        "counted": "backbone+head" if head else "whole model (RPN + ROI heads)",
     }
 
 

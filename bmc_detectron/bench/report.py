@@ -293,11 +293,20 @@ def scatter_plot(
     xlabel: str = "",
     ylabel: str = "",
     title: str = "",
+    sizes: Sequence[float] | None = None,
+    size_label: str = "",
 ) -> None:
-    """PNG of labelled points with optional vertical error bars."""
+    """PNG of labelled points with optional vertical error bars; ``sizes`` (e.g. parameters,
+    in millions) scale the markers' areas, labelled ``size_label``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.errorbar(xs, ys, yerr=yerr, fmt="o", capsize=3)
+    ax.errorbar(xs, ys, yerr=yerr, fmt="none", capsize=3, ecolor="0.4")
+    if sizes is not None and len(sizes) == len(xs) and all(v == v for v in sizes):
+        areas = [30.0 * float(v) for v in sizes]
+        ax.scatter(xs, ys, s=areas, alpha=0.6, edgecolors="k", zorder=3)
+        labels = [f"{lb} ({v:.1f}{size_label})" for lb, v in zip(labels, sizes)]
+    else:
+        ax.scatter(xs, ys, zorder=3)
     for x, y, label in zip(xs, ys, labels):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(xlabel)

@@ -126,6 +126,8 @@ def plan_runs(args: argparse.Namespace) -> List[Dict[str, object]]:
     ``threads``, ``opts``); a config that does not load gets ``error`` set instead of running."""
     data = ["DATASETS.TRAIN", f"('{args.train_dataset}',)", "DATASETS.TEST"]
     data += [f"('{args.test_dataset}',)", "MODEL.RETINANET.NUM_CLASSES", str(args.num_classes)]
+    # the two-stage detectors of the comparison read their class count from the ROI heads
+    data += ["MODEL.ROI_HEADS.NUM_CLASSES", str(args.num_classes)]
     configs = run_names(args.configs)
     sched: List[str] = []
     for _, cfg_file in configs:  # the schedule of the first config that loads
