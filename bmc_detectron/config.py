@@ -185,6 +185,9 @@ def _add_data_config(cfg: CN) -> None:
     bmc.DATA.MICRONS_PER_PIXEL = 0.0
     # Median red-cell diameter in pixels of the training images (robustness/scale.py), 0 = unknown.
     bmc.DATA.RBC_DIAMETER_PX = 0.0
+    # Images of DATASETS.TRAIN measured for OUTPUT_DIR/training_profile.json (scale and colour
+    # reference of the count command, robustness/profile.py) after training; 0 = none.
+    bmc.DATA.PROFILE_IMAGES = 32
 
     bmc.EVAL = CN()
     # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.

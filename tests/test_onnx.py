@@ -79,11 +79,24 @@ def _export(config: str, weights: Path, output: Path, opts: Sequence[str]) -> st
     return printed.getvalue()
 
 
+def _training_profile(folder: Path) -> Path:
+    """``training_profile.json`` of two synthetic smears in ``folder``."""
+    from bmc_detectron.robustness import PROFILE_FILE, profile_from_records
+
+    records = []
+    for i in range(2):
+        path = folder / f"train{i}.png"
+        cv2.imwrite(str(path), _smear(128, 128, 40 + i))
+        records.append({"file_name": str(path), "height": 128, "width": 128})
+    return profile_from_records(records, microns_per_pixel=0.25).save(folder / PROFILE_FILE)
+
+
 @pytest.fixture(scope="module")
 def det(tmp_path_factory) -> Dict[str, object]:
     """The exported detector: paths, the printed line, a DefaultPredictor on the same weights."""
     folder = tmp_path_factory.mktemp("onnx_det")
     weights = _seeded_detector_weights(DET_CONFIG, DET_OPTS, folder / "det.pth")
+    _training_profile(folder)  # beside the weights: export copies it into the sidecar
     onnx_path = folder / "det.onnx"
     printed = _export(DET_CONFIG, weights, onnx_path, DET_OPTS)
     cfg = build_cfg(DET_CONFIG, [*DET_OPTS, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
@@ -209,6 +222,9 @@ def test_detector_sidecar(det):
     assert source["config_file_sha256"] == file_sha256(DET_CONFIG)
     assert source["bmc_detectron_version"] == bmc_detectron.__version__
     assert meta["verification"]["passed"] and meta["deformable"] == []
+    assert meta["scale"] == {"microns_per_pixel": None, "rbc_diameter_px": None}
+    beside = json.loads((Path(det["weights"]).parent / "training_profile.json").read_text())
+    assert meta["training_profile"] == beside and beside["microns_per_pixel"] == 0.25
 
 
 def test_classifier_matches_pytorch(clf):
@@ -330,5 +346,7 @@ def test_count_command_runs_on_onnx_runtime_alone(det, clf, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["fields"]) == 2 and summary["detected"] > 0
     assert set(summary["class_names"]) == set(CLS_NAMES)
+    assert summary["scale"]["profile"].endswith("(ONNX sidecar)")
+    assert summary["scale"]["ood_checked"] and summary["scale"]["source"] == "none"
     # neither a config nor ONNX for the detector: a one-line error
     assert count.main(["--input", str(fields), "--output", str(tmp_path / "x")]) == 2

@@ -107,6 +107,13 @@ def test_loss_falls_and_ap_clears_the_floor(tiny_run):
     assert saved["bbox"]["AP50-cell"] == pytest.approx(bbox["AP50"])
 
 
+def test_training_writes_the_data_profile_beside_the_weights(tiny_run):
+    _, out, _, _ = tiny_run
+    profile = json.loads((out / "training_profile.json").read_text())
+    assert profile["image_size"] == [128, 128] and profile["source"]["datasets"] == ["e2e_train"]
+    assert profile["rbc_diameter_px"] > 0 and len(profile["reinhard"]["mean"]) == 3
+
+
 def test_resume_continues_from_the_last_checkpoint(tiny_run):
     cfg, out, _, _ = tiny_run
     cfg = cfg.clone()

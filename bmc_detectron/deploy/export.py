@@ -293,6 +293,9 @@ def export_onnx(
         meta = sc.classifier_sidecar(cfg, _classifier_names(cfg), source, OPSET)
     else:
         meta = _export_detector_with_sidecar(cfg, model, output, source)
+        profile = sc.training_profile_beside(weights)
+        if profile is not None:
+            meta["training_profile"] = profile
     sc.write_sidecar(output, meta)  # the runtime of the check reads it
     if verify:
         if meta["kind"] == sc.CLASSIFIER:

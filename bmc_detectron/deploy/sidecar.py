@@ -5,6 +5,9 @@ display colours, the input's channel order, layout and value range, the normalis
 inside the graph), the resize rule of the detector (detectron2's ``ResizeShortestEdge``), the
 score threshold, the crop size and margin of the classifier, and where the model came from
 (package version, config file, weights and their SHA-256), so that a runtime reads nothing else.
+A detector's sidecar also holds the config's scale (``BMC.DATA.MICRONS_PER_PIXEL`` /
+``RBC_DIAMETER_PX``, null when unknown) and, when ``training_profile.json`` lies beside the
+weights, a copy of it (``training_profile``: the count command's scale and colour reference).
 """
 
 from __future__ import annotations
@@ -119,6 +122,10 @@ def detector_sidecar(
             "padded_in_graph": True,
             "pad_value": 0.0,
         },
+        "scale": {
+            "microns_per_pixel": float(cfg.BMC.DATA.MICRONS_PER_PIXEL) or None,
+            "rbc_diameter_px": float(cfg.BMC.DATA.RBC_DIAMETER_PX) or None,
+        },
         "score_threshold": float(retina.SCORE_THRESH_TEST),
         "score_threshold_input": "score_threshold",
         "nms_threshold": float(retina.NMS_THRESH_TEST),
@@ -156,6 +163,16 @@ def classifier_sidecar(
         "outputs": {"probs": "(N, K) float32 softmax", "logits": "(N, K) float32"},
         "source": source,
     }
+
+
+def training_profile_beside(weights: PathLike) -> Optional[Dict[str, Any]]:
+    """The content of ``training_profile.json`` beside ``weights`` (checked), or None."""
+    from ..robustness.profile import PROFILE_FILE, DataProfile
+
+    path = Path(weights).parent / PROFILE_FILE
+    if not path.is_file():
+        return None
+    return DataProfile.load(path).to_dict()
 
 
 def write_sidecar(model_path: PathLike, data: Dict[str, Any]) -> Path:

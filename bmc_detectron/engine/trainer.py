@@ -1,10 +1,13 @@
-"""The detector's trainer: a DefaultTrainer subclass with checked data and per-class COCO AP."""
+"""The detector's trainer: a DefaultTrainer subclass with checked data and per-class COCO AP;
+after training it writes the training data's profile (``training_profile.json``) beside the
+weights."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import List, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -16,11 +19,13 @@ from detectron2.data import (
 )
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.engine import DefaultTrainer
+from detectron2.utils import comm
 
 from ..config import ConfigError
 from ..data.augment import build_bmc_augmentations
-from ..data.checks import check_dataset_dicts
+from ..data.checks import DatasetError, check_dataset_dicts
 from ..evaluation import BMCCOCOEvaluator
+from ..robustness.profile import PROFILE_FILE, profile_from_dataset
 from .precision import apply_precision
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,24 @@ def load_checked_dicts(cfg: CfgNode, names: Sequence[str], filter_empty: bool) -
     return dicts
 
 
+def write_training_profile(cfg: CfgNode) -> Optional[Path]:
+    """``OUTPUT_DIR/training_profile.json`` from ``BMC.DATA.PROFILE_IMAGES`` images of
+    ``DATASETS.TRAIN`` (main process only; 0 images: none). A failure is logged, not raised:
+    the trained model is there anyway, and ``estimate_scale --dataset`` makes the file later."""
+    count = int(cfg.BMC.DATA.PROFILE_IMAGES)
+    if count <= 0 or not comm.is_main_process() or not cfg.DATASETS.TRAIN:
+        return None
+    mpp = float(cfg.BMC.DATA.MICRONS_PER_PIXEL) or None
+    try:
+        profile = profile_from_dataset(cfg.DATASETS.TRAIN, max_images=count, microns_per_pixel=mpp)
+        path = profile.save(Path(cfg.OUTPUT_DIR) / PROFILE_FILE)
+    except (DatasetError, OSError, ValueError, KeyError) as e:
+        logger.warning("no %s written: %s", PROFILE_FILE, e)
+        return None
+    logger.info("training data profile: %s", path)
+    return path
+
+
 class BMCTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP and
     the CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last)."""
@@ -60,6 +83,12 @@ class BMCTrainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         return apply_precision(super().build_model(cfg), cfg)
+
+    def train(self):
+        """detectron2's training loop, then the training data's profile beside the weights."""
+        results = super().train()
+        write_training_profile(self.cfg)
+        return results
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -4,7 +4,10 @@
   :class:`~.counter.Cell` (large fields as overlapping tiles, :mod:`.tiling`);
 - :mod:`.stats` holds the differential: counts, percentages, Wilson intervals, M:E ratio;
 - :func:`~.run.run_count` counts a case's fields into a resumable report folder
-  (``python -m bmc_detectron.tools.count``).
+  (``python -m bmc_detectron.tools.count``);
+- :mod:`.scale` and :mod:`.survey`: fields resized to the model's scale (given, or estimated from
+  the red cells) and stain-normalised before detection, and flagged when they lie outside the
+  training data (``training_profile.json``, :mod:`bmc_detectron.robustness.profile`).
 """
 
 from .counter import Cell, CellCounter, FieldCount

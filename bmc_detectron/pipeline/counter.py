@@ -4,9 +4,10 @@
     cells = counter.count_image(cv2.imread("field.png"))   # BGR
 
 Without a classifier the detector's own classes are counted and a cell's class probability is its
-detector score. Whether a cell is *uncertain* (class probability below a threshold) is decided
-when the report is made (:meth:`Cell.is_uncertain`), so the threshold can change without detecting
-again.
+detector score. A :class:`~.scale.FieldPrep` rescales the field to the model's scale and / or
+normalises its stain before detection; boxes and crops stay in the field's own pixels. Whether a
+cell is *uncertain* (class probability below a threshold) is decided when the report is made
+(:meth:`Cell.is_uncertain`), so the threshold can change without detecting again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from .detector import Detections, Detector
 from .recognition import CellClassifier
+from .scale import FieldPrep, detect_rescaled, unresized
 from .tiling import detect_tiled
 
 
@@ -116,6 +118,7 @@ class CellCounter:
         self.nms_threshold = float(nms_threshold)
         self.edge_margin = float(edge_margin)
         self.batch_size = int(batch_size)
+        self._unresized: Any = None  # the detector without its test resize (made when needed)
 
     @classmethod
     def from_configs(
@@ -180,16 +183,32 @@ class CellCounter:
         dets = self.detector(image)
         return dets.select(dets.scores >= self.score_threshold)
 
-    def detect(self, image: np.ndarray) -> Tuple[Detections, int]:
-        """One box per cell of a BGR field (tiled if large), and the number of tiles."""
-        return detect_tiled(
-            self._detect_scored,
-            image,
-            self.tile_size,
-            self.tile_overlap,
-            edge_margin=self.edge_margin,
-            nms_threshold=self.nms_threshold,
-        )
+    def _detect_fixed_scale(self, image: np.ndarray) -> Detections:
+        if self._unresized is None:
+            self._unresized = unresized(self.detector)
+        dets = self._unresized(image)
+        return dets.select(dets.scores >= self.score_threshold)
+
+    def detect(self, image: np.ndarray, prep: Optional[FieldPrep] = None) -> Tuple[Detections, int]:
+        """One box per cell of a BGR field (tiled if large), and the number of tiles.
+
+        With ``prep`` the field is resized by ``prep.factor`` first (tiled after that; the
+        detector's own resize off when ``prep.fixed_scale``) and the boxes mapped back.
+        """
+        prep = prep or FieldPrep()
+        detect_one = self._detect_fixed_scale if prep.fixed_scale else self._detect_scored
+
+        def tiled(field: np.ndarray) -> Tuple[Detections, int]:
+            return detect_tiled(
+                detect_one,
+                field,
+                self.tile_size,
+                self.tile_overlap,
+                edge_margin=self.edge_margin,
+                nms_threshold=self.nms_threshold,
+            )
+
+        return detect_rescaled(tiled, image, prep.factor)
 
     def _cells(self, dets: Detections, probs: Optional[np.ndarray]) -> List[Cell]:
         det_names = list(self.detector.class_names)
@@ -207,14 +226,17 @@ class CellCounter:
             cells.append(cell)
         return cells
 
-    def count_field(self, image: np.ndarray) -> FieldCount:
-        """The cells of an (H, W, 3) uint8 BGR field, with detection and recognition times."""
+    def count_field(self, image: np.ndarray, prep: Optional[FieldPrep] = None) -> FieldCount:
+        """The cells of an (H, W, 3) uint8 BGR field, with detection and recognition times
+        (``prep``: stain normalisation and rescale before detection, see :meth:`detect`)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}"
             )
         start = time.perf_counter()
-        dets, tiles = self.detect(image)
+        if prep is not None:
+            image = prep.normalise(image)
+        dets, tiles = self.detect(image, prep)
         detect_s = time.perf_counter() - start
         start = time.perf_counter()
         probs = None
@@ -223,6 +245,6 @@ class CellCounter:
         cells = self._cells(dets, probs)
         return FieldCount(cells, detect_s, time.perf_counter() - start, tiles)
 
-    def count_image(self, image: np.ndarray) -> List[Cell]:
+    def count_image(self, image: np.ndarray, prep: Optional[FieldPrep] = None) -> List[Cell]:
         """The cells of an (H, W, 3) uint8 BGR field."""
-        return self.count_field(image).cells
+        return self.count_field(image, prep).cells

@@ -45,6 +45,8 @@ figcaption b { color: #222; }
 .muted { color: #777; font-size: 13px; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
 dt { color: #666; } dd { margin: 0; }
+.flag { color: #9a5b00; font-weight: 600; }
+table.ood td { vertical-align: top; }
 """
 
 
@@ -142,8 +144,10 @@ def _fields(summary: Dict[str, Any], thumbnails: Dict[str, str]) -> str:
     for f in summary["fields"]:
         uri = thumbnails.get(f["name"])
         img = f'<img src="{uri}" alt="{escape(f["name"])}">' if uri else ""
+        flag = ' <span class="flag">&#9888; flagged</span>' if f.get("flags") else ""
         figures.append(
-            f"<figure>{img}<figcaption><b>{escape(f['name'])}</b> &middot; {f['cells']} cells, "
+            f"<figure>{img}<figcaption><b>{escape(f['name'])}</b>{flag} &middot; "
+            f"{f['cells']} cells, "
             f"{f['uncertain']} uncertain<br><span class='muted'>{f['width']}x{f['height']} px, "
             f"{f['tiles']} tile(s), detection {f['detect_s']:.2f} s, "
             f"recognition {f['recognise_s']:.2f} s</span></figcaption></figure>"
@@ -159,6 +163,88 @@ def _skipped(summary: Dict[str, Any]) -> str:
         for s in summary["skipped"]
     )
     return f"<h2>Skipped files</h2><table><tr><th>file</th><th>reason</th></tr>{rows}</table>"
+
+
+def _scale_used(scale: Dict[str, Any]) -> str:
+    source, mpp = scale.get("source", "none"), scale.get("microns_per_pixel")
+    nominal = scale.get("microns_per_pixel_nominal")
+    if source == "given":
+        text = f"{_fmt(mpp, 4)} &micro;m/px, given"
+    elif source == "estimated":
+        text = "estimated from the red cells"
+        text += f": {_fmt(mpp, 4)} &micro;m/px" if mpp else ""
+    else:
+        text = "not set: each field detected at its own size"
+    if nominal and source != "given":
+        text += f" (red cells of 7.5 &micro;m would make it {_fmt(nominal, 4)} &micro;m/px)"
+    return text
+
+
+def _ruler_text(ruler: Dict[str, Any]) -> str:
+    return (
+        f"median {_fmt(ruler.get('median_px'))} px ({escape(ruler['method'])}), "
+        f"{_fmt(ruler['relative_to_training'], 2)}x the training images', spread "
+        f"{_fmt(100 * ruler['spread'])} %, {ruler['fields_measured']} of {ruler['fields']} "
+        f"field(s) measured, {len(ruler['outliers'])} disagree by more than "
+        f"{ruler['tolerance']:.0%}"
+    )
+
+
+def _scale(summary: Dict[str, Any]) -> str:
+    """The scale used, how it was found, the stain normalisation and the OOD check."""
+    scale = summary.get("scale") or {}
+    if not scale:
+        return ""
+    model = scale.get("model") or {}
+    items = [("scale used", _scale_used(scale))]
+    factor = scale.get("factor", 1.0)
+    items.append(
+        (
+            "rescale",
+            f"fields resized by {factor:.3f} before detection (detector resize: "
+            f"{escape(scale.get('detector_resize', ''))}); boxes in the fields' own pixels",
+        )
+    )
+    if scale.get("red_cells"):
+        items.append(("red cells", _ruler_text(scale["red_cells"])))
+    if model:
+        size = model.get("image_size")
+        items.append(
+            (
+                "model's scale",
+                f"{_fmt(model.get('microns_per_pixel'), 4)} &micro;m/px, red cells "
+                f"{_fmt(model.get('rbc_diameter_px'))} px, training images "
+                f"{'x'.join(str(v) for v in size[::-1]) if size else 'n/a'} px "
+                f"(from {escape(str(model.get('source') or 'n/a'))})",
+            )
+        )
+    stain = scale.get("stain_normalize")
+    items.append(("stain", "normalised to the training colours (Reinhard)" if stain else "as is"))
+    flagged = sum(bool(f.get("flags")) for f in summary["fields"])
+    ood = f"{flagged} of {len(summary['fields'])} field(s) flagged"
+    if not scale.get("ood_checked"):
+        ood = "colour not checked: no training profile"
+    items.append(("training data", ood))
+    rows = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+    return f"<h2>Scale and stain</h2><dl>{rows}</dl>"
+
+
+def _flagged(summary: Dict[str, Any]) -> str:
+    """The fields outside the training data, with the reasons."""
+    rows = "".join(
+        f"<tr><td>{escape(f['name'])}</td><td>{_fmt(f.get('rbc_diameter_px'))}</td><td>"
+        + "<br>".join(escape(r) for r in f["flags"])
+        + "</td></tr>"
+        for f in summary["fields"]
+        if f.get("flags")
+    )
+    if not rows:
+        return ""
+    head = "<tr><th>field</th><th>red cells (px)</th><th>why it is flagged</th></tr>"
+    return (
+        "<h2>Fields outside the training data</h2><p class='muted'>Counted, but check them: "
+        f"the model was not trained on such fields.</p><table class='ood'>{head}{rows}</table>"
+    )
 
 
 def _model_text(source: Optional[Dict[str, str]], identity: Optional[Dict[str, Any]]) -> str:
@@ -202,9 +288,10 @@ def render_html(summary: Dict[str, Any], thumbnails: Dict[str, str], title: str)
         f"<main><h1>Marrow differential count: {escape(title)}</h1>"
         f'<p class="sub">{escape(summary["created"])} &middot; {summary["detected"]} cells '
         f"detected in {len(summary['fields'])} field(s)</p>{_cards(summary)}{warn}"
+        f"{_flagged(summary)}"
         f'<h2>Differential</h2><div class="grid">{_counts_table(summary)}'
         f'<div class="chart">{bar_chart_svg(summary["classes"])}'
         '<div class="muted">bars: percent of counted cells; whiskers: 95 % Wilson interval'
         f"</div></div></div><h2>Fields</h2>{_fields(summary, thumbnails)}{_skipped(summary)}"
-        f"{_method(summary)}</main></body></html>\n"
+        f"{_scale(summary)}{_method(summary)}</main></body></html>\n"
     )

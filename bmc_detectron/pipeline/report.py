@@ -6,7 +6,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -20,7 +20,9 @@ SUMMARY_FORMAT = "bmc-count/1"
 
 @dataclass
 class FieldRecord:
-    """The counted cells of one field, as saved in ``cells/<name>.json``."""
+    """The counted cells of one field, as saved in ``cells/<name>.json``; ``flags``: why the
+    field lies outside the training data ([]: it does not, or it was not checked),
+    ``rbc_diameter_px``: its measured red-cell diameter (None: not measured)."""
 
     name: str
     image: str
@@ -33,6 +35,8 @@ class FieldRecord:
     recognise_s: float
     cells: List[Cell]
     reused: bool = False
+    flags: List[str] = field(default_factory=list)
+    rbc_diameter_px: Optional[float] = None
 
     def to_json(self) -> Dict[str, Any]:
         """JSON-ready dict (``reused`` is a property of a run, not saved)."""
@@ -47,6 +51,8 @@ class FieldRecord:
             "detect_s": round(self.detect_s, 4),
             "recognise_s": round(self.recognise_s, 4),
             "cells": [c.to_json() for c in self.cells],
+            "flags": list(self.flags),
+            "rbc_diameter_px": self.rbc_diameter_px,
         }
 
     @classmethod
@@ -61,6 +67,10 @@ class FieldRecord:
             detect_s=float(data["detect_s"]),
             recognise_s=float(data["recognise_s"]),
             cells=[Cell.from_json(c) for c in data["cells"]],
+            flags=[str(f) for f in data.get("flags") or []],
+            rbc_diameter_px=None
+            if data.get("rbc_diameter_px") is None
+            else float(data["rbc_diameter_px"]),
         )
 
 
@@ -84,6 +94,8 @@ def _field_entry(rec: FieldRecord, uncertain_below: float, drawing: Optional[str
         "recognise_s": round(rec.recognise_s, 4),
         "reused": rec.reused,
         "drawing": drawing,
+        "rbc_diameter_px": rec.rbc_diameter_px,
+        "flags": list(rec.flags),
     }
 
 
@@ -96,8 +108,12 @@ def build_summary(
     lineage: Lineage,
     settings: Dict[str, Any],
     drawings: Optional[Dict[str, str]] = None,
+    scale: Optional[Dict[str, Any]] = None,
+    warnings: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path."""
+    """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path,
+    ``scale`` is the scale and stain entry (:class:`~.survey.ScalePlan`), ``warnings`` are
+    added to the differential's."""
     cells = [c for r in records for c in r.cells]
     diff = differential(
         [c.label for c in cells],
@@ -111,7 +127,13 @@ def build_summary(
         row["percent"] = _round(row["percent"])
         row["ci95_percent"] = [_round(v) for v in row["ci95_percent"]]
     me = dict(diff["me"], ratio=_round(diff["me"]["ratio"]), lineage=lineage.to_json())
-    warnings = list(diff["warnings"])
+    warnings = list(diff["warnings"]) + list(warnings)
+    flagged = [r.name for r in records if r.flags]
+    if flagged:
+        warnings.append(
+            f"{len(flagged)} field(s) outside the training data, counted but to be checked "
+            f"(reasons in the report): {', '.join(flagged)}"
+        )
     if skipped:
         warnings.append(f"{len(skipped)} input file(s) skipped (see the list of skipped files)")
     detect = sum(r.detect_s for r in records)
@@ -134,6 +156,7 @@ def build_summary(
             "recognise_s": round(recognise, 3),
             "fields_reused": sum(r.reused for r in records),
         },
+        "scale": dict(scale or {}),
         "settings": settings,
     }
 

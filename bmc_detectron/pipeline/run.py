@@ -3,6 +3,8 @@
 Output folder layout::
 
     run.json              written first: the run's fingerprint (models + settings)
+    checks/<field>.json   with a training profile or a scale estimate: the field's red-cell
+                          diameter and colour statistics, measured before any field is counted
     cells/<field>.json    one per field, written as soon as the field is counted
     fields/<field>.png    each field drawn with its cells (Visualizer, the classes' colours)
     cells.csv             one row per cell
@@ -14,8 +16,14 @@ Finished or interrupted: a folder with ``summary.json`` holds a finished report 
 unless ``overwrite`` (which deletes the report files and drawings first). A folder with
 ``run.json`` but no ``summary.json`` is an interrupted run and is resumed. In both cases a field's
 saved result is reused only when the image's bytes (SHA-256) and the run's fingerprint (model
-configs and weights, thresholds, tiling) are unchanged; otherwise it is counted again. A non-empty
-folder with neither file is refused unless ``overwrite``.
+configs and weights, thresholds, tiling, and the fields' rescale factor and stain normalisation)
+are unchanged; otherwise it is counted again. A non-empty folder with neither file is refused
+unless ``overwrite``.
+
+Scale and stain (:mod:`.survey`, :mod:`.scale`): with a :class:`~.survey.ScaleSetup` every field
+is first measured (red cells, colour); the case's rescale factor follows (given micrometres per
+pixel, or the red cells' median), fields are counted at it, and each field gets the reasons it
+lies outside the training data (``flags``), which the summary and the report show.
 """
 
 from __future__ import annotations
@@ -40,7 +48,20 @@ from .counter import CellCounter
 from .drawing import draw_field, thumbnail_data_uri
 from .html_report import render_html
 from .report import FieldRecord, build_summary, write_summary, write_tables
+from .scale import FieldPrep
 from .stats import Lineage
+from .survey import (
+    CHECKS_DIR,
+    FieldSurvey,
+    ScalePlan,
+    ScaleSetup,
+    field_flags,
+    load_survey,
+    measure_field,
+    plan_scale,
+    save_survey,
+    survey_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +149,14 @@ def prepare_output(output: Path, fingerprint: str, overwrite: bool) -> str:
             (output / name).unlink(missing_ok=True)
         for drawing in (output / DRAWINGS_DIR).glob("*.png"):
             drawing.unlink()
+    write_state(output, fingerprint)
+    return state
+
+
+def write_state(output: Path, fingerprint: str) -> None:
+    """Write ``run.json`` (the run's fingerprint and start time)."""
     run_state = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json_atomic(run_state, output / STATE_FILE, indent=1)
-    return state
 
 
 def _load_record(path: Path) -> Optional[FieldRecord]:
@@ -144,9 +170,16 @@ def _load_record(path: Path) -> Optional[FieldRecord]:
 
 
 def count_one(
-    counter: CellCounter, path: Path, name: str, output: Path, fingerprint: str
+    counter: CellCounter,
+    path: Path,
+    name: str,
+    output: Path,
+    fingerprint: str,
+    prep: Optional[FieldPrep] = None,
+    checks: Tuple[Optional[float], List[str]] = (None, []),
 ) -> FieldRecord:
-    """The cells of one input: its saved result when still valid, else counted and saved."""
+    """The cells of one input: its saved result when still valid, else counted and saved;
+    ``checks``: the field's red-cell diameter and flags, saved with it."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -156,9 +189,15 @@ def count_one(
     saved = _load_record(result_file)
     if saved is not None and saved.fingerprint == fingerprint and saved.image_sha256 == sha:
         saved.name, saved.image, saved.reused = name, str(path), True
+        if (saved.rbc_diameter_px, saved.flags) != checks:  # e.g. another training profile
+            saved.rbc_diameter_px, saved.flags = checks[0], list(checks[1])
+            write_json_atomic(saved.to_json(), result_file)
         return saved
     image = decode_image(data, path)
-    field = counter.count_field(image)
+    if prep is None or prep.identity:
+        field = counter.count_field(image)
+    else:
+        field = counter.count_field(image, prep)
     record = FieldRecord(
         name=name,
         image=str(path),
@@ -170,9 +209,51 @@ def count_one(
         detect_s=field.detect_s,
         recognise_s=field.recognise_s,
         cells=field.cells,
+        rbc_diameter_px=checks[0],
+        flags=list(checks[1]),
     )
     write_json_atomic(record.to_json(), result_file)
     return record
+
+
+def _checks(
+    name: str,
+    plan: Optional[ScalePlan],
+    setup: Optional[ScaleSetup],
+    surveys: Optional[Dict[str, FieldSurvey]],
+) -> Tuple[Optional[float], List[str]]:
+    """A field's measured red-cell diameter and out-of-distribution flags."""
+    survey = (surveys or {}).get(name)
+    if survey is None or plan is None or setup is None:
+        return None, []
+    rbc = round(survey.rbc_px, 2) if np.isfinite(survey.rbc_px) else None
+    return rbc, field_flags(name, survey, plan, setup)
+
+
+def survey_fields(
+    counter: CellCounter,
+    inputs: Sequence[Path],
+    output: Path,
+    setup: ScaleSetup,
+    progress: bool = True,
+) -> Dict[str, FieldSurvey]:
+    """Measure every readable input (reusing ``checks/`` when still valid); by field name."""
+    key = survey_key(counter, setup)
+    surveys: Dict[str, FieldSurvey] = {}
+    pairs = list(zip(inputs, field_names(inputs)))
+    for path, name in tqdm(pairs, desc="measuring", unit="field", disable=not progress):
+        try:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            cache = output / CHECKS_DIR / f"{name}.json"
+            survey = load_survey(cache, sha, key)
+            if survey is None:
+                survey = measure_field(decode_image(data, path), sha, key, counter, setup)
+                save_survey(cache, survey)
+        except (OSError, SkippedInput):
+            continue  # the count lists it as skipped
+        surveys[name] = survey
+    return surveys
 
 
 def count_fields(
@@ -181,15 +262,21 @@ def count_fields(
     output: Path,
     fingerprint: str,
     progress: bool = True,
+    plan: Optional[ScalePlan] = None,
+    setup: Optional[ScaleSetup] = None,
+    surveys: Optional[Dict[str, FieldSurvey]] = None,
 ) -> Tuple[List[FieldRecord], List[Dict[str, str]]]:
-    """Count every input (progress bar with ETA); unreadable ones are listed with the reason."""
+    """Count every input (progress bar with ETA); unreadable ones are listed with the reason.
+    With a ``plan`` the fields are prepared by it and flagged (:func:`~.survey.field_flags`)."""
     records, skipped = [], []
     bar = tqdm(
         list(zip(inputs, field_names(inputs))), desc="counting", unit="field", disable=not progress
     )
+    prep = None if plan is None else plan.prep
     for path, name in bar:
+        checks = _checks(name, plan, setup, surveys)
         try:
-            records.append(count_one(counter, path, name, output, fingerprint))
+            records.append(count_one(counter, path, name, output, fingerprint, prep, checks))
         except SkippedInput as e:
             logger.warning("%s: skipped (%s)", path, e)
             skipped.append({"image": str(path), "reason": str(e)})
@@ -228,20 +315,34 @@ def run_count(
     lineage: Optional[Lineage] = None,
     overwrite: bool = False,
     progress: bool = True,
+    scale: Optional[ScaleSetup] = None,
 ) -> Dict[str, Any]:
     """Count the cells of every input field and write the report into ``output``.
+
+    ``scale``: the scale and stain options with the model's scale and training profile
+    (:func:`~.survey.make_setup`); None counts every field as it is.
 
     Raises ValueError for an empty input list and :class:`OutputExistsError` for a finished
     report without ``overwrite``. Returns the summary (as written to summary.json).
     """
     if not inputs:
         raise ValueError("no input images")
-    output = Path(output)
+    output, inputs = Path(output), list(inputs)
+    setup = scale or ScaleSetup()
     settings = counter.settings()
-    fingerprint = run_fingerprint(settings)
-    state = prepare_output(output, fingerprint, overwrite)
+    state = prepare_output(output, run_fingerprint(settings), overwrite)
     logger.info("%s: output folder was %s", output, state)
-    records, skipped = count_fields(counter, list(inputs), output, fingerprint, progress)
+    surveys = {}
+    if setup.survey_needed:
+        surveys = survey_fields(counter, inputs, output, setup, progress)
+    plan = plan_scale(setup, surveys, counter.detector)
+    if not plan.prep.identity:
+        settings = {**settings, "field_prep": plan.prep.settings()}
+        write_state(output, run_fingerprint(settings))
+    fingerprint = run_fingerprint(settings)
+    records, skipped = count_fields(
+        counter, inputs, output, fingerprint, progress, plan, setup, surveys
+    )
     class_names = counter.class_names
     drawings, thumbs = draw_fields(records, class_names, output, uncertain_below, progress)
     summary = build_summary(
@@ -252,6 +353,8 @@ def run_count(
         lineage=lineage or Lineage(),
         settings={**settings, "fingerprint": fingerprint, "sources": counter.sources()},
         drawings=drawings,
+        scale=plan.summary,
+        warnings=plan.warnings,
     )
     write_tables(output, summary, records)
     atomic_write_text(output / "report.html", render_html(summary, thumbs, output.name))

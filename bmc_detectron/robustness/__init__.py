@@ -1,12 +1,14 @@
 """Robustness to another lab's microscope: stain space and stain jitter, Reinhard normalisation,
-red cells as a ruler for the field's scale, out-of-distribution checks.
+red cells as a ruler for the field's scale, out-of-distribution checks, and the training data's
+profile saved beside a model (``training_profile.json``).
 
-Only numpy, OpenCV and detectron2's transforms: this package sits below ``data/`` (whose
+Only numpy, OpenCV and detectron2: this package sits below ``data/`` (whose
 augmentations use ``RandomStainJitter``). The sweep that evaluates models under rescaling and
 stain shifts is :mod:`bmc_detectron.analysis.robustness_sweep`.
 """
 
 from .ood import FieldCheck, TrainingProfile, check_field
+from .profile import PROFILE_FILE, DataProfile, profile_from_dataset, profile_from_records
 from .scale import RBCEstimate, case_scale, estimate_rbc_diameter, rescale_factor
 from .stain import (
     RandomStainJitter,
@@ -21,6 +23,8 @@ from .stain import (
 )
 
 __all__ = [
+    "PROFILE_FILE",
+    "DataProfile",
     "FieldCheck",
     "RBCEstimate",
     "RandomStainJitter",
@@ -31,6 +35,8 @@ __all__ = [
     "check_field",
     "estimate_rbc_diameter",
     "hed2rgb",
+    "profile_from_dataset",
+    "profile_from_records",
     "hue_shift",
     "reinhard_normalize",
     "rescale_factor",

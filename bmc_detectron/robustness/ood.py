@@ -9,7 +9,7 @@ standard deviation) and scale (red-cell diameter).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,13 +54,26 @@ class TrainingProfile:
             means.append(mean)
             stds.append(std)
             diameters.append(estimate_rbc_diameter(image, channel_order).median_px)
-        if not means:
-            raise ValueError("TrainingProfile.from_images: no images")
+        return cls.from_stats(means, stds, diameters, margin, scale_tolerance)
+
+    @classmethod
+    def from_stats(
+        cls,
+        means: Sequence[Sequence[float]],
+        stds: Sequence[Sequence[float]],
+        diameters: Sequence[float],
+        margin: float = 0.25,
+        scale_tolerance: float = 0.25,
+    ) -> TrainingProfile:
+        """:meth:`from_images` from per-image L*a*b* means, standard deviations and red-cell
+        diameters (``nan``: none measured) computed elsewhere."""
+        if len(means) == 0:
+            raise ValueError("TrainingProfile: no images")
         d = np.asarray(diameters, np.float64)
         diameter = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else float("nan")
         return cls(
-            _widen(np.asarray(means), margin, 3.0),
-            _widen(np.asarray(stds), margin, 2.0),
+            _widen(np.asarray(means, np.float64), margin, 3.0),
+            _widen(np.asarray(stds, np.float64), margin, 2.0),
             diameter,
             scale_tolerance,
         )
@@ -100,21 +113,42 @@ def _range_reasons(values: np.ndarray, ranges: List[Range], what: str) -> List[s
     return out
 
 
-def check_field(
-    image: np.ndarray, profile: TrainingProfile, channel_order: str = "RGB"
-) -> FieldCheck:
-    """Compare one field with ``profile``: colour statistics and red-cell scale."""
-    mean, std = lab_stats(image, channel_order)
-    diameter = estimate_rbc_diameter(image, channel_order).median_px
-    reasons = _range_reasons(mean, profile.lab_mean, "mean")
-    reasons += _range_reasons(std, profile.lab_std, "std")
+def colour_reasons(
+    mean: Sequence[float], std: Sequence[float], profile: TrainingProfile
+) -> List[str]:
+    """Why a field's L*a*b* mean and standard deviation are out of the training range (or [])."""
+    reasons = _range_reasons(np.asarray(mean), profile.lab_mean, "mean")
+    return reasons + _range_reasons(np.asarray(std), profile.lab_std, "std")
+
+
+def scale_reason(diameter: float, profile: TrainingProfile) -> Optional[str]:
+    """Why a red-cell diameter (px) is off the training scale, or None (also when the profile
+    has no diameter)."""
     ref = profile.rbc_diameter_px
-    if np.isfinite(ref) and ref > 0:
-        if not np.isfinite(diameter):
-            reasons.append("no red cells found: the scale cannot be checked")
-        elif abs(diameter / ref - 1.0) > profile.scale_tolerance:
-            reasons.append(
-                f"red-cell diameter {diameter:.1f} px vs {ref:.1f} px in training "
-                f"(rescale by {ref / diameter:.2f})"
-            )
+    if not (np.isfinite(ref) and ref > 0):
+        return None
+    if not np.isfinite(diameter):
+        return "no red cells found: the scale cannot be checked"
+    if abs(diameter / ref - 1.0) > profile.scale_tolerance:
+        return (
+            f"red-cell diameter {diameter:.1f} px vs {ref:.1f} px in training "
+            f"(rescale by {ref / diameter:.2f})"
+        )
+    return None
+
+
+def check_field(
+    image: np.ndarray,
+    profile: TrainingProfile,
+    channel_order: str = "RGB",
+    diameter: Optional[float] = None,
+) -> FieldCheck:
+    """Compare one field with ``profile``: colour statistics and red-cell scale (``diameter``:
+    the field's red-cell diameter if already measured)."""
+    mean, std = lab_stats(image, channel_order)
+    if diameter is None:
+        diameter = estimate_rbc_diameter(image, channel_order).median_px
+    reasons = colour_reasons(mean, std, profile)
+    why = scale_reason(diameter, profile)
+    reasons += [why] if why else []
     return FieldCheck([float(v) for v in mean], [float(v) for v in std], diameter, reasons)

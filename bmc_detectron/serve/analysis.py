@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 from ..pipeline.counter import Cell, CellCounter
 from ..pipeline.drawing import thumbnail_data_uri
 from ..pipeline.report import FieldRecord
+from ..pipeline.survey import ScalePlan, ScaleSetup, field_flags, measure_field
 from .errors import ApiError
 from .images import Probe, decode_image
 from .schemas import SummaryRequest
@@ -35,26 +38,47 @@ def field_name(filename: str, index: int, taken: set) -> str:
     return name
 
 
+def _checks(
+    image: Any,
+    name: str,
+    counter: CellCounter,
+    plan: Optional[ScalePlan],
+    setup: Optional[ScaleSetup],
+) -> Dict[str, Any]:
+    """The field's red-cell diameter and out-of-distribution flags (with a training profile)."""
+    if plan is None or setup is None or setup.profile is None:
+        return {"rbc_diameter_px": None, "flags": []}
+    survey = measure_field(image, "", "serve", counter, setup, detector_ruler=False)
+    rbc = round(survey.rbc_px, 2) if np.isfinite(survey.rbc_px) else None
+    return {"rbc_diameter_px": rbc, "flags": field_flags(name, survey, plan, setup)}
+
+
 def analyze_uploads(
     counter: CellCounter,
     uploads: Sequence[Upload],
     probes: Sequence[Probe],
     settings: ServeSettings,
     preview: bool,
+    plan: Optional[ScalePlan] = None,
+    setup: Optional[ScaleSetup] = None,
 ) -> List[Dict[str, Any]]:
-    """Decode and count each upload (in order); the analyze response's ``fields``."""
+    """Decode and count each upload (in order); the analyze response's ``fields``. With a
+    ``plan`` each field is rescaled / normalised by it and, with a training profile in
+    ``setup``, checked against the training data (``flags``)."""
     fields, taken = [], set()
+    prep = None if plan is None or plan.prep.identity else plan.prep
     for upload, probe in zip(uploads, probes):
         start = time.perf_counter()
         image = decode_image(upload, settings.max_pixels)
         decode_s = time.perf_counter() - start
-        counted = counter.count_field(image)
+        counted = counter.count_field(image) if prep is None else counter.count_field(image, prep)
+        name = field_name(upload.filename, upload.index, taken)
         uri = None
         if preview:
             uri = thumbnail_data_uri(image[:, :, ::-1], settings.preview_max_side, quality=88)
         fields.append(
             {
-                "name": field_name(upload.filename, upload.index, taken),
+                "name": name,
                 "filename": upload.filename,
                 "format": probe.format,
                 "width": int(image.shape[1]),
@@ -66,6 +90,7 @@ def analyze_uploads(
                 "recognise_s": round(counted.recognise_s, 4),
                 "cells": [c.to_json() for c in counted.cells],
                 "preview": uri,
+                **_checks(image, name, counter, plan, setup),
             }
         )
         del image

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -25,6 +26,8 @@ from fastapi.templating import Jinja2Templates
 
 from ..pipeline.counter import CellCounter
 from ..pipeline.report import build_summary, cells_csv
+from ..pipeline.run import run_fingerprint
+from ..pipeline.survey import ScaleOptions, ScalePlan, ScaleSetup, plan_scale, with_options
 from .analysis import analyze_uploads, case_records
 from .errors import ApiError, install_error_handlers
 from .gate import InferenceGate
@@ -57,6 +60,11 @@ ANALYZE_BODY = {
                         "preview": {
                             "type": "boolean",
                             "description": "also return a JPEG preview of each field",
+                        },
+                        "microns_per_pixel": {
+                            "type": "number",
+                            "description": "the images' pixel size: fields are resized to the "
+                            "model's scale before detection (boxes in the images' pixels)",
                         },
                     },
                 }
@@ -128,6 +136,28 @@ def _add_pages(app: FastAPI, version: str) -> None:
         )
 
 
+def _request_scale(
+    form_fields: Dict[str, str], counter: CellCounter, base: ScaleSetup
+) -> Tuple[ScaleSetup, ScalePlan]:
+    """The request's scale setup and plan from its ``microns_per_pixel`` form field."""
+    raw = form_fields.get("microns_per_pixel", "").strip()
+    options = ScaleOptions()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            message = f"microns_per_pixel {raw[:40]!r} is not a positive number"
+            raise ApiError(400, "bad_scale", message)
+        options = ScaleOptions(microns_per_pixel=value)
+    try:
+        setup = with_options(base, options)
+    except ValueError as e:
+        raise ApiError(422, "scale_unknown", str(e)) from None
+    return setup, plan_scale(setup, {}, counter.detector)
+
+
 def _add_api(app: FastAPI, counter: CellCounter, settings: ServeSettings) -> None:
     gate: InferenceGate = app.state.gate
     started = time.time()
@@ -163,9 +193,10 @@ def _add_api(app: FastAPI, counter: CellCounter, settings: ServeSettings) -> Non
                 raise ApiError(400, "no_files", "no image in the request (form field 'files')")
             probes = [probe_image(upload, settings.max_pixels) for upload in form.files]
             preview = form.fields.get("preview", "").strip().lower() in ("1", "true", "yes", "on")
+            setup, plan = _request_scale(form.fields, counter, app.state.scale)
             run_start = time.perf_counter()
             fields, waited = await gate.run(
-                analyze_uploads, counter, form.files, probes, settings, preview
+                analyze_uploads, counter, form.files, probes, settings, preview, plan, setup
             )
         timing = {
             "read_s": round(read_s, 4),
@@ -174,8 +205,14 @@ def _add_api(app: FastAPI, counter: CellCounter, settings: ServeSettings) -> Non
             "total_s": round(time.perf_counter() - start, 4),
         }
         payload = app.state.model_payload
-        body = {"fields": fields, "class_names": payload["class_names"]}
-        return JSONResponse({**body, "fingerprint": payload["fingerprint"], "timing": timing})
+        body = {"fields": fields, "class_names": payload["class_names"], "timing": timing}
+        fingerprint = payload["fingerprint"]
+        if not plan.prep.identity:
+            fingerprint = run_fingerprint(
+                {**counter.settings(), "field_prep": plan.prep.settings()}
+            )
+        scale = {**plan.summary, "warnings": plan.warnings}
+        return JSONResponse({**body, "fingerprint": fingerprint, "scale": scale})
 
     _add_report_routes(app, counter, settings)
 
@@ -221,6 +258,7 @@ def create_app(
     counter: CellCounter,
     model_info: Optional[Dict[str, Any]] = None,
     settings: Optional[ServeSettings] = None,
+    scale: Optional[ScaleSetup] = None,
 ) -> FastAPI:
     """The web app around ``counter``.
 
@@ -229,6 +267,9 @@ def create_app(
         model_info: added to what ``GET /api/v1/model`` and the page's model panel tell about
             the models (:func:`~.model_info.describe_counter`; e.g. the model files).
         settings: limits and defaults (default: :class:`ServeSettings`).
+        scale: the model's scale and training profile (:class:`~..pipeline.survey.ScaleSetup`,
+            options unused): an analyze request's ``microns_per_pixel`` needs the model's, and
+            with a profile every field is checked against the training data.
     """
     from .. import __version__
 
@@ -245,7 +286,10 @@ def create_app(
     app.state.counter = counter
     app.state.settings = settings
     app.state.gate = InferenceGate(settings.workers, settings.max_waiting)
+    app.state.scale = scale or ScaleSetup()
     info = describe_counter(counter)
+    model_scale = app.state.scale.model
+    info["scale"] = None if model_scale is None else model_scale.to_json()
     info.update(model_info or {})
     app.state.model_payload = _model_payload(counter, info, settings)
     install_error_handlers(app)

@@ -44,6 +44,14 @@ class AnalyzedField(FieldModel):
     format: str = Field(description="the image format found by decoding (PNG, JPEG, ...)")
     decode_s: float
     preview: Optional[str] = Field(None, description="a JPEG data: URI of the field, if asked")
+    rbc_diameter_px: Optional[float] = Field(
+        None, description="the field's red-cell diameter (with a training profile)"
+    )
+    flags: List[str] = Field(
+        default_factory=list,
+        description="why the field lies outside the training data (colour, scale); [] if not "
+        "or not checked (no training profile)",
+    )
 
 
 class AnalyzeResponse(BaseModel):
@@ -54,6 +62,11 @@ class AnalyzeResponse(BaseModel):
     fingerprint: str = Field(description="identifies the models and settings that counted")
     timing: Dict[str, float] = Field(
         description="read_s (upload), queue_s (waiting for a worker), analyze_s, total_s"
+    )
+    scale: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="the scale used (source given / none, microns_per_pixel, the factor the "
+        "fields were resized by before detection, the model's scale) and warnings",
     )
 
 
@@ -90,10 +103,11 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: Dict[int, Dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "empty upload, no file, malformed form",
+        400: "empty upload, no file, malformed form, a microns_per_pixel that is not a number",
         413: "file, request or image (pixels) too large, or too many files",
         415: "not an image / not a multipart form",
-        422: "an image that cannot be decoded, or an invalid JSON body",
+        422: "an image that cannot be decoded, an invalid JSON body, or a microns_per_pixel "
+        "for a model whose scale is unknown",
         503: "the analyser is busy (retry after the Retry-After seconds)",
     }.items()
 }

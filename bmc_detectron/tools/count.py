@@ -2,10 +2,20 @@
 
     python -m bmc_detectron.tools.count --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] --input 'case01/*.png' \\
-        --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5]
+        --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5] \
+        [--microns-per-pixel 0.12 | --auto-scale] [--stain-normalize reinhard]
 
 Writes ``report.html``, ``summary.json``, ``counts.csv``, ``cells.csv``, drawings in ``fields/``
-and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`). An interrupted
+and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`).
+
+Scale and stain: ``--microns-per-pixel`` gives the input's pixel size, ``--auto-scale`` estimates
+it from the red cells (the case's median; fields that disagree are warned); either way every field
+is resized to the scale the detector was trained at and the boxes mapped back. The model's scale
+and colours come from ``training_profile.json`` (``--training-profile``, default: beside the
+detector's weights or in the ONNX sidecar; made by training or by ``estimate_scale --dataset``),
+else from the config's ``BMC.DATA.MICRONS_PER_PIXEL`` / ``RBC_DIAMETER_PX``. With a profile every
+field is also checked against the training data's colour and scale and flagged, with the reason,
+in summary.json and report.html. An interrupted
 run resumes in the same folder without counting finished fields again; a finished report is only
 replaced with ``--overwrite``. Exit status: 0 done, 1 done but some inputs were skipped (listed in
 the report), 2 bad arguments / nothing to count / a finished report in the way.
@@ -17,14 +27,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from ..config import ConfigError
 from ..pipeline.counter import CellCounter
 from ..pipeline.run import OutputExistsError, check_output, run_count
+from ..pipeline.scale import ModelScale, locate_profile, sidecar_scale
 from ..pipeline.stats import Lineage
+from ..pipeline.survey import STAIN_METHODS, ScaleOptions, ScaleSetup, make_setup
 from ..utils.io import expand_inputs
 
 
@@ -57,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--detector-opts", nargs="+", default=[], help="detector config KEY VALUE ...")
     p.add_argument("--classifier-opts", nargs="+", default=[], help="classifier config overrides")
+    g = p.add_argument_group("scale and stain")
+    g.add_argument("--microns-per-pixel", type=float, help="the input's pixel size (um/px)")
+    g.add_argument(
+        "--auto-scale", action="store_true", help="estimate the scale from the red cells"
+    )
+    g.add_argument(
+        "--scale-tolerance", type=float, default=0.15, help="red-cell disagreement warned"
+    )
+    g.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
+    g.add_argument("--training-profile", help="default: training_profile.json beside the model")
     return p
 
 
@@ -101,6 +123,47 @@ def build_counter(args: argparse.Namespace) -> CellCounter:
     )
 
 
+def scale_setup(args: argparse.Namespace, counter: CellCounter) -> ScaleSetup:
+    """The scale and stain options with the model's profile; ValueError when they cannot work."""
+    options = ScaleOptions(
+        args.microns_per_pixel, args.auto_scale, args.stain_normalize, args.scale_tolerance
+    )
+    profile, where = locate_profile(
+        args.training_profile, args.detector_weights, args.detector_onnx, counter.detector
+    )
+    config_scale = None
+    wanted = options.microns_per_pixel is not None or options.auto
+    known = profile is not None and profile.microns_per_pixel and profile.rbc_diameter_px
+    if wanted and not known:
+        if args.detector_onnx:
+            config_scale = sidecar_scale(counter.detector)
+        else:
+            from ..config import build_cfg
+
+            config_scale = ModelScale.from_config(
+                build_cfg(args.detector_config, args.detector_opts)
+            )
+    return make_setup(options, profile, where, config_scale)
+
+
+def scale_line(scale: Dict[str, Any]) -> str:
+    """What scale the count used, in one line."""
+    source, mpp = scale.get("source"), scale.get("microns_per_pixel")
+    text = {"given": "given", "estimated": "estimated from the red cells"}.get(source, "none")
+    if mpp:
+        text = f"{mpp:.4g} um/px ({text})"
+    elif scale.get("microns_per_pixel_nominal") and source == "estimated":
+        text += f", about {scale['microns_per_pixel_nominal']:.4g} um/px for 7.5 um red cells"
+    ruler = scale.get("red_cells")
+    if ruler:
+        text += (
+            f"; red cells {ruler['median_px'] or 'n/a'} px, "
+            f"{ruler['relative_to_training']:.3g}x the training images', "
+            f"spread {100 * ruler['spread']:.1f} %"
+        )
+    return f"scale: {text}; fields resized by {scale.get('factor', 1.0):.4g} before detection"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -113,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
         check_output(output, args.overwrite)
         counter = build_counter(args)
+        setup = scale_setup(args, counter)
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -124,12 +188,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lineage=lineage,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        scale=setup,
     )
     skipped = len(summary["skipped"])
     print(
         f"{summary['counted']} cells counted, {summary['uncertain']['total']} uncertain, in "
         f"{len(summary['fields'])} field(s), {skipped} skipped: {output / 'report.html'}"
     )
+    print(scale_line(summary["scale"]))
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
     return 1 if skipped else 0

@@ -1,11 +1,19 @@
-"""A case's scale from its red cells: per-field red-cell diameter, case median and spread.
+"""A case's scale from its red cells; or the training data's profile beside a model.
 
     python -m bmc_detectron.tools.estimate_scale --images 'case/*.png' [--reference-diameter PX]
         [--tolerance 0.15] [--json OUT]
+    python -m bmc_detectron.tools.estimate_scale --dataset bccd_train \
+        --output output/det/training_profile.json [--max-images 32] [--microns-per-pixel X]
 
-With ``--reference-diameter`` (the training data's ``BMC.DATA.RBC_DIAMETER_PX``) it also prints the
-factor to rescale the case's fields by. Warns (exit 0) when fields disagree with the case median
-by more than ``--tolerance``; exit 2 when no field has red cells to measure.
+``--images``: per-field red-cell diameter, case median and spread. With ``--reference-diameter``
+(the training data's ``BMC.DATA.RBC_DIAMETER_PX``) it also prints the factor to rescale the case's
+fields by. Warns (exit 0) when fields disagree with the case median by more than ``--tolerance``;
+exit 2 when no field has red cells to measure.
+
+``--dataset``: ``training_profile.json`` of registered training dataset(s) for a model trained
+before training wrote it (:mod:`bmc_detectron.robustness.profile`): scale (red cells, image size,
+``--microns-per-pixel`` or the ``BMC.DATA.MICRONS_PER_PIXEL`` of ``--config-file``) and colour
+statistics, the count command's reference. Put it beside the detector's weights.
 """
 
 from __future__ import annotations
@@ -24,11 +32,45 @@ from ..utils.io import expand_inputs, write_json_atomic
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", required=True, nargs="+", help="image files, folders or globs")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", nargs="+", help="image files, folders or globs")
+    what.add_argument("--dataset", nargs="+", help="registered training dataset(s): a profile")
     p.add_argument("--reference-diameter", type=float, help="training red-cell diameter (px)")
     p.add_argument("--tolerance", type=float, default=0.15, help="relative disagreement warned")
     p.add_argument("--json", help="also write the estimates to this JSON file")
+    p.add_argument("--output", help="--dataset: the profile's path (training_profile.json)")
+    p.add_argument("--max-images", type=int, default=32, help="--dataset: images measured")
+    p.add_argument("--microns-per-pixel", type=float, help="--dataset: the images' pixel size")
+    p.add_argument("--config-file", help="--dataset: read BMC.DATA.MICRONS_PER_PIXEL from it")
     return p
+
+
+def write_profile(args: argparse.Namespace) -> int:
+    """The ``--dataset`` mode: measure, write and summarise the training profile."""
+    from ..config import ConfigError, build_cfg
+    from ..robustness.profile import profile_from_dataset
+
+    if not args.output:
+        print("error: --dataset needs --output DIR/training_profile.json", file=sys.stderr)
+        return 2
+    try:
+        mpp = args.microns_per_pixel
+        if mpp is None and args.config_file:
+            mpp = float(build_cfg(args.config_file).BMC.DATA.MICRONS_PER_PIXEL) or None
+        profile = profile_from_dataset(
+            args.dataset, max_images=args.max_images, microns_per_pixel=mpp
+        )
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = profile.save(Path(args.output))
+    size = "x".join(str(v) for v in profile.image_size[::-1]) if profile.image_size else "n/a"
+    rbc, box = profile.rbc_diameter_px, profile.rbc_box_diameter_px
+    print(f"{path}: {profile.source['images_measured']} of {profile.source['images']} images")
+    print(f"red cells: {f'{rbc:.1f} px' if rbc else 'none measured'} (classical estimate)", end="")
+    print(f", {box:.1f} px ({profile.rbc_class} boxes)" if box else "")
+    print(f"images {size} px, {f'{mpp:g} um/px' if mpp else 'microns per pixel unknown'}")
+    return 0
 
 
 def measure(paths: Sequence[Path]) -> List[dict]:
@@ -48,6 +90,8 @@ def measure(paths: Sequence[Path]) -> List[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.dataset:
+        return write_profile(args)
     try:
         rows = measure(expand_inputs(args.images))
     except FileNotFoundError as e:

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="analyses at once")
     p.add_argument("--max-waiting", type=int, default=8, help="queued requests; more get 503")
     p.add_argument("--log-level", default="info", help="uvicorn's log level")
+    p.add_argument("--training-profile", help="default: training_profile.json beside the model")
     return p
 
 
@@ -145,6 +146,31 @@ def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
     )
 
 
+def scale_setup(args: argparse.Namespace, counter: Any) -> Any:
+    """The model's scale and training profile (what a request's microns_per_pixel needs)."""
+    from ..pipeline.scale import ModelScale, locate_profile, sidecar_scale
+    from ..pipeline.survey import ScaleOptions, ScaleSetup, make_setup
+
+    onnx = args.backend == "onnx"
+    profile, where = locate_profile(
+        args.training_profile,
+        None if onnx else args.detector_weights,
+        args.detector_onnx if onnx else None,
+        counter.detector,
+    )
+    config_scale = None  # fills what the profile does not know
+    if profile is None or profile.microns_per_pixel is None:
+        if onnx:
+            config_scale = sidecar_scale(counter.detector)
+        else:
+            from ..config import build_cfg
+
+            cfg = build_cfg(args.detector_config, args.detector_opts)
+            config_scale = ModelScale.from_config(cfg)
+    setup: ScaleSetup = make_setup(ScaleOptions(), profile, where, config_scale)
+    return setup
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost."""
     if host == "localhost":
@@ -198,6 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = build_settings(args)
         counter = build_counter(args)
+        scale = scale_setup(args, counter)
     except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -207,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "this port can upload images to it",
             file=sys.stderr,
         )
-    app = create_app(counter, {"files": model_files(args)}, settings)
+    app = create_app(counter, {"files": model_files(args)}, settings, scale)
     print(f"serving on http://{args.host}:{args.port} (API documentation: /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
