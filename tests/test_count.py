@@ -161,6 +161,19 @@ def test_counter_without_classifier_counts_the_detector_classes_once():
     ]
 
 
+def test_counter_keeps_only_the_detector_classes_asked_for():
+    counter = CellCounter(MultiClassDetector(), score_threshold=0.5, detector_classes=["Red"])
+    cells = counter.count_image(np.zeros((64, 64, 3), np.uint8))
+    # the Lym box (score 0.9) is dropped before the NMS, so the Red box it overlapped survives
+    assert sorted((c.label, c.box) for c in cells) == [
+        ("Red", (11.0, 10.0, 30.0, 31.0)),
+        ("Red", (40.0, 40.0, 60.0, 60.0)),
+    ]
+    assert counter.settings()["kept_detector_classes"] == ["Red"]
+    with pytest.raises(ValueError, match="not among the detector's"):
+        CellCounter(MultiClassDetector(), detector_classes=["WBC"])
+
+
 def test_counter_with_no_detection_does_not_call_the_classifier():
     classifier = channel_classifier()
     field = CellCounter(DiscDetector(), classifier).count_field(np.full((32, 32, 3), 235, np.uint8))

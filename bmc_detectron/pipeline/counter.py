@@ -94,6 +94,8 @@ class CellCounter:
         nms_threshold: IoU of the class-agnostic NMS that leaves one box per cell.
         edge_margin: a box this close to an inner tile edge counts as cut by it.
         batch_size: crops per classifier call.
+        detector_classes: keep only detections of these detector classes (empty: all), e.g. a
+            multi-class detector's ``WBC`` as the finder of the white cells a classifier names.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class CellCounter:
         nms_threshold: float = 0.5,
         edge_margin: float = 8.0,
         batch_size: int = 64,
+        detector_classes: Sequence[str] = (),
     ) -> None:
         if tile_size > 0 and not 0 <= tile_overlap < tile_size:
             raise ValueError(f"tile overlap {tile_overlap} must be in [0, tile size {tile_size})")
@@ -118,6 +121,12 @@ class CellCounter:
         self.nms_threshold = float(nms_threshold)
         self.edge_margin = float(edge_margin)
         self.batch_size = int(batch_size)
+        names = list(detector.class_names)
+        unknown = [c for c in detector_classes if c not in names]
+        if unknown:
+            raise ValueError(f"detector class(es) {unknown} not among the detector's {names}")
+        self.detector_classes = list(detector_classes)
+        self._kept_ids = np.asarray([names.index(c) for c in detector_classes], dtype=np.int64)
         self._unresized: Any = None  # the detector without its test resize (made when needed)
 
     @classmethod
@@ -167,6 +176,7 @@ class CellCounter:
             "tile_overlap": self.tile_overlap,
             "nms_threshold": self.nms_threshold,
             "edge_margin": self.edge_margin,
+            **({"kept_detector_classes": self.detector_classes} if self.detector_classes else {}),
         }
 
     def sources(self) -> Dict[str, Any]:
@@ -179,15 +189,19 @@ class CellCounter:
             "classifier": classifier,
         }
 
+    def _kept(self, dets: Detections) -> Detections:
+        keep = np.asarray(dets.scores) >= self.score_threshold
+        if self.detector_classes:
+            keep &= np.isin(np.asarray(dets.classes), self._kept_ids)
+        return dets.select(keep)
+
     def _detect_scored(self, image: np.ndarray) -> Detections:
-        dets = self.detector(image)
-        return dets.select(dets.scores >= self.score_threshold)
+        return self._kept(self.detector(image))
 
     def _detect_fixed_scale(self, image: np.ndarray) -> Detections:
         if self._unresized is None:
             self._unresized = unresized(self.detector)
-        dets = self._unresized(image)
-        return dets.select(dets.scores >= self.score_threshold)
+        return self._kept(self._unresized(image))
 
     def detect(self, image: np.ndarray, prep: Optional[FieldPrep] = None) -> Tuple[Detections, int]:
         """One box per cell of a BGR field (tiled if large), and the number of tiles.

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
     p.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
     p.add_argument("--batch-size", type=int, default=64, help="crops per classifier call")
+    p.add_argument(
+        "--detector-classes", nargs="+", default=[], help="count only these detector classes"
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,6 +94,7 @@ def build_counter(args: argparse.Namespace) -> CellCounter:
         tile_overlap=args.tile_overlap,
         nms_threshold=args.nms_threshold,
         batch_size=args.batch_size,
+        detector_classes=args.detector_classes,
     )
     if args.detector_onnx:
         from ..deploy import build_onnx_counter
