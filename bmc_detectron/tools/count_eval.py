@@ -1,0 +1,162 @@
+"""How right was a count? A finished count report against expert boxes and labels.
+
+    python -m bmc_detectron.tools.count_eval --report reports/case01 --dataset NAME \\
+        [--output DIR] [--uncertain-below 0.5]
+
+The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
+registered COCO dataset ``NAME`` by file name; the cells are scored against its annotations with
+the measures of :mod:`bmc_detectron.pipeline.compare` (detection AP with the counter's labels,
+class-agnostic AP, recall / precision / label accuracy of the counted cells matched at IoU 0.5,
+the differential's mean absolute error in percentage points, M:E). Writes
+``count_eval.json`` and ``count_eval.md`` into ``--output`` (default: the report folder). Exit
+status 2 when the report or the dataset cannot be used (named in a one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..bench.report import fmt, markdown_table, shell_join
+from ..pipeline.counter import Cell
+from ..utils.io import atomic_write_text, write_json_atomic
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--report", required=True, help="folder of a finished count report")
+    p.add_argument("--dataset", required=True, help="registered COCO dataset with the truth")
+    p.add_argument("--output", help="folder for count_eval.json / .md (default: --report)")
+    p.add_argument("--uncertain-below", type=float, help="default: the report's own threshold")
+    return p.parse_args(argv)
+
+
+def report_cells(report: Path) -> Tuple[Dict[str, List[Cell]], Dict[str, Any]]:
+    """Cells of every field of a finished report, by image file name, and its summary."""
+    summary_file = report / "summary.json"
+    if not summary_file.is_file():
+        raise ValueError(f"{report}: no summary.json (not a finished count report)")
+    summary = json.loads(summary_file.read_text())
+    cells: Dict[str, List[Cell]] = {}
+    for field in summary["fields"]:
+        record = json.loads((report / "cells" / f"{field['name']}.json").read_text())
+        cells[Path(record["image"]).name] = [Cell.from_json(c) for c in record["cells"]]
+    return cells, summary
+
+
+def by_image_id(
+    cells: Dict[str, List[Cell]], images: Sequence[Tuple[int, str]], dataset: str
+) -> Tuple[Dict[int, List[Cell]], List[str]]:
+    """The report's cells keyed by the dataset's image ids; the dataset's images the report
+    does not have (they count as fields with no cell found)."""
+    out, missing = {}, []
+    for image_id, path in images:
+        name = Path(path).name
+        out[image_id] = cells.get(name, [])
+        if name not in cells:
+            missing.append(name)
+    if len(missing) == len(images):
+        raise ValueError(f"no field of the report is an image of dataset '{dataset}'")
+    return out, missing
+
+
+def markdown(result: Dict[str, Any], command: str) -> str:
+    """The evaluation as a short page."""
+    m, c = result["matching"], result["counts"]["certain"]
+    rows = [
+        [
+            "AP / AP50 (counter's labels)",
+            f"{fmt(result['detection']['AP'])} / {fmt(result['detection']['AP50'])}",
+        ],
+        [
+            "class-agnostic AP / AP50",
+            f"{fmt(result['agnostic']['AP'])} / {fmt(result['agnostic']['AP50'])}",
+        ],
+        ["true cells / counted cells", f"{m['ground_truth']} / {m['predicted']}"],
+        [
+            "recall / precision (IoU 0.5)",
+            f"{fmt(100 * m['recall'])} / {fmt(100 * m['precision'])} %",
+        ],
+        ["label accuracy, matched cells (n)", f"{fmt(100 * m['accuracy'])} % ({m['matched']})"],
+        [
+            "label accuracy, certain matched cells (n)",
+            f"{fmt(100 * m['accuracy_certain'])} % ({m['matched_certain']})",
+        ],
+        [
+            "differential % MAE pooled / per image",
+            f"{fmt(c['mae_pooled'], 2)} / {fmt(c['mae_per_image'], 2)}",
+        ],
+    ]
+    if c["me"]["ratio"] is not None or c["true_me"]["ratio"] is not None:
+        rows.append(
+            [
+                "M:E predicted / true",
+                f"{fmt(c['me']['ratio'], 3)} / {fmt(c['true_me']['ratio'], 3)}",
+            ]
+        )
+    classes = [
+        [k, fmt(c["true_percent"][k]), fmt(c["percent"].get(k, math.nan))]
+        for k in c["true_percent"]
+    ]
+    return "\n".join(
+        [
+            f"# Count vs truth: `{result['report']}` on `{result['dataset']}`",
+            "",
+            f"{result['images']} images; {len(result['missing'])} of them not in the report.",
+            "",
+            markdown_table(["measure", "value"], rows),
+            "",
+            markdown_table(["class", "true %", "counted %"], classes),
+            "",
+            f"`{command}`",
+            "",
+        ]
+    )
+
+
+def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Match the report to the dataset and measure it."""
+    from ..data.datasets import register_builtin_datasets
+    from ..pipeline.compare import dataset_images, evaluate_cells
+
+    register_builtin_datasets()
+    report = Path(args.report)
+    cells, summary = report_cells(report)
+    from detectron2.data import DatasetCatalog
+
+    if args.dataset not in DatasetCatalog.list():
+        raise ValueError(f"dataset '{args.dataset}' is not registered")
+    gt, images = dataset_images(args.dataset)
+    keyed, missing = by_image_id(cells, images, args.dataset)
+    below = summary.get("uncertain_below", 0.5)
+    below = args.uncertain_below if args.uncertain_below is not None else below
+    score = "product" if summary.get("settings", {}).get("classifier") else "detector"
+    result = evaluate_cells(keyed, gt, score, count_threshold=-math.inf, uncertain_below=below)
+    result.update(report=str(report), dataset=args.dataset, images=len(images), missing=missing)
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = evaluate(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output or args.report)
+    write_json_atomic(result, out / "count_eval.json", indent=2)
+    command = "python -m bmc_detectron.tools.count_eval " + shell_join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    page = markdown(result, command)
+    atomic_write_text(out / "count_eval.md", page)
+    print(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
