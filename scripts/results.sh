@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Regenerate docs/RESULTS.md from runs: the BCCD ablation (train + evaluate), the side-by-side
+# Regenerate docs/RESULTS_ablation.md from runs: the BCCD ablation (train + evaluate), the side-by-side
 # latency table (benchmark --configs C1 C2 ...), the assignment micro-benchmark and one cost row
 # per model (benchmark --configs C), then the report.
 #
 #   bash scripts/results.sh                 # everything (many CPU-hours on 2 cores)
 #   PHASE=train bash scripts/results.sh     # only the ablation runs (resumable)
 #   PHASE=measure bash scripts/results.sh   # latency, assignment, cost rows (~15 min, keep quiet)
-#   PHASE=report bash scripts/results.sh    # only rewrite docs/RESULTS.md from what exists
+#   PHASE=report bash scripts/results.sh    # only rewrite docs/RESULTS_ablation.md from what exists
+#
+# Other pages (each phase alone): PHASE=deploy (docs/RESULTS_deploy.md), errors
+# (RESULTS_errors.md), assign (RESULTS_assignment.md), se (RESULTS_se_gate.md), pbc
+# (RESULTS_pbc_count.md), stages_bccd (RESULTS_stages_bccd.md); the error, assignment, SE, PBC
+# and stage pages read the model-selection runs (SELECT=output/select_bccd_bf16).
 #
 # Settings (environment): ITERS (schedule length, scaled from the CPU config's 780), SEEDS,
 # THREADS (torch threads per training run), OUT (run folder), PY (interpreter).
@@ -72,7 +77,7 @@ fi
 
 if [[ $PHASE == all || $PHASE == report ]]; then
   "${ABL[@]}" --no-run --full "$FULL" --parent "${PARENTS[@]}" --notes docs/results_notes.md \
-    --report docs/RESULTS.md --extra output/latency/latency.md \
+    --report docs/RESULTS_ablation.md --extra output/latency/latency.md \
     output/assign_bench/assign_bench.md output/bench/benchmark.md
 fi
 
