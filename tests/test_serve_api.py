@@ -78,6 +78,11 @@ def test_analyze_returns_cells_per_field(analyzed):
     assert [f["filename"] for f in analyzed["fields"]] == ["a.png", "b.jpg"]
     assert analyzed["class_names"] == list(MARROW_ABBRS)
     assert set(analyzed["timing"]) == {"read_s", "queue_s", "analyze_s", "total_s"}
+    # no pixel size given, no training profile: fields at their own size, not checked
+    scale = analyzed["scale"]
+    assert scale["source"] == "none" and scale["factor"] == 1.0 and scale["warnings"] == []
+    assert not scale["ood_checked"]
+    assert all(f["flags"] == [] and f["rbc_diameter_px"] is None for f in analyzed["fields"])
     first, second = analyzed["fields"]
     assert (first["width"], first["height"], first["format"]) == (160, 120, "PNG")
     assert second["format"] == "JPEG"  # found by decoding; the declared type "x/y" is ignored
@@ -114,11 +119,13 @@ def test_model_health_and_docs(client):
     }
     assert model["lineage"]["me_applies"] and model["backend"] == "torch"
     assert model["settings"]["max_files"] == 3 and model["settings"]["min_score"] == MIN_SCORE
+    assert model["scale"] is None  # the page's pixel size entry is off
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["running"] == 0
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/api/v1/analyze"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body
+    assert "microns_per_pixel" in body["multipart/form-data"]["schema"]["properties"]
     for path in ("/api/v1/model", "/api/v1/summary", "/api/v1/cells.csv", "/healthz"):
         assert path in schema["paths"]
     docs = client.get("/docs")
@@ -133,7 +140,8 @@ def test_page_and_assets_are_served_locally(client):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assets = re.findall(r'(?:src|href)="(/static/[^"?]+)', page.text)
-    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"app.css", "app.js", "stats.js"}
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"app.css", "app.js", "stats.js", "scale.js"}
+    assert 'id="pixel-size"' in page.text and '<label for="pixel-size">' in page.text
     for asset in assets:
         response = client.get(asset)
         assert response.status_code == 200, asset

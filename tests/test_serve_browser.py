@@ -4,7 +4,9 @@ The app runs with uvicorn in a thread on a free 127.0.0.1 port, on the tiny rand
 ``serve_helpers``. The tests upload synthetic smears (always) and BCCD JPEGs (when the shared
 data is there) and check what a person sees against the API and ``pipeline.stats``: as many
 boxes as the API has cells above the slider, the table's numbers, the slider and class switches,
-an error message for a non-image, keyboard use, both screen sizes. Screenshots go to the test's
+an error message for a non-image, keyboard use, both screen sizes, the pixel size entry (off
+without the model's scale, checked before any request, sent as ``microns_per_pixel``), the scale
+line and the fields outside the training data. Screenshots go to the test's
 folder (``python -m bmc_detectron.tools.web_screenshot`` makes the README's, with the same
 helpers).
 
@@ -75,15 +77,41 @@ def smears(tmp_path_factory) -> List[Path]:
     return paths
 
 
+@pytest.fixture(scope="module")
+def scaled_server(tmp_path_factory):
+    """The tiny counter with a training profile of synthetic smears drawn at twice the scale
+    of ``smears`` (0.2 µm per pixel): unscaled fields are flagged, at 0.4 µm per pixel not."""
+    from pipeline_helpers import write_profile
+
+    from bmc_detectron.pipeline.scale import ModelScale
+    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.serve import ServeSettings, create_app
+
+    folder = tmp_path_factory.mktemp("profile")
+    profile = write_profile(folder, mpp=0.2)
+    model = ModelScale.from_profile(profile, str(folder / "training_profile.json"))
+    app = create_app(
+        tiny_counter(),
+        settings=ServeSettings(default_threshold=START),
+        scale=ScaleSetup(model=model, profile=profile),
+    )
+    with running_server(app) as url:
+        yield url
+
+
 def show(driver, url: str, size: str = "laptop") -> None:
     open_page(driver, url, *SIZES[size])
 
 
-def api_fields(url: str, paths: Sequence[Path]) -> List[Dict]:
+def api_fields(url: str, paths: Sequence[Path], **data: str) -> List[Dict]:
     files = [("files", (p.name, p.read_bytes())) for p in paths]
-    response = httpx.post(f"{url}/api/v1/analyze", files=files, timeout=120)
+    response = httpx.post(f"{url}/api/v1/analyze", files=files, data=data, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()["fields"]
+
+
+def requests_made(driver) -> int:
+    return driver.execute_script("return performance.getEntriesByType('resource').length")
 
 
 def shown_boxes(driver) -> int:
@@ -271,3 +299,120 @@ def test_bccd_images(server, browser, shared_root, tmp_path):
         assert shown_boxes(browser) == len(visible_cells(field, START))
     assert_table_matches(browser, [c for f in fields for c in visible_cells(f, START)])
     browser.save_screenshot(str(tmp_path / "bccd_wide.png"))
+
+
+def test_pixel_size_needs_the_models_scale(server, scaled_server, browser):
+    show(browser, server)
+    entry = browser.find_element(By.ID, "pixel-size")
+    assert not entry.is_enabled()
+    assert "no recorded scale" in browser.find_element(By.ID, "pixel-size-hint").text
+    assert entry.get_attribute("aria-describedby") == "pixel-size-hint"
+    browser.find_element(By.CSS_SELECTOR, "#model-panel summary").click()
+    assert "Scale\nnot recorded" in browser.find_element(By.ID, "model-info").text
+    show(browser, scaled_server)
+    entry = browser.find_element(By.ID, "pixel-size")
+    assert entry.is_enabled()
+    assert entry.accessible_name == "Pixel size (µm per pixel)"
+    assert "0.2 µm per pixel" in browser.find_element(By.ID, "pixel-size-hint").text
+    browser.find_element(By.CSS_SELECTOR, "#model-panel summary").click()
+    info = browser.find_element(By.ID, "model-info").text
+    assert "Pixel size\n0.2 µm per pixel" in info and "Red-cell diameter\n33" in info
+    # the keyboard reaches it right after the drop zone
+    browser.find_element(By.ID, "dropzone").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "pixel-size"
+
+
+@pytest.mark.parametrize("typed", ["-0.4", "abc"])
+def test_bad_pixel_size_is_refused_without_a_request(scaled_server, browser, smears, typed):
+    show(browser, scaled_server)
+    entry = browser.find_element(By.ID, "pixel-size")
+    entry.send_keys(typed)
+    before = requests_made(browser)
+    browser.find_element(By.ID, "file-input").send_keys(str(smears[0]))
+    message = wait_for(lambda: browser.find_element(By.ID, "messages").text, "an error message")
+    assert f'pixel size "{typed}" is not a positive number' in message
+    assert entry.get_attribute("aria-invalid") == "true"
+    assert "positive number" in browser.find_element(By.ID, "pixel-size-hint").text
+    assert browser.switch_to.active_element.get_attribute("id") == "pixel-size"
+    assert not browser.find_elements(By.CSS_SELECTOR, ".thumb")
+    assert requests_made(browser) == before, "no request with a bad pixel size"
+    entry.clear()
+    entry.send_keys("0.4")
+    assert entry.get_attribute("aria-invalid") is None  # typing clears the mark
+
+
+def test_pixel_size_is_sent_and_the_scale_shown(scaled_server, browser, smears, tmp_path):
+    show(browser, scaled_server)
+    browser.find_element(By.ID, "pixel-size").send_keys("0.4")
+    upload(browser, smears[:1])
+    (field,) = api_fields(scaled_server, smears[:1], microns_per_pixel="0.4")
+    (plain,) = api_fields(scaled_server, smears[:1])
+    assert len(field["cells"]) != len(plain["cells"]), "the rescale changes what is found"
+    assert shown_boxes(browser) == len(visible_cells(field, START))
+    line = browser.find_element(By.ID, "scale-line").text
+    assert line == "Scale: 0.4 µm/px given; fields resized ×2.00 to the model's 0.2 µm/px"
+    assert "0.4 µm/px, resized ×2.00" in browser.find_element(By.ID, "field-meta").text
+    assert field["flags"] == [] and not browser.find_elements(By.CSS_SELECTOR, ".thumb-flag")
+    assert not browser.find_element(By.ID, "ood-card").is_displayed()
+    assert_table_matches(browser, visible_cells(field, START))
+    browser.save_screenshot(str(tmp_path / "scaled.png"))
+
+
+def test_flagged_field_shows_its_warning(scaled_server, browser, smears, tmp_path):
+    show(browser, scaled_server)
+    upload(browser, smears[:1])
+    (field,) = api_fields(scaled_server, smears[:1])
+    assert field["flags"] and "red-cell diameter" in field["flags"][0]
+    assert browser.find_element(By.ID, "scale-line").text == (
+        "Scale: images analysed at their own size"
+    )
+    mark = browser.find_element(By.CSS_SELECTOR, ".thumb.flagged .thumb-flag")
+    assert mark.text.startswith("⚠ atypical field")
+    spoken = mark.get_attribute("textContent")  # the reasons, for a screen reader too
+    assert f"outside the training data ({field['flags'][0]}" in spoken
+    assert mark.get_attribute("title") == "\n".join(field["flags"])
+    flags_line = browser.find_element(By.ID, "field-flags")
+    assert flags_line.is_displayed() and field["flags"][0] in flags_line.text
+    card = browser.find_element(By.ID, "ood-card")
+    assert card.is_displayed() and "Fields outside the training data" in card.text
+    (item,) = browser.find_elements(By.CSS_SELECTOR, "#ood-list > li")
+    assert item.get_attribute("data-field") == field["name"]
+    assert [r.text for r in item.find_elements(By.CSS_SELECTOR, "li")] == field["flags"]
+    warnings = browser.find_element(By.ID, "warnings").text
+    assert "1 of 1 field outside the training data" in warnings
+    assert_table_matches(browser, visible_cells(field, START))  # still counted
+    # a second field at 0.4 µm per pixel: not flagged, and the case's scale differs
+    browser.find_element(By.ID, "pixel-size").send_keys("0.4")
+    upload(browser, smears[1:])
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".thumb.flagged")) == 1
+    assert browser.find_element(By.ID, "scale-line").text.startswith(
+        "Scale differs between fields: 1 field at its own size · 1 field at 0.4 µm/px, resized "
+        "×2.00"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#ood-list button.field-link").click()
+    assert browser.find_element(By.ID, "field-title").text == smears[0].name
+    browser.save_screenshot(str(tmp_path / "flagged.png"))
+
+
+def test_scale_warnings_are_shown(browser, smears):
+    """A scale from the config only (no training profile): the API warns, the page shows it."""
+    from bmc_detectron.pipeline.scale import ModelScale
+    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.serve import ServeSettings, create_app
+
+    setup = ScaleSetup(model=ModelScale(microns_per_pixel=0.2, source="config"))
+    app = create_app(tiny_counter(), settings=ServeSettings(default_threshold=START), scale=setup)
+    with running_server(app) as url:
+        show(browser, url)
+        browser.find_element(By.ID, "pixel-size").send_keys("0,4")  # a decimal comma
+        upload(browser, smears[:1])
+        response = httpx.post(
+            f"{url}/api/v1/analyze",
+            files=[("files", (smears[0].name, smears[0].read_bytes()))],
+            data={"microns_per_pixel": "0.4"},
+            timeout=120,
+        ).json()
+        (warning,) = response["scale"]["warnings"]
+        assert warning in browser.find_element(By.ID, "warnings").text
+        assert "0.4 µm/px given" in browser.find_element(By.ID, "scale-line").text
+        assert not browser.find_elements(By.CSS_SELECTOR, ".thumb-flag")

@@ -1,7 +1,9 @@
 /* The page: images of a case are sent one at a time to POST /api/v1/analyze; the fields, their
  * cells and the case's differential are kept and recomputed here, so the confidence slider and
  * the class switches update everything without a new request. Downloads ask the server to write
- * the report of the visible cells (the count tool's summary.json and cells.csv).
+ * the report of the visible cells (the count tool's summary.json and cells.csv). A pixel size
+ * typed in (when the model's scale is known) goes with each image as `microns_per_pixel`; the
+ * scale used, its warnings and the fields outside the training data (`flags`) are shown.
  */
 "use strict";
 
@@ -21,7 +23,9 @@
     queue: [],
     busy: false,
     nextId: 1,
+    pixelHint: "",
   };
+  const Scale = window.BMCScale;
   const viewer = new window.FieldViewer($("overlay"), $("tooltip"), $("stage"));
 
   // ------------------------------------------------------------------ helpers
@@ -78,11 +82,44 @@
       `Uncertain: class probability below ${state.uncertainBelow}; counted apart, in no ` +
       "percentage. Dashed boxes in the field.";
     window.BMCModelPanel.render(model, $("model-badge"), $("model-info"));
+    const entry = Scale.entryState(model);
+    state.pixelHint = entry.hint;
+    $("pixel-size").disabled = !entry.enabled;
+    if (!entry.enabled) $("pixel-size").value = "";
+    $("pixel-size").placeholder = entry.enabled ? "optional" : "";
+    markPixelSize(null);
+  }
+
+  // ------------------------------------------------------------------ the pixel size
+  /** Show the entry's hint, or ``error`` in its place (aria-invalid). */
+  function markPixelSize(error) {
+    const input = $("pixel-size");
+    const hint = $("pixel-size-hint");
+    if (error) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    const invalid = "Enter a positive number (e.g. 0.25) or leave empty.";
+    hint.textContent = error ? invalid : state.pixelHint;
+    hint.classList.toggle("error", Boolean(error));
+  }
+
+  /** The pixel size to send (null: none), or undefined after telling what is wrong with it. */
+  function pixelSize() {
+    const input = $("pixel-size");
+    if (input.disabled) return null;
+    const parsed = Scale.parse(input.value);
+    markPixelSize(parsed.error);
+    if (!parsed.error) return parsed.value;
+    showError(parsed.error);
+    input.focus();
+    return undefined;
   }
 
   // ------------------------------------------------------------------ uploads
   function addFiles(files) {
+    if (!files.length) return;
     const limit = state.model ? state.model.settings.max_file_bytes : Infinity;
+    const mpp = pixelSize();
+    if (mpp === undefined) return; // nothing is sent with a pixel size that is not a number
     for (const file of files) {
       if (file.size === 0) {
         showError(`${file.name} is empty (0 bytes)`);
@@ -92,7 +129,15 @@
         showError(`${file.name} is larger than the ${megabytes(limit)} limit per file`);
         continue;
       }
-      const field = { id: state.nextId++, file, filename: file.name, status: "queued", data: null };
+      const field = {
+        id: state.nextId++,
+        file,
+        filename: file.name,
+        status: "queued",
+        data: null,
+        mpp,
+        scale: null,
+      };
       state.fields.push(field);
       state.queue.push(field);
     }
@@ -117,6 +162,7 @@
     const form = new FormData();
     form.append("files", field.file, field.file.name);
     form.append("preview", "1");
+    if (field.mpp !== null) form.append("microns_per_pixel", String(field.mpp));
     let response;
     try {
       response = await fetch(`${API}/analyze`, { method: "POST", body: form });
@@ -132,6 +178,7 @@
     if (!response.ok) return failField(field, await errorText(response));
     const body = await response.json();
     field.data = body.fields[0];
+    field.scale = body.scale || null;
     field.status = "done";
     field.file = null; // the preview is all the page needs now
     if (state.selected === null || !findField(state.selected)?.data) state.selected = field.id;
@@ -146,11 +193,13 @@
 
   // ------------------------------------------------------------------ rendering
   const findField = (id) => state.fields.find((f) => f.id === id);
+  const flagsOf = (field) => (field.data && field.data.flags) || [];
 
   function render() {
     renderFilmstrip();
     renderViewer();
     renderTable();
+    renderOutliers();
   }
 
   function renderFilmstrip() {
@@ -163,13 +212,30 @@
       const thumb = field.data
         ? el("img", { src: field.data.preview || "", alt: "" })
         : el("span", { className: "spinner", "aria-hidden": "true" });
+      const flags = flagsOf(field);
       const button = el(
         "button",
-        { type: "button", className: `thumb ${field.status}`, disabled: !field.data },
+        {
+          type: "button",
+          className: `thumb ${field.status}${flags.length ? " flagged" : ""}`,
+          disabled: !field.data,
+        },
         thumb,
         el("span", { className: "thumb-name", textContent: field.filename }),
         el("span", { className: "thumb-count", textContent: label })
       );
+      if (flags.length) {
+        const mark = el("span", { className: "thumb-flag", title: flags.join("\n") });
+        mark.append(
+          el("span", { className: "warn-mark", textContent: "⚠ ", "aria-hidden": "true" }),
+          "atypical field",
+          el("span", {
+            className: "visually-hidden",
+            textContent: `: outside the training data (${flags.join("; ")})`,
+          })
+        );
+        button.appendChild(mark);
+      }
       button.setAttribute("aria-pressed", String(field.id === state.selected));
       button.addEventListener("click", () => select(field.id));
       list.appendChild(el("li", {}, button));
@@ -187,8 +253,17 @@
       viewer.clear();
       $("field-title").textContent = "No field yet";
       $("field-meta").textContent = "Add the images of a case to count its cells.";
+      $("field-flags").hidden = true;
       return;
     }
+    const flags = flagsOf(field);
+    const line = $("field-flags");
+    line.hidden = !flags.length;
+    line.replaceChildren(
+      el("span", { className: "warn-mark", textContent: "⚠ ", "aria-hidden": "true" }),
+      `Outside the training data: ${flags.join("; ")}`
+    );
+    line.title = flags.join("\n");
     viewer.show(field.data, state.classes, state.uncertainBelow);
     viewer.showLabels($("show-labels").checked);
     applyFilter();
@@ -201,9 +276,11 @@
     const d = field.data;
     const seconds = d.detect_s + d.recognise_s;
     $("field-title").textContent = field.filename;
+    const brief = Scale.brief(field.scale);
+    const scaled = brief ? `${brief} · ` : "";
     $("field-meta").textContent =
       `${shown} of ${d.cells.length} cells shown · ${d.width} × ${d.height} px ${d.format} · ` +
-      `analysed in ${seconds.toFixed(2)} s`;
+      `${scaled}analysed in ${seconds.toFixed(2)} s`;
   }
 
   function tableRow(row) {
@@ -260,12 +337,44 @@
       ? `myeloid ${me.myeloid} / erythroid ${me.erythroid}`
       : "not applicable: the model has no myeloid and erythroid classes";
     const warnings = fields.length ? [...diff.warnings, ...state.model.lineage.warnings] : [];
+    for (const field of fields) {
+      for (const text of (field.scale && field.scale.warnings) || []) {
+        if (!warnings.includes(text)) warnings.push(text);
+      }
+    }
+    const flagged = fields.filter((f) => flagsOf(f).length).length;
+    if (flagged) {
+      warnings.push(
+        `${flagged} of ${fields.length} field${fields.length === 1 ? "" : "s"} outside the ` +
+          "training data (listed below): their cells are counted but may be misread"
+      );
+    }
+    $("scale-line").hidden = !fields.length;
+    $("scale-line").textContent = Scale.caseLine(fields);
     $("warnings").replaceChildren(...warnings.map((w) => el("li", { textContent: w })));
     $("summary-line").textContent = fields.length
       ? `${diff.counted} cells counted in ${fields.length} field${fields.length === 1 ? "" : "s"}` +
         ` · ${diff.uncertain.total} uncertain`
       : "No cells yet.";
     $("download-csv").disabled = $("download-json").disabled = !fields.length;
+  }
+
+  function renderOutliers() {
+    const flagged = doneFields().filter((f) => flagsOf(f).length);
+    $("ood-card").hidden = !flagged.length;
+    $("ood-list").replaceChildren(
+      ...flagged.map((field) => {
+        const link = el("button", {
+          type: "button",
+          className: "field-link",
+          textContent: field.filename,
+        });
+        link.setAttribute("aria-label", `Show ${field.filename}`);
+        link.addEventListener("click", () => select(field.id));
+        const reasons = el("ul", {}, ...flagsOf(field).map((r) => el("li", { textContent: r })));
+        return el("li", { dataset: { field: field.data.name } }, link, reasons);
+      })
+    );
   }
 
   // ------------------------------------------------------------------ interactions
@@ -376,6 +485,9 @@
     $("new-case").addEventListener("click", newCase);
     $("download-csv").addEventListener("click", () => download("csv"));
     $("download-json").addEventListener("click", () => download("json"));
+    const pixel = $("pixel-size");
+    pixel.addEventListener("input", () => markPixelSize(null));
+    pixel.addEventListener("change", () => markPixelSize(Scale.parse(pixel.value).error));
   }
 
   wire();

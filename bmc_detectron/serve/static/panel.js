@@ -1,4 +1,5 @@
-/* The model panel: what GET /api/v1/model says about the models, the thresholds and limits. */
+/* The model panel: what GET /api/v1/model says about the models, their scale, the thresholds
+ * and limits. */
 "use strict";
 
 (function (global) {
@@ -24,6 +25,7 @@
       rows.push(["Classifier", "none (the detector's classes are counted)"]);
     }
     const s = model.settings;
+    if (global.BMCScale) rows.push(...global.BMCScale.modelRows(model));
     rows.push(["Scores kept from", s.min_score.toFixed(2)]);
     rows.push(["Uncertain below", `class probability ${s.uncertain_below}`]);
     rows.push(["Limits", `${s.max_files} files per request, ${megabytes(s.max_file_bytes)} and ` +
