@@ -369,14 +369,14 @@ def ensure_round(
 
 
 def simulate_seed(settings: SimSettings, pool: Pool, seed: int) -> None:
-    """Round 0 (shared) and every strategy's rounds 1..R for one seed."""
+    """Round 0 (shared) and every strategy's rounds 1..R for one seed, round by round (every
+    strategy's round k before any round k + 1, so an interrupted simulation is comparable)."""
     base = ensure_round(settings, pool, seed, INITIAL, 0, None)
-    for strategy in settings.strategies:
-        prev = base
-        for k in range(1, settings.rounds + 1):
-            prev = ensure_round(settings, pool, seed, strategy, k, prev)
-            if prev is None:
-                break
+    prev: Dict[str, Optional[Path]] = dict.fromkeys(settings.strategies, base)
+    for k in range(1, settings.rounds + 1):
+        for strategy in settings.strategies:
+            if prev[strategy] is not None:
+                prev[strategy] = ensure_round(settings, pool, seed, strategy, k, prev[strategy])
 
 
 def prepare(settings: SimSettings, write: bool = True) -> Tuple[Pool, List[str]]:
