@@ -207,5 +207,5 @@ def test_robustness_command_on_a_tiny_model(tmp_path, capsys):
     copy = json.loads((out / "copies" / "tiny" / "scale_2" / "annotations.json").read_text())
     assert copy["images"][0]["width"] == 192 and copy["images"][0]["height"] == 160
     assert (out / "ap_vs_scale.png").is_file() and (out / "ap_vs_stain.png").is_file()
-    assert "| tiny | scale | 2 |" in (out / "robustness.md").read_text()
+    assert "| scale | 2 |" in (out / "robustness.md").read_text()  # a column per model
     assert "| tiny | h | 0.1 |" in capsys.readouterr().out

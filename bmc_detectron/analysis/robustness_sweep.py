@@ -15,16 +15,20 @@ ground truth is: AP is measured exactly as for the original set.
 **Stain.** ``hue:DEG`` (HSV hue rotation), ``sat:F`` (HSV saturation factor), ``h:D`` / ``e:D``
 (haematoxylin / eosin optical-density shift, :func:`~.stain.stain_shift`); copies read with the
 model's usual test resize.
+
+**Measures.** Optionally the images are read with the inference-time measures of
+:mod:`.robustness_measures` (red-cell auto-scale instead of :class:`KeepScaleResize`, Reinhard
+stain normalisation); the tables and curves of several sweeps are in :mod:`.robustness_report`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -32,12 +36,11 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
-    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
 )
 from detectron2.data import transforms as T
-from detectron2.evaluation import inference_on_dataset
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from detectron2.structures import BoxMode
 
 from ..data.datasets import register_coco_dataset, unregister_dataset
@@ -46,10 +49,18 @@ from ..robustness.scale import rescaled
 from ..robustness.stain import hue_shift, saturation_scale, stain_shift
 from ..utils.io import write_json_atomic
 from .inference import dataset_records
+from .robustness_measures import (
+    MeasuredMapper,
+    Measures,
+    RulerRecorder,
+    case_ruler,
+    summarise_ruler,
+)
 
 logger = logging.getLogger(__name__)
 
 STAIN_KINDS = ("hue", "sat", "h", "e")
+STAIN_NEUTRAL = {"hue": 0.0, "sat": 1.0, "h": 0.0, "e": 0.0}  # the unshifted value of each kind
 ImageOp = Callable[[np.ndarray], np.ndarray]
 
 
@@ -156,9 +167,17 @@ def write_copy(
 
 
 def evaluate_condition(
-    cfg: CfgNode, model: torch.nn.Module, name: str, cond: Condition, work: Path
-) -> Dict[str, float]:
-    """AP / AP50 of ``model`` on the copy of dataset ``name`` under ``cond``."""
+    cfg: CfgNode,
+    model: torch.nn.Module,
+    name: str,
+    cond: Condition,
+    work: Path,
+    measures: Optional[Measures] = None,
+) -> Dict[str, Any]:
+    """AP / AP50 of ``model`` on the copy of dataset ``name`` under ``cond``, read with the
+    inference-time ``measures`` (:mod:`.robustness_measures`); with auto-scale also ``"ruler"``
+    (the estimated rescale factors, :func:`~.robustness_measures.summarise_ruler`)."""
+    measures = measures or Measures()
     records = dataset_records(cfg, name)
     classes = MetadataCatalog.get(name).get("thing_classes") or [
         str(i) for i in range(cfg.MODEL.RETINANET.NUM_CLASSES)
@@ -170,14 +189,30 @@ def evaluate_condition(
         unregister_dataset(copy_name)
     register_coco_dataset(copy_name, json_file, folder / "images", {"thing_classes": classes})
     try:
-        aug = KeepScaleResize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cond.scale)
-        mapper = DatasetMapper(cfg, False, augmentations=[aug])
-        loader = build_detection_test_loader(dataset_records(cfg, copy_name), mapper=mapper)
+        copy_records = dataset_records(cfg, copy_name)
+        case_relative, ruler = None, None
+        if measures.auto_scale and measures.per_case:
+            files = [r["file_name"] for r in copy_records]
+            case_relative, entries = case_ruler(files, measures.model_scale())
+            ruler = summarise_ruler(entries, cond.scale)
+            ruler["case_estimate"] = round(case_relative, 4)
+        plain = KeepScaleResize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cond.scale)
+        mapper = MeasuredMapper(cfg, measures.augmentations(cfg, plain, case_relative))
+        loader = build_detection_test_loader(copy_records, mapper=mapper)
         evaluator = BMCTrainer.build_evaluator(cfg, copy_name, str(folder / "eval"))
-        result = inference_on_dataset(model, loader, evaluator).get("bbox", {})
+        if measures.auto_scale and not measures.per_case:
+            evaluator = DatasetEvaluators([evaluator, RulerRecorder(cond.scale)])
+        out = {"ruler": ruler, **inference_on_dataset(model, loader, evaluator)}
     finally:
         unregister_dataset(copy_name)
-    return {"AP": float(result.get("AP", float("nan"))), "AP50": float(result.get("AP50", "nan"))}
+    result = out.get("bbox", {})
+    metrics: Dict[str, Any] = {
+        "AP": float(result.get("AP", float("nan"))),
+        "AP50": float(result.get("AP50", float("nan"))),
+    }
+    if out["ruler"] is not None:
+        metrics["ruler"] = out["ruler"]
+    return metrics
 
 
 def run_sweep(
@@ -187,72 +222,17 @@ def run_sweep(
     conditions: Sequence[Condition],
     work: Path,
     keep_copies: bool = False,
+    measures: Optional[Measures] = None,
 ) -> List[dict]:
-    """Evaluate every condition; rows ``{"kind", "value", "AP", "AP50"}``."""
+    """Evaluate every condition; rows ``{"kind", "value", "AP", "AP50"}`` (+ ``"ruler"`` with
+    auto-scale, + ``"seconds"``)."""
     rows = []
     for cond in conditions:
         logger.info("robustness: %s %g on %s", cond.kind, cond.value, name)
-        metrics = evaluate_condition(cfg, model, name, cond, work)
-        rows.append({"kind": cond.kind, "value": cond.value, **metrics})
+        start = time.perf_counter()
+        metrics = evaluate_condition(cfg, model, name, cond, work, measures)
+        seconds = round(time.perf_counter() - start, 1)
+        rows.append({"kind": cond.kind, "value": cond.value, **metrics, "seconds": seconds})
         if not keep_copies:
             shutil.rmtree(work / cond.tag / "images", ignore_errors=True)
     return rows
-
-
-def markdown_table(results: Dict[str, List[dict]]) -> str:
-    """One table: a row per (model, condition) with AP and AP50."""
-    lines = ["| model | condition | value | AP | AP50 |", "|---|---|---|---|---|"]
-    for model, rows in results.items():
-        for r in rows:
-            lines.append(
-                f"| {model} | {r['kind']} | {r['value']:g} | {r['AP']:.1f} | {r['AP50']:.1f} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def plot_curves(results: Dict[str, List[dict]], out_dir: Path) -> Tuple[Path, Path]:
-    """``ap_vs_scale.png`` (AP and AP50 vs factor, log x) and ``ap_vs_stain.png`` (AP vs the
-    amount, one panel per stain kind) with a line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for model, rows in results.items():
-        pts = sorted((r["value"], r["AP"], r["AP50"]) for r in rows if r["kind"] == "scale")
-        if pts:
-            x, ap, ap50 = zip(*pts)
-            ax.plot(x, ap, "o-", label=f"{model} AP")
-            ax.plot(x, ap50, "s--", label=f"{model} AP50")
-    ax.set(xscale="log", xlabel="rescale factor", ylabel="AP (%)", title="AP vs scale")
-    ax.set_xticks([0.5, 0.75, 1, 1.5, 2, 3], ["0.5", "0.75", "1", "1.5", "2", "3"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    scale_png = out_dir / "ap_vs_scale.png"
-    fig.tight_layout()
-    fig.savefig(scale_png, dpi=110)
-    plt.close(fig)
-    kinds = [k for k in STAIN_KINDS if any(r["kind"] == k for v in results.values() for r in v)]
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(3.2 * max(1, len(kinds)), 3.4))
-    axes = np.atleast_1d(axes)
-    labels = {"hue": "hue shift (deg)", "sat": "saturation factor", "h": "H shift", "e": "E shift"}
-    for ax, kind in zip(axes, kinds):
-        for model, rows in results.items():
-            pts = sorted((r["value"], r["AP"]) for r in rows if r["kind"] == kind)
-            ax.plot(*zip(*pts), "o-", label=model)
-        ax.set(xlabel=labels[kind], ylabel="AP (%)")
-        ax.locator_params(axis="x", nbins=4)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("AP vs stain shift")
-    stain_png = out_dir / "ap_vs_stain.png"
-    fig.tight_layout()
-    fig.savefig(stain_png, dpi=110)
-    plt.close(fig)
-    return scale_png, stain_png
-
-
-def load_results(path: Path) -> Dict[str, List[dict]]:
-    """The ``results`` of a ``robustness.json``."""
-    return json.loads(Path(path).read_text())["results"]

@@ -2,12 +2,22 @@
 
     python -m bmc_detectron.tools.robustness --config-file C --weights W [W ...] --dataset D \
         --scales 0.5 0.75 1 1.5 2 3 --stain-shifts hue:-20 hue:20 sat:0.6 sat:1.4 h:0.15 e:-0.15 \
-        --output DIR [--report md] [--keep-copies] [KEY VALUE ...]
+        --output DIR [--label NAME ...] [--stain-normalize reinhard]
+        [--auto-scale [image|case]] [--training-profile PATH] [--report md] [--keep-copies]
+        [KEY VALUE ...]
 
 Writes ``robustness.json`` (AP / AP50 per model and condition), ``ap_vs_scale.png``,
 ``ap_vs_stain.png`` and, with ``--report md``, ``robustness.md``; prints the table. How the
 rescale survives the model's own test resize: :mod:`bmc_detectron.analysis.robustness_sweep`. Each
 stain kind also gets its neutral value (hue:0, sat:1, h:0, e:0) so every curve has a baseline.
+
+``--auto-scale`` (``case``: one factor per condition) / ``--stain-normalize reinhard``: the
+inference-time measures
+(:mod:`bmc_detectron.analysis.robustness_measures`), with the training profile
+(``--training-profile``, default ``training_profile.json`` beside the first ``--weights``). The
+results are named after the model and the measures (``full + auto-scale``), so the
+``robustness.json`` of several runs merge into one page
+(:mod:`bmc_detectron.tools.robustness_report`).
 """
 
 from __future__ import annotations
@@ -19,26 +29,22 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..analysis.inference import load_model
-from ..analysis.robustness_sweep import (
-    Condition,
-    markdown_table,
-    parse_stain_shift,
-    plot_curves,
-    run_sweep,
-)
+from ..analysis.robustness_measures import STAIN_METHODS, Measures
+from ..analysis.robustness_report import markdown_table, page_text, plot_curves
+from ..analysis.robustness_sweep import STAIN_NEUTRAL, Condition, parse_stain_shift, run_sweep
 from ..config import ConfigError, build_cfg
 from ..data.checks import DatasetError
+from ..robustness.profile import PROFILE_FILE, DataProfile
 from ..utils.io import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger("bmc_detectron.robustness")
-_NEUTRAL = {"hue": 0.0, "sat": 1.0, "h": 0.0, "e": 0.0}
 
 
 def conditions(scales: Sequence[float], shifts: Sequence[str]) -> List[Condition]:
     """Scale conditions, then stain conditions (with each kind's neutral value), deduplicated."""
     out = [Condition("scale", float(s)) for s in scales]
     stain = [parse_stain_shift(s) for s in shifts]
-    stain += [Condition(k, _NEUTRAL[k]) for k in sorted({c.kind for c in stain})]
+    stain += [Condition(k, STAIN_NEUTRAL[k]) for k in sorted({c.kind for c in stain})]
     for c in stain:
         if c not in out:
             out.append(c)
@@ -52,6 +58,22 @@ def model_label(weights: str, taken: Dict[str, object]) -> str:
     return label
 
 
+def build_measures(args: argparse.Namespace) -> Measures:
+    """The measures asked for, with the training profile they need (FileNotFoundError naming
+    the command that makes it when it is missing)."""
+    if not (args.auto_scale or args.stain_normalize):
+        return Measures()
+    path = Path(args.training_profile or Path(args.weights[0]).parent / PROFILE_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: training profile not found (make it with python -m "
+            "bmc_detectron.tools.estimate_scale --dataset TRAIN --output PATH --config-file C)"
+        )
+    profile = DataProfile.load(path)
+    per_case = args.auto_scale == "case"
+    return Measures(bool(args.auto_scale), args.stain_normalize, profile, str(path), per_case)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", required=True, help="model config (yaml)")
@@ -62,30 +84,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--report", choices=["md"], help="also write robustness.md")
     p.add_argument("--keep-copies", action="store_true", help="keep the transformed images")
+    p.add_argument("--label", nargs="+", help="model name(s) in the results, one per --weights")
+    p.add_argument(
+        "--auto-scale",
+        nargs="?",
+        const="image",
+        choices=["image", "case"],
+        help="resize images by their red cells: each by its own (image, the default) or all of a "
+        "condition by their median (case)",
+    )
+    p.add_argument("--stain-normalize", choices=STAIN_METHODS, help="normalise the stain")
+    p.add_argument("--training-profile", help="training_profile.json (default: beside weights)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
 
 
 def run(args: argparse.Namespace) -> Dict[str, List[dict]]:
     """Evaluate every model under every condition; write JSON, plots and the report."""
+    if args.label and len(args.label) != len(args.weights):
+        raise ValueError("--label: give one name per --weights")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     conds = conditions(args.scales, args.stain_shifts)
+    measures = build_measures(args)
     results: Dict[str, List[dict]] = {}
-    for weights in args.weights:
+    variants: Dict[str, dict] = {}
+    labels: Dict[str, object] = {}
+    for i, weights in enumerate(args.weights):
         cfg = build_cfg(args.config_file, list(args.opts) + ["MODEL.WEIGHTS", weights])
-        label = model_label(weights, results)
+        label = args.label[i] if args.label else model_label(weights, labels)
+        labels[label] = weights
+        name = measures.variant(label)
         model = load_model(cfg, weights)
         work = out / "copies" / label.replace("/", "_")
-        results[label] = run_sweep(cfg, model, args.dataset, conds, work, args.keep_copies)
+        results[name] = run_sweep(cfg, model, args.dataset, conds, work, args.keep_copies, measures)
+        variants[name] = {
+            "model": label,
+            "measures": " + ".join(measures.names) or "plain",
+            "config": args.config_file,
+            "weights": weights,
+            "profile": measures.profile_source or None,
+        }
     summary = {"dataset": args.dataset, "config": args.config_file, "results": results}
+    summary["variants"] = variants
     write_json_atomic(summary, out / "robustness.json", indent=1)
-    plot_curves(results, out)
+    images = plot_curves(results, out)
     if args.report == "md":
-        text = f"# Robustness of {', '.join(results)} on {args.dataset}\n\n"
-        text += markdown_table(results)
-        text += "\n![AP vs scale](ap_vs_scale.png)\n\n![AP vs stain](ap_vs_stain.png)\n"
-        atomic_write_text(out / "robustness.md", text)
+        title = f"Robustness of {', '.join(results)} on {args.dataset}"
+        atomic_write_text(out / "robustness.md", page_text(results, variants, images, title))
     return results
 
 
