@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,3 +22,22 @@ def shared_root() -> Path:
     if not (root / "bccd").is_dir():
         pytest.skip(f"shared datasets not found at {root}: set BMC_SHARED_DATASETS to their folder")
     return root
+
+
+def _all_loggers() -> list:
+    named = [v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_handlers():
+    """Take back the handlers a test's in-process command added to any logger (detectron2's
+    ``setup_logger`` or ``logging.basicConfig`` bound to that test's captured stdout / stderr,
+    which is closed after it: a later test's log record would hit a closed stream)."""
+    before = {id(lg): list(lg.handlers) for lg in _all_loggers()}
+    yield
+    for lg in _all_loggers():
+        kept = before.get(id(lg), [])
+        for handler in lg.handlers[:]:
+            if handler not in kept:
+                lg.removeHandler(handler)
