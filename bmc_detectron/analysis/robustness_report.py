@@ -84,27 +84,34 @@ def pivot_table(results: Results, kinds: Sequence[str]) -> str:
     return md_table(["condition", "value", *names], rows) + "\n"
 
 
+def _ruler_cell(rows: List[dict], kind: str, value: float) -> str:
+    ruler = (_row(rows, kind, value) or {}).get("ruler")
+    if not ruler or not math.isfinite(ruler["mean_estimate"]):
+        return "-"
+    text = f"{ruler['mean_estimate']:.3f} ± {ruler['sd_estimate']:.3f}"
+    if "case_estimate" in ruler:
+        text += f" (case median {ruler['case_estimate']:.3f})"
+    return text + (f"; {ruler['unmeasured']} unmeasured" * bool(ruler["unmeasured"]))
+
+
 def ruler_table(results: Results) -> str:
     """The ruler's mean estimated rescale factor (± sd; images unmeasured) per condition, a
-    column per auto-scaled name; "" when no name was auto-scaled."""
+    column per auto-scaled name (names with the same estimates share one); "" when no name was
+    auto-scaled."""
     names = [n for n, rows in results.items() if any("ruler" in r for r in rows)]
     if not names:
         return ""
+    conds = _conditions(results, ["scale", *STAIN_KINDS])
+    columns: Dict[tuple, List[str]] = {}
+    for name in names:
+        cells = tuple(_ruler_cell(results[name], kind, value) for kind, value in conds)
+        columns.setdefault(cells, []).append(name)
     rows = []
-    for kind, value in _conditions(results, ["scale", *STAIN_KINDS]):
+    for i, (kind, value) in enumerate(conds):
         true = value if kind == "scale" else 1.0
-        cells = []
-        for name in names:
-            ruler = (_row(results[name], kind, value) or {}).get("ruler")
-            if not ruler or not math.isfinite(ruler["mean_estimate"]):
-                cells.append("-")
-                continue
-            text = f"{ruler['mean_estimate']:.3f} ± {ruler['sd_estimate']:.3f}"
-            if "case_estimate" in ruler:
-                text += f" (case median {ruler['case_estimate']:.3f})"
-            cells.append(text + (f"; {ruler['unmeasured']} unmeasured" * bool(ruler["unmeasured"])))
-        rows.append([f"{kind} {value:g}", f"{true:g}", *cells])
-    return md_table(["condition", "true factor", *names], rows) + "\n"
+        rows.append([f"{kind} {value:g}", f"{true:g}", *(cells[i] for cells in columns)])
+    headers = [", ".join(group) for group in columns.values()]
+    return md_table(["condition", "true factor", *headers], rows) + "\n"
 
 
 def scale_deviation(
@@ -200,6 +207,11 @@ def _save_with_legend(fig, axes, path: Path) -> Path:
     return path
 
 
+def _style(variant: str) -> Dict[str, float]:
+    """The plain curves wide and light, so that a measured curve on top leaves them visible."""
+    return {"linewidth": 4.0, "alpha": 0.5, "zorder": 1} if variant == "plain" else {"zorder": 2}
+
+
 def _plot_scale(results: Results, path: Path) -> Path:
     plt = _pyplot()
     models, variants = _layout(results)
@@ -212,7 +224,8 @@ def _plot_scale(results: Results, path: Path) -> Path:
             pts = _curve(results, model, variant, "scale")
             if pts:
                 x, ap, ap50 = zip(*pts)
-                ax.plot(x, ap, "o-", color=colours[variant], label=f"{variant} AP")
+                style = _style(variant)
+                ax.plot(x, ap, "o-", color=colours[variant], label=f"{variant} AP", **style)
                 ax.plot(x, ap50, "s--", color=colours[variant], alpha=0.5, label=f"{variant} AP50")
         ax.axvspan(0.5, 2.0, color="0.93", zorder=0)
         ax.set(xscale="log", xlabel="rescale factor", title=model)
@@ -239,7 +252,7 @@ def _plot_stain(results: Results, path: Path) -> Path:
                 pts = _curve(results, model, variant, kind)
                 if pts:
                     x, ap, _ = zip(*pts)
-                    ax.plot(x, ap, "o-", color=colours[variant], label=variant)
+                    ax.plot(x, ap, "o-", color=colours[variant], label=variant, **_style(variant))
             ax.set(xlabel=_KIND_LABELS[kind])
             ax.locator_params(axis="x", nbins=4)
             ax.grid(alpha=0.3)
