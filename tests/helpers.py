@@ -64,6 +64,29 @@ def make_inputs(sizes: Sequence[int] = (64, 64), boxes: Sequence[List] = ((), ()
     return out
 
 
+def sgd_steps(model, batch: List[dict], steps: int, lr: float = 0.01) -> List[float]:
+    """Train ``model`` on one batch for ``steps`` SGD steps; the total loss of each step. Losses
+    are normalised by each step's own positive count (not detectron2's slow EMA of it, which
+    starts at 100), so successive steps compare; every loss must come out float32."""
+    from detectron2.utils.events import EventStorage
+
+    if hasattr(model, "_ema_update"):
+        model._ema_update = lambda name, value, *args, **kwargs: value
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    history = []
+    model.train()
+    with EventStorage():
+        for _ in range(steps):
+            losses = model(batch)
+            assert {v.dtype for v in losses.values()} == {torch.float32}
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+    return history
+
+
 # ---------------------------------------------------------------- assigner layouts and cases
 
 #: a zero-area prediction far away: IoU 0 with every gt

@@ -7,8 +7,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.fcos import FCOS
-from detectron2.utils.events import EventStorage
-from helpers import CONFIGS, make_inputs
+from helpers import CONFIGS, make_inputs, sgd_steps
 
 from bmc_detectron.config import build_cfg
 from bmc_detectron.engine.precision import apply_precision
@@ -25,24 +24,9 @@ def _model(name: str, *opts):
     return cfg, apply_precision(build_model(cfg), cfg)
 
 
-def _train(model, steps: int = 10, lr: float = 0.01) -> list:
-    if hasattr(model, "_ema_update"):
-        model._ema_update = lambda name, value, *args, **kwargs: value
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+def _train(model, steps: int = 10) -> list:
     # 128 px: FCOS's GroupNorm needs more than one value per group on P7 (stride 128)
-    batch = make_inputs((128, 128), BOXES)
-    history = []
-    model.train()
-    with EventStorage():
-        for _ in range(steps):
-            losses = model(batch)
-            assert {v.dtype for v in losses.values()} == {torch.float32}
-            loss = sum(losses.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            history.append(loss.item())
-    return history
+    return sgd_steps(model, make_inputs((128, 128), BOXES), steps)
 
 
 def test_fcos_builds_from_yacs_with_the_config_values():

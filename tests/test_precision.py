@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
-from helpers import make_inputs, tiny_cfg
+from helpers import make_inputs, sgd_steps, tiny_cfg
 
 from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.engine.precision import apply_precision
@@ -51,19 +50,7 @@ def test_default_precision_leaves_the_model_float32():
 
 def test_bf16_training_losses_are_float32_and_fall():
     _, model = _model("BMC.PRECISION.CPU_BF16", True, "BMC.PRECISION.CHANNELS_LAST", True)
-    model._ema_update = lambda name, value, *args, **kwargs: value
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    batch = make_inputs((64, 64), BOXES)
-    history = []
-    with EventStorage():
-        for _ in range(8):
-            losses = model(batch)
-            assert {v.dtype for v in losses.values()} == {torch.float32}
-            loss = sum(losses.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            history.append(loss.item())
+    history = sgd_steps(model, make_inputs((64, 64), BOXES), steps=8)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
     assert history[-1] < history[0], history
 
