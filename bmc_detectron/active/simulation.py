@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import json
 import logging
 import time
@@ -89,9 +90,12 @@ class SimSettings:
     threads: Optional[int] = None
 
     def fixed(self) -> Dict[str, object]:
-        """The :data:`FIXED_KEYS` values, the config file as an absolute path."""
+        """The :data:`FIXED_KEYS` values; the config file by the SHA-256 of the config it builds
+        (its _BASE_ files included), so the same config from another checkout or working
+        directory matches and an edited one does not."""
         values = {k: getattr(self, k) for k in FIXED_KEYS}
-        values["config_file"] = str(Path(self.config_file).resolve())
+        built = build_cfg(self.config_file, []).dump().encode()
+        values["config_file"] = "sha256:" + hashlib.sha256(built).hexdigest()
         values["opts"] = [str(o) for o in self.opts]
         return values
 
