@@ -107,6 +107,9 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     md = (out / "ablation.md").read_text()
     assert "### Per-class AP50" in md and "| config | Prim | Lym |" in md
     assert "Runs without results" in md
+    # paired differences also carry a bootstrap interval over the test images
+    assert "(bootstrap over the" in md
+    assert f"| retinanet_R_18_FPN_cpu | {REFERENCE} (reference) | 1 |" in md
     for png in ("ap_per_config.png", "ap_vs_latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()

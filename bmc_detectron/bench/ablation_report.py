@@ -249,9 +249,11 @@ def markdown_tables(
     full: str | None = None,
     targets: Tuple[float, float] = (1.5, 2.0),
     reference: str | None = None,
+    after_intervals: Sequence[str] = (),
 ) -> str:
-    """Target verdict (with ``full``), component effects, paired intervals, mean table,
-    per-class AP / AP50 tables, per-seed table and unfinished runs, as markdown."""
+    """Target verdict (with ``full``), component effects, paired intervals (then the sections
+    ``after_intervals``), mean table, per-class AP / AP50 tables, per-seed table and unfinished
+    runs, as markdown."""
     parents = parents or {}
     out = []
     if full:
@@ -259,7 +261,7 @@ def markdown_tables(
     out += ["### Effect of each component (paired over seeds)\n"]
     out += [effects_table(summary, parents, reference) + "\n"]
     out += ["### Paired differences with 95 % intervals (t over the per-seed differences)\n"]
-    out += [interval_table(summary, parents, reference) + "\n"]
+    out += [interval_table(summary, parents, reference) + "\n", *after_intervals]
     out += ["### Mean over seeds\n", _mean_table(summary)]
     for metric in ("AP", "AP50"):
         rows = [[s["config"], *[fmt(s[f"{metric}-{c}"]) for c in classes]] for s in summary]

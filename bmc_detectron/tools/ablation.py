@@ -32,6 +32,7 @@ from typing import Sequence
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
+from bmc_detectron.bench.ablation_bootstrap import bootstrap_section
 from bmc_detectron.bench.ablation_report import (
     markdown_tables,
     plot,
@@ -103,6 +104,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar=("AP", "AP50"),
         help="gain over the reference the full model must reach",
     )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="paired differences also get a bootstrap interval over test images (N draws; 0: no)",
+    )
     p.add_argument("--notes", help="markdown file placed under the report's setup section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
@@ -156,8 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = MetadataCatalog.get(args.test_dataset).get("thing_classes") or []
     summary = summarize(records, classes)
     write_csv(out / "ablation.csv", records, summary, classes)
+    extra = []
+    if args.bootstrap > 0:
+        extra.append(
+            bootstrap_section(
+                records, summary, args.parents, reference, args.test_dataset, args.bootstrap
+            )
+        )
     tables = markdown_tables(
-        records, summary, classes, args.parents, args.full, args.target, reference
+        records, summary, classes, args.parents, args.full, args.target, reference, extra
     )
     atomic_write_text(out / "ablation.md", "# Ablation\n\n" + tables)
     plot(out, summary)
