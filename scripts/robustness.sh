@@ -15,6 +15,12 @@
 # as the count command resizes a case's fields). A model's training profile is
 # RUN/training_profile.json when the run has one, else it is made (bccd_train) under
 # $OUT/profiles/<label>/ (the runs folder is left as it is).
+# TRAINED ("label:run_name ...", swept with TRAINED_VARIANTS, default "plain auto-scale-case"):
+# the training-side measures, models of their own trained like the model selection, e.g.
+#   OUT=output/select_bccd_bf16 TASKS="d2_retinanet_R_18_FPN_MS_cpu:0 retinanet_R_18_full_MS_cpu:0
+#     d2_retinanet_R_18_FPN_HED_cpu:0 retinanet_R_18_full_HED_cpu:0" bash scripts/model_selection.sh
+# (multi-scale training: *_MS_cpu.yaml; H&E stain augmentation: *_HED_cpu.yaml). A TRAINED model
+# whose run has no model_final.pth yet is left out of the page, with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,6 +30,9 @@ PAGE=${PAGE:-docs/RESULTS_robustness.md}
 SEED=${SEED:-0}
 MODELS=${MODELS:-reference:d2_retinanet_R_18_FPN_cpu full:retinanet_R_18_PAN_SE_cpu}
 VARIANTS=${VARIANTS:-plain auto-scale auto-scale-case reinhard}
+TRAINED=${TRAINED-reference-ms:d2_retinanet_R_18_FPN_MS_cpu full-ms:retinanet_R_18_full_MS_cpu
+  reference-hed:d2_retinanet_R_18_FPN_HED_cpu full-hed:retinanet_R_18_full_HED_cpu}
+TRAINED_VARIANTS=${TRAINED_VARIANTS:-plain auto-scale-case}
 SCALES=(0.5 0.75 1 1.5 2 3)
 SHIFTS=(hue:-20 hue:20 sat:0.6 sat:1.4 h:0.15 h:-0.15 e:0.15 e:-0.15)
 
@@ -38,11 +47,21 @@ profile_of() {  # label run -> the training profile's path (made when missing)
 }
 
 inputs=()
-for model in $MODELS; do
+todo=()
+for model in $MODELS; do todo+=("$model|$VARIANTS"); done
+for model in $TRAINED; do
+  if [[ -f "$RUNS/${model#*:}/seed$SEED/model_final.pth" ]]; then
+    todo+=("$model|$TRAINED_VARIANTS")
+  else
+    echo "robustness: $model left out (no $RUNS/${model#*:}/seed$SEED/model_final.pth)" >&2
+  fi
+done
+for item in "${todo[@]}"; do
+  model=${item%%|*}
   label=${model%%:*}
   run="$RUNS/${model#*:}/seed$SEED"
   profile=$(profile_of "$label" "$run")
-  for variant in $VARIANTS; do
+  for variant in ${item#*|}; do
     dir="$OUT/$label/$variant"
     inputs+=("$dir/robustness.json")
     [[ -n "${REPORT:-}" || -f "$dir/robustness.json" ]] && continue

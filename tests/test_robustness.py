@@ -209,3 +209,24 @@ def test_robustness_command_on_a_tiny_model(tmp_path, capsys):
     assert (out / "ap_vs_scale.png").is_file() and (out / "ap_vs_stain.png").is_file()
     assert "| scale | 2 |" in (out / "robustness.md").read_text()  # a column per model
     assert "| tiny | h | 0.1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["d2_retinanet_R_18_FPN", "retinanet_R_18_full"])
+def test_robust_training_configs(model):
+    """The multi-scale and H&E training configs switch on exactly their augmentation."""
+    from detectron2.data import transforms as T_
+
+    configs = Path(__file__).resolve().parents[1] / "configs/cpu"
+    ms, hed = get_bmc_cfg(), get_bmc_cfg()
+    ms.merge_from_file(str(configs / f"{model}_MS_cpu.yaml"))
+    hed.merge_from_file(str(configs / f"{model}_HED_cpu.yaml"))
+    resize = build_bmc_augmentations(ms, True)[0]
+    assert isinstance(resize, T_.ResizeShortestEdge) and resize.is_range
+    assert tuple(resize.short_edge_length) == (192, 544) and resize.max_size == 726
+    assert not any(isinstance(a, RandomStainJitter) for a in build_bmc_augmentations(ms, True))
+    test_resize = build_bmc_augmentations(ms, False)[0]
+    assert tuple(test_resize.short_edge_length) == (320, 320)
+    augs = build_bmc_augmentations(hed, True)
+    assert isinstance(augs[-1], RandomStainJitter)
+    assert (augs[-1].scale_range, augs[-1].shift_range) == (0.2, 0.15)
+    assert tuple(augs[0].short_edge_length) == (320,)
