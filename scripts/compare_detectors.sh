@@ -9,6 +9,7 @@
 #   REPORT=1 bash scripts/compare_detectors.sh    # only the report (+ interleaved latency)
 #
 # Settings (environment): OUT, SEEDS, THREADS, PY, PRECISION, FULL (the full model's config).
+# Other data or configs: call the tool itself (bmc_detectron/tools/compare_detectors.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,31 +18,18 @@ PRECISION=${PRECISION-BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST Tr
 SEEDS=${SEEDS:-0 1}
 THREADS=${THREADS:-1}
 FULL=${FULL:-configs/cpu/retinanet_R_18_full_cpu.yaml}
-C=configs/cpu
-CONFIGS=("$C/d2_retinanet_R_18_FPN_cpu.yaml" "$C/compare/faster_rcnn_R_18_FPN_cpu.yaml"
-         "$C/compare/fcos_R_18_FPN_cpu.yaml" "$FULL")
-DATA=(--train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3)
-config_path() {
-  for c in "${CONFIGS[@]}"; do [[ $(basename "$c" .yaml) == "$1" ]] && echo "$c"; done
-}
-train() {
-  # shellcheck disable=SC2086
-  "$PY" -m bmc_detectron.tools.ablation --configs "$1" "${DATA[@]}" --seeds "$2" \
-    --output "$OUT" --threads "$THREADS" SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
-}
+# the tool's command line (python -m bmc_detectron.tools.compare_detectors --help)
+# shellcheck disable=SC2206
+ARGS=(--train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds $SEEDS
+      --output "$OUT" --threads "$THREADS" --full "$FULL")
+# shellcheck disable=SC2086
+OPTS=(SOLVER.CHECKPOINT_PERIOD 100 $PRECISION)
 if [[ -n "${TASKS:-}" ]]; then
-  for task in $TASKS; do train "$(config_path "${task%%:*}")" "${task##*:}"; done
+  # shellcheck disable=SC2086
+  "$PY" -m bmc_detectron.tools.compare_detectors --tasks $TASKS "${ARGS[@]}" "${OPTS[@]}" || true
   exit 0
 fi
-if [[ -z "${REPORT:-}" ]]; then
-  for seed in $SEEDS; do for c in "${CONFIGS[@]}"; do train "$c" "$seed"; done; done
-fi
-# batch-1 latency of the four, side by side in one process (interleaved rounds), 2 threads
-# shellcheck disable=SC2086
-"$PY" -m bmc_detectron.tools.benchmark --configs "${CONFIGS[@]}" \
-  --reference d2_retinanet_R_18_FPN_cpu --dataset bccd_test --threads 2 \
-  --output "$OUT/latency" MODEL.RETINANET.NUM_CLASSES 3 MODEL.ROI_HEADS.NUM_CLASSES 3 $PRECISION
-# shellcheck disable=SC2086
-"$PY" -m bmc_detectron.tools.ablation --configs "${CONFIGS[@]}" "${DATA[@]}" --seeds $SEEDS \
-  --output "$OUT" --no-run --report docs/RESULTS_detectors.md --notes docs/detectors_notes.md \
-  --extra "$OUT/latency/latency.md" --full "$(basename "$FULL" .yaml)"
+RUN=()
+[[ -n "${REPORT:-}" ]] && RUN=(--no-run)
+"$PY" -m bmc_detectron.tools.compare_detectors "${ARGS[@]}" "${RUN[@]}" \
+  --report docs/RESULTS_detectors.md --notes docs/detectors_notes.md "${OPTS[@]}"

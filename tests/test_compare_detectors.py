@@ -10,8 +10,12 @@ from detectron2.modeling.meta_arch.fcos import FCOS
 from helpers import CONFIGS, make_inputs, sgd_steps
 
 from bmc_detectron.config import build_cfg
+from bmc_detectron.data.classes import marrow_metadata
+from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
+from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.modeling import BMCFCOS
+from bmc_detectron.tools import compare_detectors
 
 BOXES = [[[8, 10, 40, 44, 0], [30, 30, 60, 62, 2]], [[20, 20, 50, 50, 1]]]
 TINY = ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RETINANET.NUM_CLASSES", 3]
@@ -81,3 +85,48 @@ def test_gflops_of_a_two_stage_detector_count_the_whole_model():
         assert abs(r["backbone_gflops"] + r["head_gflops"] - r["gflops"]) < 1e-6
     # RPN + ROI heads on 1000 proposals cost more than FCOS's shared head
     assert two["head_gflops"] > one["head_gflops"]
+
+
+@pytest.mark.slow
+def test_comparison_command_on_a_tiny_schedule(tmp_path):
+    """tools/compare_detectors: the four detectors trained, evaluated, timed, on one page.
+    160 px: batch-1 FCOS needs more than one value per GroupNorm group on P7 (stride 128)."""
+    json_file = generate_dataset(tmp_path / "synth", "train", 3, seed=0, height=160, width=160)
+    register_coco_dataset(
+        "compare_smoke", json_file, tmp_path / "synth" / "train", metadata=marrow_metadata()
+    )
+    try:
+        out, page = tmp_path / "cmp", tmp_path / "docs" / "RESULTS_detectors.md"
+        argv = ["--train-dataset", "compare_smoke", "--test-dataset", "compare_smoke"]
+        argv += ["--num-classes", "11", "--seeds", "0", "--max-iter", "2", "--in-process"]
+        argv += ["--output", str(out), "--report", str(page), "--latency-images", "1"]
+        argv += ["--latency-rounds", "1", "--no-train-timing", "--latency-threads", "1"]
+        argv += ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1"]
+        argv += ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "160"]
+        argv += ["INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "160"]
+        argv += ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+        assert compare_detectors.main(argv) == 0
+        names = ["d2_retinanet_R_18_FPN_cpu", "faster_rcnn_R_18_FPN_cpu", "fcos_R_18_FPN_cpu"]
+        names.append("retinanet_R_18_full_cpu")
+        for name in names:
+            metrics = out / "runs" / name / "seed0" / "inference" / "compare_smoke"
+            assert (metrics / "coco_metrics.json").is_file(), name
+        text = page.read_text()
+        assert "full model `retinanet_R_18_full_cpu` vs `d2_retinanet_R_18_FPN_cpu`" in text
+        assert "| config | Prim | Lym |" in text  # per-class AP of 11 classes
+        latency = (out / "latency" / "latency.md").read_text()
+        assert all(f"| {n} |" in latency for n in names)
+        # GFLOPs column of the mean table: Faster R-CNN (whole model) costs more than RetinaNet
+        rows = {
+            ln.split("|")[1].strip(): ln.split("|")
+            for ln in text.splitlines()
+            if ln.startswith("| ") and "/1 |" in ln
+        }
+        assert float(rows[names[1]][-2]) > float(rows[names[0]][-2]) > 0
+        # one lane's runs: --tasks trains exactly those and writes no page
+        page.unlink()
+        assert compare_detectors.main(["--tasks", "fcos_R_18_FPN_cpu:1", *argv]) == 0
+        assert (out / "runs" / "fcos_R_18_FPN_cpu" / "seed1" / "run.json").is_file()
+        assert not page.exists()
+    finally:
+        unregister_dataset("compare_smoke")
