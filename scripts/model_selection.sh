@@ -12,7 +12,9 @@
 # Settings (environment): OUT (run folder), SEEDS, THREADS, LANES, LANE, PY, PRECISION, CONFIGS,
 # TASKS ("config:seed config:seed ...": this lane runs exactly these, in this order, to put the
 # runs that decide a question first), REPORT=1 (train nothing: regenerate
-# docs/RESULTS_selection.md from the finished runs, with docs/selection_notes.md as its notes).
+# docs/RESULTS_selection.md from the finished runs, with docs/selection_notes.md as its notes),
+# COST=1 (time the reference, PAN + SE and the thesis' P2 neck side by side: $OUT/cost/latency.md,
+# included in the page).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -33,14 +35,24 @@ run_one() {
     --test-dataset bccd_val --num-classes 3 --seeds "$2" --output "$OUT" \
     --threads "$THREADS" SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
 }
+if [[ -n "${COST:-}" ]]; then
+  # shellcheck disable=SC2086
+  "$PY" -m bmc_detectron.tools.benchmark --configs "$C/d2_retinanet_R_18_FPN_cpu.yaml" \
+    "$C/retinanet_R_18_PAN_SE_cpu.yaml" "$C/retinanet_R_18_PAN_SE_P2_cpu.yaml" \
+    --reference d2_retinanet_R_18_FPN_cpu --dataset bccd_val --threads 1 --num-images 8 \
+    --rounds 3 --output "$OUT/cost" MODEL.RETINANET.NUM_CLASSES 3 $PRECISION
+  exit 0
+fi
 if [[ -n "${REPORT:-}" ]]; then
   S=retinanet_R_18_PAN_SE_cpu
+  extra=()
+  [[ -f "$OUT/cost/latency.md" ]] && extra=(--extra "$OUT/cost/latency.md")
   paths=()
   for name in $CONFIGS; do paths+=("$C/$name.yaml"); done
   # shellcheck disable=SC2086
   "$PY" -m bmc_detectron.tools.ablation --configs "${paths[@]}" --train-dataset bccd_train \
     --test-dataset bccd_val --num-classes 3 --seeds $SEEDS --output "$OUT" --no-run \
-    --report docs/RESULTS_selection.md --notes docs/selection_notes.md --full "$S" \
+    --report docs/RESULTS_selection.md --notes docs/selection_notes.md --full "$S" "${extra[@]}" \
     --parent retinanet_R_18_PAN_cpu=d2_retinanet_R_18_FPN_cpu "$S=retinanet_R_18_PAN_cpu" \
     "retinanet_R_18_PAN_SE_GATE3_cpu=$S" retinanet_R_18_PAN_PAA_cpu=retinanet_R_18_PAN_cpu \
     "retinanet_R_18_PAN_SE_PAA_cpu=$S" "retinanet_R_18_PAN_SE_P2_cpu=$S" \
