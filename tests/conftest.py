@@ -33,11 +33,13 @@ def _all_loggers() -> list:
 def _restore_logging_handlers():
     """Take back the handlers a test's in-process command added to any logger (detectron2's
     ``setup_logger`` or ``logging.basicConfig`` bound to that test's captured stdout / stderr,
-    which is closed after it: a later test's log record would hit a closed stream)."""
-    before = {id(lg): list(lg.handlers) for lg in _all_loggers()}
+    which is closed after it: a later test's log record would hit a closed stream), and the
+    ``propagate`` flag it switched off (a later test's ``caplog`` would see nothing)."""
+    before = {id(lg): (list(lg.handlers), lg.propagate) for lg in _all_loggers()}
     yield
     for lg in _all_loggers():
-        kept = before.get(id(lg), [])
+        kept, propagate = before.get(id(lg), ([], True))
         for handler in lg.handlers[:]:
             if handler not in kept:
                 lg.removeHandler(handler)
+        lg.propagate = propagate
