@@ -127,6 +127,8 @@ fi
 # selection (BCCD train, 780 iterations), on BCCD test; SELECT = that ablation's output folder.
 if [[ $PHASE == errors ]]; then
   SELECT=${SELECT:-output/select_bccd_bf16}
+  # the full model chosen on val (configs/cpu/retinanet_R_18_full_cpu.yaml), by its selection run
+  FULL=retinanet_R_18_PAN_SE_GATE3_PAA_cpu
   for pair in "$REFERENCE:ref" "$FULL:full"; do
     name=${pair%%:*} tag=${pair##*:}
     [[ -f "output/errors_bccd_$tag/errors.json" && -z "${REDO:-}" ]] || \
