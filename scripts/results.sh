@@ -45,6 +45,9 @@ PARENTS=(
 # This ladder's full model is PAN + SE (Max-IoU), what retinanet_R_18_full_cpu.yaml was when it ran;
 # the full model chosen since on val is confirmed by scripts/confirm_test.sh.
 FULL=$S
+# the full model chosen on val (configs/cpu/retinanet_R_18_full_cpu.yaml), by the name of its
+# model-selection runs: the errors and assignment pages use its seed-0 run
+CHOSEN=retinanet_R_18_PAN_SE_GATE3_PAA_cpu
 # detectron2's stock RetinaNet, trained and timed like every other config
 REFERENCE=d2_retinanet_R_18_FPN_cpu
 DATA=(--train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3)
@@ -127,8 +130,7 @@ fi
 # selection (BCCD train, 780 iterations), on BCCD test; SELECT = that ablation's output folder.
 if [[ $PHASE == errors ]]; then
   SELECT=${SELECT:-output/select_bccd_bf16}
-  # the full model chosen on val (configs/cpu/retinanet_R_18_full_cpu.yaml), by its selection run
-  FULL=retinanet_R_18_PAN_SE_GATE3_PAA_cpu
+  FULL=$CHOSEN
   for pair in "$REFERENCE:ref" "$FULL:full"; do
     name=${pair%%:*} tag=${pair##*:}
     [[ -f "output/errors_bccd_$tag/errors.json" && -z "${REDO:-}" ]] || \
@@ -184,6 +186,7 @@ fi
 # (untrained model), dataset statistics and the band-cell case.
 if [[ $PHASE == assign ]]; then
   SELECT=${SELECT:-output/select_bccd_bf16}
+  FULL=$CHOSEN
   "$PY" -m bmc_detectron.tools.show_assignment --config-file "$C/$FULL.yaml" \
     --weights "$SELECT/runs/$FULL/seed0/model_final.pth" --dataset bccd_test --images 2 \
     --output output/assign_bccd MODEL.DEVICE cpu MODEL.RETINANET.NUM_CLASSES 3
