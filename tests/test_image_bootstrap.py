@@ -160,3 +160,22 @@ def test_empty_predictions_and_mismatched_images():
         paired_bootstrap([(empty, other)], samples=5)
     with pytest.raises(ValueError, match="no images"):
         match_images(_coco([], []), [])
+
+
+def test_ground_truth_of_a_dataset_without_json(tmp_path):
+    """A dataset registered from dicts (no json_file) is converted to COCO for the bootstrap."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from bmc_detectron.bench.ablation_bootstrap import ground_truth
+
+    record = {"file_name": str(tmp_path / "a.png"), "image_id": 7, "height": 50, "width": 60}
+    record["annotations"] = [{"bbox": [5, 5, 20, 20], "bbox_mode": 0, "category_id": 0}]
+    DatasetCatalog.register("bootstrap_dicts", lambda: [record])
+    MetadataCatalog.get("bootstrap_dicts").set(thing_classes=["cell"])
+    try:
+        gt = ground_truth("bootstrap_dicts")
+        assert gt.getImgIds() == [7] and len(gt.getAnnIds()) == 1
+        assert gt.loadAnns(gt.getAnnIds())[0]["bbox"] == [5, 5, 15, 15]  # XYXY -> XYWH
+    finally:
+        DatasetCatalog.remove("bootstrap_dicts")
+        MetadataCatalog.remove("bootstrap_dicts")

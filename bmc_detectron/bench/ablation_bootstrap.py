@@ -31,12 +31,14 @@ def ground_truth(dataset: str) -> COCO:
     """The dataset's COCO ground truth: its registered ``json_file``, else detectron2's
     conversion of the registered dicts (written to a temporary file)."""
     json_file = MetadataCatalog.get(dataset).get("json_file")
-    if not json_file or not Path(json_file).is_file():
-        from detectron2.data.datasets.coco import convert_to_coco_json
+    if json_file and Path(json_file).is_file():
+        return quiet(COCO, json_file)
+    from detectron2.data.datasets.coco import convert_to_coco_json
 
-        json_file = str(Path(tempfile.mkdtemp()) / f"{dataset}_coco_format.json")
+    with tempfile.TemporaryDirectory() as tmp:  # COCO keeps what it read: the file can go
+        json_file = str(Path(tmp) / f"{dataset}_coco_format.json")
         convert_to_coco_json(dataset, json_file, allow_cached=False)
-    return quiet(COCO, json_file)
+        return quiet(COCO, json_file)
 
 
 def predictions_path(record: Mapping, dataset: str) -> Path:
