@@ -6,7 +6,8 @@
 #
 #   bash scripts/compare_detectors.sh             # train what is missing, then report
 #   TASKS="fcos_R_18_FPN_cpu:0" bash scripts/compare_detectors.sh   # one lane's runs only
-#   REPORT=1 bash scripts/compare_detectors.sh    # only the report (+ interleaved latency)
+#   REPORT=1 bash scripts/compare_detectors.sh    # only the report (+ interleaved latency,
+#                                                 # timed once; RETIME=1 times again)
 #
 # Settings (environment): OUT, SEEDS, THREADS, PY, PRECISION, FULL (the full model's config).
 # Other data or configs: call the tool itself (bmc_detectron/tools/compare_detectors.py).
@@ -30,6 +31,7 @@ if [[ -n "${TASKS:-}" ]]; then
   exit 0
 fi
 RUN=()
-[[ -n "${REPORT:-}" ]] && RUN=(--no-run)
+[[ -n "${REPORT:-}" ]] && RUN=(--no-run --reuse-latency)  # RETIME=1: time again anyway
+[[ -n "${REPORT:-}" && -n "${RETIME:-}" ]] && RUN=(--no-run)
 "$PY" -m bmc_detectron.tools.compare_detectors "${ARGS[@]}" "${RUN[@]}" \
   --report docs/RESULTS_detectors.md --notes docs/detectors_notes.md "${OPTS[@]}"

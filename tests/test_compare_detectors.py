@@ -123,6 +123,11 @@ def test_comparison_command_on_a_tiny_schedule(tmp_path):
             if ln.startswith("| ") and "/1 |" in ln
         }
         assert float(rows[names[1]][-2]) > float(rows[names[0]][-2]) > 0
+        # the report again without training or timing: the latency table is kept as it was
+        stamp = (out / "latency" / "latency.md").stat().st_mtime_ns
+        assert compare_detectors.main(["--no-run", "--reuse-latency", *argv]) == 0
+        assert (out / "latency" / "latency.md").stat().st_mtime_ns == stamp
+        assert page.is_file()
         # one lane's runs: --tasks trains exactly those and writes no page
         page.unlink()
         assert compare_detectors.main(["--tasks", "fcos_R_18_FPN_cpu:1", *argv]) == 0

@@ -61,6 +61,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-images", type=int, help="images per model and round when timing")
     p.add_argument("--latency-rounds", type=int, help="interleaved timing rounds")
     p.add_argument("--no-train-timing", action="store_true", help="time inference only")
+    p.add_argument(
+        "--reuse-latency",
+        action="store_true",
+        help="keep OUTPUT/latency/latency.md when it exists (time only when it does not)",
+    )
     p.add_argument("--in-process", action="store_true", help="train in this process")
     p.add_argument("--report", help="write the results page here (e.g. docs/RESULTS_detectors.md)")
     p.add_argument("--notes", help="markdown placed under the page's setup section")
@@ -112,10 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = 0
     if not args.no_run:
         rc = ablation.main(_ablation_argv(args, args.configs, args.seeds) + opts)
-    rc |= benchmark.main(_benchmark_argv(args))
+    latency = Path(args.output) / "latency" / "latency.md"
+    if not (args.reuse_latency and latency.is_file()):
+        rc |= benchmark.main(_benchmark_argv(args))
     report = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
-    report += ["--full", Path(args.full).stem]
-    report += ["--extra", str(Path(args.output) / "latency" / "latency.md")]
+    report += ["--full", Path(args.full).stem, "--extra", str(latency)]
     if args.report:
         report += ["--report", args.report]
     if args.notes:
