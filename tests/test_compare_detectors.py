@@ -3,6 +3,8 @@ from yacs by BMCFCOS), CPU-sized, with the trainer's precision path."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -123,6 +125,10 @@ def test_comparison_command_on_a_tiny_schedule(tmp_path):
             if ln.startswith("| ") and "/1 |" in ln
         }
         assert float(rows[names[1]][-2]) > float(rows[names[0]][-2]) > 0
+        # the latency column is the side-by-side measurement, not each run's own timing
+        timed = json.loads((out / "latency" / "latency.json").read_text())
+        medians = {m["name"]: m["median_ms"] for m in timed["models"]}
+        assert rows[names[2]][-4].strip() == f"{medians[names[2]]:.1f}"
         # the report again without training or timing: the latency table is kept as it was
         stamp = (out / "latency" / "latency.md").stat().st_mtime_ns
         assert compare_detectors.main(["--no-run", "--reuse-latency", *argv]) == 0

@@ -111,6 +111,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="paired differences also get a bootstrap interval over test images (N draws; 0: no)",
     )
+    p.add_argument(
+        "--latency-from",
+        metavar="LATENCY_JSON",
+        help="take batch-1 latency (median) from a side-by-side tools/benchmark latency.json "
+        "instead of each run's own timing, for the configs it has",
+    )
     p.add_argument("--notes", help="markdown file placed under the report's setup section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
@@ -162,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs, records = _run_all(args)
     reference = Path(args.reference_config).stem
     classes = MetadataCatalog.get(args.test_dataset).get("thing_classes") or []
+    if args.latency_from:
+        timed = json.loads(Path(args.latency_from).read_text())
+        side_by_side = {m["name"]: m["median_ms"] for m in timed["models"]}
+        for r in records:  # one latency per config: the interleaved median, for every seed
+            r["latency_ms"] = side_by_side.get(r["name"], r.get("latency_ms"))
     summary = summarize(records, classes)
     write_csv(out / "ablation.csv", records, summary, classes)
     extra = []

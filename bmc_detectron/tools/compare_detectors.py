@@ -122,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc |= benchmark.main(_benchmark_argv(args))
     report = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
     report += ["--full", Path(args.full).stem, "--extra", str(latency)]
+    if latency.with_suffix(".json").is_file():
+        report += ["--latency-from", str(latency.with_suffix(".json"))]
     if args.report:
         report += ["--report", args.report]
     if args.notes:
