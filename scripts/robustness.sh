@@ -28,6 +28,9 @@ RUNS=${RUNS:-output/select_bccd_bf16/runs}
 OUT=${OUT:-output/robustness}
 PAGE=${PAGE:-docs/RESULTS_robustness.md}
 SEED=${SEED:-0}
+# "full" here is the full model of when this page was measured (PAN + SE, Max-IoU); the model
+# chosen since on val is retinanet_R_18_PAN_SE_GATE3_PAA_cpu: sweep it into a new OUT (a finished
+# sweep in OUT is reused by its label, whatever model made it).
 MODELS=${MODELS:-reference:d2_retinanet_R_18_FPN_cpu full:retinanet_R_18_PAN_SE_cpu}
 VARIANTS=${VARIANTS:-plain auto-scale auto-scale-case reinhard}
 TRAINED=${TRAINED-reference-ms:d2_retinanet_R_18_FPN_MS_cpu full-ms:retinanet_R_18_full_MS_cpu
