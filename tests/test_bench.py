@@ -219,8 +219,12 @@ def test_paired_delta_uses_only_common_seeds():
     )  # seed 2 has no partner
     assert ablation_report.paired_delta(full, ref, "AP50") == (pytest.approx(3.5), 2)
     verdict = ablation_report.target_verdict([full, ref], "full", REFERENCE, 1.5, 2.0)
-    assert "over 2 paired seed(s)" in verdict and "ΔAP +2.0" in verdict and "**met**" in verdict
+    assert "over 2 paired seed(s)" in verdict and "ΔAP +2.00" in verdict and "**met**" in verdict
     assert "**not met**" in ablation_report.target_verdict([full, ref], "full", REFERENCE, 2.5, 2.0)
+    # two decimals: a mean of +1.99 against a +2.0 target reads as not met, not as "+2.0"
+    close = _row("close", {0: 40.0, 1: 38.0}, {0: 76.99, 1: 76.0})
+    line = ablation_report.target_verdict([close, ref], "close", REFERENCE, 1.5, 2.0)
+    assert "ΔAP50 +1.99 (target ≥ +2.0) → **not met**" in line
     assert "not evaluated" in ablation_report.target_verdict([full], "full", REFERENCE, 1.5, 2.0)
     lonely = _row("lonely", {5: 1.0}, {5: 1.0})
     assert "**not met**" in ablation_report.target_verdict(
@@ -302,7 +306,7 @@ def test_reference_is_recognised_by_config_stem(tmp_path):
     assert [s["config"] for s in summary] == ["retinanet_R_18_FPN_cpu", REFERENCE]
     assert summary[1]["description"].startswith("Reference: detectron2's own RetinaNet")
     verdict = ablation_report.target_verdict(summary, "retinanet_R_18_FPN_cpu", REFERENCE, 1.5, 2.0)
-    assert f"vs `{REFERENCE}` over 1 paired seed(s): ΔAP +3.0" in verdict and "**met**" in verdict
+    assert f"vs `{REFERENCE}` over 1 paired seed(s): ΔAP +3.00" in verdict and "**met**" in verdict
 
 
 def test_run_names_prefix_shared_stems_and_drop_repeats(tmp_path):

@@ -186,7 +186,7 @@ def target_verdict(
     met = n > 0 and ap >= min_ap and ap50 >= min_ap50
     return (
         f"- full model `{full}` vs `{reference}` over {n} paired seed(s): "
-        f"ΔAP {_signed(ap)} (target ≥ +{min_ap}), ΔAP50 {_signed(ap50)} (target ≥ +{min_ap50})"
+        f"ΔAP {ap:+.2f} (target ≥ +{min_ap}), ΔAP50 {ap50:+.2f} (target ≥ +{min_ap50})"
         f" → **{'met' if met else 'not met'}**"
     )
 
