@@ -73,8 +73,15 @@ def bootstrap_table(
     dataset: str,
     samples: int = 1000,
 ) -> str:
-    """Markdown table: per config vs parent and vs reference, n paired seeds with predictions,
-    ΔAP and ΔAP50 (mean over those seeds) with the 95 % bootstrap interval over images."""
+    """Markdown section: under its heading (and a line on what the interval measures), a table
+    with, per config vs parent and vs reference, the paired seeds with saved predictions and ΔAP,
+    ΔAP50 (mean over those seeds) with the 95 % bootstrap interval over images."""
+    head = (
+        f"### Paired differences with 95 % intervals (bootstrap over the `{dataset}` images)\n\n"
+        f"{samples} redraws of the test images (with replacement, one draw shared by every"
+        " seed); the interval covers the test-set sampling of the mean paired difference, not"
+        " the seed-to-seed variation (the t-interval above).\n\n"
+    )
     matches = _Matches(ground_truth(dataset), dataset)
     runs = {(r["name"], r["seed"]): r for r in records}
     rows = []
@@ -96,23 +103,5 @@ def bootstrap_table(
             rows.append([s["config"], f"{other} ({role})", str(len(pairs)), *cells])
     headers = ["config", "compared with", "n seeds", "ΔAP [95 % CI]", "ΔAP50 [95 % CI]"]
     if not rows:
-        return "- no pair of runs with saved predictions to bootstrap\n"
-    return markdown_table(headers, rows) + "\n"
-
-
-def bootstrap_section(
-    records: List[Dict],
-    summary: List[Dict],
-    parents: Mapping[str, str],
-    reference: str | None,
-    dataset: str,
-    samples: int = 1000,
-) -> str:
-    """The table under its heading, with one line saying what the interval measures."""
-    head = (
-        f"### Paired differences with 95 % intervals (bootstrap over the `{dataset}` images)\n\n"
-        f"{samples} redraws of the test images (with replacement, one draw shared by every"
-        " seed); the interval covers the test-set sampling of the mean paired difference, not"
-        " the seed-to-seed variation (the t-interval above).\n"
-    )
-    return head + "\n" + bootstrap_table(records, summary, parents, reference, dataset, samples)
+        return head + "- no pair of runs with saved predictions to bootstrap\n"
+    return head + markdown_table(headers, rows) + "\n"

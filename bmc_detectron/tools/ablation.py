@@ -32,7 +32,7 @@ from typing import Sequence
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from bmc_detectron.bench.ablation_bootstrap import bootstrap_section
+from bmc_detectron.bench.ablation_bootstrap import bootstrap_table
 from bmc_detectron.bench.ablation_report import (
     markdown_tables,
     plot,
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = []
     if args.bootstrap > 0:
         extra.append(
-            bootstrap_section(
+            bootstrap_table(
                 records, summary, args.parents, reference, args.test_dataset, args.bootstrap
             )
         )
