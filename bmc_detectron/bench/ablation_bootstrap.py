@@ -84,10 +84,10 @@ def bootstrap_table(
     )
     matches = _Matches(ground_truth(dataset), dataset)
     runs = {(r["name"], r["seed"]): r for r in records}
-    rows = []
+    rows, configs = [], {x["config"] for x in summary}
     for s in summary:
         for other, role in [(parents.get(s["config"]), "parent"), (reference, "reference")]:
-            if not other or other == s["config"] or other not in {x["config"] for x in summary}:
+            if not other or other == s["config"] or other not in configs:
                 continue
             pairs = []
             for seed in s["ok_seeds"]:

@@ -72,11 +72,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.configs = args.configs or [*(_rel(c) for c in DEFAULT_CONFIGS), args.full]
-    names = {Path(c).stem: c for c in args.configs}
+    args.names = {Path(c).stem: c for c in args.configs}
     for task in args.tasks or []:
         name, _, seed = task.rpartition(":")
-        if name not in names or not seed.isdigit():
-            p.error(f"--tasks {task}: expected NAME:SEED with NAME one of {sorted(names)}")
+        if name not in args.names or not seed.isdigit():
+            p.error(f"--tasks {task}: expected NAME:SEED with NAME one of {sorted(args.names)}")
     return args
 
 
@@ -108,11 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     opts = list(args.opts)
     if args.tasks:
-        names = {Path(c).stem: c for c in args.configs}
         rc = 0
         for task in args.tasks:
             name, _, seed = task.rpartition(":")
-            rc |= ablation.main(_ablation_argv(args, [names[name]], [int(seed)]) + opts)
+            rc |= ablation.main(_ablation_argv(args, [args.names[name]], [int(seed)]) + opts)
         return rc
     rc = 0
     if not args.no_run:
