@@ -21,6 +21,9 @@
 #     d2_retinanet_R_18_FPN_HED_cpu:0 retinanet_R_18_full_HED_cpu:0" bash scripts/model_selection.sh
 # (multi-scale training: *_MS_cpu.yaml; H&E stain augmentation: *_HED_cpu.yaml). A TRAINED model
 # whose run has no model_final.pth yet is left out of the page, with a message.
+# MORE_SEEDS (default "1"): other seeds of every model (MODELS and TRAINED) swept plain only
+# into $OUT/seed<s>/, where their runs are finished: the page's "over seeds" section compares each
+# training-side measure with its base model paired by seed (robustness_report --seed-inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -28,10 +31,10 @@ RUNS=${RUNS:-output/select_bccd_bf16/runs}
 OUT=${OUT:-output/robustness}
 PAGE=${PAGE:-docs/RESULTS_robustness.md}
 SEED=${SEED:-0}
-# "full" here is the full model of when this page was measured (PAN + SE, Max-IoU); the model
-# chosen since on val is retinanet_R_18_PAN_SE_GATE3_PAA_cpu: sweep it into a new OUT (a finished
-# sweep in OUT is reused by its label, whatever model made it).
-MODELS=${MODELS:-reference:d2_retinanet_R_18_FPN_cpu full:retinanet_R_18_PAN_SE_cpu}
+MORE_SEEDS=${MORE_SEEDS-1}
+# "full" is the model chosen on val (PAN + SE with open gates + PAA, docs/selection_notes.md). A
+# finished sweep in OUT is reused by its label, whatever model made it: a new model, a new OUT.
+MODELS=${MODELS:-reference:d2_retinanet_R_18_FPN_cpu full:retinanet_R_18_PAN_SE_GATE3_PAA_cpu}
 VARIANTS=${VARIANTS:-plain auto-scale auto-scale-case reinhard}
 TRAINED=${TRAINED-reference-ms:d2_retinanet_R_18_FPN_MS_cpu full-ms:retinanet_R_18_full_MS_cpu
   reference-hed:d2_retinanet_R_18_FPN_HED_cpu full-hed:retinanet_R_18_full_HED_cpu}
@@ -49,7 +52,26 @@ profile_of() {  # label run -> the training profile's path (made when missing)
   echo "$profile"
 }
 
+sweep() {  # label run variant dir: one sweep (skipped when its robustness.json exists)
+  local label=$1 run=$2 variant=$3 dir=$4 profile flags
+  [[ -n "${REPORT:-}" || -f "$dir/robustness.json" ]] && return 0
+  profile=$(profile_of "$label" "$run")
+  case $variant in
+    plain) flags=() ;;
+    auto-scale) flags=(--auto-scale) ;;
+    auto-scale-case) flags=(--auto-scale case) ;;
+    reinhard) flags=(--stain-normalize reinhard) ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+  esac
+  echo "== $label $variant ($run)" >&2
+  "$PY" -m bmc_detectron.tools.robustness --config-file "$run/config.yaml" \
+    --weights "$run/model_final.pth" --label "$label" --dataset bccd_test \
+    --scales "${SCALES[@]}" --stain-shifts "${SHIFTS[@]}" --training-profile "$profile" \
+    "${flags[@]}" --output "$dir"
+}
+
 inputs=()
+seed_inputs=()
 todo=()
 for model in $MODELS; do todo+=("$model|$VARIANTS"); done
 for model in $TRAINED; do
@@ -62,26 +84,21 @@ done
 for item in "${todo[@]}"; do
   model=${item%%|*}
   label=${model%%:*}
-  run="$RUNS/${model#*:}/seed$SEED"
-  profile=$(profile_of "$label" "$run")
   for variant in ${item#*|}; do
-    dir="$OUT/$label/$variant"
-    inputs+=("$dir/robustness.json")
-    [[ -n "${REPORT:-}" || -f "$dir/robustness.json" ]] && continue
-    case $variant in
-      plain) flags=() ;;
-      auto-scale) flags=(--auto-scale) ;;
-      auto-scale-case) flags=(--auto-scale case) ;;
-      reinhard) flags=(--stain-normalize reinhard) ;;
-      *) echo "unknown variant $variant" >&2; exit 2 ;;
-    esac
-    echo "== $label $variant" >&2
-    "$PY" -m bmc_detectron.tools.robustness --config-file "$run/config.yaml" \
-      --weights "$run/model_final.pth" --label "$label" --dataset bccd_test \
-      --scales "${SCALES[@]}" --stain-shifts "${SHIFTS[@]}" --training-profile "$profile" \
-      "${flags[@]}" --output "$dir"
+    sweep "$label" "$RUNS/${model#*:}/seed$SEED" "$variant" "$OUT/$label/$variant"
+    inputs+=("$OUT/$label/$variant/robustness.json")
+  done
+done
+for seed in $MORE_SEEDS; do
+  for model in $MODELS $TRAINED; do
+    label=${model%%:*}
+    run="$RUNS/${model#*:}/seed$seed"
+    dir="$OUT/seed$seed/$label/plain"
+    [[ -f "$run/model_final.pth" || -f "$dir/robustness.json" ]] || continue
+    sweep "$label" "$run" plain "$dir"
+    [[ -f "$dir/robustness.json" ]] && seed_inputs+=("$seed:$dir/robustness.json")
   done
 done
 "$PY" -m bmc_detectron.tools.robustness_report --inputs "${inputs[@]}" --output "$PAGE" \
-  --command "bash scripts/robustness.sh" \
+  --command "bash scripts/robustness.sh" --seed "$SEED" --seed-inputs "${seed_inputs[@]}" \
   --title "Robustness to scale and stain, with and without the measures"

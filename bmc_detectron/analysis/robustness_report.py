@@ -288,12 +288,15 @@ def page_text(
     title: str,
     header: str = "",
     target: float = 3.0,
+    extra: str = "",
 ) -> str:
-    """The markdown page: header, verdicts, tables, curves and the ruler's factors."""
+    """The markdown page: header, verdicts, ``extra`` (a section, e.g. the seeds'), tables,
+    curves and the ruler's factors."""
     parts = [f"# {title}\n", header.strip() + "\n" if header.strip() else ""]
     lines = verdicts(results, target)
     if lines:
         parts += ["## Verdicts\n", "\n".join(f"- {line}" for line in lines) + "\n"]
+    parts += [extra] if extra.strip() else []
     parts += ["## Models\n", _models_table(variants)]
     parts += ["## AP vs scale\n", "AP / AP50 (%) per rescale factor.\n"]
     parts += [pivot_table(results, ["scale"])]
@@ -320,11 +323,12 @@ def write_page(
     title: str,
     header: str = "",
     target: float = 3.0,
+    extra: str = "",
 ) -> Path:
     """Write ``page`` and its curves ``<page stem>_scale.png`` / ``_stain.png`` beside it."""
     from ..utils.io import atomic_write_text
 
     page = Path(page)
     images = plot_curves(results, page.parent, page.stem)
-    atomic_write_text(page, page_text(results, variants, images, title, header, target))
+    atomic_write_text(page, page_text(results, variants, images, title, header, target, extra))
     return page

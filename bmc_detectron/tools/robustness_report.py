@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..analysis.robustness_report import load_sweeps, write_page
+from ..analysis.robustness_seeds import seeds_section
 
 MEASURES_TEXT = """\
 **The sweep.** Every test image is rescaled by a factor (a copy of the test set per factor, the
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="Robustness to scale and stain, with and without measures")
     p.add_argument("--command", default="", help="how the page was made (shown in its header)")
     p.add_argument("--target", type=float, default=3.0, help="AP change allowed over 0.5..2")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the models of --inputs")
+    p.add_argument(
+        "--seed-inputs",
+        nargs="*",
+        default=[],
+        metavar="SEED:FILE",
+        help="robustness.json of other seeds' models (same labels): a section compares each "
+        "'<base>-<tag>' model with '<base>' paired by seed",
+    )
     return p
 
 
@@ -74,9 +84,27 @@ def run(args: argparse.Namespace) -> Path:
     datasets: Dict[str, None] = {}
     for path in paths:
         datasets[json.loads(path.read_text()).get("dataset", "?")] = None
-    seconds = sum(r.get("seconds", 0.0) for rows in results.values() for r in rows)
+    seeds = {args.seed: results, **_other_seeds(args.seed_inputs)}
+    seconds = sum(
+        r.get("seconds", 0.0) for res in seeds.values() for rows in res.values() for r in rows
+    )
     header = _header(args, list(datasets), seconds)
-    return write_page(results, variants, Path(args.output), args.title, header, args.target)
+    extra = seeds_section(seeds)
+    page = Path(args.output)
+    return write_page(results, variants, page, args.title, header, args.target, extra)
+
+
+def _other_seeds(items: Sequence[str]) -> Dict[int, Dict[str, List[dict]]]:
+    """``["1:a.json", "1:b.json", "2:c.json"]`` -> seed -> the merged results of its files."""
+    files: Dict[int, List[Path]] = {}
+    for item in items:
+        seed, sep, path = item.partition(":")
+        if not sep or not seed.strip().isdigit():
+            raise ValueError(f"--seed-inputs {item!r}: expected SEED:FILE (1:out/robustness.json)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: not found (--seed-inputs {item})")
+        files.setdefault(int(seed), []).append(Path(path))
+    return {seed: load_sweeps(paths)[0] for seed, paths in files.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

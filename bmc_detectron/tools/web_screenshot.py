@@ -65,7 +65,12 @@ def open_page(driver: Any, url: str, width: int, height: int) -> None:
     metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     driver.get(url)
-    wait_for(lambda: driver.find_element(By.ID, "model-badge").text, "the model description")
+
+    def badge_text() -> str:  # the element may not be there yet on a loaded machine
+        badges = driver.find_elements(By.ID, "model-badge")
+        return badges[0].text if badges else ""
+
+    wait_for(badge_text, "the model description")
 
 
 def upload(driver: Any, paths: Sequence[Path], timeout: float = 120.0) -> None:
