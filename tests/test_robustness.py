@@ -230,3 +230,20 @@ def test_robust_training_configs(model):
     assert isinstance(augs[-1], RandomStainJitter)
     assert (augs[-1].scale_range, augs[-1].shift_range) == (0.2, 0.15)
     assert tuple(augs[0].short_edge_length) == (320,)
+
+
+def test_robust_training_configs_at_r50():
+    """The R-50 full model's multi-scale (0.6x-1.7x the test size 800) and H&E configs."""
+    from detectron2.data import transforms as T_
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    ms, hed = get_bmc_cfg(), get_bmc_cfg()
+    ms.merge_from_file(str(configs / "retinanet_R_50_full_MS_1x.yaml"))
+    hed.merge_from_file(str(configs / "retinanet_R_50_full_HED_1x.yaml"))
+    resize = build_bmc_augmentations(ms, True)[0]
+    assert isinstance(resize, T_.ResizeShortestEdge) and resize.is_range
+    assert tuple(resize.short_edge_length) == (480, 1360) and resize.max_size == 2267
+    assert ms.MODEL.BMC.ASSIGNER.NAME == hed.MODEL.BMC.ASSIGNER.NAME == "PAA"
+    augs = build_bmc_augmentations(hed, True)
+    assert isinstance(augs[-1], RandomStainJitter) and augs[-1].shift_range == 0.15
+    assert tuple(augs[0].short_edge_length) == (640, 672, 704, 736, 768, 800)
