@@ -119,6 +119,40 @@ def test_rbc_scale_factor_on_rescaled_bccd(shared_root):
             assert abs(rescale_factor(base, est) / factor - 1) < 0.1
 
 
+HUE_20_MISREAD = pytest.mark.xfail(
+    strict=True,
+    reason="known: under a +20 deg hue rotation the a* mask reads BCCD's red cells at ~0.45x "
+    "(docs/RESULTS_robustness.md); a colour-direction-free mask tried instead failed on marrow "
+    "fields, where the large dark nucleated cells took Otsu's split",
+)
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [
+        "hue:-20",
+        pytest.param("hue:20", marks=HUE_20_MISREAD),
+        "sat:1.4",
+        "h:0.15",
+        "e:0.15",
+        "e:-0.15",
+    ],
+)
+def test_rbc_diameter_survives_stain_shifts(shared_root, shift):
+    """The ruler reads the same red cells after a stain shift: the case's median ratio within
+    10 % on BCCD, and each synthetic smear's."""
+    from bmc_detectron.analysis.robustness_sweep import parse_stain_shift, stain_op
+
+    op = stain_op(parse_stain_shift(shift))
+
+    def ratio(image: np.ndarray) -> float:
+        return estimate_rbc_diameter(op(image)).median_px / estimate_rbc_diameter(image).median_px
+
+    assert all(abs(ratio(_smear(seed)) - 1) < 0.1 for seed in (0, 1))
+    bccd = [im[..., ::-1].copy() for im in _bccd(shared_root, 6)]
+    assert abs(np.median([ratio(im) for im in bccd]) - 1) < 0.1
+
+
 def test_case_scale_flags_the_field_that_disagrees():
     case = case_scale([16.0, 16.5, 15.8, 31.0, float("nan")])
     assert case.outliers == [3] and case.disagree and abs(case.median_px - 16.25) < 1e-6
