@@ -298,7 +298,7 @@ def plot(out: Path, summary: List[Dict]) -> None:
         yerr=yerr,
         xlabel="latency, batch 1 (ms)",
         ylabel="COCO AP (%)",
-        title="AP vs latency (mean ± std over seeds; marker area = parameters)",
+        title="AP vs latency\n(mean ± std over seeds; marker area = parameters)",
         sizes=[s["params_m"] for s in ok],
         size_label=" M params",
     )
