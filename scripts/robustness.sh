@@ -9,7 +9,8 @@
 #   bash scripts/robustness.sh                # run what is missing, then the page
 #   REPORT=1 bash scripts/robustness.sh       # only the page
 #
-# Settings (environment): PY, RUNS (the model selection's runs), OUT, PAGE, SEED, MODELS
+# Settings (environment): PY, RUNS (the model selection's runs), OUT, PAGE, NOTES (hand-written,
+# placed under the header), SEED, MODELS
 # ("label:run_name ..."), VARIANTS ("plain auto-scale auto-scale-case reinhard"; auto-scale: each
 # image resized by its own red cells; auto-scale-case: all images of a condition by their median,
 # as the count command resizes a case's fields). A model's training profile is
@@ -32,6 +33,7 @@ OUT=${OUT:-output/robustness}
 PAGE=${PAGE:-docs/RESULTS_robustness.md}
 SEED=${SEED:-0}
 MORE_SEEDS=${MORE_SEEDS-1}
+NOTES=${NOTES:-docs/robustness_notes.md}
 # "full" is the model chosen on val (PAN + SE with open gates + PAA, docs/selection_notes.md). A
 # finished sweep in OUT is reused by its label, whatever model made it: a new model, a new OUT.
 MODELS=${MODELS:-reference:d2_retinanet_R_18_FPN_cpu full:retinanet_R_18_PAN_SE_GATE3_PAA_cpu}
@@ -101,4 +103,5 @@ for seed in $MORE_SEEDS; do
 done
 "$PY" -m bmc_detectron.tools.robustness_report --inputs "${inputs[@]}" --output "$PAGE" \
   --command "bash scripts/robustness.sh" --seed "$SEED" --seed-inputs "${seed_inputs[@]}" \
+  --notes "$NOTES" \
   --title "Robustness to scale and stain, with and without the measures"

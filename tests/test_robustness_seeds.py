@@ -89,9 +89,12 @@ def test_report_command_with_seed_inputs(tmp_path):
     s0 = _write(tmp_path / "s0.json", SEEDS[0])
     s1 = _write(tmp_path / "s1.json", SEEDS[1])
     page = tmp_path / "PAGE.md"
+    notes = tmp_path / "notes.md"
+    notes.write_text("### Notes\n\nWritten by hand.\n")
     argv = ["--inputs", s0, "--output", str(page), "--seed-inputs", f"1:{s1}"]
-    assert robustness_report.main(argv) == 0
+    assert robustness_report.main([*argv, "--notes", str(notes)]) == 0
     text = page.read_text()
+    assert text.index("Written by hand.") < text.index("## Training-side")
     assert "## Training-side measures over seeds" in text
     assert text.index("## Training-side") < text.index("## AP vs scale")
     assert "| scale 2 | 26.0 | 43.0 | +17.0 |" in text

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command", default="", help="how the page was made (shown in its header)")
     p.add_argument("--target", type=float, default=3.0, help="AP change allowed over 0.5..2")
     p.add_argument("--seed", type=int, default=0, help="the seed of the models of --inputs")
+    p.add_argument("--notes", help="a markdown file (hand-written notes) placed under the header")
     p.add_argument(
         "--seed-inputs",
         nargs="*",
@@ -89,6 +90,11 @@ def run(args: argparse.Namespace) -> Path:
         r.get("seconds", 0.0) for res in seeds.values() for rows in res.values() for r in rows
     )
     header = _header(args, list(datasets), seconds)
+    if args.notes:
+        notes = Path(args.notes)
+        if not notes.is_file():
+            raise FileNotFoundError(f"{notes}: not found (--notes)")
+        header += "\n" + notes.read_text().strip() + "\n"
     extra = seeds_section(seeds)
     page = Path(args.output)
     return write_page(results, variants, page, args.title, header, args.target, extra)
