@@ -12,7 +12,6 @@ from bmc_detectron.analysis.robustness_seeds import (
     measure_pairs,
     pair_table,
     paired_by_seed,
-    scale_spread,
     seeds_section,
 )
 from bmc_detectron.tools import robustness_report
@@ -70,9 +69,7 @@ def test_paired_by_seed_and_the_table():
     ]
 
 
-def test_scale_spread_and_section():
-    assert scale_spread(SEEDS[0]["ref"]) == 20
-    assert scale_spread(_rows({("scale", 1.0): 5.0})) is None
+def test_section_with_the_scale_spread_per_seed():
     text = seeds_section(SEEDS)
     assert "### ref-ms vs ref (seeds 0, 1)" in text
     assert "ref -> ref-ms: s0 20.0 -> 4.0; s1 24.0 -> 6.0." in text

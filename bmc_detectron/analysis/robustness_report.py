@@ -62,12 +62,12 @@ def markdown_table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _conditions(results: Results, kinds: Sequence[str]) -> List[Tuple[str, float]]:
+def conditions_of(results: Results, kinds: Sequence[str]) -> List[Tuple[str, float]]:
     seen = {(r["kind"], r["value"]) for rows in results.values() for r in rows}
     return sorted((c for c in seen if c[0] in kinds), key=lambda c: (kinds.index(c[0]), c[1]))
 
 
-def _row(rows: List[dict], kind: str, value: float) -> Optional[dict]:
+def row_at(rows: List[dict], kind: str, value: float) -> Optional[dict]:
     return next((r for r in rows if r["kind"] == kind and r["value"] == value), None)
 
 
@@ -75,17 +75,17 @@ def pivot_table(results: Results, kinds: Sequence[str]) -> str:
     """A row per condition of ``kinds``, a column per name: ``AP / AP50``."""
     names = list(results)
     rows = []
-    for kind, value in _conditions(results, list(kinds)):
+    for kind, value in conditions_of(results, list(kinds)):
         cells = []
         for name in names:
-            r = _row(results[name], kind, value)
+            r = row_at(results[name], kind, value)
             cells.append("-" if r is None else f"{r['AP']:.1f} / {r['AP50']:.1f}")
         rows.append([kind, f"{value:g}", *cells])
     return md_table(["condition", "value", *names], rows) + "\n"
 
 
 def _ruler_cell(rows: List[dict], kind: str, value: float) -> str:
-    ruler = (_row(rows, kind, value) or {}).get("ruler")
+    ruler = (row_at(rows, kind, value) or {}).get("ruler")
     if not ruler or not math.isfinite(ruler["mean_estimate"]):
         return "-"
     text = f"{ruler['mean_estimate']:.3f} ± {ruler['sd_estimate']:.3f}"
@@ -101,7 +101,7 @@ def ruler_table(results: Results) -> str:
     names = [n for n, rows in results.items() if any("ruler" in r for r in rows)]
     if not names:
         return ""
-    conds = _conditions(results, ["scale", *STAIN_KINDS])
+    conds = conditions_of(results, ["scale", *STAIN_KINDS])
     columns: Dict[tuple, List[str]] = {}
     for name in names:
         cells = tuple(_ruler_cell(results[name], kind, value) for kind, value in conds)
@@ -119,7 +119,7 @@ def scale_deviation(
 ) -> Optional[Tuple[float, float, float]]:
     """The largest ``|AP(s) - AP(1)|`` over the factors ``lo <= s <= hi``, its ``s`` and
     ``AP(1)``; None without a factor 1 or another factor in range."""
-    base = _row(rows, "scale", 1.0)
+    base = row_at(rows, "scale", 1.0)
     others = [r for r in rows if r["kind"] == "scale" and lo <= r["value"] <= hi]
     others = [r for r in others if r["value"] != 1.0]
     if base is None or not others:
@@ -133,7 +133,7 @@ def stain_drop(rows: List[dict]) -> Optional[Tuple[float, str]]:
     h 0, e 0) and the condition; None without stain conditions."""
     drops = []
     for r in rows:
-        base = _row(rows, r["kind"], STAIN_NEUTRAL.get(r["kind"], float("nan")))
+        base = row_at(rows, r["kind"], STAIN_NEUTRAL.get(r["kind"], float("nan")))
         if base is not None and r is not base:
             drops.append((base["AP"] - r["AP"], f"{r['kind']} {r['value']:g}"))
     return max(drops) if drops else None

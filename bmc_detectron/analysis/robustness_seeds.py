@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..bench.report import markdown_table as md_table
 from .robustness_measures import split_variant
+from .robustness_report import conditions_of, row_at, scale_deviation
 from .robustness_sweep import STAIN_KINDS
 
 Results = Dict[str, List[dict]]
@@ -38,7 +39,7 @@ def measure_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
 
 
 def _ap(rows: List[dict], kind: str, value: float) -> Optional[float]:
-    row = next((r for r in rows if r["kind"] == kind and r["value"] == value), None)
+    row = row_at(rows, kind, value)
     return None if row is None else float(row["AP"])
 
 
@@ -58,14 +59,9 @@ def paired_by_seed(
 
 
 def _conditions(seeds: SeedResults, names: Sequence[str]) -> List[Tuple[str, float]]:
-    kinds = ["scale", *STAIN_KINDS]
-    seen = {
-        (r["kind"], r["value"])
-        for results in seeds.values()
-        for name in names
-        for r in results.get(name, [])
-    }
-    return sorted((c for c in seen if c[0] in kinds), key=lambda c: (kinds.index(c[0]), c[1]))
+    """The conditions any seed has for any of ``names``, in the report's order."""
+    merged = {f"{seed}/{n}": res[n] for seed, res in seeds.items() for n in names if n in res}
+    return conditions_of(merged, ["scale", *STAIN_KINDS])
 
 
 def pair_table(seeds: SeedResults, measure: str, base: str) -> Tuple[str, List[int]]:
@@ -95,25 +91,16 @@ def pair_table(seeds: SeedResults, measure: str, base: str) -> Tuple[str, List[i
     return md_table(headers, rows) + "\n", sorted(used)
 
 
-def scale_spread(rows: List[dict], lo: float = 0.5, hi: float = 2.0) -> Optional[float]:
-    """The largest ``|AP(s) - AP(1)|`` over the factors ``lo <= s <= hi``; None without AP(1)
-    or another factor in range."""
-    base = _ap(rows, "scale", 1.0)
-    others = [r["AP"] for r in rows if r["kind"] == "scale" and lo <= r["value"] <= hi]
-    if base is None or len(others) < 2:
-        return None
-    return max(abs(ap - base) for ap in others)
-
-
 def spread_line(seeds: SeedResults, measure: str, base: str, lo: float, hi: float) -> str:
     """Per seed, the largest AP change over the factors ``lo..hi`` of base -> measure."""
     parts = []
     for seed in sorted(seeds):
         results = seeds[seed]
         if measure in results and base in results:
-            a, b = scale_spread(results[measure], lo, hi), scale_spread(results[base], lo, hi)
+            a = scale_deviation(results[measure], lo, hi)
+            b = scale_deviation(results[base], lo, hi)
             if a is not None and b is not None:
-                parts.append(f"s{seed} {b:.1f} -> {a:.1f}")
+                parts.append(f"s{seed} {b[0]:.1f} -> {a[0]:.1f}")
     if not parts:
         return ""
     return f"largest |AP(s) - AP(1)| over s in {lo:g}..{hi:g}, {base} -> {measure}: " + "; ".join(
