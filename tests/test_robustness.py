@@ -121,9 +121,9 @@ def test_rbc_scale_factor_on_rescaled_bccd(shared_root):
 
 HUE_20_MISREAD = pytest.mark.xfail(
     strict=True,
-    reason="known: under a +20 deg hue rotation the a* mask reads BCCD's red cells at ~0.45x "
-    "(docs/RESULTS_robustness.md); a colour-direction-free mask tried instead failed on marrow "
-    "fields, where the large dark nucleated cells took Otsu's split",
+    reason="known: under a +20 deg hue rotation the a* mask reads BCCD's red cells at about half "
+    "their size (docs/RESULTS_robustness.md); a colour-direction-free mask tried instead failed "
+    "on marrow fields, where the large dark nucleated cells took Otsu's split",
 )
 
 
