@@ -14,7 +14,9 @@
 # runs that decide a question first), REPORT=1 (train nothing: regenerate
 # docs/RESULTS_selection.md from the finished runs, with docs/selection_notes.md as its notes),
 # COST=1 (time the reference, PAN + SE and the thesis' P2 neck side by side: $OUT/cost/latency.md,
-# included in the page).
+# included in the page), PARITY=1 (train nothing: docs/RESULTS_precision_runs.md, PAN seed 0 trained
+# in float32 into FP32_OUT (default output/select_bccd) against its bf16 run, after
+# `PRECISION= OUT=output/select_bccd TASKS="retinanet_R_18_PAN_cpu:0" bash scripts/model_selection.sh`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -41,6 +43,19 @@ if [[ -n "${COST:-}" ]]; then
     "$C/retinanet_R_18_PAN_SE_cpu.yaml" "$C/retinanet_R_18_PAN_SE_P2_cpu.yaml" \
     --reference d2_retinanet_R_18_FPN_cpu --dataset bccd_val --threads 1 --num-images 8 \
     --rounds 3 --output "$OUT/cost" MODEL.RETINANET.NUM_CLASSES 3 $PRECISION
+  exit 0
+fi
+if [[ -n "${PARITY:-}" ]]; then
+  P=retinanet_R_18_PAN_cpu
+  seeds=()
+  for s in 1 2; do
+    [[ -d "$OUT/runs/$P/seed$s/inference" ]] && seeds+=("bf16 s$s=$OUT/runs/$P/seed$s")
+  done
+  notes=()
+  [[ -f docs/precision_runs_notes.md ]] && notes=(--notes docs/precision_runs_notes.md)
+  "$PY" -m bmc_detectron.tools.precision_runs --dataset bccd_val \
+    --runs "float32 s0=${FP32_OUT:-output/select_bccd}/runs/$P/seed0" "bf16 s0=$OUT/runs/$P/seed0" \
+    --seed-runs "${seeds[@]}" "${notes[@]}" --output docs/RESULTS_precision_runs.md
   exit 0
 fi
 if [[ -n "${REPORT:-}" ]]; then
