@@ -3,7 +3,8 @@
 # 780 iterations, bf16, seed 0 of the model selection) on BCCD test: each model plain, with the
 # red-cell auto-scale (per image and per case) and with Reinhard stain normalisation at inference.
 # One page with the tables, curves, the ruler's estimated vs true factors and the scale verdict:
-# docs/RESULTS_robustness.md (+ docs/RESULTS_robustness_scale.png, _stain.png). Resumable: a
+# docs/RESULTS_robustness.md (+ docs/RESULTS_robustness_scale.png, _stain.png, and _boxes.md:
+# per-class AP and white-cell box sizes under the H/E shifts). Resumable: a
 # finished sweep (its robustness.json) is not run again.
 #
 #   bash scripts/robustness.sh                # run what is missing, then the page
@@ -105,3 +106,17 @@ done
   --command "bash scripts/robustness.sh" --seed "$SEED" --seed-inputs "${seed_inputs[@]}" \
   --notes "$NOTES" \
   --title "Robustness to scale and stain, with and without the measures"
+# Per-class AP and white-cell box sizes under the H and E shifts, from the plain sweeps' kept
+# detections (tools/robustness_boxes): ${PAGE%.md}_boxes.md.
+boxes=()
+for model in $MODELS $TRAINED; do
+  label=${model%%:*}
+  [[ -d "$OUT/$label/plain/copies" ]] && boxes+=("$label=$OUT/$label/plain")
+  for seed in $MORE_SEEDS; do
+    dir="$OUT/seed$seed/$label/plain"
+    [[ -d "$dir/copies" ]] && boxes+=("$label s$seed=$dir")
+  done
+done
+"$PY" -m bmc_detectron.tools.robustness_boxes --sweeps "${boxes[@]}" --class WBC \
+  --conditions e_0 e_0p15 e_m0p15 h_0p15 h_m0p15 --output "${PAGE%.md}_boxes.md" \
+  --title "White-cell boxes under stain shifts (BCCD test; seed $SEED unless marked)"

@@ -216,10 +216,15 @@ def _plot_scale(results: Results, path: Path) -> Path:
     plt = _pyplot()
     models, variants = _layout(results)
     colours = {v: f"C{i}" for i, v in enumerate(variants)}
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(4.6 * len(models), 3.8), squeeze=False, sharey=True
+    ncol = len(models) if len(models) <= 3 else 2  # more models: pairs side by side, in rows
+    nrow = -(-len(models) // ncol)
+    fig, grid = plt.subplots(
+        nrow, ncol, figsize=(4.6 * ncol, 3.8 * nrow), squeeze=False, sharey=True
     )
-    for ax, model in zip(axes[0], models):
+    axes = grid.ravel()
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    for ax, model in zip(axes, models):
         for variant in variants:
             pts = _curve(results, model, variant, "scale")
             if pts:
@@ -232,9 +237,10 @@ def _plot_scale(results: Results, path: Path) -> Path:
         ax.set_xticks([0.5, 0.75, 1, 1.5, 2, 3], ["0.5", "0.75", "1", "1.5", "2", "3"])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("AP, AP50 (%)")
+    for row in grid:
+        row[0].set_ylabel("AP, AP50 (%)")
     fig.suptitle("AP (solid) and AP50 (dashed) vs scale; shaded: the 0.5-2 target range")
-    return _save_with_legend(fig, axes[0], path)
+    return _save_with_legend(fig, list(axes[: len(models)]), path)
 
 
 def _plot_stain(results: Results, path: Path) -> Path:
