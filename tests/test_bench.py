@@ -19,13 +19,13 @@ from bmc_detectron.bench.inputs import latency_inputs
 from bmc_detectron.bench.measure import (
     MethodClock,
     Subject,
-    count_gflops,
     measure_latency,
     measure_training,
     round_order,
     summarize_ms,
 )
 from bmc_detectron.bench.memory import PeakMemory
+from bmc_detectron.bench.model_cost import count_gflops
 from bmc_detectron.bench.report import add_ratios, describe, latency_markdown
 from bmc_detectron.bench.runs import run_names
 from bmc_detectron.data.datasets import (

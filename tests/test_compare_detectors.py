@@ -76,7 +76,7 @@ def test_faster_rcnn_bf16_covers_rpn_and_box_heads_and_keeps_losses_float32():
 
 
 def test_gflops_of_a_two_stage_detector_count_the_whole_model():
-    from bmc_detectron.bench.measure import count_gflops
+    from bmc_detectron.bench.model_cost import count_gflops
 
     _, rcnn = _model("faster_rcnn_R_18_FPN_cpu.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 3)
     _, fcos = _model("fcos_R_18_FPN_cpu.yaml")

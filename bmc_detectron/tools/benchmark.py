@@ -53,8 +53,6 @@ from bmc_detectron.bench.inputs import (
 from bmc_detectron.bench.measure import (
     Subject,
     build_subject,
-    count_gflops,
-    count_parameters,
     evaluate_coco,
     measure_latency,
     measure_throughput,
@@ -63,6 +61,7 @@ from bmc_detectron.bench.measure import (
     torch_threads,
 )
 from bmc_detectron.bench.memory import PeakMemory
+from bmc_detectron.bench.model_cost import count_gflops, count_parameters
 from bmc_detectron.bench.report import (
     BENCHMARK_HEADERS,
     add_ratios,
