@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..bench.report import markdown_table
+
 
 @dataclass(frozen=True)
 class BoxStats:
@@ -130,7 +132,7 @@ def boxes_table(rows: List[Dict[str, object]], class_name: str) -> str:
         f"{class_name} size ratio median [p10, p90]",
         "centre offset median",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for row in rows:
         s: Optional[BoxStats] = row["boxes"]  # type: ignore[assignment]
         size = (
@@ -138,14 +140,15 @@ def boxes_table(rows: List[Dict[str, object]], class_name: str) -> str:
             if s
             else "-"
         )
-        cells = [
-            str(row["model"]),
-            str(row["condition"]),
-            f"{row['AP']:.1f}",
-            *[f"{row['per_class'][c]:.1f}" for c in classes],  # type: ignore[index]
-            str(s.n) if s else "0",
-            size,
-            f"{s.offset_median:.2f}" if s else "-",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(
+            [
+                str(row["model"]),
+                str(row["condition"]),
+                f"{row['AP']:.1f}",
+                *[f"{row['per_class'][c]:.1f}" for c in classes],  # type: ignore[index]
+                str(s.n) if s else "0",
+                size,
+                f"{s.offset_median:.2f}" if s else "-",
+            ]
+        )
+    return markdown_table(head, lines) + "\n"

@@ -20,8 +20,9 @@ import numpy as np
 import yaml
 
 from ..evaluation.image_bootstrap import match_images, paired_bootstrap
-from .ablation_bootstrap import ground_truth
+from .ablation_bootstrap import ground_truth, predictions_path
 from .report import markdown_table
+from .runs import metrics_path
 
 
 @dataclass
@@ -62,7 +63,7 @@ def read_run(
 ) -> RunRecord:
     """The :class:`RunRecord` of ``run_dir``; a clear error when the run has not finished."""
     run_dir = Path(run_dir)
-    metrics_file = run_dir / "inference" / dataset / "coco_metrics.json"
+    metrics_file = metrics_path({"run_dir": run_dir, "test_dataset": dataset})
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not finished (no {metrics_file.name} for {dataset})")
     log = _training_log(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else []
@@ -118,7 +119,7 @@ def differences_table(runs: Sequence[RunRecord], dataset: str, samples: int = 10
     gt = ground_truth(dataset)
 
     def matches(r: RunRecord):
-        path = r.run_dir / "inference" / dataset / "coco_instances_results.json"
+        path = predictions_path({"run_dir": r.run_dir}, dataset)
         return match_images(gt, json.loads(path.read_text()))
 
     base = matches(runs[0])
