@@ -11,6 +11,7 @@ from detectron2.structures import Boxes, Instances
 from helpers import CONFIGS
 
 from bmc_detectron.bench import gpu_check as gc
+from bmc_detectron.bench import gpu_runs
 from bmc_detectron.bench.gpu_report import page
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
@@ -87,16 +88,16 @@ def test_detection_agreement_hand_built():
 
 
 def test_schedule_opts():
-    assert gpu_check.schedule(400) == [
+    assert gpu_runs.schedule(400) == [
         *("SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "(300, 360)"),
         *("SOLVER.WARMUP_ITERS", "80", "SOLVER.CHECKPOINT_PERIOD", "401"),
     ]
     # round(0.9 * 4) == 4 is not a step; no warm-up
-    assert gpu_check.schedule(4)[3] == "(3,)" and gpu_check.schedule(4)[5] == "0"
+    assert gpu_runs.schedule(4)[3] == "(3,)" and gpu_runs.schedule(4)[5] == "0"
 
 
 def test_checkpointed_records_a_failure_and_goes_on(tmp_path):
-    ck = gpu_check.Checkpointed(tmp_path / "r.json", {}, deadline=1e12)
+    ck = gpu_runs.Checkpointed(tmp_path / "r.json", {}, deadline=1e12)
     ck.step("bad", lambda: 1 / 0)
     ck.step("good", lambda: {"x": 1})
     saved = json.loads((tmp_path / "r.json").read_text())
