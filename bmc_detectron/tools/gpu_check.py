@@ -8,7 +8,8 @@
 
 ``scripts/gpu_check.sh`` prepares and runs it on a lent machine (GPU time is short: one call).
 The steps, each saved to ``OUT/gpu_check.json`` as soon as it ends, so that a lease cut short
-still returns what was measured (:mod:`bmc_detectron.bench.gpu_check`):
+still returns what was measured (:mod:`bmc_detectron.bench.gpu_check`,
+:mod:`bmc_detectron.bench.gpu_runs`):
 
 1. ``environment``: GPU, CUDA, cuDNN, torch / torchvision / detectron2 versions.
 2. ``dcn``: a DCNv1 and a DCNv2 layer, output and gradients on every path (CUDA float32, CUDA
