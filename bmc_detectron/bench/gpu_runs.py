@@ -163,6 +163,8 @@ def cpu_agreement(
 
 
 def dcn_model_ops(args: argparse.Namespace) -> Dict[str, object]:
+    """The deformable ops and kernels one training step of ``--dcn-config``'s detector runs
+    (two images of the trainer's loader)."""
     cfg = build_cfg(args.dcn_config, model_opts(args) + schedule(1000))
     batch = next(loader_batches(cfg))[:2]
     return {"config": args.dcn_config, "ops": gc.model_ops(cfg, batch)}

@@ -1,6 +1,6 @@
 """The GPU check: the R-50 reference and full model on a CUDA machine, in one budgeted command.
 
-    python -m bmc_detectron.tools.gpu_check --output OUT [--work-dir DIR] [--budget-s 420] \
+    python -m bmc_detectron.tools.gpu_check --output OUT [--work-dir DIR] [--budget-s 480] \
         [--configs REF.yaml FULL.yaml] [--dcn-config DCN.yaml] [--max-iter 1000] \
         [--min-iter 100] [--ims-per-batch 16] [--device cuda] [KEY VALUE ...]
     python -m bmc_detectron.tools.gpu_check --report-from OUT/gpu_check.json \
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--budget-s", type=float, default=420.0, help="seconds for all the steps")
+    p.add_argument("--budget-s", type=float, default=480.0, help="seconds for all the steps")
     p.add_argument("--max-iter", type=int, default=1000, help="longest schedule")
     p.add_argument("--min-iter", type=int, default=100, help="shorter than this: skip training")
     p.add_argument("--iter-multiple", type=int, default=50, help="schedule length rounds to it")
