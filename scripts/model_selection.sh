@@ -29,7 +29,8 @@ LANE=${LANE:-0}
 C=configs/cpu
 DEFAULT_CONFIGS="d2_retinanet_R_18_FPN_cpu retinanet_R_18_PAN_cpu retinanet_R_18_PAN_SE_cpu
   retinanet_R_18_PAN_SE_GATE3_cpu retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu
-  retinanet_R_18_PAN_SE_GATE3_PAA_cpu retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu"
+  retinanet_R_18_PAN_SE_GATE3_PAA_cpu retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu
+  retinanet_R_18_PAN_SE_DCN_cpu"
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
 run_one() {
   # shellcheck disable=SC2086
@@ -73,7 +74,7 @@ if [[ -n "${REPORT:-}" ]]; then
     "retinanet_R_18_PAN_SE_GATE3_cpu=$S" retinanet_R_18_PAN_PAA_cpu=retinanet_R_18_PAN_cpu \
     "retinanet_R_18_PAN_SE_PAA_cpu=$S" "retinanet_R_18_PAN_SE_P2_cpu=$S" \
     retinanet_R_18_PAN_SE_GATE3_PAA_cpu=retinanet_R_18_PAN_PAA_cpu \
-    "retinanet_R_18_PAN_SE_OTA_cpu=$S"
+    "retinanet_R_18_PAN_SE_OTA_cpu=$S" "retinanet_R_18_PAN_SE_DCN_cpu=$S"
   exit 0
 fi
 if [[ -n "${TASKS:-}" ]]; then
