@@ -17,6 +17,7 @@ import math
 from typing import Callable, Dict, List, Mapping, Sequence
 
 import torch
+import torchvision
 from detectron2.config import CfgNode
 from detectron2.structures import Instances
 from torch.profiler import ProfilerActivity, profile
@@ -43,8 +44,6 @@ def environment() -> Dict[str, object]:
         info.update(gpu_memory_gib=round(props.total_memory / 2**30, 1))
         info.update(capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
         info.update(cudnn=torch.backends.cudnn.version())
-    import torchvision
-
     info["torchvision"] = torchvision.__version__
     return info
 
