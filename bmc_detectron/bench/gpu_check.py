@@ -215,22 +215,11 @@ def detection_agreement(
     """
     a = a.to("cpu")[a.scores.argsort(descending=True)[:top].cpu()]
     b = b.to("cpu")
-    n = len(a)
-    if n == 0:
-        return {
-            "compared": 0,
-            "reproduced": float("nan"),
-            "median_iou": float("nan"),
-            "max_score_diff": float("nan"),
-        }
-    ious = box_iou(a.pred_boxes.tensor.float(), b.pred_boxes.tensor.float()) if len(b) else None
-    if ious is None:
-        return {
-            "compared": n,
-            "reproduced": 0.0,
-            "median_iou": float("nan"),
-            "max_score_diff": float("nan"),
-        }
+    n, nan = len(a), float("nan")
+    if n == 0 or len(b) == 0:
+        empty = {"median_iou": nan, "max_score_diff": nan}
+        return {"compared": n, "reproduced": nan if n == 0 else 0.0, **empty}
+    ious = box_iou(a.pred_boxes.tensor.float(), b.pred_boxes.tensor.float())
     same = a.pred_classes[:, None] == b.pred_classes[None, :]
     ious = torch.where(same, ious, torch.full_like(ious, -1.0))
     best, idx = ious.max(dim=1)
@@ -239,6 +228,6 @@ def detection_agreement(
     return {
         "compared": n,
         "reproduced": float(hit.float().mean()),
-        "median_iou": float(best[hit].median()) if hit.any() else float("nan"),
-        "max_score_diff": float(diffs.max()) if hit.any() else float("nan"),
+        "median_iou": float(best[hit].median()) if hit.any() else nan,
+        "max_score_diff": float(diffs.max()) if hit.any() else nan,
     }

@@ -135,7 +135,8 @@ def cpu_agreement(
     }
     models = {dev: build_subject(cfg, dev).model.eval() for dev, cfg in cfgs.items()}
     prepare_dataset(args.test_dataset)
-    records = DatasetCatalog.get(args.test_dataset)[: args.agreement_images]
+    dataset = DatasetCatalog.get(args.test_dataset)
+    records = dataset[: args.agreement_images]
     mapper = DatasetMapper(cfgs["cpu"], is_train=False)
     rows = []
     t_cpu = 0.0
@@ -150,7 +151,7 @@ def cpu_agreement(
     result: Dict[str, object] = {"images": len(rows), "per_image": rows}
     result["reproduced"] = min(r["reproduced"] for r in rows) if rows else float("nan")
     result["max_score_diff"] = max(r["max_score_diff"] for r in rows) if rows else float("nan")
-    need = t_cpu / max(len(rows), 1) * len(DatasetCatalog.get(args.test_dataset)) + 30
+    need = t_cpu / max(len(rows), 1) * len(dataset) + 30
     if left() > need:
         out_dir = Path(args.runs_root) / "cpu_eval"
         result["cpu_metrics"] = evaluate_coco(
