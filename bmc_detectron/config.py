@@ -24,7 +24,12 @@ class ConfigError(ValueError):
 
 def _add_model_config(cfg: CN) -> None:
     bmc = cfg.MODEL.BMC = CN()
+    _add_neck_config(bmc)
+    _add_assigner_config(bmc)
+    _add_loss_head_config(bmc)
 
+
+def _add_neck_config(bmc: CN) -> None:
     # ---- Neck: FPN, optionally followed by a bottom-up path-aggregation path (PANet) with SE
     # fusion; by default (PAN and ATTENTION off) the plain FPN.
     # The FPN part uses detectron2's keys: MODEL.FPN.IN_FEATURES (e.g. res3-res5 or res2-res5),
@@ -44,6 +49,26 @@ def _add_model_config(cfg: CN) -> None:
     # Input of the extra levels: "p5" (last PAN/FPN output, as in FCOS) or "res5" (RetinaNet).
     bmc.NECK.TOP_BLOCK_IN = "p5"
 
+
+def _center_cost_node() -> CN:
+    """The keys OTA and SimOTA share: the cost and the candidates of a centre-prior assigner."""
+    node = CN()
+    # Weight of the -log(IoU) cost relative to the focal classification cost.
+    node.IOU_WEIGHT = 3.0
+    # Half-side of the centre square around a gt centre, in strides of the anchor's level.
+    node.CENTER_RADIUS = 2.5
+    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1.
+    node.DYNAMIC_TOPQ = 10
+    # Candidates (nearest anchors) of a gt with no anchor centre in its box or centre square.
+    node.FALLBACK_K = 10
+    # Cost added to pairs whose anchor centre is not in both the gt box and its centre square.
+    node.OUTSIDE_COST = 1.0e5
+    # At most this many candidates per gt, the nearest to its centre (bounds memory).
+    node.MAX_CANDIDATES = 1000
+    return node
+
+
+def _add_assigner_config(bmc: CN) -> None:
     # ---- Label assignment: one sub-node per assigner (one file each in modeling/assigners);
     # an assigner reads only its own sub-node. The focal-cost alpha / gamma of OTA, SimOTA and PAA
     # are the loss's MODEL.RETINANET.FOCAL_LOSS_ALPHA / GAMMA; MaxIoU's thresholds and labels are
@@ -62,37 +87,13 @@ def _add_model_config(cfg: CN) -> None:
     # True: k locations (k x anchors-per-location anchors); False: k anchors (the paper's text).
     atss.TOPK_PER_LOCATION = False
 
-    ota = bmc.ASSIGNER.OTA = CN()
+    ota = bmc.ASSIGNER.OTA = _center_cost_node()
     # Entropic regularisation epsilon of the Sinkhorn solver.
     ota.SINKHORN_EPS = 0.1
     # Number of Sinkhorn iterations.
     ota.SINKHORN_ITERS = 50
-    # Weight of the -log(IoU) cost relative to the focal classification cost.
-    ota.IOU_WEIGHT = 3.0
-    # Half-side of the centre square around a gt centre, in strides of the anchor's level.
-    ota.CENTER_RADIUS = 2.5
-    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1.
-    ota.DYNAMIC_TOPQ = 10
-    # Candidates (nearest anchors) of a gt with no anchor centre in its box or centre square.
-    ota.FALLBACK_K = 10
-    # Cost added to pairs whose anchor centre is not in both the gt box and its centre square.
-    ota.OUTSIDE_COST = 1.0e5
-    # At most this many candidates per gt, the nearest to its centre (bounds memory).
-    ota.MAX_CANDIDATES = 1000
 
-    simota = bmc.ASSIGNER.SIMOTA = CN()
-    # Weight of the -log(IoU) cost relative to the focal classification cost.
-    simota.IOU_WEIGHT = 3.0
-    # Half-side of the centre square around a gt centre, in strides of the anchor's level.
-    simota.CENTER_RADIUS = 2.5
-    # Dynamic k of a gt = floor(sum of its top-q candidate IoUs), at least 1.
-    simota.DYNAMIC_TOPQ = 10
-    # Candidates (nearest anchors) of a gt with no anchor centre in its box or centre square.
-    simota.FALLBACK_K = 10
-    # Cost added to pairs whose anchor centre is not in both the gt box and its centre square.
-    simota.OUTSIDE_COST = 1.0e5
-    # At most this many candidates per gt, the nearest to its centre (bounds memory).
-    simota.MAX_CANDIDATES = 1000
+    bmc.ASSIGNER.SIMOTA = _center_cost_node()
 
     paa = bmc.ASSIGNER.PAA = CN()
     # Pre-assigned candidates per level and gt (highest IoU among the anchors it owns).
@@ -118,6 +119,8 @@ def _add_model_config(cfg: CN) -> None:
     # Distance (in strides) from the gt centre at which the soft centre prior costs 1.
     dsl.SOFT_CENTER_SHIFT = 3.0
 
+
+def _add_loss_head_config(bmc: CN) -> None:
     # ---- Losses ----
     bmc.LOSS = CN()
     # Classification loss: "focal" (sigmoid focal), "varifocal" or "quality_focal".

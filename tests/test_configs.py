@@ -111,3 +111,45 @@ def test_unknown_registry_name_is_a_config_error(key):
     assert key in message and "'Nope'" in message and "allowed:" in message
     if key == "MODEL.BMC.ASSIGNER.NAME":
         assert "ATSS" in message and "MaxIoU" in message
+
+
+def _key_lines(source: str) -> list:
+    """(line number, previous line) of every leaf key the _add_* functions of config.py set."""
+    import ast
+    import re
+
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    found = []
+    for fn in tree.body:
+        if not (isinstance(fn, ast.FunctionDef) and fn.name.startswith(("_add_", "_center"))):
+            continue
+        for i in range(fn.lineno, fn.end_lineno):
+            line = lines[i]
+            if re.match(r"^\s+[a-z_]+(\.[A-Z0-9_]+)+ = ", line) and not line.rstrip().endswith(
+                ("CN()", "_node()")
+            ):
+                found.append((i + 1, lines[i - 1].strip()))
+    return found
+
+
+def test_every_added_key_has_a_comment():
+    import bmc_detectron.config as config_module
+
+    keys = _key_lines(Path(config_module.__file__).read_text())
+    assert len(keys) > 60  # the parse found the keys
+    missing = [n for n, prev in keys if not prev.startswith("#")]
+    assert missing == [], f"config.py lines without a comment above: {missing}"
+
+
+def test_bmc_namespace_leaves_detectron2_defaults_stock():
+    from detectron2.config import get_cfg
+
+    from bmc_detectron.config import get_bmc_cfg
+
+    ours = get_bmc_cfg()
+    stock = get_cfg()
+    assert "BMC" not in stock and "BMC" not in stock.MODEL
+    del ours["BMC"]
+    del ours.MODEL["BMC"]
+    assert ours == stock
