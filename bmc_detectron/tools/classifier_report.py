@@ -101,37 +101,29 @@ def verdict(value: Optional[float], target: float, higher: bool = True) -> str:
     return "met" if (value >= target if higher else value <= target) else "not met"
 
 
-def render(run: Path, metrics: Dict, train: Dict, speed: List[Dict], args, figure: str) -> str:
-    """The markdown page."""
+def _summary_table(metrics: Dict, train: Dict) -> str:
+    """One row: the evaluated set, accuracy, macro scores and the training cost."""
+    header = ["dataset", "cells", "top-1 (%)", "macro-F1", "macro precision", "macro recall"]
+    row = [
+        metrics["dataset"],
+        metrics["num_samples"],
+        fmt(100 * metrics["accuracy"]),
+        fmt(metrics["macro_f1"], 3),
+        fmt(metrics["macro_precision"], 3),
+        fmt(metrics["macro_recall"], 3),
+        f"{train.get('iterations', '-')} it, {fmt(train.get('minutes'))} min",
+        fmt(train.get("s_per_iter"), 2),
+    ]
+    return markdown_table(header + ["training", "s / iteration"], [row])
+
+
+def _targets_table(metrics: Dict, train: Dict, speed: List[Dict], targets) -> str:
+    """Each target of the recognition stage against what was measured."""
     acc, f1 = 100 * metrics["accuracy"], metrics["macro_f1"]
     minutes = train.get("minutes")
     best = max((r["rate"] for r in speed if r["threads"] <= 2), default=None)
-    t_acc, t_f1, t_min, t_rate = args.targets
-    summary = markdown_table(
-        [
-            "dataset",
-            "cells",
-            "top-1 (%)",
-            "macro-F1",
-            "macro precision",
-            "macro recall",
-            "training",
-            "s / iteration",
-        ],
-        [
-            [
-                metrics["dataset"],
-                metrics["num_samples"],
-                fmt(acc),
-                fmt(f1, 3),
-                fmt(metrics["macro_precision"], 3),
-                fmt(metrics["macro_recall"], 3),
-                f"{train.get('iterations', '-')} it, {fmt(minutes)} min",
-                fmt(train.get("s_per_iter"), 2),
-            ]
-        ],
-    )
-    targets = markdown_table(
+    t_acc, t_f1, t_min, t_rate = targets
+    return markdown_table(
         ["target", "measured", "verdict"],
         [
             [f"top-1 >= {t_acc} %", fmt(acc), verdict(acc, t_acc)],
@@ -144,6 +136,12 @@ def render(run: Path, metrics: Dict, train: Dict, speed: List[Dict], args, figur
             [f">= {t_rate} crops/s batched on 2 cores", fmt(best, 0), verdict(best, t_rate)],
         ],
     )
+
+
+def render(run: Path, metrics: Dict, train: Dict, speed: List[Dict], args, figure: str) -> str:
+    """The markdown page."""
+    summary = _summary_table(metrics, train)
+    targets = _targets_table(metrics, train, speed, args.targets)
     speed_table = markdown_table(
         ["precision", "torch threads", "crop", "batch", "crops / s"],
         [[r["precision"], r["threads"], r["crop"], r["batch"], fmt(r["rate"], 0)] for r in speed],
