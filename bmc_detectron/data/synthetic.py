@@ -227,6 +227,26 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index)])
 
 
+def _coco_annotations(
+    boxes: np.ndarray, classes: np.ndarray, image_id: int, first_id: int
+) -> List[Dict[str, object]]:
+    """COCO annotations, ids from ``first_id``, of XYXY ``boxes`` (N, 4) and ``classes`` (N,)."""
+    out: List[Dict[str, object]] = []
+    for k, (box, cls) in enumerate(zip(boxes.tolist(), classes.tolist())):
+        w, h = box[2] - box[0], box[3] - box[1]
+        out.append(
+            {
+                "id": first_id + k,
+                "image_id": image_id,
+                "category_id": cls + 1,
+                "bbox": [box[0], box[1], w, h],
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
+    return out
+
+
 def generate_dataset(
     out_dir: Union[str, Path],
     split: str,
@@ -259,18 +279,7 @@ def generate_dataset(
             raise RuntimeError(f"PNG encoding failed for {name}")
         atomic_write_bytes(out_dir / split / name, png.tobytes())
         images.append({"id": i + 1, "file_name": name, "height": height, "width": width})
-        for box, cls in zip(boxes.tolist(), classes.tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": cls + 1,
-                    "bbox": [box[0], box[1], w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+        annotations.extend(_coco_annotations(boxes, classes, i + 1, len(annotations) + 1))
     info = {
         "description": "bmc-detectron synthetic MGG bone-marrow smears",
         "split": split,
