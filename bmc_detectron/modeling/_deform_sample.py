@@ -54,6 +54,21 @@ def _sampling_grid(
     return grid.view(batch, taps * out_h, out_w, 2)
 
 
+def _group_counts(
+    channels: int, offset_channels: int, group_channels: int, taps: int
+) -> Tuple[int, int]:
+    """(offset groups, weight groups) of a deformable conv; ValueError if the shapes disagree."""
+    offset_groups = offset_channels // (2 * taps)
+    if offset_groups < 1 or offset_channels != 2 * taps * offset_groups:
+        raise ValueError(f"offset has {offset_channels} channels, not a multiple of 2 * {taps}")
+    if channels % offset_groups or channels % group_channels:
+        raise ValueError(
+            f"{channels} input channels do not split into {offset_groups} offset groups "
+            f"and weight groups of {group_channels}"
+        )
+    return offset_groups, channels // group_channels
+
+
 def deform_conv2d_sampled(
     x: Tensor,
     offset: Tensor,
@@ -82,15 +97,7 @@ def deform_conv2d_sampled(
     out_channels, group_channels, kh, kw = weight.shape
     taps = kh * kw
     out_h, out_w = offset.shape[-2:]
-    offset_groups = offset.shape[1] // (2 * taps)
-    if offset_groups < 1 or offset.shape[1] != 2 * taps * offset_groups:
-        raise ValueError(f"offset has {offset.shape[1]} channels, not a multiple of 2 * {taps}")
-    if channels % offset_groups or channels % group_channels:
-        raise ValueError(
-            f"{channels} input channels do not split into {offset_groups} offset groups "
-            f"and weight groups of {group_channels}"
-        )
-    groups = channels // group_channels
+    offset_groups, groups = _group_counts(channels, offset.shape[1], group_channels, taps)
     grid = _sampling_grid(
         offset.reshape(batch * offset_groups, 2 * taps, out_h, out_w),
         (height, width),
