@@ -9,8 +9,13 @@
 #   bash scripts/confirm_test.sh                      # train what is missing, then the page
 #   SEEDS="0 1 2 3 4" bash scripts/confirm_test.sh    # more seeds
 #   REPORT=1 bash scripts/confirm_test.sh             # only docs/RESULTS_confirm.md
+#   RECIPE="STOCK:0 FLIP:0" bash scripts/confirm_test.sh   # train only these recipe runs
 #
-# Settings (environment): OUT, SEEDS, PY, PRECISION (as in compare_detectors.sh).
+# The recipe rows explain the reference's distance from ../shared/BASELINES.md: the reference
+# trained with detectron2's stock recipe (STOCK: horizontal flip only, no gradient clipping) and
+# with the stock augmentation but the project's clipping (FLIP), on the seeds that have runs.
+#
+# Settings (environment): OUT, SEEDS, PY, PRECISION (as in compare_detectors.sh), RECIPE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,6 +23,18 @@ OUT=${OUT:-output/compare_detectors}
 SEEDS=${SEEDS:-0 1 2}
 REF=d2_retinanet_R_18_FPN_cpu
 FULL=retinanet_R_18_full_cpu
+STOCK=d2_retinanet_R_18_FPN_STOCK_cpu
+FLIP=d2_retinanet_R_18_FPN_FLIP_cpu
+PRECISION=${PRECISION-BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST True}
+if [[ -n "${RECIPE:-}" ]]; then
+  for task in $RECIPE; do
+    # shellcheck disable=SC2086
+    "$PY" -m bmc_detectron.tools.ablation --configs "configs/cpu/d2_retinanet_R_18_FPN_${task%%:*}_cpu.yaml" \
+      --train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds "${task##*:}" \
+      --output "$OUT" --threads 1 SOLVER.CHECKPOINT_PERIOD 100 $PRECISION || true
+  done
+  exit 0
+fi
 if [[ -z "${REPORT:-}" ]]; then
   for seed in $SEEDS; do
     OUT=$OUT TASKS="$REF:$seed $FULL:$seed" bash scripts/compare_detectors.sh
@@ -25,6 +42,7 @@ if [[ -z "${REPORT:-}" ]]; then
 fi
 # shellcheck disable=SC2086
 "$PY" -m bmc_detectron.tools.ablation --configs "configs/cpu/$REF.yaml" "configs/cpu/$FULL.yaml" \
+  "configs/cpu/$STOCK.yaml" "configs/cpu/$FLIP.yaml" \
   --train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds $SEEDS \
   --output "$OUT" --no-run --full "$FULL" --report docs/RESULTS_confirm.md \
-  --notes docs/confirm_notes.md
+  --notes docs/confirm_notes.md --parent "$STOCK=$REF" "$FLIP=$REF"
