@@ -30,7 +30,7 @@ C=configs/cpu
 DEFAULT_CONFIGS="d2_retinanet_R_18_FPN_cpu retinanet_R_18_PAN_cpu retinanet_R_18_PAN_SE_cpu
   retinanet_R_18_PAN_SE_GATE3_cpu retinanet_R_18_PAN_PAA_cpu retinanet_R_18_PAN_SE_PAA_cpu
   retinanet_R_18_PAN_SE_GATE3_PAA_cpu retinanet_R_18_PAN_SE_P2_cpu retinanet_R_18_PAN_SE_OTA_cpu
-  retinanet_R_18_PAN_SE_DCN_cpu"
+  retinanet_R_18_PAN_SE_DCN_cpu retinanet_R_18_PAN_SE_GATE3_PAA_P2_cpu"
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
 run_one() {
   # shellcheck disable=SC2086
@@ -74,7 +74,8 @@ if [[ -n "${REPORT:-}" ]]; then
     "retinanet_R_18_PAN_SE_GATE3_cpu=$S" retinanet_R_18_PAN_PAA_cpu=retinanet_R_18_PAN_cpu \
     "retinanet_R_18_PAN_SE_PAA_cpu=$S" "retinanet_R_18_PAN_SE_P2_cpu=$S" \
     retinanet_R_18_PAN_SE_GATE3_PAA_cpu=retinanet_R_18_PAN_PAA_cpu \
-    "retinanet_R_18_PAN_SE_OTA_cpu=$S" "retinanet_R_18_PAN_SE_DCN_cpu=$S"
+    "retinanet_R_18_PAN_SE_OTA_cpu=$S" "retinanet_R_18_PAN_SE_DCN_cpu=$S" \
+    retinanet_R_18_PAN_SE_GATE3_PAA_P2_cpu=retinanet_R_18_PAN_SE_GATE3_PAA_cpu
   exit 0
 fi
 if [[ -n "${TASKS:-}" ]]; then
