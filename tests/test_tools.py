@@ -150,6 +150,12 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     assert "| retinanet_R_18_FPN_cpu | CPU baseline: RetinaNet R-18-FPN" in text
     assert f"| retinanet_R_18_FPN_cpu | {REFERENCE} (reference) | 1 |" in text
     assert "(n=1, no interval)" in text
+    # the page names its own command once and lists each training invocation once (the first
+    # run and its identical repeat are one line; the --no-run report is not a training one)
+    page_cmd, trained = text.split("This page:")[1].split("Invocations that trained")
+    assert "--no-run" in page_cmd and "--seeds 0 7" in page_cmd
+    trained = trained.split("```")[1].strip().splitlines()
+    assert len(trained) == 1 and "--no-run" not in trained[0]
 
 
 @pytest.mark.slow

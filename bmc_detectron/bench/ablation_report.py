@@ -28,6 +28,7 @@ from bmc_detectron.bench.report import (
     nanmean,
     nanstd,
     scatter_plot,
+    shell_join,
 )
 from bmc_detectron.utils.io import atomic_write_text
 
@@ -334,6 +335,12 @@ def _machine_lines() -> list:
     ]
 
 
+def _training_invocations(lines: Sequence[str]) -> List[str]:
+    """The logged invocations that could train (not ``--no-run``), each once, first-seen order."""
+    kept = (c for c in map(str.strip, lines) if c and "--no-run" not in c.split())
+    return list(dict.fromkeys(kept))
+
+
 def write_report(
     path: Path,
     out: Path,
@@ -358,7 +365,7 @@ def write_report(
         if (out / name).is_file() and not (target.exists() and target.samefile(out / name)):
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name, target)
-    cmds = (out / "commands.txt").read_text().strip().splitlines()
+    cmds = _training_invocations((out / "commands.txt").read_text().splitlines())
     total_min = sum(r.get("wall_s") or 0 for r in records) / 60
     lines = [
         "# Ablation results\n",
@@ -376,7 +383,11 @@ def write_report(
         f"- this invocation: {wall_s / 60:.1f} min; all runs: {total_min:.1f} min"
         " (train + eval + timing)",
         "\n## Commands\n",
-        "Ablation invocations (in order):\n",
+        "This page:\n",
+        "```",
+        "python -m bmc_detectron.tools.ablation " + shell_join(args.argv),
+        "```\n",
+        "Invocations that trained runs into this folder (in order, each once):\n",
         "```",
         *cmds,
         "```\n",
