@@ -192,6 +192,11 @@ def _add_data_config(cfg: CN) -> None:
     # reference of the count command, robustness/profile.py) after training; 0 = none.
     bmc.DATA.PROFILE_IMAGES = 32
 
+    # Periodic checkpoints (model_NNNNNNN.pth) kept in OUTPUT_DIR, newest first; older ones are
+    # deleted as training saves new ones (model_final.pth always stays); 0 = keep all
+    # (detectron2's behaviour). Resuming needs only the newest.
+    bmc.CHECKPOINTS_TO_KEEP = 2
+
     bmc.EVAL = CN()
     # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.
     bmc.EVAL.METRICS_FILE = "coco_metrics.json"
@@ -341,6 +346,8 @@ def check_cfg(cfg: CN) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} {value!r} is not known; allowed: {', '.join(allowed)}")
     _check_classifier(cfg)
+    if int(cfg.BMC.CHECKPOINTS_TO_KEEP) < 0:
+        raise ConfigError(f"BMC.CHECKPOINTS_TO_KEEP {cfg.BMC.CHECKPOINTS_TO_KEEP!r}: must be >= 0")
     weights = cfg.MODEL.WEIGHTS
     if weights and "://" in weights:
         raise ConfigError(

@@ -21,9 +21,17 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
   echo "[bootstrap] keeping $("$PY" -c 'import torch, torchvision as tv; print("torch", torch.__version__, "torchvision", tv.__version__)')"
 else
-  echo "[bootstrap] installing $TORCH_SPEC (CPU wheels from PyPI; see README for CUDA builds)"
+  # torch 2.14.1's x86_64 wheels are CUDA builds: about 5.6 GB in the venv, more while unpacking.
+  NEED_GB=${BOOTSTRAP_NEED_GB:-8}
+  FREE_GB=$(df -Pk "$VENV" | awk 'NR == 2 {print int($4 / 1048576)}')
+  if [ "$FREE_GB" -lt "$NEED_GB" ]; then
+    echo "[bootstrap] $TORCH_SPEC needs about $NEED_GB GB free; $(df -P "$VENV" | awk 'NR == 2 {print $6}') has $FREE_GB GB." >&2
+    echo "[bootstrap] Free some disk (old training runs: delete their intermediate model_0*.pth) and rerun." >&2
+    exit 1
+  fi
+  echo "[bootstrap] installing $TORCH_SPEC (about 5.6 GB; see README for other builds)"
   # shellcheck disable=SC2086
-  "${PIP[@]}" install $TORCH_SPEC
+  "${PIP[@]}" install --no-cache-dir $TORCH_SPEC
 fi
 
 # The package first: it brings detectron2's pure-Python dependencies (fvcore, pycocotools, ...).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import List
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -124,6 +125,30 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run):
     assert trainer.start_iter == ITERS  # picked up model_final / last_checkpoint
     trainer.train()
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+
+
+def _train(cfg, out: Path, max_iter: int, resume: bool) -> List[str]:
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = str(out), max_iter, (max_iter - 1,)
+    cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.WARMUP_ITERS = 1, 1
+    cfg.BMC.CHECKPOINTS_TO_KEEP = 2
+    cfg.BMC.DATA.PROFILE_IMAGES = 0
+    trainer = BMCTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return sorted(p.name for p in out.glob("model_*.pth"))
+
+
+def test_only_the_newest_periodic_checkpoints_are_kept(tiny_run, tmp_path):
+    cfg = tiny_run[0]
+    # A checkpoint after every iteration, 2 kept; model_final.pth always stays.
+    kept = ["model_0000002.pth", "model_0000003.pth", "model_final.pth"]
+    assert _train(cfg, tmp_path, 4, resume=False) == kept
+    # Resumed, the earlier run's checkpoints count too: they go first.
+    kept = ["model_0000004.pth", "model_0000005.pth", "model_final.pth"]
+    assert _train(cfg, tmp_path, 6, resume=True) == kept
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_final.pth"
 
 
 def test_demo_writes_drawings_and_json(tiny_run, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -18,7 +19,7 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.data.build import filter_images_with_only_crowd_annotations
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
 from ..config import ConfigError
@@ -29,6 +30,7 @@ from ..robustness.profile import PROFILE_FILE, profile_from_dataset
 from .precision import apply_precision
 
 logger = logging.getLogger(__name__)
+_PERIODIC = re.compile(r"model_\d{7}\.pth")
 
 
 def load_checked_dicts(cfg: CfgNode, names: Sequence[str], filter_empty: bool) -> List[dict]:
@@ -76,6 +78,14 @@ def write_training_profile(cfg: CfgNode) -> Optional[Path]:
     return path
 
 
+def periodic_checkpoints(output_dir: str) -> List[str]:
+    """The periodic checkpoints ``model_NNNNNNN.pth`` in ``output_dir``, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if _PERIODIC.fullmatch(p.name))
+
+
 class BMCTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP and
     the CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last)."""
@@ -89,6 +99,17 @@ class BMCTrainer(DefaultTrainer):
         results = super().train()
         write_training_profile(self.cfg)
         return results
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks; the periodic checkpointer keeps ``BMC.CHECKPOINTS_TO_KEEP``."""
+        hook_list = super().build_hooks()
+        keep = int(self.cfg.BMC.CHECKPOINTS_TO_KEEP)
+        for hook in hook_list:
+            if keep > 0 and isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.max_to_keep = keep
+                # Those of an earlier (resumed) run count too, oldest first.
+                hook.recent_checkpoints = periodic_checkpoints(self.cfg.OUTPUT_DIR)
+        return hook_list
 
     @classmethod
     def build_train_loader(cls, cfg):
