@@ -331,10 +331,16 @@ def test_latency_ratio_of_hand_made_records():
     assert "target not evaluated" in latency_markdown(recs, "absent", "full", 1.3, "header")
 
 
-def test_describe_reads_the_first_comment_line(tmp_path):
+def test_describe_reads_the_first_sentence_of_the_leading_comment(tmp_path):
     cfg = tmp_path / "x.yaml"
-    cfg.write_text("# One line about x.\n# more\n_BASE_: y.yaml\n")
+    cfg.write_text("# One line about x.\n# More\n_BASE_: y.yaml\n")
     assert describe(str(cfg)) == "One line about x."
+    # A sentence over two lines; "et al. 2018" and "e.g. x" do not end it.
+    cfg.write_text("# H&E (Tellez et al. 2018) of\n# the cells, e.g. x.\n# Next one.\nA: 1\n")
+    assert describe(str(cfg)) == "H&E (Tellez et al. 2018) of the cells, e.g. x."
+    cfg.write_text("# " + "word " * 60 + "\n")
+    short = describe(str(cfg), max_chars=30)
+    assert short == "word word word word word word…" and len(short) <= 30
     cfg.write_text("_BASE_: y.yaml\n# late comment\n")
     assert describe(str(cfg)) == ""
     assert describe(str(tmp_path / "missing.yaml")) == ""

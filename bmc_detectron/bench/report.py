@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import platform
+import re
 import shlex
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
@@ -79,18 +80,27 @@ def machine_info() -> Dict[str, object]:
     }
 
 
-def describe(config_file: str) -> str:
-    """The first comment line of a config file (its one-line description), or ''."""
+def describe(config_file: str, max_chars: int = 200) -> str:
+    """A config file's one-line description: the first sentence of its leading comment block
+    (a sentence ends at a full stop before a capital letter, or at the block's end), shortened
+    at a word to ``max_chars``; '' when the file has no leading comment."""
     try:
         lines = Path(config_file).read_text().splitlines()
     except OSError:
         return ""
+    block: List[str] = []
     for line in lines:
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        block.append(line.lstrip("# ").strip())
+    text = " ".join(part for part in block if part)
+    sentence = re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+    if len(sentence) > max_chars:
+        cut = sentence[: max_chars - 1]
+        if sentence[max_chars - 1] != " ":  # not at a word's end: drop the partial word
+            cut = cut.rsplit(" ", 1)[0]
+        sentence = cut.rstrip(" ,;:") + "…"
+    return sentence
 
 
 def shell_join(args: Sequence[object]) -> str:
