@@ -10,6 +10,7 @@
 #   SEEDS="0 1 2" bash scripts/confirm_test.sh        # fewer seeds (the page has 5)
 #   REPORT=1 bash scripts/confirm_test.sh             # only docs/RESULTS_confirm.md
 #   RECIPE="STOCK:0 FLIP:0" bash scripts/confirm_test.sh   # train only these recipe runs
+#   PRECISION= OUT=output/recipe_fp32 RECIPE="STOCK:0" bash scripts/confirm_test.sh   # in float32
 #
 # The recipe rows explain the reference's distance from ../shared/BASELINES.md: the reference
 # trained with detectron2's stock recipe (STOCK: horizontal flip only, no gradient clipping) and
