@@ -46,4 +46,5 @@ fi
   "configs/cpu/$STOCK.yaml" "configs/cpu/$FLIP.yaml" \
   --train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds $SEEDS \
   --output "$OUT" --no-run --full "$FULL" --report docs/RESULTS_confirm.md \
-  --notes docs/confirm_notes.md --parent "$STOCK=$REF" "$FLIP=$REF"
+  --notes docs/confirm_notes.md --parent "$STOCK=$REF" "$FLIP=$REF" \
+  --title "Confirm once on test: the full model against detectron2's RetinaNet (BCCD)"

@@ -80,7 +80,8 @@ fi
 
 if [[ $PHASE == all || $PHASE == report ]]; then
   "${ABL[@]}" --no-run --full "$FULL" --parent "${PARENTS[@]}" --notes docs/results_notes.md \
-    --report docs/RESULTS_ablation.md --extra output/latency/latency.md \
+    --report docs/RESULTS_ablation.md --title "Component ladder (300 iterations, BCCD test)" \
+    --extra output/latency/latency.md \
     output/assign_bench/assign_bench.md output/bench/benchmark.md
 fi
 

@@ -136,7 +136,7 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     # reference is recognised by its config stem when listed among --configs
     no_run = ["--configs", CFG, D2_CFG, *data, "--seeds", "0", "7", "--max-iter", "2"]
     no_run += ["--output", str(out), "--report", str(report), "--no-run"]
-    no_run += ["--full", "retinanet_R_18_FPN_cpu", *TINY]
+    no_run += ["--full", "retinanet_R_18_FPN_cpu", "--title", "Selection on x", *TINY]
     capsys.readouterr()
     assert ablation.main(no_run) == 0
     log = capsys.readouterr().out
@@ -146,6 +146,7 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     assert rows[("retinanet_R_18_FPN_cpu", "7")]["status"] == "not run"
     assert rows[("retinanet_R_18_FPN_cpu", "mean")]["AP"] == ok["AP"]
     text = report.read_text()
+    assert text.startswith("# Selection on x\n")
     assert "### Accuracy target" in text and f"vs `{REFERENCE}` over 1 paired seed(s)" in text
     assert "| retinanet_R_18_FPN_cpu | CPU baseline: RetinaNet R-18-FPN" in text
     assert f"| retinanet_R_18_FPN_cpu | {REFERENCE} (reference) | 1 |" in text

@@ -118,6 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "instead of each run's own timing, for the configs it has",
     )
     p.add_argument("--notes", help="markdown file placed under the report's setup section")
+    p.add_argument("--title", default="Ablation results", help="the report's heading")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -34,6 +34,7 @@ DEFAULT_CONFIGS = [
     CONFIGS / "compare" / "fcos_R_18_FPN_cpu.yaml",
 ]
 DEFAULT_FULL = CONFIGS / "retinanet_R_18_full_cpu.yaml"
+TITLE = "Detectors compared: Faster R-CNN, FCOS, RetinaNet and the full model"
 
 
 def _rel(path: Path) -> str:
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if latency.with_suffix(".json").is_file():
         report += ["--latency-from", str(latency.with_suffix(".json"))]
     if args.report:
-        report += ["--report", args.report]
+        report += ["--report", args.report, "--title", TITLE]
     if args.notes:
         report += ["--notes", args.notes]
     return rc | ablation.main(report + opts)
