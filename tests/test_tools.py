@@ -159,6 +159,23 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     assert len(trained) == 1 and "--no-run" not in trained[0]
 
 
+def test_ablation_report_needs_runs_and_its_input_files(tmp_path, dataset, capsys):
+    """A report over a folder without a finished run, or naming a missing file, is refused
+    with the reason, and the page already there is left as it was."""
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# the page of an earlier run\n")
+    data = ["--train-dataset", dataset, "--test-dataset", dataset, "--num-classes", "11"]
+    argv = ["--configs", CFG, *data, "--output", str(tmp_path / "empty"), "--no-run"]
+    argv += ["--report", str(report)]
+    assert ablation.main(argv) == 2
+    assert "no finished run in" in capsys.readouterr().err
+    missing = str(tmp_path / "latency.md")
+    assert ablation.main(argv + ["--extra", missing]) == 2
+    assert f"file not found: {missing}" in capsys.readouterr().err
+    assert report.read_text() == "# the page of an earlier run\n"
+    assert not list(tmp_path.glob("RESULTS_*.png"))  # no plots copied beside it either
+
+
 @pytest.mark.slow
 def test_ablation_subprocess_run(tmp_path, dataset):
     out = tmp_path / "abl"

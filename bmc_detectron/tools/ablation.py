@@ -27,7 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
@@ -148,12 +148,22 @@ def _run_all(args: argparse.Namespace) -> tuple:
     return specs, records
 
 
+def _missing_inputs(args: argparse.Namespace) -> List[str]:
+    """Files named by --latency-from (with --report: --extra, --notes) that do not exist."""
+    files = [args.latency_from, *((*args.extra, args.notes) if args.report else ())]
+    return [f for f in files if f and not Path(f).is_file()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns 0 when every run succeeded, 1 otherwise."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         return _worker_main(argv[1])
     args = parse_args(argv)
+    missing = _missing_inputs(args)
+    if missing:
+        print(f"error: file not found: {', '.join(missing)}; nothing written", file=sys.stderr)
+        return 2
     setup_logger(name="bmc_detectron")
     t_start = time.perf_counter()
     out = Path(args.output)
@@ -188,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     atomic_write_text(out / "ablation.md", "# Ablation\n\n" + tables)
     plot(out, summary)
+    if args.report and not any(r.get("status") == "ok" for r in records):
+        print(f"error: no finished run in {out}; {args.report} is left as it was", file=sys.stderr)
+        return 2
     if args.report:
         wall = time.perf_counter() - t_start
         sched = specs[0]["schedule"] if specs else []
