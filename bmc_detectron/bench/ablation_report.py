@@ -368,7 +368,7 @@ def write_report(
     cmds = _training_invocations((out / "commands.txt").read_text().splitlines())
     total_min = sum(r.get("wall_s") or 0 for r in records) / 60
     lines = [
-        f"# {getattr(args, 'title', 'Ablation results')}\n",
+        f"# {args.title}\n",
         f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `bmc_detectron.tools.ablation` from"
         f" the runs in `{out}`; every number below was measured by those runs.\n",
         "## Setup\n",
