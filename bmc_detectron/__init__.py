@@ -4,9 +4,9 @@ Importing the package registers its META_ARCHs (``BMCRetinaNet``, ``BMCCellClass
 BACKBONE (``build_bmc_resnet_pan_backbone``), assigners and built-in datasets.
 """
 
-from . import modeling  # noqa: F401  (registers the model components)
-from .config import add_bmc_config, get_bmc_cfg
-from .data.datasets import register_builtin_datasets
+from bmc_detectron import modeling  # noqa: F401  (registers the model components)
+from bmc_detectron.config import add_bmc_config, get_bmc_cfg
+from bmc_detectron.data.datasets import register_builtin_datasets
 
 register_builtin_datasets()
 

@@ -279,7 +279,7 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
     """Config keys whose value names a registry entry or a fixed choice -> (value, allowed)."""
     from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
 
-    from .registry import ASSIGNER_REGISTRY
+    from bmc_detectron.registry import ASSIGNER_REGISTRY
 
     def names(registry) -> list:
         return sorted(name for name, _ in registry)
@@ -374,7 +374,7 @@ def build_cfg(config_file: Optional[str], opts: Sequence[str] = ()) -> CN:
         _merge("command-line overrides", lambda: cfg.merge_from_list(list(opts)))
     check_cfg(cfg)
     if cfg.BMC.DATA.CLASS_AGNOSTIC:
-        from .data.agnostic import use_agnostic_datasets
+        from bmc_detectron.data.agnostic import use_agnostic_datasets
 
         use_agnostic_datasets(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..pipeline.detector import Detections, Detector
-from ..pipeline.run import SkippedInput, decode_image
-from ..utils.io import atomic_write_bytes, file_sha256
+from bmc_detectron.pipeline.detector import Detections, Detector
+from bmc_detectron.pipeline.run import SkippedInput, decode_image
+from bmc_detectron.utils.io import atomic_write_bytes, file_sha256
 
 # BGR gains of the stain-jittered view: a little more blue/eosin, less green.
 STAIN_GAINS = (1.08, 0.92, 1.05)

@@ -21,10 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from ..data.checks import DatasetError, check_dataset_dicts
-from ..data.convert import labelme_to_coco
-from ..utils.io import IMAGE_SUFFIXES, file_sha256
-from .formats import Labelled, image_name_candidates, read_label_studio
+from bmc_detectron.active.formats import Labelled, image_name_candidates, read_label_studio
+from bmc_detectron.data.checks import DatasetError, check_dataset_dicts
+from bmc_detectron.data.convert import labelme_to_coco
+from bmc_detectron.utils.io import IMAGE_SUFFIXES, file_sha256
 
 
 class MergeError(ValueError):

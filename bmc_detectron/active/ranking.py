@@ -7,8 +7,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .diversity import select_batch
-from .scores import STRATEGIES, consistency_values, image_score, random_scores
+from bmc_detectron.active.diversity import select_batch
+from bmc_detectron.active.scores import STRATEGIES, consistency_values, image_score, random_scores
 
 
 @dataclass

@@ -35,18 +35,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.utils.env import seed_all_rng
 
-from ..bench.measure import torch_threads
-from ..bench.runs import _TrainOnlyTrainer, schedule_opts
-from ..config import build_cfg
-from ..data.datasets import (
+from bmc_detectron.active.ranking import RankSettings, rank_pool
+from bmc_detectron.bench.measure import torch_threads
+from bmc_detectron.bench.runs import _TrainOnlyTrainer, schedule_opts
+from bmc_detectron.config import build_cfg
+from bmc_detectron.data.datasets import (
     dataset_registration,
     prepare_dataset,
     register_coco_dataset,
     unregister_dataset,
 )
-from ..engine import BMCTrainer
-from ..utils.io import atomic_write_text, write_json_atomic
-from .ranking import RankSettings, rank_pool
+from bmc_detectron.engine import BMCTrainer
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +280,8 @@ def pool_entries(
     ``model_dir/acquisition_cache``); the random strategy needs none (empty entries)."""
     if rank.strategy == "random":
         return {i: dict(_EMPTY_ENTRY) for i in ids}
-    from ..pipeline.detector import Detector
-    from .acquire import PoolModel, analyse_pool
+    from bmc_detectron.active.acquire import PoolModel, analyse_pool
+    from bmc_detectron.pipeline.detector import Detector
 
     weights = model_dir / "model_final.pth"
     opts = data_opts(settings, settings.test_dataset) + list(settings.opts)

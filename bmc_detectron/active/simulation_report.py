@@ -16,10 +16,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ..bench.report import _pyplot, _save_figure, fmt, machine_info, markdown_table
-from ..utils.io import atomic_write_text
-from ..utils.numbers import nanmean
-from .simulation import INITIAL, STRATEGY_SETTINGS, SimSettings, round_dir
+from bmc_detectron.active.simulation import INITIAL, STRATEGY_SETTINGS, SimSettings, round_dir
+from bmc_detectron.bench.report import _pyplot, _save_figure, fmt, machine_info, markdown_table
+from bmc_detectron.utils.io import atomic_write_text
+from bmc_detectron.utils.numbers import nanmean
 
 METRICS = ("AP", "AP50")
 BASELINE = "random"

@@ -13,9 +13,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from ..modeling.assigners import AnchorLayout
-from .assignment import ATSSStats, ImageAssignment, anchor_levels, per_level_counts
-from .plotting import LEVEL_COLORS, grid_shape, gt_color, new_figure
+from bmc_detectron.analysis.assignment import (
+    ATSSStats,
+    ImageAssignment,
+    anchor_levels,
+    per_level_counts,
+)
+from bmc_detectron.analysis.plotting import LEVEL_COLORS, grid_shape, gt_color, new_figure
+from bmc_detectron.modeling.assigners import AnchorLayout
 
 
 def level_names(layout: AnchorLayout) -> List[str]:

@@ -19,11 +19,11 @@ from detectron2.config import CfgNode
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..data.classes import MARROW_ABBRS
-from ..data.synthetic import generate_image
-from .assignment import ImageAssignment
-from .inference import ModelInput, make_input
-from .plotting import grid_shape, new_figure
+from bmc_detectron.analysis.assignment import ImageAssignment
+from bmc_detectron.analysis.inference import ModelInput, make_input
+from bmc_detectron.analysis.plotting import grid_shape, new_figure
+from bmc_detectron.data.classes import MARROW_ABBRS
+from bmc_detectron.data.synthetic import generate_image
 
 ROD_CLASS = MARROW_ABBRS.index("Rods")
 #: grey level below which a pixel of the clean rendering is nucleus (the band nucleus is

@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..utils.io import PathLike, atomic_write_text
-from .geometry import as_boxes, box_iou
-from .plotting import new_figure
-from .tide import ImageDetections
+from bmc_detectron.analysis.geometry import as_boxes, box_iou
+from bmc_detectron.analysis.plotting import new_figure
+from bmc_detectron.analysis.tide import ImageDetections
+from bmc_detectron.utils.io import PathLike, atomic_write_text
 
 
 def greedy_pairs(iou: np.ndarray, threshold: float) -> np.ndarray:

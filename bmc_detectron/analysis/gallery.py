@@ -15,8 +15,14 @@ import numpy as np
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from .geometry import as_boxes, box_area
-from .tide import ERROR_NAMES, Attribution, GtOutcome, ImageDetections, PredOutcome
+from bmc_detectron.analysis.geometry import as_boxes, box_area
+from bmc_detectron.analysis.tide import (
+    ERROR_NAMES,
+    Attribution,
+    GtOutcome,
+    ImageDetections,
+    PredOutcome,
+)
 
 #: side (px) of a drawn case panel
 PANEL = 320

@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Mapping
 import torch
 from torch import nn
 
-from ..modeling.neck import SEFusion
+from bmc_detectron.modeling.neck import SEFusion
 
 #: default parameter groups (first matching pattern wins), by parameter name
 DEFAULT_GROUPS: Dict[str, str] = {

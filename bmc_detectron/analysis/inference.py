@@ -18,10 +18,10 @@ from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ..data.datasets import prepare_dataset
-from ..engine.precision import apply_precision
-from ..engine.trainer import BMCTrainer, load_checked_dicts
-from .tide import ImageDetections
+from bmc_detectron.analysis.tide import ImageDetections
+from bmc_detectron.data.datasets import prepare_dataset
+from bmc_detectron.engine.precision import apply_precision
+from bmc_detectron.engine.trainer import BMCTrainer, load_checked_dicts
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Tuple
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..utils.io import PathLike, atomic_write_bytes
+from bmc_detectron.utils.io import PathLike, atomic_write_bytes
 
 #: colours of the gts of one image (cycled): matplotlib's "tab10"
 GT_COLORS = (

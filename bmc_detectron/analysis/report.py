@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from .tide import ERROR_NAMES, ERROR_TYPES
+from bmc_detectron.analysis.tide import ERROR_NAMES, ERROR_TYPES
 
 
 def _fmt(value: Optional[float], digits: int = 2, percent: bool = False) -> str:

@@ -31,10 +31,10 @@ from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluator
 
-from ..pipeline.scale import FieldPrep, ModelScale, measure_rbc
-from ..robustness.profile import DataProfile
-from ..robustness.scale import case_scale, rescale_factor
-from ..robustness.stain import ReinhardTarget, reinhard_normalize
+from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, measure_rbc
+from bmc_detectron.robustness.profile import DataProfile
+from bmc_detectron.robustness.scale import case_scale, rescale_factor
+from bmc_detectron.robustness.stain import ReinhardTarget, reinhard_normalize
 
 STAIN_METHODS = ("reinhard",)
 

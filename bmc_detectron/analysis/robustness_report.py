@@ -16,10 +16,10 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..bench.report import _pyplot
-from ..bench.report import markdown_table as md_table
-from .robustness_measures import split_variant
-from .robustness_sweep import STAIN_KINDS, STAIN_NEUTRAL
+from bmc_detectron.analysis.robustness_measures import split_variant
+from bmc_detectron.analysis.robustness_sweep import STAIN_KINDS, STAIN_NEUTRAL
+from bmc_detectron.bench.report import _pyplot
+from bmc_detectron.bench.report import markdown_table as md_table
 
 Results = Dict[str, List[dict]]
 _KIND_LABELS = {
@@ -180,7 +180,7 @@ def _save_with_legend(fig, axes, path: Path) -> Path:
     """Save ``fig`` with one legend of its curves below the panels."""
     import io
 
-    from ..utils.io import atomic_write_bytes
+    from bmc_detectron.utils.io import atomic_write_bytes
 
     handles, labels = {}, []
     for ax in axes:
@@ -332,7 +332,7 @@ def write_page(
     extra: str = "",
 ) -> Path:
     """Write ``page`` and its curves ``<page stem>_scale.png`` / ``_stain.png`` beside it."""
-    from ..utils.io import atomic_write_text
+    from bmc_detectron.utils.io import atomic_write_text
 
     page = Path(page)
     images = plot_curves(results, page.parent, page.stem)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..bench.report import markdown_table as md_table
-from .robustness_measures import split_variant
-from .robustness_report import conditions_of, row_at, scale_deviation
-from .robustness_sweep import STAIN_KINDS
+from bmc_detectron.analysis.robustness_measures import split_variant
+from bmc_detectron.analysis.robustness_report import conditions_of, row_at, scale_deviation
+from bmc_detectron.analysis.robustness_sweep import STAIN_KINDS
+from bmc_detectron.bench.report import markdown_table as md_table
 
 Results = Dict[str, List[dict]]
 SeedResults = Dict[int, Results]

@@ -43,19 +43,19 @@ from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from detectron2.structures import BoxMode
 
-from ..data.datasets import register_coco_dataset, unregister_dataset
-from ..engine.trainer import BMCTrainer
-from ..robustness.scale import rescaled
-from ..robustness.stain import hue_shift, saturation_scale, stain_shift
-from ..utils.io import write_json_atomic
-from .inference import dataset_records
-from .robustness_measures import (
+from bmc_detectron.analysis.inference import dataset_records
+from bmc_detectron.analysis.robustness_measures import (
     MeasuredMapper,
     Measures,
     RulerRecorder,
     case_ruler,
     summarise_ruler,
 )
+from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
+from bmc_detectron.engine.trainer import BMCTrainer
+from bmc_detectron.robustness.scale import rescaled
+from bmc_detectron.robustness.stain import hue_shift, saturation_scale, stain_shift
+from bmc_detectron.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

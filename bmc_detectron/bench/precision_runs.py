@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
-from ..evaluation.image_bootstrap import match_images, paired_bootstrap
-from .ablation_bootstrap import ground_truth, predictions_path
-from .report import markdown_table
-from .runs import metrics_path
+from bmc_detectron.bench.ablation_bootstrap import ground_truth, predictions_path
+from bmc_detectron.bench.report import markdown_table
+from bmc_detectron.bench.runs import metrics_path
+from bmc_detectron.evaluation.image_bootstrap import match_images, paired_bootstrap
 
 
 @dataclass

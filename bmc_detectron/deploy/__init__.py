@@ -10,10 +10,22 @@
 ``onnx`` and ``onnxruntime`` (``pip install -e .[deploy]``) are imported only when used.
 """
 
-from .compare import SetComparison, compare_detections
-from .export import ExportError, deformable_parts, export_classifier, export_detector, export_onnx
-from .runtime import OnnxCellClassifier, OnnxDetector, build_onnx_counter, make_session, postprocess
-from .sidecar import read_sidecar, sidecar_path
+from bmc_detectron.deploy.compare import SetComparison, compare_detections
+from bmc_detectron.deploy.export import (
+    ExportError,
+    deformable_parts,
+    export_classifier,
+    export_detector,
+    export_onnx,
+)
+from bmc_detectron.deploy.runtime import (
+    OnnxCellClassifier,
+    OnnxDetector,
+    build_onnx_counter,
+    make_session,
+    postprocess,
+)
+from bmc_detectron.deploy.sidecar import read_sidecar, sidecar_path
 
 __all__ = [
     "ExportError",

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 #: The target of issue 10: ONNX Runtime's median at most this fraction of PyTorch's.
 TARGET_RATIO = 0.7
@@ -27,7 +27,7 @@ TARGET_RATIO = 0.7
 
 def synthetic_fields(count: int, height: int, width: int, seed: int = 0) -> List[np.ndarray]:
     """``count`` synthetic smears (BGR uint8) of ``height`` x ``width``."""
-    from ..data.synthetic import default_scale, generate_image
+    from bmc_detectron.data.synthetic import default_scale, generate_image
 
     rng = np.random.default_rng(seed)
     scale = default_scale(height, width)

@@ -42,9 +42,9 @@ from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from torch import Tensor, nn
 
-from ..config import CLASSIFIER_ARCH, build_cfg
-from ..utils.io import atomic_write_bytes
-from . import sidecar as sc
+from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
+from bmc_detectron.deploy import sidecar as sc
+from bmc_detectron.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -254,8 +254,8 @@ def export_classifier(model: nn.Module, crop_size: int, output: Path) -> Path:
 def _classifier_names(cfg: CfgNode) -> List[str]:
     """The classifier's class names; without any in its config, the 11 marrow classes or
     ``class0, class1, ...`` (with a warning)."""
-    from ..data.classes import MARROW_ABBRS
-    from ..modeling.classifier import classifier_class_names
+    from bmc_detectron.data.classes import MARROW_ABBRS
+    from bmc_detectron.modeling.classifier import classifier_class_names
 
     try:
         return list(classifier_class_names(cfg))
@@ -282,7 +282,7 @@ def export_onnx(
     ConfigError / FileNotFoundError / :class:`ExportError` (ValueError or OSError) with a
     one-line message for bad input.
     """
-    from . import verify as checks
+    from bmc_detectron.deploy import verify as checks
 
     output = Path(output)
     cfg, model = load_model(config_file, weights, opts)
@@ -309,7 +309,7 @@ def export_onnx(
 def _export_detector_with_sidecar(
     cfg: CfgNode, model: nn.Module, output: Path, source: Dict[str, Any]
 ) -> Dict[str, Any]:
-    from ..pipeline.detector import detector_class_names
+    from bmc_detectron.pipeline.detector import detector_class_names
 
     parts = deformable_parts(cfg)
     if parts:

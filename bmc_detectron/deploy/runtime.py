@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from detectron2.data import transforms as T
 
-from ..pipeline.detector import Detections
-from ..utils.io import PathLike, file_sha256
-from .sidecar import CLASSIFIER, DETECTOR, read_sidecar
+from bmc_detectron.deploy.sidecar import CLASSIFIER, DETECTOR, read_sidecar
+from bmc_detectron.pipeline.detector import Detections
+from bmc_detectron.utils.io import PathLike, file_sha256
 
 
 def make_session(model_path: PathLike, threads: Optional[int] = None) -> Any:
@@ -186,7 +186,7 @@ class OnnxCellClassifier:
 
     def as_cell_classifier(self) -> Any:
         """This model as the count pipeline's :class:`~bmc_detectron.pipeline.CellClassifier`."""
-        from ..pipeline.recognition import CellClassifier
+        from bmc_detectron.pipeline.recognition import CellClassifier
 
         return CellClassifier(
             model=self,
@@ -218,7 +218,7 @@ def build_onnx_counter(
         counter_kwargs: the counter's keyword arguments (``score_threshold``, ``tile_size``, ...);
             ``batch_size`` also sets the classifier's crops per session call.
     """
-    from ..pipeline.counter import CellCounter
+    from bmc_detectron.pipeline.counter import CellCounter
 
     detector = OnnxDetector(
         detector_onnx, threads=threads, score_threshold=detector_score_threshold

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
-from ..data.classes import MARROW_ABBRS, MARROW_COLORS
-from ..utils.io import PathLike, file_sha256, write_json_atomic
+from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_COLORS
+from bmc_detectron.utils.io import PathLike, file_sha256, write_json_atomic
 
 #: ``format`` of every sidecar; ``format_version`` changes when a runtime must read it differently.
 SIDECAR_FORMAT = "bmc-detectron-onnx"
@@ -64,7 +64,7 @@ def class_colors(names: Sequence[str], datasets: Sequence[str] = ()) -> List[Tup
 
 def provenance(config_file: str, weights: str, opts: Sequence[str], cfg: CfgNode) -> Dict[str, Any]:
     """Where the model came from: package version, config (file and merged), weights."""
-    from .. import __version__
+    from bmc_detectron import __version__
 
     return {
         "bmc_detectron_version": __version__,
@@ -167,7 +167,7 @@ def classifier_sidecar(
 
 def training_profile_beside(weights: PathLike) -> Optional[Dict[str, Any]]:
     """The content of ``training_profile.json`` beside ``weights`` (checked), or None."""
-    from ..robustness.profile import PROFILE_FILE, DataProfile
+    from bmc_detectron.robustness.profile import PROFILE_FILE, DataProfile
 
     path = Path(weights).parent / PROFILE_FILE
     if not path.is_file():

@@ -15,8 +15,8 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
-from .compare import compare_detections
-from .runtime import OnnxCellClassifier, OnnxDetector
+from bmc_detectron.deploy.compare import compare_detections
+from bmc_detectron.deploy.runtime import OnnxCellClassifier, OnnxDetector
 
 #: Tolerances of a passing check: box coordinates (pixels) and scores / probabilities.
 BOX_TOL = 0.01
@@ -25,7 +25,7 @@ SCORE_TOL = 1e-4
 
 def check_images(cfg: CfgNode, seed: int = 0) -> List[np.ndarray]:
     """Two BGR uint8 images: a synthetic smear at the test size, random noise of an odd size."""
-    from ..data.synthetic import default_scale, generate_image
+    from bmc_detectron.data.synthetic import default_scale, generate_image
 
     short = int(cfg.INPUT.MIN_SIZE_TEST) or 320
     long = int(round(short * 4 / 3))
@@ -41,7 +41,7 @@ def verify_detector(cfg: CfgNode, model: nn.Module, onnx_path: Path) -> Dict[str
     Returns ``{"passed", "images": [{"size", "count_torch", "count_onnx", "matched",
     "max_box_diff", "max_score_diff"}, ...]}``.
     """
-    from ..pipeline.detector import Detector
+    from bmc_detectron.pipeline.detector import Detector
 
     torch_detector = Detector(
         model=model,

@@ -1,8 +1,8 @@
 """Training and evaluation engine."""
 
-from .classifier_trainer import BMCClassifierTrainer
-from .launch import main, setup, trainer_class
-from .trainer import BMCTrainer, load_checked_dicts
+from bmc_detectron.engine.classifier_trainer import BMCClassifierTrainer
+from bmc_detectron.engine.launch import main, setup, trainer_class
+from bmc_detectron.engine.trainer import BMCTrainer, load_checked_dicts
 
 __all__ = [
     "BMCClassifierTrainer",

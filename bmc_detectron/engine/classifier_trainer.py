@@ -20,12 +20,12 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 
-from ..config import ConfigError
-from ..data.checks import check_dataset_dicts
-from ..data.crop_mapper import CellCropMapper, crop_records
-from ..evaluation.classification import ClassificationEvaluator
-from ..modeling.classifier import classifier_class_names
-from .trainer import BMCTrainer
+from bmc_detectron.config import ConfigError
+from bmc_detectron.data.checks import check_dataset_dicts
+from bmc_detectron.data.crop_mapper import CellCropMapper, crop_records
+from bmc_detectron.engine.trainer import BMCTrainer
+from bmc_detectron.evaluation.classification import ClassificationEvaluator
+from bmc_detectron.modeling.classifier import classifier_class_names
 
 
 def load_crop_records(cfg: CfgNode, names: Sequence[str]) -> List[dict]:

@@ -13,9 +13,9 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import CLASSIFIER_ARCH, build_cfg
-from .classifier_trainer import BMCClassifierTrainer
-from .trainer import BMCTrainer
+from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
+from bmc_detectron.engine.classifier_trainer import BMCClassifierTrainer
+from bmc_detectron.engine.trainer import BMCTrainer
 
 
 def setup(args: argparse.Namespace) -> CfgNode:

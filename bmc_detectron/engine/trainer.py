@@ -22,12 +22,12 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
-from ..config import ConfigError
-from ..data.augment import build_bmc_augmentations
-from ..data.checks import DatasetError, check_dataset_dicts
-from ..evaluation import BMCCOCOEvaluator
-from ..robustness.profile import PROFILE_FILE, profile_from_dataset
-from .precision import apply_precision
+from bmc_detectron.config import ConfigError
+from bmc_detectron.data.augment import build_bmc_augmentations
+from bmc_detectron.data.checks import DatasetError, check_dataset_dicts
+from bmc_detectron.engine.precision import apply_precision
+from bmc_detectron.evaluation import BMCCOCOEvaluator
+from bmc_detectron.robustness.profile import PROFILE_FILE, profile_from_dataset
 
 logger = logging.getLogger(__name__)
 _PERIODIC = re.compile(r"model_\d{7}\.pth")

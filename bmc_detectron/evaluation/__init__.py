@@ -1,6 +1,6 @@
 """Evaluation: COCO box metrics with per-class AP and AP50; cell-classifier metrics."""
 
-from .classification import ClassificationEvaluator, classification_metrics
-from .coco import BMCCOCOEvaluator, save_metrics
+from bmc_detectron.evaluation.classification import ClassificationEvaluator, classification_metrics
+from bmc_detectron.evaluation.coco import BMCCOCOEvaluator, save_metrics
 
 __all__ = ["BMCCOCOEvaluator", "ClassificationEvaluator", "classification_metrics", "save_metrics"]

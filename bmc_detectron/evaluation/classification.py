@@ -25,7 +25,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..utils.io import atomic_write_bytes, atomic_write_text, write_json_atomic
+from bmc_detectron.utils.io import atomic_write_bytes, atomic_write_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

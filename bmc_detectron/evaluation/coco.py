@@ -11,7 +11,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..utils.io import write_json_atomic
+from bmc_detectron.utils.io import write_json_atomic
 
 
 class BMCCOCOEvaluator(COCOEvaluator):

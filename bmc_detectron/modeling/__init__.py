@@ -1,11 +1,11 @@
 """Model components; importing this module registers them in detectron2's registries."""
 
-from . import assigners
-from .backbone import build_bmc_resnet_pan_backbone
-from .classifier import BMCCellClassifier, classifier_class_names
-from .fcos import BMCFCOS
-from .head import BMCRetinaNetHead
-from .meta_arch import BMCRetinaNet
+from bmc_detectron.modeling import assigners
+from bmc_detectron.modeling.backbone import build_bmc_resnet_pan_backbone
+from bmc_detectron.modeling.classifier import BMCCellClassifier, classifier_class_names
+from bmc_detectron.modeling.fcos import BMCFCOS
+from bmc_detectron.modeling.head import BMCRetinaNetHead
+from bmc_detectron.modeling.meta_arch import BMCRetinaNet
 
 __all__ = [
     "BMCCellClassifier",

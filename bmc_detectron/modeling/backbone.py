@@ -25,8 +25,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
-from .deform import DeformConv2dPack
-from .neck import BMCPANFPN, PANNeck, make_top_block
+from bmc_detectron.modeling.deform import DeformConv2dPack
+from bmc_detectron.modeling.neck import BMCPANFPN, PANNeck, make_top_block
 
 __all__ = [
     "dilate_resnet_stages",

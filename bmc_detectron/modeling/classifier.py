@@ -21,7 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
-from ..config import ConfigError
+from bmc_detectron.config import ConfigError
 
 __all__ = ["BMCCellClassifier", "classifier_class_names"]
 

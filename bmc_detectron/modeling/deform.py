@@ -17,7 +17,7 @@ from detectron2.layers import Conv2d
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from ._deform_sample import deform_conv2d_sampled
+from bmc_detectron.modeling._deform_sample import deform_conv2d_sampled
 
 __all__ = ["DeformConv2dPack"]
 

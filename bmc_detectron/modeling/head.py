@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import nn
 
-from .deform import DeformConv2dPack
+from bmc_detectron.modeling.deform import DeformConv2dPack
 
 __all__ = ["BMCRetinaNetHead"]
 

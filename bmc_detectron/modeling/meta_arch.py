@@ -14,9 +14,13 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
-from .assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
-from .head import BMCRetinaNetHead
-from .losses import one_hot_quality_targets, quality_focal_loss, varifocal_loss
+from bmc_detectron.modeling.assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
+from bmc_detectron.modeling.head import BMCRetinaNetHead
+from bmc_detectron.modeling.losses import (
+    one_hot_quality_targets,
+    quality_focal_loss,
+    varifocal_loss,
+)
 
 CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
 

@@ -10,11 +10,11 @@
   training data (``training_profile.json``, :mod:`bmc_detectron.robustness.profile`).
 """
 
-from .counter import Cell, CellCounter, FieldCount
-from .detector import Detections, Detector
-from .recognition import CellClassifier
-from .run import OutputExistsError, run_count
-from .stats import Lineage, wilson_interval
+from bmc_detectron.pipeline.counter import Cell, CellCounter, FieldCount
+from bmc_detectron.pipeline.detector import Detections, Detector
+from bmc_detectron.pipeline.recognition import CellClassifier
+from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.stats import Lineage, wilson_interval
 
 __all__ = [
     "Cell",

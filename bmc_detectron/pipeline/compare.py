@@ -35,9 +35,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils.numbers import nanmean
-from .counter import Cell
-from .stats import Lineage, differential
+from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.utils.numbers import nanmean
 
 IOU_MATCH = 0.5
 

@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .detector import Detections, Detector
-from .recognition import CellClassifier
-from .scale import FieldPrep, detect_rescaled, unresized
-from .tiling import detect_tiled
+from bmc_detectron.pipeline.detector import Detections, Detector
+from bmc_detectron.pipeline.recognition import CellClassifier
+from bmc_detectron.pipeline.scale import FieldPrep, detect_rescaled, unresized
+from bmc_detectron.pipeline.tiling import detect_tiled
 
 
 @dataclass

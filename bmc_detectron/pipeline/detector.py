@@ -18,8 +18,8 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 
-from ..data.classes import MARROW_ABBRS
-from ..utils.io import file_sha256
+from bmc_detectron.data.classes import MARROW_ABBRS
+from bmc_detectron.utils.io import file_sha256
 
 # Name of the single class of a class-agnostic detector.
 CELL = "cell"
@@ -110,8 +110,8 @@ class Detector:
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
-        from ..config import build_cfg
-        from ..engine.precision import apply_precision
+        from bmc_detectron.config import build_cfg
+        from bmc_detectron.engine.precision import apply_precision
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: detector weights not found")

@@ -10,7 +10,7 @@ import numpy as np
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from ..data.classes import marrow_metadata
+from bmc_detectron.data.classes import marrow_metadata
 
 Color = Tuple[int, int, int]
 

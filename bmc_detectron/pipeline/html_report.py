@@ -9,7 +9,7 @@ import math
 from html import escape
 from typing import Any, Dict, List, Optional, Sequence
 
-from .drawing import class_info
+from bmc_detectron.pipeline.drawing import class_info
 
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;

@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
-from ..data.crops import crop_boxes
-from ..utils.io import file_sha256
+from bmc_detectron.data.crops import crop_boxes
+from bmc_detectron.utils.io import file_sha256
 
 
 @dataclass
@@ -53,9 +53,11 @@ class CellClassifier:
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
-        from ..config import build_cfg
-        from ..engine.precision import apply_precision
-        from ..modeling.classifier import classifier_class_names  # registers the META_ARCH
+        from bmc_detectron.config import build_cfg
+        from bmc_detectron.engine.precision import apply_precision
+        from bmc_detectron.modeling.classifier import (
+            classifier_class_names,  # registers the META_ARCH
+        )
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: classifier weights not found")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..utils.io import atomic_write_text, write_json_atomic
-from .counter import Cell
-from .drawing import class_info
-from .stats import Lineage, differential
+from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.pipeline.drawing import class_info
+from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 SUMMARY_FORMAT = "bmc-count/1"
 

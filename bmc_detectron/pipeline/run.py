@@ -43,14 +43,13 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from ..utils.io import IMAGE_SUFFIXES, atomic_write_text, write_json_atomic, write_png_atomic
-from .counter import CellCounter
-from .drawing import draw_field, thumbnail_data_uri
-from .html_report import render_html
-from .report import FieldRecord, build_summary, write_summary, write_tables
-from .scale import FieldPrep
-from .stats import Lineage
-from .survey import (
+from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
+from bmc_detectron.pipeline.html_report import render_html
+from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
+from bmc_detectron.pipeline.scale import FieldPrep
+from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.pipeline.survey import (
     CHECKS_DIR,
     FieldSurvey,
     ScalePlan,
@@ -61,6 +60,12 @@ from .survey import (
     plan_scale,
     save_survey,
     survey_key,
+)
+from bmc_detectron.utils.io import (
+    IMAGE_SUFFIXES,
+    atomic_write_text,
+    write_json_atomic,
+    write_png_atomic,
 )
 
 logger = logging.getLogger(__name__)

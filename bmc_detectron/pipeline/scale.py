@@ -27,10 +27,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 from detectron2.data import transforms as T
 
-from ..robustness.profile import PROFILE_FILE, DataProfile, box_diameters
-from ..robustness.scale import RBCEstimate, estimate_rbc_diameter, rescaled
-from ..robustness.stain import ReinhardTarget, reinhard_normalize
-from .detector import Detections
+from bmc_detectron.pipeline.detector import Detections
+from bmc_detectron.robustness.profile import PROFILE_FILE, DataProfile, box_diameters
+from bmc_detectron.robustness.scale import RBCEstimate, estimate_rbc_diameter, rescaled
+from bmc_detectron.robustness.stain import ReinhardTarget, reinhard_normalize
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..robustness.ood import colour_reasons, scale_reason
-from ..robustness.profile import NOMINAL_RBC_MICRONS, DataProfile, red_cell_class
-from ..robustness.scale import case_scale
-from ..robustness.stain import lab_stats
-from ..utils.io import write_json_atomic
-from .scale import FieldPrep, ModelScale, measure_rbc, rbc_from_detections
+from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, measure_rbc, rbc_from_detections
+from bmc_detectron.robustness.ood import colour_reasons, scale_reason
+from bmc_detectron.robustness.profile import NOMINAL_RBC_MICRONS, DataProfile, red_cell_class
+from bmc_detectron.robustness.scale import case_scale
+from bmc_detectron.robustness.stain import lab_stats
+from bmc_detectron.utils.io import write_json_atomic
 
 CHECKS_DIR = "checks"
 STAIN_METHODS = ("reinhard",)

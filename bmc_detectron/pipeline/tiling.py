@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from .detector import Detections
+from bmc_detectron.pipeline.detector import Detections
 
 
 @dataclass(frozen=True)

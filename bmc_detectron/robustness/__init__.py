@@ -7,10 +7,20 @@ augmentations use ``RandomStainJitter``). The sweep that evaluates models under 
 stain shifts is :mod:`bmc_detectron.analysis.robustness_sweep`.
 """
 
-from .ood import FieldCheck, TrainingProfile, check_field
-from .profile import PROFILE_FILE, DataProfile, profile_from_dataset, profile_from_records
-from .scale import RBCEstimate, case_scale, estimate_rbc_diameter, rescale_factor
-from .stain import (
+from bmc_detectron.robustness.ood import FieldCheck, TrainingProfile, check_field
+from bmc_detectron.robustness.profile import (
+    PROFILE_FILE,
+    DataProfile,
+    profile_from_dataset,
+    profile_from_records,
+)
+from bmc_detectron.robustness.scale import (
+    RBCEstimate,
+    case_scale,
+    estimate_rbc_diameter,
+    rescale_factor,
+)
+from bmc_detectron.robustness.stain import (
     RandomStainJitter,
     ReinhardTarget,
     StainTransform,

@@ -13,8 +13,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .scale import estimate_rbc_diameter
-from .stain import lab_stats
+from bmc_detectron.robustness.scale import estimate_rbc_diameter
+from bmc_detectron.robustness.stain import lab_stats
 
 _CHANNELS = ("L*", "a*", "b*")
 Range = Tuple[float, float]

@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .ood import TrainingProfile
-from .scale import estimate_rbc_diameter
-from .stain import ReinhardTarget, lab_stats
+from bmc_detectron.robustness.ood import TrainingProfile
+from bmc_detectron.robustness.scale import estimate_rbc_diameter
+from bmc_detectron.robustness.stain import ReinhardTarget, lab_stats
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class DataProfile:
 
     def save(self, path: Path) -> Path:
         """Write the profile (atomically) to ``path``."""
-        from ..utils.io import write_json_atomic
+        from bmc_detectron.utils.io import write_json_atomic
 
         return write_json_atomic(self.to_dict(), Path(path), indent=1)
 

@@ -8,8 +8,8 @@
 FastAPI, uvicorn and python-multipart are imported only by this package.
 """
 
-from .app import create_app
-from .model_info import describe_counter
-from .settings import ServeSettings
+from bmc_detectron.serve.app import create_app
+from bmc_detectron.serve.model_info import describe_counter
+from bmc_detectron.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app", "describe_counter"]

@@ -15,15 +15,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..pipeline.counter import Cell, CellCounter
-from ..pipeline.drawing import thumbnail_data_uri
-from ..pipeline.report import FieldRecord
-from ..pipeline.survey import ScalePlan, ScaleSetup, field_flags, measure_field
-from .errors import ApiError
-from .images import Probe, decode_image
-from .schemas import SummaryRequest
-from .settings import ServeSettings
-from .uploads import Upload
+from bmc_detectron.pipeline.counter import Cell, CellCounter
+from bmc_detectron.pipeline.drawing import thumbnail_data_uri
+from bmc_detectron.pipeline.report import FieldRecord
+from bmc_detectron.pipeline.survey import ScalePlan, ScaleSetup, field_flags, measure_field
+from bmc_detectron.serve.errors import ApiError
+from bmc_detectron.serve.images import Probe, decode_image
+from bmc_detectron.serve.schemas import SummaryRequest
+from bmc_detectron.serve.settings import ServeSettings
+from bmc_detectron.serve.uploads import Upload
 
 
 def field_name(filename: str, index: int, taken: set) -> str:

@@ -24,19 +24,25 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from ..pipeline.counter import CellCounter
-from ..pipeline.report import build_summary, cells_csv
-from ..pipeline.run import run_fingerprint
-from ..pipeline.survey import ScaleOptions, ScalePlan, ScaleSetup, plan_scale, with_options
-from .analysis import analyze_uploads, case_records
-from .errors import ApiError, install_error_handlers
-from .gate import InferenceGate
-from .images import probe_image
-from .middleware import RequestGuard
-from .model_info import class_table, describe_counter, lineage_notes
-from .schemas import ERROR_RESPONSES, AnalyzeResponse, SummaryRequest
-from .settings import ServeSettings
-from .uploads import read_multipart
+from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.report import build_summary, cells_csv
+from bmc_detectron.pipeline.run import run_fingerprint
+from bmc_detectron.pipeline.survey import (
+    ScaleOptions,
+    ScalePlan,
+    ScaleSetup,
+    plan_scale,
+    with_options,
+)
+from bmc_detectron.serve.analysis import analyze_uploads, case_records
+from bmc_detectron.serve.errors import ApiError, install_error_handlers
+from bmc_detectron.serve.gate import InferenceGate
+from bmc_detectron.serve.images import probe_image
+from bmc_detectron.serve.middleware import RequestGuard
+from bmc_detectron.serve.model_info import class_table, describe_counter, lineage_notes
+from bmc_detectron.serve.schemas import ERROR_RESPONSES, AnalyzeResponse, SummaryRequest
+from bmc_detectron.serve.settings import ServeSettings
+from bmc_detectron.serve.uploads import read_multipart
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +277,7 @@ def create_app(
             options unused): an analyze request's ``microns_per_pixel`` needs the model's, and
             with a profile every field is checked against the training data.
     """
-    from .. import __version__
+    from bmc_detectron import __version__
 
     settings = settings or ServeSettings()
     app = FastAPI(

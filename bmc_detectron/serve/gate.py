@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Optional, Tuple, TypeVar
 import anyio
 import anyio.to_thread
 
-from .errors import ApiError
+from bmc_detectron.serve.errors import ApiError
 
 T = TypeVar("T")
 

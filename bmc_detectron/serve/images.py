@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ApiError
-from .uploads import Upload
+from bmc_detectron.serve.errors import ApiError
+from bmc_detectron.serve.uploads import Upload
 
 # The decoders PIL may use: the formats microscope cameras and scanners write.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")

@@ -15,7 +15,7 @@ import json
 from typing import Any, Awaitable, Callable, Dict, Iterable, Tuple
 from urllib.parse import urlsplit
 
-from .errors import ApiError
+from bmc_detectron.serve.errors import ApiError
 
 Scope = Dict[str, Any]
 Message = Dict[str, Any]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..pipeline.counter import CellCounter
-from ..pipeline.drawing import class_info
-from ..pipeline.run import run_fingerprint
-from ..pipeline.stats import Lineage
+from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.drawing import class_info
+from bmc_detectron.pipeline.run import run_fingerprint
+from bmc_detectron.pipeline.stats import Lineage
 
 
 def _hex(rgb: Sequence[int]) -> str:
@@ -69,7 +69,7 @@ def describe_counter(counter: CellCounter, **extra: Any) -> Dict[str, Any]:
 
     ``extra`` keys (e.g. ``backend``, ``files``) are added as they are.
     """
-    from .. import __version__
+    from bmc_detectron import __version__
 
     detector = _model_entry(counter.detector, "detector")
     classifier = None

@@ -16,7 +16,7 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import ApiError
+from bmc_detectron.serve.errors import ApiError
 
 # Plain (non-file) form fields: a few short options.
 MAX_FIELDS = 16

@@ -28,17 +28,17 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..active.simulation import (
+from bmc_detectron.active.simulation import (
     STRATEGY_SETTINGS,
     SimSettings,
     SimulationError,
     prepare,
     simulate,
 )
-from ..active.simulation_report import collect_records, write_report
-from ..bench.report import shell_join
-from ..config import ConfigError
-from ..data.checks import DatasetError
+from bmc_detectron.active.simulation_report import collect_records, write_report
+from bmc_detectron.bench.report import shell_join
+from bmc_detectron.config import ConfigError
+from bmc_detectron.data.checks import DatasetError
 
 COMMAND = "python -m bmc_detectron.tools.al_simulate"
 

@@ -27,11 +27,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ..bench.measure import torch_threads
-from ..bench.report import fmt, machine_info, markdown_table, shell_join
-from ..config import build_cfg
-from ..engine.precision import apply_precision
-from ..utils.io import atomic_write_text
+from bmc_detectron.bench.measure import torch_threads
+from bmc_detectron.bench.report import fmt, machine_info, markdown_table, shell_join
+from bmc_detectron.config import build_cfg
+from bmc_detectron.engine.precision import apply_precision
+from bmc_detectron.utils.io import atomic_write_text
 
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in ([\d:]+) \(([\d.]+) s / it\)")
 

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..bench.report import fmt, machine_info, markdown_table, shell_join
-from ..pipeline.compare import System, compare_systems
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.bench.report import fmt, machine_info, markdown_table, shell_join
+from bmc_detectron.pipeline.compare import System, compare_systems
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 ONE_STAGE = "one-stage"
 TWO_STAGE = "two-stage"
@@ -45,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def build_systems(args: argparse.Namespace) -> List[System]:
     """The two counters, detecting down to ``--ap-score-threshold``."""
-    from ..pipeline import CellCounter
+    from bmc_detectron.pipeline import CellCounter
 
     kw = {"score_threshold": args.ap_score_threshold}
     one = CellCounter.from_configs(args.one_stage_config, args.one_stage_weights, **kw)
@@ -184,7 +184,7 @@ def own_args(argv: Optional[Sequence[str]]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from ..data.datasets import register_builtin_datasets
+    from bmc_detectron.data.datasets import register_builtin_datasets
 
     register_builtin_datasets()
     result: Dict[str, Any] = compare_systems(

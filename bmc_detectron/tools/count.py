@@ -31,13 +31,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..config import ConfigError
-from ..pipeline.counter import CellCounter
-from ..pipeline.run import OutputExistsError, check_output, run_count
-from ..pipeline.scale import ModelScale, locate_profile, sidecar_scale
-from ..pipeline.stats import Lineage
-from ..pipeline.survey import STAIN_METHODS, ScaleOptions, ScaleSetup, make_setup
-from ..utils.io import expand_inputs
+from bmc_detectron.config import ConfigError
+from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.run import OutputExistsError, check_output, run_count
+from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
+from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.pipeline.survey import STAIN_METHODS, ScaleOptions, ScaleSetup, make_setup
+from bmc_detectron.utils.io import expand_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +97,7 @@ def build_counter(args: argparse.Namespace) -> CellCounter:
         detector_classes=args.detector_classes,
     )
     if args.detector_onnx:
-        from ..deploy import build_onnx_counter
+        from bmc_detectron.deploy import build_onnx_counter
 
         return build_onnx_counter(
             args.detector_onnx,
@@ -142,7 +142,7 @@ def scale_setup(args: argparse.Namespace, counter: CellCounter) -> ScaleSetup:
         if args.detector_onnx:
             config_scale = sidecar_scale(counter.detector)
         else:
-            from ..config import build_cfg
+            from bmc_detectron.config import build_cfg
 
             config_scale = ModelScale.from_config(
                 build_cfg(args.detector_config, args.detector_opts)

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..bench.report import fmt, markdown_table, shell_join
-from ..pipeline.counter import Cell
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.bench.report import fmt, markdown_table, shell_join
+from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -120,8 +120,8 @@ def markdown(result: Dict[str, Any], command: str) -> str:
 
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Match the report to the dataset and measure it."""
-    from ..data.datasets import register_builtin_datasets
-    from ..pipeline.compare import dataset_images, evaluate_cells
+    from bmc_detectron.data.datasets import register_builtin_datasets
+    from bmc_detectron.pipeline.compare import dataset_images, evaluate_cells
 
     register_builtin_datasets()
     report = Path(args.report)

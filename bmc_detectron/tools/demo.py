@@ -21,9 +21,9 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import UnidentifiedImageError
 
-from ..config import ConfigError, build_cfg
-from ..data.classes import marrow_metadata
-from ..utils.io import expand_inputs, write_json_atomic, write_png_atomic
+from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.data.classes import marrow_metadata
+from bmc_detectron.utils.io import expand_inputs, write_json_atomic, write_png_atomic
 
 logger = logging.getLogger("bmc_detectron.demo")
 

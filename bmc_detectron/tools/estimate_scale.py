@@ -26,8 +26,8 @@ from typing import List, Optional, Sequence
 
 import cv2
 
-from ..robustness.scale import case_scale, estimate_rbc_diameter, rescale_factor
-from ..utils.io import expand_inputs, write_json_atomic
+from bmc_detectron.robustness.scale import case_scale, estimate_rbc_diameter, rescale_factor
+from bmc_detectron.utils.io import expand_inputs, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_profile(args: argparse.Namespace) -> int:
     """The ``--dataset`` mode: measure, write and summarise the training profile."""
-    from ..config import ConfigError, build_cfg
-    from ..robustness.profile import profile_from_dataset
+    from bmc_detectron.config import ConfigError, build_cfg
+    from bmc_detectron.robustness.profile import profile_from_dataset
 
     if not args.output:
         print("error: --dataset needs --output DIR/training_profile.json", file=sys.stderr)

@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import ConfigError
+from bmc_detectron.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as e:
         print(f"error: {e.name} is not installed: pip install -e '.[deploy]'", file=sys.stderr)
         return 2
-    from ..deploy import export_onnx
+    from bmc_detectron.deploy import export_onnx
 
     try:
         meta = export_onnx(

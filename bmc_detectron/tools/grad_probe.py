@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..analysis.gradients import DEFAULT_GROUPS, step_stats, summarize
-from ..bench.report import fmt, markdown_table, shell_join
-from ..config import ConfigError, build_cfg
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.analysis.gradients import DEFAULT_GROUPS, step_stats, summarize
+from bmc_detectron.bench.report import fmt, markdown_table, shell_join
+from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def probe(cfg, weights: str, batches: int) -> Dict[str, object]:
     from detectron2.modeling import build_model
     from detectron2.utils.env import seed_all_rng
 
-    from ..engine import BMCTrainer
+    from bmc_detectron.engine import BMCTrainer
 
     seed_all_rng(cfg.SEED)
     model = build_model(cfg)  # float32 whatever the config's precision: clean gradients
@@ -95,7 +95,7 @@ def markdown(results: List[Dict], max_iter: int, command: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from ..data.datasets import register_builtin_datasets
+    from bmc_detectron.data.datasets import register_builtin_datasets
 
     register_builtin_datasets()
     try:

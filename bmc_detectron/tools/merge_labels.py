@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..active.merge import MergeError, Pool, collect, merge_coco
-from ..utils.io import write_json_atomic
+from bmc_detectron.active.merge import MergeError, Pool, collect, merge_coco
+from bmc_detectron.utils.io import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..utils.io import expand_inputs
+from bmc_detectron.config import ConfigError
+from bmc_detectron.utils.io import expand_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fields(args: argparse.Namespace) -> List[np.ndarray]:
-    from ..deploy.bench import synthetic_fields
+    from bmc_detectron.deploy.bench import synthetic_fields
 
     if not args.images:
         return synthetic_fields(args.num_images, *args.size)
@@ -61,7 +61,7 @@ def _fields(args: argparse.Namespace) -> List[np.ndarray]:
 
 
 def _exported(config: str, weights: str, onnx: Optional[str], out: Path, opts: Sequence[str]):
-    from ..deploy import export_onnx
+    from bmc_detectron.deploy import export_onnx
 
     if onnx:
         return onnx
@@ -72,8 +72,8 @@ def _exported(config: str, weights: str, onnx: Optional[str], out: Path, opts: S
 
 def _backends(args: argparse.Namespace, det_onnx: str, cls_onnx: Optional[str], threads: int):
     """The four subjects at ``threads``: both detectors and both count pipelines."""
-    from ..deploy import OnnxDetector, build_onnx_counter
-    from ..pipeline import CellClassifier, CellCounter, Detector
+    from bmc_detectron.deploy import OnnxDetector, build_onnx_counter
+    from bmc_detectron.pipeline import CellClassifier, CellCounter, Detector
 
     torch.set_num_threads(threads)
     opts = [*args.opts, "MODEL.DEVICE", "cpu"]
@@ -92,7 +92,7 @@ def _backends(args: argparse.Namespace, det_onnx: str, cls_onnx: Optional[str], 
 
 def run(args: argparse.Namespace) -> dict:
     """Export what is missing, measure at every thread count, write the results; returns them."""
-    from ..deploy.bench import benchmark_result, run_benchmark, write_result
+    from bmc_detectron.deploy.bench import benchmark_result, run_benchmark, write_result
 
     if bool(args.classifier_config) != bool(args.classifier_weights):
         raise ValueError("a classifier needs both --classifier-config and --classifier-weights")
@@ -138,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"error: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}", file=sys.stderr
         )
         return 2
-    from ..deploy.bench import markdown
+    from bmc_detectron.deploy.bench import markdown
 
     print(markdown(result), end="")
     print(f"written: {Path(args.output) / 'onnx_bench.json'}, onnx_bench.md")

@@ -22,9 +22,15 @@ from typing import List, Optional, Sequence
 
 from detectron2.data import MetadataCatalog
 
-from ..bench.precision_runs import RunRecord, differences_table, read_run, runs_table, spread_line
-from ..data.datasets import prepare_dataset
-from ..utils.io import atomic_write_text
+from bmc_detectron.bench.precision_runs import (
+    RunRecord,
+    differences_table,
+    read_run,
+    runs_table,
+    spread_line,
+)
+from bmc_detectron.data.datasets import prepare_dataset
+from bmc_detectron.utils.io import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:

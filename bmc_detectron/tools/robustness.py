@@ -28,14 +28,19 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..analysis.inference import load_model
-from ..analysis.robustness_measures import STAIN_METHODS, Measures
-from ..analysis.robustness_report import markdown_table, page_text, plot_curves
-from ..analysis.robustness_sweep import STAIN_NEUTRAL, Condition, parse_stain_shift, run_sweep
-from ..config import ConfigError, build_cfg
-from ..data.checks import DatasetError
-from ..robustness.profile import PROFILE_FILE, DataProfile
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.analysis.inference import load_model
+from bmc_detectron.analysis.robustness_measures import STAIN_METHODS, Measures
+from bmc_detectron.analysis.robustness_report import markdown_table, page_text, plot_curves
+from bmc_detectron.analysis.robustness_sweep import (
+    STAIN_NEUTRAL,
+    Condition,
+    parse_stain_shift,
+    run_sweep,
+)
+from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.data.checks import DatasetError
+from bmc_detectron.robustness.profile import PROFILE_FILE, DataProfile
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger("bmc_detectron.robustness")
 

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..analysis.robustness_boxes import boxes_table, condition_summary, sweep_conditions
-from ..utils.io import atomic_write_text
+from bmc_detectron.analysis.robustness_boxes import boxes_table, condition_summary, sweep_conditions
+from bmc_detectron.utils.io import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:

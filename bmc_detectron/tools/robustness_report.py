@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..analysis.robustness_report import load_sweeps, write_page
-from ..analysis.robustness_seeds import seeds_section
+from bmc_detectron.analysis.robustness_report import load_sweeps, write_page
+from bmc_detectron.analysis.robustness_seeds import seeds_section
 
 MEASURES_TEXT = """\
 **The sweep.** Every test image is rescaled by a factor (a copy of the test set per factor, the

@@ -24,12 +24,12 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.utils.logger import setup_logger
 
-from ..config import ConfigError, build_cfg
-from ..data.datasets import register_builtin_datasets
-from ..data.paths import datasets_root
-from ..engine import trainer_class
-from ..engine.precision import cpu_supports_bf16
-from . import count, export_onnx
+from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.data.datasets import register_builtin_datasets
+from bmc_detectron.data.paths import datasets_root
+from bmc_detectron.engine import trainer_class
+from bmc_detectron.engine.precision import cpu_supports_bf16
+from bmc_detectron.tools import count, export_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR_CONFIG = REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_synth_cpu.yaml"
@@ -38,7 +38,7 @@ CLASSIFIER_CONFIG = REPO_ROOT / "configs/recognition/demo_classifier_synth.yaml"
 
 def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed: int) -> None:
     """Generate ``root/{train,test}`` and their COCO json unless they already exist."""
-    from ..data.synthetic import generate_dataset
+    from bmc_detectron.data.synthetic import generate_dataset
 
     for split, n, s in (("train", num_train, seed), ("test", num_test, seed + 1)):
         ann = root / "annotations" / f"{split}.json"

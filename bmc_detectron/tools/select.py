@@ -24,14 +24,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..active.acquire import PoolModel, analyse_pool
-from ..active.diversity import DIVERSITY
-from ..active.formats import Labelled, label_studio_task, labelme_file
-from ..active.ranking import RankSettings, kept, rank_pool
-from ..active.scores import AGGREGATES, STRATEGIES
-from ..config import ConfigError
-from ..pipeline.detector import Detector
-from ..utils.io import atomic_write_text, expand_inputs, write_json_atomic
+from bmc_detectron.active.acquire import PoolModel, analyse_pool
+from bmc_detectron.active.diversity import DIVERSITY
+from bmc_detectron.active.formats import Labelled, label_studio_task, labelme_file
+from bmc_detectron.active.ranking import RankSettings, kept, rank_pool
+from bmc_detectron.active.scores import AGGREGATES, STRATEGIES
+from bmc_detectron.config import ConfigError
+from bmc_detectron.pipeline.detector import Detector
+from bmc_detectron.utils.io import atomic_write_text, expand_inputs, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def build_model(args: argparse.Namespace) -> PoolModel:
     if bool(args.classifier_config) != bool(args.classifier_weights):
         raise ValueError("--classifier-config and --classifier-weights go together")
     if args.classifier_config:
-        from ..pipeline.recognition import CellClassifier
+        from bmc_detectron.pipeline.recognition import CellClassifier
 
         classifier = CellClassifier.from_config(args.classifier_config, args.classifier_weights)
     return PoolModel(detector, classifier, args.feature_level)

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config import ConfigError
-from ..pipeline.stats import Lineage
+from bmc_detectron.config import ConfigError
+from bmc_detectron.pipeline.stats import Lineage
 
 DEMO = Path("output/demo")
 # flag -> (environment variable, default)
@@ -104,7 +104,7 @@ def build_counter(args: argparse.Namespace) -> Any:
         _require(files)
         _require([(f"sidecar of {flag}", f"{path}.json") for flag, path in files])
         try:
-            from ..deploy import build_onnx_counter
+            from bmc_detectron.deploy import build_onnx_counter
         except ImportError as e:  # onnxruntime missing
             raise SetupError(f"{e}: install the deploy extras (pip install -e .[deploy])") from e
         return build_onnx_counter(
@@ -120,7 +120,7 @@ def build_counter(args: argparse.Namespace) -> Any:
 def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
     import torch
 
-    from ..pipeline.counter import CellCounter
+    from bmc_detectron.pipeline.counter import CellCounter
 
     files = [("--detector-config", args.detector_config)]
     files.append(("--detector-weights", args.detector_weights))
@@ -148,8 +148,8 @@ def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
 
 def scale_setup(args: argparse.Namespace, counter: Any) -> Any:
     """The model's scale and training profile (what a request's microns_per_pixel needs)."""
-    from ..pipeline.scale import ModelScale, locate_profile, sidecar_scale
-    from ..pipeline.survey import ScaleOptions, ScaleSetup, make_setup
+    from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
+    from bmc_detectron.pipeline.survey import ScaleOptions, ScaleSetup, make_setup
 
     onnx = args.backend == "onnx"
     profile, where = locate_profile(
@@ -163,7 +163,7 @@ def scale_setup(args: argparse.Namespace, counter: Any) -> Any:
         if onnx:
             config_scale = sidecar_scale(counter.detector)
         else:
-            from ..config import build_cfg
+            from bmc_detectron.config import build_cfg
 
             cfg = build_cfg(args.detector_config, args.detector_opts)
             config_scale = ModelScale.from_config(cfg)
@@ -183,7 +183,7 @@ def is_loopback(host: str) -> bool:
 
 def build_settings(args: argparse.Namespace) -> Any:
     """:class:`~bmc_detectron.serve.ServeSettings` from the arguments."""
-    from ..serve.settings import LOOPBACK_HOSTS, ServeSettings
+    from bmc_detectron.serve.settings import LOOPBACK_HOSTS, ServeSettings
 
     if args.allowed_host:
         hosts = tuple(args.allowed_host)
@@ -217,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         import uvicorn
 
-        from ..serve import create_app
+        from bmc_detectron.serve import create_app
     except ImportError as e:
         print(f"error: {e}: install the serve extras (pip install -e .[serve])", file=sys.stderr)
         return 2

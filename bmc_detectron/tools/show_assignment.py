@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from detectron2.config import CfgNode
 
-from ..analysis.assignment import (
+from bmc_detectron.analysis.assignment import (
     ASSIGNER_NAMES,
     ATSSStats,
     ImageAssignment,
@@ -37,7 +37,7 @@ from ..analysis.assignment import (
     per_level_counts,
     summarize_records,
 )
-from ..analysis.assignment_plots import (
+from bmc_detectron.analysis.assignment_plots import (
     draw_assignment_figure,
     draw_atss_chart,
     draw_dataset_statistics,
@@ -45,19 +45,19 @@ from ..analysis.assignment_plots import (
     level_names,
     panel_title,
 )
-from ..analysis.band_cell import draw_band_cell, positive_pixel_kinds, render_band_cell
-from ..analysis.inference import (
+from bmc_detectron.analysis.band_cell import draw_band_cell, positive_pixel_kinds, render_band_cell
+from bmc_detectron.analysis.inference import (
     class_names,
     dataset_records,
     load_model,
     record_input,
     select_records,
 )
-from ..analysis.plotting import save_figure
-from ..analysis.report import assignment_markdown
-from ..config import ConfigError, build_cfg
-from ..modeling.assigners import BaseAssigner
-from ..utils.io import atomic_write_text, write_json_atomic
+from bmc_detectron.analysis.plotting import save_figure
+from bmc_detectron.analysis.report import assignment_markdown
+from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.modeling.assigners import BaseAssigner
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger("bmc_detectron.show_assignment")
 Assigners = Dict[str, BaseAssigner]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from ..utils.io import expand_inputs
+from bmc_detectron.utils.io import expand_inputs
 
 
 def browser_paths() -> Tuple[Optional[str], Optional[str]]:

@@ -5,8 +5,8 @@ Shared pieces live in their own modules: :mod:`.candidates` (per-gt candidate an
 :mod:`.center_prior` (the base of OTA and SimOTA) and :mod:`.chunked_iou` (IoU maxima in chunks).
 """
 
-from .atss import ATSS
-from .base import (
+from bmc_detectron.modeling.assigners.atss import ATSS
+from bmc_detectron.modeling.assigners.base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
@@ -14,12 +14,12 @@ from .base import (
     build_assigner,
     empty_result,
 )
-from .center_prior import CenterPriorAssigner
-from .dynamic_soft import DynamicSoft
-from .max_iou import MaxIoU
-from .ota import OTA
-from .paa import PAA
-from .simota import SimOTA
+from bmc_detectron.modeling.assigners.center_prior import CenterPriorAssigner
+from bmc_detectron.modeling.assigners.dynamic_soft import DynamicSoft
+from bmc_detectron.modeling.assigners.max_iou import MaxIoU
+from bmc_detectron.modeling.assigners.ota import OTA
+from bmc_detectron.modeling.assigners.paa import PAA
+from bmc_detectron.modeling.assigners.simota import SimOTA
 
 __all__ = [
     "ASSIGNER_REGISTRY",

@@ -8,7 +8,7 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import (
+from bmc_detectron.modeling.assigners.base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
@@ -16,7 +16,7 @@ from .base import (
     empty_result,
     paired_iou,
 )
-from .matching import resolve_by_max_iou
+from bmc_detectron.modeling.assigners.matching import resolve_by_max_iou
 
 
 def squared_distances(points1: Tensor, points2: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ...registry import ASSIGNER_REGISTRY
+from bmc_detectron.registry import ASSIGNER_REGISTRY
 
 
 class AnchorLayout(NamedTuple):

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .base import AnchorLayout, paired_iou
+from bmc_detectron.modeling.assigners.base import AnchorLayout, paired_iou
 
 
 class Candidates(NamedTuple):

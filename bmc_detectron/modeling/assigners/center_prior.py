@@ -13,13 +13,19 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import (
-    AnchorLayout,
-    PredictionAssigner,
+from bmc_detectron.modeling.assigners.base import AnchorLayout, PredictionAssigner
+from bmc_detectron.modeling.assigners.candidates import (
+    Candidates,
+    candidate_ious,
+    select_candidates,
 )
-from .candidates import Candidates, candidate_ious, select_candidates
-from .costs import focal_negative, focal_terms, gather_gt_logits, one_hot_class_cost
-from .matching import dynamic_k
+from bmc_detectron.modeling.assigners.costs import (
+    focal_negative,
+    focal_terms,
+    gather_gt_logits,
+    one_hot_class_cost,
+)
+from bmc_detectron.modeling.assigners.matching import dynamic_k
 
 
 class CenterPriorCosts(NamedTuple):

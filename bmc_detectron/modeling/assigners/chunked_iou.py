@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .base import paired_iou
+from bmc_detectron.modeling.assigners.base import paired_iou
 
 #: target number of elements of one (G, chunk) IoU block on CPU: cache-sized temporaries
 CHUNK_ELEMENTS = 1 << 18

@@ -9,15 +9,19 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import (
+from bmc_detectron.modeling.assigners.base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
     PredictionAssigner,
 )
-from .candidates import Candidates, candidate_ious, select_candidates
-from .costs import gather_gt_logits, one_hot_class_cost
-from .matching import dynamic_k, topk_matching
+from bmc_detectron.modeling.assigners.candidates import (
+    Candidates,
+    candidate_ious,
+    select_candidates,
+)
+from bmc_detectron.modeling.assigners.costs import gather_gt_logits, one_hot_class_cost
+from bmc_detectron.modeling.assigners.matching import dynamic_k, topk_matching
 
 _IOU_EPS = 1e-7
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .base import AssignResult
+from bmc_detectron.modeling.assigners.base import AssignResult
 
 
 class Resolved(NamedTuple):

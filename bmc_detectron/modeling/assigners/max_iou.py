@@ -10,8 +10,13 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from torch import Tensor
 
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, BaseAssigner
-from .chunked_iou import anchors_at_gt_max, chunked_max_iou
+from bmc_detectron.modeling.assigners.base import (
+    ASSIGNER_REGISTRY,
+    AnchorLayout,
+    AssignResult,
+    BaseAssigner,
+)
+from bmc_detectron.modeling.assigners.chunked_iou import anchors_at_gt_max, chunked_max_iou
 
 
 def detectron2_iou(gt_boxes: Tensor, anchor_boxes: Tensor) -> Tensor:

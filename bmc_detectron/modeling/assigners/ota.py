@@ -8,9 +8,14 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult, empty_result
-from .center_prior import CenterPriorAssigner
-from .matching import resolve_claims
+from bmc_detectron.modeling.assigners.base import (
+    ASSIGNER_REGISTRY,
+    AnchorLayout,
+    AssignResult,
+    empty_result,
+)
+from bmc_detectron.modeling.assigners.center_prior import CenterPriorAssigner
+from bmc_detectron.modeling.assigners.matching import resolve_claims
 
 
 class TransportProblem(NamedTuple):

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from .base import (
+from bmc_detectron.modeling.assigners.base import (
     ASSIGNER_REGISTRY,
     AnchorLayout,
     AssignResult,
     PredictionAssigner,
     paired_iou,
 )
-from .chunked_iou import chunked_max_iou, paired_iou_block
-from .matching import resolve_by_max_iou
+from bmc_detectron.modeling.assigners.chunked_iou import chunked_max_iou, paired_iou_block
+from bmc_detectron.modeling.assigners.matching import resolve_by_max_iou
 
 #: floor added to every fitted variance (sklearn's ``reg_covar`` default), so that a component
 #: fitted to identical scores keeps a finite density.

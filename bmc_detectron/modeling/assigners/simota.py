@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult
-from .center_prior import CenterPriorAssigner
-from .matching import topk_matching
+from bmc_detectron.modeling.assigners.base import ASSIGNER_REGISTRY, AnchorLayout, AssignResult
+from bmc_detectron.modeling.assigners.center_prior import CenterPriorAssigner
+from bmc_detectron.modeling.assigners.matching import topk_matching
 
 
 @ASSIGNER_REGISTRY.register()
