@@ -13,12 +13,12 @@ SERVE_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml scripts/bootstrap.sh
-	PYTHON="$(PYTHON)" VENV="$(VENV)" bash scripts/bootstrap.sh
+$(STAMP): setup.cfg pyproject.toml dev/bootstrap.sh
+	PYTHON="$(PYTHON)" VENV="$(VENV)" bash dev/bootstrap.sh
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m bmc_detectron.tools.run_demo $(DEMO_ARGS)
+	$(PY) -m bmc_detectron.tools.demo $(DEMO_ARGS)
 
 # The lab web page on http://127.0.0.1:8000, with the models `make demo` wrote (ONNX Runtime).
 serve: $(STAMP)

@@ -17,7 +17,7 @@ import torch
 
 from bmc_detectron.data.synthetic import generate_image
 from bmc_detectron.pipeline import CellClassifier, Detections
-from bmc_detectron.robustness import PROFILE_FILE, DataProfile, profile_from_records
+from bmc_detectron.smear import PROFILE_FILE, DataProfile, profile_from_records
 
 BACKGROUND = 235
 # BGR colours of the stand-in classes: the dominant channel is the class index.

@@ -11,12 +11,12 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from bmc_detectron.active import simulation as sim
-from bmc_detectron.active import simulation_report as report
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
-from bmc_detectron.tools import al_simulate
+from studies.active_learning import al_simulate
+from studies.active_learning import simulation as sim
+from studies.active_learning import simulation_report as report
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = str(REPO / "configs" / "cpu" / "retinanet_R_18_FPN_cpu.yaml")

@@ -14,7 +14,6 @@ from detectron2.modeling import build_model
 from helpers import REPO, make_inputs, tiny_cfg
 from torch import nn
 
-from bmc_detectron.bench import ablation_report
 from bmc_detectron.bench.inputs import latency_inputs
 from bmc_detectron.bench.measure import (
     MethodClock,
@@ -27,14 +26,15 @@ from bmc_detectron.bench.measure import (
 from bmc_detectron.bench.memory import PeakMemory
 from bmc_detectron.bench.model_cost import count_gflops
 from bmc_detectron.bench.report import add_ratios, describe, latency_markdown
-from bmc_detectron.bench.runs import run_names
 from bmc_detectron.data.datasets import (
     dataset_registration,
     register_coco_dataset,
     register_datasets,
     unregister_dataset,
 )
-from bmc_detectron.tools import ablation
+from studies.ablation import ablation
+from studies.ablation import report as ablation_report
+from studies.ablation.runs import run_names
 
 REFERENCE = "d2_retinanet_R_18_FPN_cpu"
 

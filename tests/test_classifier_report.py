@@ -9,7 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from bmc_detectron.config import build_cfg
-from bmc_detectron.tools import classifier_report
+from studies.recognition import classifier_report
 
 CONFIG = "configs/recognition/cell_classifier_R_18_synth_cpu.yaml"
 OPTS = ["MODEL.BMC.CLASSIFIER.NUM_CLASSES", 2, "MODEL.BMC.CLASSIFIER.CROP_SIZE", 32]

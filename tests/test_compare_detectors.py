@@ -17,7 +17,7 @@ from bmc_detectron.data.datasets import register_coco_dataset, unregister_datase
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.modeling import BMCFCOS
-from bmc_detectron.tools import compare_detectors
+from studies.detectors import compare_detectors
 
 BOXES = [[[8, 10, 40, 44, 0], [30, 30, 60, 62, 2]], [[20, 20, 50, 50, 1]]]
 TINY = ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RETINANET.NUM_CLASSES", 3]

@@ -21,7 +21,7 @@ from bmc_detectron.pipeline.compare import (
     evaluate_cells,
     greedy_match,
 )
-from bmc_detectron.tools import compare_stages
+from studies.stages import compare_stages
 
 LINEAGE = Lineage(myeloid=("A",), erythroid=("B",))
 

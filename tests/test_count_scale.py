@@ -30,9 +30,9 @@ from bmc_detectron.pipeline.survey import (
     plan_scale,
     with_options,
 )
-from bmc_detectron.robustness import PROFILE_FILE, DataProfile
-from bmc_detectron.robustness.scale import rescaled
-from bmc_detectron.robustness.stain import stain_shift
+from bmc_detectron.smear import PROFILE_FILE, DataProfile
+from bmc_detectron.smear.ruler import rescaled
+from bmc_detectron.smear.stain import stain_shift
 from bmc_detectron.tools import count as count_tool
 
 DET_CONFIG = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bmc_detectron.tools import run_demo
+from bmc_detectron.tools import demo as run_demo
 
 
 @pytest.mark.slow

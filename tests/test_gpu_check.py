@@ -10,13 +10,13 @@ import torch
 from detectron2.structures import Boxes, Instances
 from helpers import CONFIGS
 
-from bmc_detectron.bench import gpu_check as gc
-from bmc_detectron.bench import gpu_runs
-from bmc_detectron.bench.gpu_report import page
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
-from bmc_detectron.tools import gpu_check
+from studies.gpu_check import checks as gc
+from studies.gpu_check import gpu_check
+from studies.gpu_check import runs as gpu_runs
+from studies.gpu_check.report import page
 
 CUDA_OPS = [
     "aten::conv2d",
@@ -107,7 +107,7 @@ def test_checkpointed_records_a_failure_and_goes_on(tmp_path):
 
 def test_page_marks_the_gpu_and_says_what_failed():
     result = {
-        "command": "python -m bmc_detectron.tools.gpu_check --output o",
+        "command": "python -m studies.gpu_check.gpu_check --output o",
         "environment": {
             "gpu": "NVIDIA H200",
             "gpu_memory_gib": 139.8,

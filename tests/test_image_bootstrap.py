@@ -166,7 +166,7 @@ def test_ground_truth_of_a_dataset_without_json(tmp_path):
     """A dataset registered from dicts (no json_file) is converted to COCO for the bootstrap."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from bmc_detectron.bench.ablation_bootstrap import ground_truth
+    from studies.ablation.bootstrap import ground_truth
 
     record = {"file_name": str(tmp_path / "a.png"), "image_id": 7, "height": 50, "width": 60}
     record["annotations"] = [{"bbox": [5, 5, 20, 20], "bbox_mode": 0, "category_id": 0}]

@@ -81,7 +81,7 @@ def _export(config: str, weights: Path, output: Path, opts: Sequence[str]) -> st
 
 def _training_profile(folder: Path) -> Path:
     """``training_profile.json`` of two synthetic smears in ``folder``."""
-    from bmc_detectron.robustness import PROFILE_FILE, profile_from_records
+    from bmc_detectron.smear import PROFILE_FILE, profile_from_records
 
     records = []
     for i in range(2):

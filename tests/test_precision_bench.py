@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from bmc_detectron.bench import precision
-from bmc_detectron.bench.profile import REGIONS, STAGES, stage_table
-from bmc_detectron.tools import precision_bench
+from studies.precision import precision, precision_bench
+from studies.precision.profile import REGIONS, STAGES, stage_table
 
 TINY = [
     "MODEL.DEVICE",

@@ -9,8 +9,8 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from bmc_detectron.bench.precision_runs import read_run
-from bmc_detectron.tools import precision_runs
+from studies.precision import precision_runs
+from studies.precision.runs_report import read_run
 
 BOXES = [[10, 10, 20, 20], [50, 50, 20, 20], [10, 50, 20, 20], [50, 10, 20, 20]]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bmc_detectron.analysis.robustness_boxes import box_stats
-from bmc_detectron.tools import robustness_boxes
+from studies.robustness import robustness_boxes
+from studies.robustness.boxes import box_stats
 
 WBC, RBC = 2, 1
 

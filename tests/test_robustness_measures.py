@@ -11,13 +11,18 @@ import pytest
 import torch
 from detectron2.data import transforms as T
 
-from bmc_detectron.analysis.robustness_measures import (
+from bmc_detectron.config import get_bmc_cfg
+from bmc_detectron.data.synthetic import generate_image
+from bmc_detectron.smear.profile import profile_from_records
+from bmc_detectron.smear.ruler import rescaled
+from bmc_detectron.smear.stain import lab_stats, stain_shift
+from studies.robustness.measures import (
     MeasuredMapper,
     Measures,
     case_ruler,
     split_variant,
 )
-from bmc_detectron.analysis.robustness_report import (
+from studies.robustness.report import (
     load_sweeps,
     pivot_table,
     plot_curves,
@@ -26,11 +31,6 @@ from bmc_detectron.analysis.robustness_report import (
     stain_drop,
     verdicts,
 )
-from bmc_detectron.config import get_bmc_cfg
-from bmc_detectron.data.synthetic import generate_image
-from bmc_detectron.robustness.profile import profile_from_records
-from bmc_detectron.robustness.scale import rescaled
-from bmc_detectron.robustness.stain import lab_stats, stain_shift
 
 
 def _record(path: Path, image_bgr: np.ndarray, image_id: int) -> dict:
@@ -168,8 +168,8 @@ def test_robustness_command_with_the_measures_on_a_tiny_model(tmp_path):
     from bmc_detectron.data.classes import marrow_metadata
     from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
     from bmc_detectron.data.synthetic import generate_dataset
-    from bmc_detectron.robustness.profile import profile_from_dataset
-    from bmc_detectron.tools import robustness, robustness_report
+    from bmc_detectron.smear.profile import profile_from_dataset
+    from studies.robustness import robustness, robustness_report
 
     json_file = generate_dataset(tmp_path / "data", "test", 2, seed=0, height=128, width=160)
     register_coco_dataset("robust_m", json_file, tmp_path / "data" / "test", marrow_metadata())

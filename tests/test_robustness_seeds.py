@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bmc_detectron.analysis.robustness_seeds import (
+from studies.robustness import robustness_report
+from studies.robustness.seeds import (
     measure_pairs,
     pair_table,
     paired_by_seed,
     seeds_section,
 )
-from bmc_detectron.tools import robustness_report
 
 
 def _rows(aps: dict) -> list:

@@ -7,7 +7,7 @@ boxes as the API has cells above the slider, the table's numbers, the slider and
 an error message for a non-image, keyboard use, both screen sizes, the pixel size entry (off
 without the model's scale, checked before any request, sent as ``microns_per_pixel``), the scale
 line and the fields outside the training data. Screenshots go to the test's
-folder (``python -m bmc_detectron.tools.web_screenshot`` makes the README's, with the same
+folder (``python -m dev.web_screenshot`` makes the README's, with the same
 helpers).
 
 Skipped (saying why) when chromium, chromedriver or selenium are missing; ``.ci/run`` installs
@@ -26,7 +26,7 @@ from serve_helpers import encode, running_server, smear, tiny_counter, visible_c
 
 from bmc_detectron.data.classes import MARROW_ABBRS
 from bmc_detectron.pipeline.stats import Lineage, differential
-from bmc_detectron.tools.web_screenshot import (
+from dev.web_screenshot import (
     browser_paths,
     chrome,
     hover_a_cell,

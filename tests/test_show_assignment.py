@@ -187,7 +187,7 @@ def tiny_dataset(tmp_path_factory):
 
 
 def test_show_assignment_end_to_end(tiny_dataset, tmp_path):
-    from bmc_detectron.tools.show_assignment import main
+    from bmc_detectron.analysis_tools.show_assignment import main
 
     name, json_file = tiny_dataset
     out = tmp_path / "assign"

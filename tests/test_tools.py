@@ -11,12 +11,14 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from bmc_detectron.analysis_tools import benchmark
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY
-from bmc_detectron.tools import ablation, assign_bench, benchmark
+from studies.ablation import ablation
+from studies.assignment import assign_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = str(REPO / "configs" / "cpu" / "retinanet_R_18_FPN_cpu.yaml")

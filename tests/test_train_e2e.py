@@ -15,7 +15,7 @@ from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.engine import BMCTrainer
-from bmc_detectron.tools import demo
+from bmc_detectron.tools import visualize as demo
 
 ITERS = 160
 AP50_FLOOR = 60.0  # an untrained model scores ~0; measured 98.5 after 160 iterations (1 thread)

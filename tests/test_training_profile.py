@@ -13,8 +13,8 @@ from pipeline_helpers import smear_bgr, write_profile
 
 from bmc_detectron.config import build_cfg
 from bmc_detectron.pipeline.scale import locate_profile
-from bmc_detectron.robustness import PROFILE_FILE, DataProfile
-from bmc_detectron.robustness.profile import box_diameters, red_cell_class, sample_indices
+from bmc_detectron.smear import PROFILE_FILE, DataProfile
+from bmc_detectron.smear.profile import box_diameters, red_cell_class, sample_indices
 from bmc_detectron.tools import estimate_scale
 
 DET_CONFIG = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")

@@ -2,10 +2,10 @@
 
 - :mod:`.assignment` (+ :mod:`.assignment_plots`, :mod:`.band_cell`): what every registered
   assigner labels positive on real images, ATSS' per-level statistics, dataset statistics;
-  ``python -m bmc_detectron.tools.show_assignment``.
+  ``python -m bmc_detectron.analysis_tools.show_assignment``.
 - :mod:`.tide` (+ :mod:`.confusion`, :mod:`.gallery`, :mod:`.error_plots`): TIDE-style attribution
   of AP50 to classification, localisation, cls+loc, duplicate, background and missed errors,
-  overall and by crowding; ``python -m bmc_detectron.tools.analyze_errors``.
+  overall and by crowding; ``python -m bmc_detectron.analysis_tools.analyze_errors``.
 - :mod:`.inference` (model and data plumbing), :mod:`.geometry`, :mod:`.plotting`,
   :mod:`.report` (markdown tables).
 """

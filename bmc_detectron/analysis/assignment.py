@@ -15,13 +15,13 @@ import torch
 from detectron2.config import CfgNode
 from torch import Tensor
 
-from bmc_detectron.analysis.geometry import box_area, overlap_counts, points_in_boxes
 from bmc_detectron.modeling.assigners import (
     AnchorLayout,
     AssignResult,
     BaseAssigner,
     build_assigner,
 )
+from bmc_detectron.structures.boxes import box_area, overlap_counts, points_in_boxes
 
 #: every registered assigner, in the order of the figures
 ASSIGNER_NAMES = ("MaxIoU", "ATSS", "OTA", "SimOTA", "PAA", "DynamicSoft")

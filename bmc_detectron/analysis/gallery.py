@@ -15,7 +15,6 @@ import numpy as np
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from bmc_detectron.analysis.geometry import as_boxes, box_area
 from bmc_detectron.analysis.tide import (
     ERROR_NAMES,
     Attribution,
@@ -23,6 +22,7 @@ from bmc_detectron.analysis.tide import (
     ImageDetections,
     PredOutcome,
 )
+from bmc_detectron.structures.boxes import as_boxes, box_area
 
 #: side (px) of a drawn case panel
 PANEL = 320

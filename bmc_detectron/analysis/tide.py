@@ -29,7 +29,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from bmc_detectron.analysis.geometry import as_boxes, box_iou, is_crowded
+from bmc_detectron.structures.boxes import as_boxes, box_iou, is_crowded
 
 #: error types in the order of the report
 ERROR_TYPES = ("cls", "loc", "both", "dupe", "bkg", "missed")

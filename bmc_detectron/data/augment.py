@@ -12,7 +12,7 @@ import numpy as np
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from bmc_detectron.robustness.stain import stain_jitter_augmentations
+from bmc_detectron.smear.stain import stain_jitter_augmentations
 
 
 class Rot90Transform(T.Transform):

@@ -167,7 +167,7 @@ def classifier_sidecar(
 
 def training_profile_beside(weights: PathLike) -> Optional[Dict[str, Any]]:
     """The content of ``training_profile.json`` beside ``weights`` (checked), or None."""
-    from bmc_detectron.robustness.profile import PROFILE_FILE, DataProfile
+    from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile
 
     path = Path(weights).parent / PROFILE_FILE
     if not path.is_file():

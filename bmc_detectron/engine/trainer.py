@@ -27,7 +27,7 @@ from bmc_detectron.data.augment import build_bmc_augmentations
 from bmc_detectron.data.checks import DatasetError, check_dataset_dicts
 from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.evaluation import BMCCOCOEvaluator
-from bmc_detectron.robustness.profile import PROFILE_FILE, profile_from_dataset
+from bmc_detectron.smear.profile import PROFILE_FILE, profile_from_dataset
 
 logger = logging.getLogger(__name__)
 _PERIODIC = re.compile(r"model_\d{7}\.pth")

@@ -7,7 +7,7 @@
   (``python -m bmc_detectron.tools.count``);
 - :mod:`.scale` and :mod:`.survey`: fields resized to the model's scale (given, or estimated from
   the red cells) and stain-normalised before detection, and flagged when they lie outside the
-  training data (``training_profile.json``, :mod:`bmc_detectron.robustness.profile`).
+  training data (``training_profile.json``, :mod:`bmc_detectron.smear.profile`).
 """
 
 from bmc_detectron.pipeline.counter import Cell, CellCounter, FieldCount

@@ -28,9 +28,9 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from bmc_detectron.pipeline.detector import Detections
-from bmc_detectron.robustness.profile import PROFILE_FILE, DataProfile, box_diameters
-from bmc_detectron.robustness.scale import RBCEstimate, estimate_rbc_diameter, rescaled
-from bmc_detectron.robustness.stain import ReinhardTarget, reinhard_normalize
+from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile, box_diameters
+from bmc_detectron.smear.ruler import RBCEstimate, estimate_rbc_diameter, rescaled
+from bmc_detectron.smear.stain import ReinhardTarget, reinhard_normalize
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def detect_rescaled(
 def measure_rbc(
     image: np.ndarray, channel_order: str = "BGR", max_side: int = 1024, min_px: float = 24.0
 ) -> RBCEstimate:
-    """:func:`~bmc_detectron.robustness.scale.estimate_rbc_diameter` of a field, on a copy
+    """:func:`~bmc_detectron.smear.ruler.estimate_rbc_diameter` of a field, on a copy
     shrunk to ``max_side`` when the red cells stay at least ``min_px`` wide there (the estimate
     costs about a second per megapixel); the diameter in the field's pixels."""
     h, w = image.shape[:2]

@@ -23,10 +23,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, measure_rbc, rbc_from_detections
-from bmc_detectron.robustness.ood import colour_reasons, scale_reason
-from bmc_detectron.robustness.profile import NOMINAL_RBC_MICRONS, DataProfile, red_cell_class
-from bmc_detectron.robustness.scale import case_scale
-from bmc_detectron.robustness.stain import lab_stats
+from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, DataProfile, red_cell_class
+from bmc_detectron.smear.ranges import colour_reasons, scale_reason
+from bmc_detectron.smear.ruler import case_scale
+from bmc_detectron.smear.stain import lab_stats
 from bmc_detectron.utils.io import write_json_atomic
 
 CHECKS_DIR = "checks"

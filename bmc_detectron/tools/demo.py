@@ -1,128 +1,171 @@
-"""Run a trained detector on images and draw its detections with detectron2's Visualizer.
+"""The main job on the embedded default data (``make demo``): detect, recognise, count.
 
-    python -m bmc_detectron.tools.demo --config-file CONFIG --input 'slides/*.png' \
-        --output out/ --confidence-threshold 0.5 MODEL.WEIGHTS output/model_final.pth
+1. generates the synthetic marrow smears (once);
+2. trains the class-agnostic detector (the full CPU model, all 11 classes merged into "cell")
+   and evaluates it with COCOEvaluator;
+3. trains the cell classifier on crops of the annotated cells and evaluates it;
+4. counts the synthetic test fields with both models (``tools.count``): differential, M:E ratio,
+   report.html;
+5. exports both models to ONNX for ``make serve``;
 
-Writes one annotated image per input and ``detections.json`` (boxes XYXY in input pixels).
+then prints where everything is. On a CPU with native bfloat16 (AVX-512 BF16 / AMX) both models
+train with ``BMC.PRECISION.CPU_BF16`` and ``CHANNELS_LAST``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import torch
-from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.visualizer import ColorMode, Visualizer
-from PIL import UnidentifiedImageError
+from detectron2.utils.logger import setup_logger
 
 from bmc_detectron.config import ConfigError, build_cfg
-from bmc_detectron.data.classes import marrow_metadata
-from bmc_detectron.utils.io import expand_inputs, write_json_atomic, write_png_atomic
+from bmc_detectron.data.datasets import register_builtin_datasets
+from bmc_detectron.data.paths import datasets_root
+from bmc_detectron.engine import trainer_class
+from bmc_detectron.engine.precision import cpu_supports_bf16
+from bmc_detectron.tools import count, export_onnx
 
-logger = logging.getLogger("bmc_detectron.demo")
-
-
-def _metadata(cfg):
-    for name in cfg.DATASETS.TEST:
-        meta = MetadataCatalog.get(name)
-        if meta.get("thing_classes"):
-            return meta
-    meta = MetadataCatalog.get("__bmc_demo_marrow")
-    if not meta.get("thing_classes"):
-        meta.set(**marrow_metadata())
-    return meta
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DETECTOR_CONFIG = REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_synth_cpu.yaml"
+CLASSIFIER_CONFIG = REPO_ROOT / "configs/recognition/demo_classifier_synth.yaml"
 
 
-def detections_to_json(instances, class_names: Sequence[str]) -> List[Dict]:
-    """Per-detection dicts: ``bbox`` XYXY, ``score``, ``category_id`` (0-based), ``category``."""
-    boxes = instances.pred_boxes.tensor.numpy().tolist()
-    scores = instances.scores.numpy().tolist()
-    classes = instances.pred_classes.numpy().tolist()
+def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed: int) -> None:
+    """Generate ``root/{train,test}`` and their COCO json unless they already exist."""
+    from bmc_detectron.data.synthetic import generate_dataset
+
+    for split, n, s in (("train", num_train, seed), ("test", num_test, seed + 1)):
+        ann = root / "annotations" / f"{split}.json"
+        if ann.is_file() and len(json.loads(ann.read_text())["images"]) == n:
+            print(f"[demo] synthetic {split} split present: {ann}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        generate_dataset(root, split, n, seed=s, height=size, width=size)
+        print(f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s")
+
+
+def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, float]:
+    """Train ``config`` into ``out`` (config.yaml + model_final.pth) and return its metrics."""
+    cfg = build_cfg(str(config), ["OUTPUT_DIR", str(out), *opts])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.dump())
+    trainer_cls = trainer_class(cfg)
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    # detectron2's EvalHook evaluates once training ends; evaluate here only if it did not
+    results = getattr(trainer, "_last_eval_results", None) or trainer_cls.test(cfg, trainer.model)
+    return dict(results.get("bbox", results.get("classification", results)))
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output", default="output/demo")
+    p.add_argument("--num-train", type=int, default=240)
+    p.add_argument("--num-test", type=int, default=40)
+    p.add_argument("--size", type=int, default=256, help="synthetic image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detector-iters", type=int, help="override the detector's SOLVER.MAX_ITER")
+    p.add_argument("--classifier-iters", type=int, help="override the classifier's MAX_ITER")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    return p.parse_args(argv)
+
+
+def _schedule(iters: Optional[int]) -> List[str]:
+    if not iters:
+        return []
+    steps = sorted({s for s in (int(iters * 0.75), int(iters * 0.9)) if 0 < s < iters})
+    warmup = str(min(10, iters // 2))
     return [
-        {
-            "bbox": [round(v, 2) for v in b],
-            "score": round(s, 4),
-            "category_id": c,
-            "category": class_names[c] if c < len(class_names) else str(c),
-        }
-        for b, s, c in zip(boxes, scores, classes)
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.STEPS",
+        str(tuple(steps)),
+        "SOLVER.WARMUP_ITERS",
+        warmup,
     ]
 
 
-def run_demo(
-    cfg, inputs: Sequence[Path], output: Path, *, predictor: Optional[DefaultPredictor] = None
-) -> Dict[str, object]:
-    """Predict, draw and save; unreadable images are reported and skipped.
-
-    Returns the ``detections.json`` payload: ``{"images": [...], "failed": [...]}``.
-    """
-    predictor = predictor or DefaultPredictor(cfg)
-    meta = _metadata(cfg)
-    output.mkdir(parents=True, exist_ok=True)
-    results, failed = [], []
-    for path in inputs:
-        try:
-            image = read_image(str(path), format="BGR")
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            logger.error("%s: cannot read image (%s); skipped", path, e)
-            failed.append({"file": str(path), "error": str(e)})
-            continue
-        instances = predictor(image)["instances"].to("cpu")
-        # SEGMENTATION mode draws each class in its fixed metadata colour (thing_colors)
-        vis = Visualizer(image[:, :, ::-1], meta, scale=1.0, instance_mode=ColorMode.SEGMENTATION)
-        drawn = vis.draw_instance_predictions(instances).get_image()
-        out_file = output / (path.stem + "_det.png")
-        write_png_atomic(out_file, drawn)
-        results.append(
-            {
-                "file": str(path),
-                "visualization": str(out_file),
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "detections": detections_to_json(instances, meta.thing_classes),
-            }
-        )
-    payload = {"images": results, "failed": failed}
-    write_json_atomic(payload, output / "detections.json", indent=1)
-    return payload
+def _precision_opts(choice: str) -> List[str]:
+    bf16 = choice == "bf16" or (choice == "auto" and cpu_supports_bf16())
+    print(f"[demo] precision: {'bfloat16 + channels-last' if bf16 else 'float32'}", flush=True)
+    flag = str(bf16)
+    return ["BMC.PRECISION.CPU_BF16", flag, "BMC.PRECISION.CHANNELS_LAST", flag]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True, help="model config (yaml)")
-    parser.add_argument("--input", nargs="+", required=True, help="images, folders or globs")
-    parser.add_argument("--output", required=True, help="folder for drawings and detections.json")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output).resolve()
+    register_builtin_datasets()  # honour $BMC_DATASETS as it is now
+    synth = datasets_root() / "bmc_synth"
+    t_start = time.perf_counter()
+    ensure_synthetic(synth, args.num_train, args.num_test, args.size, args.seed)
+    common = ["SEED", str(args.seed), *_precision_opts(args.precision)]
+    times: Dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    det = train_and_evaluate(
+        DETECTOR_CONFIG, out / "detector", common + _schedule(args.detector_iters)
+    )
+    times["detector"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cls = train_and_evaluate(
+        CLASSIFIER_CONFIG, out / "classifier", common + _schedule(args.classifier_iters)
+    )
+    times["classifier"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    files = ("config.yaml", "model_final.pth")
+    models = [str(out / m / f) for m in ("detector", "classifier") for f in files]
+    count_args = ["--detector-config", models[0], "--detector-weights", models[1]]
+    count_args += ["--classifier-config", models[2], "--classifier-weights", models[3]]
+    count_args += ["--input", str(synth / "test"), "--output", str(out / "count")]
+    status = count.main([*count_args, "--overwrite", "--no-progress"])
+    times["count"] = time.perf_counter() - t0
+    if status not in (0, 1):
+        return status
+    t0 = time.perf_counter()
+    for name, (config, weights) in (("detector", models[:2]), ("classifier", models[2:])):
+        onnx_file = str(out / "onnx" / f"{name}.onnx")
+        if export_onnx.main(["--config-file", config, "--weights", weights, "--output", onnx_file]):
+            print(f"[demo] ONNX export of the {name} failed", file=sys.stderr)
+            return 1
+    times["onnx"] = time.perf_counter() - t0
+    print_summary(out, det, cls, times, time.perf_counter() - t_start)
+    return 0
+
+
+def print_summary(
+    out: Path, det: Dict[str, float], cls: Dict[str, float], times: Dict[str, float], total: float
+) -> None:
+    summary = json.loads((out / "count" / "summary.json").read_text())
+    minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
+    print("\n========== bmc-detectron demo: detect, recognise, count ==========")
+    det_line = f"AP {det['AP']:.1f}  AP50 {det['AP50']:.1f}  ({minutes['detector']})"
+    print(f"detector (class-agnostic): {det_line}  {out / 'detector'}")
+    cls_line = f"top-1 {100 * cls['accuracy']:.1f} %  macro-F1 {100 * cls['macro_f1']:.1f} %"
+    print(f"cell classifier:           {cls_line}  ({minutes['classifier']})  {out / 'classifier'}")
+    print(f"count report:              {out / 'count' / 'report.html'}  ({minutes['count']})")
+    print(f"  {summary['counted']} cells counted, M:E ratio {summary['me']['ratio']}")
+    print(f"ONNX models (make serve):  {out / 'onnx'}  ({minutes['onnx']})")
+    print(f"total time:                {total / 60:.1f} min")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    opts = list(args.opts) + [
-        "MODEL.RETINANET.SCORE_THRESH_TEST",
-        str(args.confidence_threshold),
-        "MODEL.DEVICE",
-        args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-    ]
+    args = parse_args(argv)
+    setup_logger(name="detectron2")
+    setup_logger(name="bmc_detectron")
+    logging.getLogger("detectron2").setLevel(logging.INFO)
     try:
-        cfg = build_cfg(args.config_file, opts)
-        inputs = expand_inputs(args.input)
-    except (ConfigError, FileNotFoundError) as e:
+        return run(args)
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    payload = run_demo(cfg, inputs, Path(args.output))
-    n = len(payload["images"])
-    print(f"{n} image(s) annotated in {args.output}; detections in {args.output}/detections.json")
-    return 1 if payload["failed"] else 0
 
 
 if __name__ == "__main__":

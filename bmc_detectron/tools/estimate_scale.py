@@ -11,7 +11,7 @@ fields by. Warns (exit 0) when fields disagree with the case median by more than
 exit 2 when no field has red cells to measure.
 
 ``--dataset``: ``training_profile.json`` of registered training dataset(s) for a model trained
-before training wrote it (:mod:`bmc_detectron.robustness.profile`): scale (red cells, image size,
+before training wrote it (:mod:`bmc_detectron.smear.profile`): scale (red cells, image size,
 ``--microns-per-pixel`` or the ``BMC.DATA.MICRONS_PER_PIXEL`` of ``--config-file``) and colour
 statistics, the count command's reference. Put it beside the detector's weights.
 """
@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence
 
 import cv2
 
-from bmc_detectron.robustness.scale import case_scale, estimate_rbc_diameter, rescale_factor
+from bmc_detectron.smear.ruler import case_scale, estimate_rbc_diameter, rescale_factor
 from bmc_detectron.utils.io import expand_inputs, write_json_atomic
 
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def write_profile(args: argparse.Namespace) -> int:
     """The ``--dataset`` mode: measure, write and summarise the training profile."""
     from bmc_detectron.config import ConfigError, build_cfg
-    from bmc_detectron.robustness.profile import profile_from_dataset
+    from bmc_detectron.smear.profile import profile_from_dataset
 
     if not args.output:
         print("error: --dataset needs --output DIR/training_profile.json", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Shared primitives on the lowest floor: box geometry and matching (numpy)."""

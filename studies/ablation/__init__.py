@@ -1,0 +1,1 @@
+"""Study: ablation (see docs/results/ablation/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: active_learning (see docs/results/active_learning/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: assignment (see docs/results/assignment/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: confirm (see docs/results/confirm/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: detectors (see docs/results/detectors/ and this folder's scripts)."""

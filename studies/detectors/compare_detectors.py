@@ -1,0 +1,139 @@
+"""One- vs two-stage detectors on one dataset: train, evaluate, time, one table.
+
+    python -m studies.detectors.compare_detectors --train-dataset bccd_trainval \
+        --test-dataset bccd_test --num-classes 3 --seeds 0 1 --output output/compare_detectors \
+        [--configs A.yaml ...] [--full configs/cpu/retinanet_R_18_full_cpu.yaml] \
+        [--tasks fcos_R_18_FPN_cpu:0 ...] [--no-run] \
+        [--report docs/results/detectors/RESULTS_detectors.md] \
+        [--notes studies/detectors/notes.md] [KEY VALUE ...]
+
+The thesis chose RetinaNet after comparing one- and two-stage detectors (its chapter 3). This
+command trains every config x seed with one schedule and data (:mod:`.ablation`: resumable,
+each run evaluated with COCO metrics and timed), then times batch-1 inference of all configs
+side by side in one process (interleaved rounds, :mod:`.benchmark`), then writes one table:
+parameters, GFLOPs, latency, training time, AP / AP50 / AP75, APs / APm / APl and per-class AP,
+with the full model judged against detectron2's RetinaNet. By default the four detectors are
+detectron2's RetinaNet (the reference), Faster R-CNN and FCOS on the same ResNet-18 FPN
+(``configs/cpu/compare/``), and the full model. ``--tasks`` trains exactly the given runs and
+stops (one lane of a shared machine); ``--no-run`` trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+from bmc_detectron.analysis_tools import benchmark
+from studies.ablation import ablation
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cpu"
+REFERENCE = CONFIGS / "d2_retinanet_R_18_FPN_cpu.yaml"
+DEFAULT_CONFIGS = [
+    REFERENCE,
+    CONFIGS / "compare" / "faster_rcnn_R_18_FPN_cpu.yaml",
+    CONFIGS / "compare" / "fcos_R_18_FPN_cpu.yaml",
+]
+DEFAULT_FULL = CONFIGS / "retinanet_R_18_full_cpu.yaml"
+TITLE = "Detectors compared: Faster R-CNN, FCOS, RetinaNet and the full model"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", help="default: reference, Faster R-CNN, FCOS + --full")
+    p.add_argument("--full", default=_rel(DEFAULT_FULL), help="the full model's config")
+    p.add_argument("--train-dataset", required=True)
+    p.add_argument("--test-dataset", required=True)
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--output", default="output/compare_detectors")
+    p.add_argument("--tasks", nargs="+", metavar="NAME:SEED", help="train only these runs")
+    p.add_argument("--no-run", action="store_true", help="train nothing: tabulate what exists")
+    p.add_argument("--max-iter", type=int, help="scale the schedule to N iterations")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    p.add_argument("--latency-threads", type=int, default=2, help="torch threads when timing")
+    p.add_argument("--latency-images", type=int, help="images per model and round when timing")
+    p.add_argument("--latency-rounds", type=int, help="interleaved timing rounds")
+    p.add_argument("--no-train-timing", action="store_true", help="time inference only")
+    p.add_argument(
+        "--reuse-latency",
+        action="store_true",
+        help="keep OUTPUT/latency/latency.md when it exists (time only when it does not)",
+    )
+    p.add_argument("--in-process", action="store_true", help="train in this process")
+    p.add_argument(
+        "--report", help="write the results page here (docs/results/detectors/RESULTS_detectors.md)"
+    )
+    p.add_argument("--notes", help="markdown placed under the page's setup section")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
+    args = p.parse_args(argv)
+    args.configs = args.configs or [*(_rel(c) for c in DEFAULT_CONFIGS), args.full]
+    args.names = {Path(c).stem: c for c in args.configs}
+    for task in args.tasks or []:
+        name, _, seed = task.rpartition(":")
+        if name not in args.names or not seed.isdigit():
+            p.error(f"--tasks {task}: expected NAME:SEED with NAME one of {sorted(args.names)}")
+    return args
+
+
+def _ablation_argv(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -> list:
+    argv = ["--configs", *configs, "--reference-config", _rel(REFERENCE)]
+    argv += ["--train-dataset", args.train_dataset, "--test-dataset", args.test_dataset]
+    argv += ["--num-classes", str(args.num_classes), "--seeds", *map(str, seeds)]
+    argv += ["--output", args.output, "--threads", str(args.threads)]
+    argv += ["--max-iter", str(args.max_iter)] if args.max_iter else []
+    return argv + (["--in-process"] if args.in_process else [])
+
+
+def _benchmark_argv(args: argparse.Namespace) -> list:
+    argv = ["--configs", *args.configs, "--reference", REFERENCE.stem]
+    argv += ["--dataset", args.test_dataset, "--threads", str(args.latency_threads)]
+    argv += ["--output", str(Path(args.output) / "latency")]
+    if args.latency_images:
+        argv += ["--num-images", str(args.latency_images)]
+    if args.latency_rounds:
+        argv += ["--rounds", str(args.latency_rounds)]
+    if args.no_train_timing:
+        argv += ["--batch-size", "0", "--iters", "0"]
+    n = str(args.num_classes)
+    return argv + ["MODEL.RETINANET.NUM_CLASSES", n, "MODEL.ROI_HEADS.NUM_CLASSES", n, *args.opts]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 when every run (and the timing) succeeded."""
+    args = parse_args(argv)
+    opts = list(args.opts)
+    if args.tasks:
+        rc = 0
+        for task in args.tasks:
+            name, _, seed = task.rpartition(":")
+            rc |= ablation.main(_ablation_argv(args, [args.names[name]], [int(seed)]) + opts)
+        return rc
+    rc = 0
+    if not args.no_run:
+        rc = ablation.main(_ablation_argv(args, args.configs, args.seeds) + opts)
+    latency = Path(args.output) / "latency" / "latency.md"
+    if not (args.reuse_latency and latency.is_file()):
+        rc |= benchmark.main(_benchmark_argv(args))
+    report = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
+    report += ["--full", Path(args.full).stem, "--extra", str(latency)]
+    if latency.with_suffix(".json").is_file():
+        report += ["--latency-from", str(latency.with_suffix(".json"))]
+    if args.report:
+        report += ["--report", args.report, "--title", TITLE]
+    if args.notes:
+        report += ["--notes", args.notes]
+    return rc | ablation.main(report + opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Study: precision (see docs/results/precision/ and this folder's scripts)."""

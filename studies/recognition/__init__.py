@@ -1,0 +1,1 @@
+"""Study: recognition (see docs/results/recognition/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: robustness (see docs/results/robustness/ and this folder's scripts)."""

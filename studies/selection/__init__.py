@@ -1,0 +1,1 @@
+"""Study: selection (see docs/results/selection/ and this folder's scripts)."""

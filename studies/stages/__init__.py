@@ -1,0 +1,1 @@
+"""Study: stages (see docs/results/stages/ and this folder's scripts)."""
