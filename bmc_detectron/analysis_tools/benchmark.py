@@ -67,14 +67,13 @@ from bmc_detectron.bench.model_cost import count_gflops, count_parameters
 from bmc_detectron.bench.report import (
     BENCHMARK_HEADERS,
     add_ratios,
-    append_markdown_row,
     benchmark_row,
     describe,
     latency_markdown,
-    machine_info,
-    shell_join,
 )
 from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.reporting.provenance import machine_info, shell_join
+from bmc_detectron.reporting.tables import append_markdown_row
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 from studies.ablation.runs import run_names
 

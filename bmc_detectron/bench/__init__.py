@@ -1,12 +1,11 @@
-"""Measuring library of the command-line tools (``bmc_detectron.tools``).
+"""Measuring library of the latency / cost benchmark
+(:mod:`bmc_detectron.analysis_tools.benchmark`) and of the studies that time models.
 
-- :mod:`.measure`: timing (one latency loop, one training-step loop), parameters, GFLOPs,
-  throughput, COCO metrics;
+- :mod:`.measure`: timing (one latency loop, one training-step loop), throughput, COCO metrics;
+  the timing summary and the interleaving loop are :mod:`bmc_detectron.reporting.timing`'s;
+- :mod:`.model_cost`: parameters and GFLOPs;
 - :mod:`.memory`: the memory meter (process RSS / CUDA max allocated, or peak live tensors);
 - :mod:`.inputs`: image records, latency inputs, random training batches;
-- :mod:`.report`: markdown tables, plots, machine description;
-- :mod:`.precision`: float32 / bf16 / bf16 + channels-last side by side; :mod:`.profile`:
-  torch.profiler time per stage of a training iteration;
-- :mod:`.ablation_report`: aggregation of ablation runs (means, paired differences, intervals);
-- :mod:`.runs`: planning, running and reading the training runs of an ablation.
+- :mod:`.report`: the benchmark's page builders (generic tables, plots and the machine
+  description: :mod:`bmc_detectron.reporting`).
 """

@@ -34,7 +34,7 @@ from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 from studies.robustness.measures import STAIN_METHODS, Measures
-from studies.robustness.report import markdown_table, page_text, plot_curves
+from studies.robustness.report import page_text, plot_curves, results_table
 from studies.robustness.sweep import (
     STAIN_NEUTRAL,
     Condition,
@@ -148,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(markdown_table(results))
+    print(results_table(results))
     print(Path(args.output) / "robustness.json")
     return 0
 
