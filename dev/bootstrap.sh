@@ -29,7 +29,7 @@ else
     echo "[bootstrap] Free some disk (old training runs: delete their intermediate model_0*.pth) and rerun." >&2
     exit 1
   fi
-  echo "[bootstrap] installing $TORCH_SPEC (about 5.6 GB; see README for other builds)"
+  echo "[bootstrap] installing $TORCH_SPEC (about 5.6 GB; docs/get-started.md says how to use another build)"
   # shellcheck disable=SC2086
   "${PIP[@]}" install --no-cache-dir $TORCH_SPEC
 fi
