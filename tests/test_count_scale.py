@@ -20,9 +20,9 @@ from pipeline_helpers import (
 )
 
 from bmc_detectron.pipeline import CellCounter, Detections
-from bmc_detectron.pipeline.recognition import CellClassifier
 from bmc_detectron.pipeline.field_checks import field_flags, measure_field
 from bmc_detectron.pipeline.field_prep import FieldPrep, unresized
+from bmc_detectron.pipeline.recognition import CellClassifier
 from bmc_detectron.pipeline.scale_plan import (
     ModelScale,
     ScaleOptions,
