@@ -41,7 +41,6 @@ from bmc_detectron.pipeline.detector import Detector, detector_class_names
 from bmc_detectron.pipeline.field_checks import red_cell_ruler
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.scale_plan import (
-    ModelScale,
     ScaleOptions,
     ScaleSetup,
     make_setup,
@@ -244,10 +243,6 @@ class Measures:
         return ([ruler] if self.auto_scale else []) + (
             [self.stain.capitalize()] if self.stain else []
         )
-
-    def model_scale(self) -> ModelScale:
-        """The training images' scale recorded in the profile."""
-        return ModelScale.from_profile(self.profile, self.profile_source)
 
     def ruler(self, counter: Optional[CellCounter] = None) -> Ruler:
         """The count's red-cell ruler with these measures (``counter``: the model, whose red-cell
