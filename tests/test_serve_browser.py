@@ -83,8 +83,7 @@ def scaled_server(tmp_path_factory):
     of ``smears`` (0.2 µm per pixel): unscaled fields are flagged, at 0.4 µm per pixel not."""
     from pipeline_helpers import write_profile
 
-    from bmc_detectron.pipeline.scale import ModelScale
-    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     folder = tmp_path_factory.mktemp("profile")
@@ -396,8 +395,7 @@ def test_flagged_field_shows_its_warning(scaled_server, browser, smears, tmp_pat
 
 def test_scale_warnings_are_shown(browser, smears):
     """A scale from the config only (no training profile): the API warns, the page shows it."""
-    from bmc_detectron.pipeline.scale import ModelScale
-    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     setup = ScaleSetup(model=ModelScale(microns_per_pixel=0.2, source="config"))

@@ -167,12 +167,12 @@ def classifier_sidecar(
 
 def training_profile_beside(weights: PathLike) -> Optional[Dict[str, Any]]:
     """The content of ``training_profile.json`` beside ``weights`` (checked), or None."""
-    from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile
+    from bmc_detectron.smear.profile import PROFILE_FILE, TrainingProfile
 
     path = Path(weights).parent / PROFILE_FILE
     if not path.is_file():
         return None
-    return DataProfile.load(path).to_dict()
+    return TrainingProfile.load(path).to_dict()
 
 
 def write_sidecar(model_path: PathLike, data: Dict[str, Any]) -> Path:

@@ -112,7 +112,7 @@ def build_summary(
     warnings: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path,
-    ``scale`` is the scale and stain entry (:class:`~.survey.ScalePlan`), ``warnings`` are
+    ``scale`` is the scale and stain entry (:class:`~.scale_plan.ScalePlan`), ``warnings`` are
     added to the differential's."""
     cells = [c for r in records for c in r.cells]
     diff = differential(

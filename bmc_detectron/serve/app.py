@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.report import build_summary, cells_csv
 from bmc_detectron.pipeline.run import run_fingerprint
-from bmc_detectron.pipeline.survey import (
+from bmc_detectron.pipeline.scale_plan import (
     ScaleOptions,
     ScalePlan,
     ScaleSetup,
@@ -273,7 +273,7 @@ def create_app(
         model_info: added to what ``GET /api/v1/model`` and the page's model panel tell about
             the models (:func:`~.model_info.describe_counter`; e.g. the model files).
         settings: limits and defaults (default: :class:`ServeSettings`).
-        scale: the model's scale and training profile (:class:`~..pipeline.survey.ScaleSetup`,
+        scale: the model's scale and training profile (:class:`~..pipeline.scale_plan.ScaleSetup`,
             options unused): an analyze request's ``microns_per_pixel`` needs the model's, and
             with a profile every field is checked against the training data.
     """

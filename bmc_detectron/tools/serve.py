@@ -148,8 +148,14 @@ def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
 
 def scale_setup(args: argparse.Namespace, counter: Any) -> Any:
     """The model's scale and training profile (what a request's microns_per_pixel needs)."""
-    from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
-    from bmc_detectron.pipeline.survey import ScaleOptions, ScaleSetup, make_setup
+    from bmc_detectron.pipeline.scale_plan import (
+        ModelScale,
+        ScaleOptions,
+        ScaleSetup,
+        locate_profile,
+        make_setup,
+        sidecar_scale,
+    )
 
     onnx = args.backend == "onnx"
     profile, where = locate_profile(
