@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from bmc_detectron.data.checks import DefectReport, clean_box, inspect_image
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
+from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_NAMES
 from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ def _categories(names: List[str]) -> List[Dict]:
     cats = []
     for i, name in enumerate(names):
         cat = {"id": i + 1, "name": name, "supercategory": "cell"}
-        if name in MARROW_ABBRS:
-            cat["full_name"] = MARROW_NAMES[MARROW_ABBRS.index(name)]
+        if name in KNOWN_ABBRS:
+            cat["full_name"] = KNOWN_NAMES[KNOWN_ABBRS.index(name)]
         cats.append(cat)
     return cats
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
+from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_NAMES
 from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic
 
 PathLike = Union[str, os.PathLike]
@@ -102,13 +102,13 @@ def split_coco(coco: Dict, ratio: Tuple[int, int] = (4, 1), seed: int = 0) -> Tu
 
 
 def class_names(category: Mapping) -> Tuple[str, str]:
-    """(class, abbreviation) of a COCO category: the marrow full name and short name, or the
-    category name for both outside the marrow classes."""
+    """(class, abbreviation) of a COCO category: the known class's full name and short name, or
+    the category name for both outside the known classes."""
     name = str(category["name"])
-    if name in MARROW_ABBRS:
-        return MARROW_NAMES[MARROW_ABBRS.index(name)], name
-    if name in MARROW_NAMES:
-        return name, MARROW_ABBRS[MARROW_NAMES.index(name)]
+    if name in KNOWN_ABBRS:
+        return KNOWN_NAMES[KNOWN_ABBRS.index(name)], name
+    if name in KNOWN_NAMES:
+        return name, KNOWN_ABBRS[KNOWN_NAMES.index(name)]
     return name, name
 
 

@@ -189,7 +189,7 @@ def is_loopback(host: str) -> bool:
 
 def build_settings(args: argparse.Namespace) -> Any:
     """:class:`~bmc_detectron.serve.ServeSettings` from the arguments."""
-    from bmc_detectron.serve.settings import LOOPBACK_HOSTS, ServeSettings
+    from bmc_detectron.serve.core.config import LOOPBACK_HOSTS, ServeSettings
 
     if args.allowed_host:
         hosts = tuple(args.allowed_host)
