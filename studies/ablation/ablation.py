@@ -106,6 +106,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "instead of each run's own timing, for the configs it has",
     )
     p.add_argument("--notes", help="markdown file placed under the report's setup section")
+    p.add_argument(
+        "--manifest", help="the study's study.yaml: the report's status section (planned runs)"
+    )
     p.add_argument("--title", default="Ablation results", help="the report's heading")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
@@ -147,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report=args.report,
         title=args.title,
         notes=args.notes,
+        manifest=args.manifest,
         extra=args.extra,
     )
     return run_ablation(

@@ -11,6 +11,7 @@ from typing import Dict, List, Sequence
 from bmc_detectron.bench.report import describe, machine_info, shell_join
 from bmc_detectron.utils.io import atomic_write_text
 from studies.ablation.runs import RunPlan
+from studies.status import study_status
 
 #: The command whose arguments the page names (the ablation's command line).
 COMMAND = "python -m studies.ablation.ablation "
@@ -84,12 +85,14 @@ def write_report(
     sched: Sequence[str],
     reference: str | None = None,
     notes: str | None = None,
+    manifest: str | None = None,
     extra: Sequence[str] = (),
 ) -> None:
     """Regenerate the results page: setup, tables, plots, machine, wall times, commands.
 
     ``plan`` is what the ablation trained, ``argv`` the ablation's command line (named on the
-    page), ``notes`` a markdown file placed under the setup and ``extra`` markdown files to
+    page), ``notes`` a markdown file placed under the setup, ``manifest`` the study's
+    ``study.yaml`` (a status section from it and the run folders) and ``extra`` markdown files to
     include at the end.
     """
     plots = _copy_plots(path, out)
@@ -101,6 +104,7 @@ def write_report(
         f" the runs in `{out}`; every number below was measured by those runs.\n",
         "## Setup\n",
         *_setup_lines(plan, sched, records, reference, notes),
+        *(["\n## Status\n", study_status(manifest, out)] if manifest else []),
         "\n## Results\n",
         tables,
         f"![AP per config]({plots['ap_per_config.png']})\n",

@@ -34,7 +34,9 @@ class PageSpec:
     the bootstrap interval over test images (0: none); ``latency_from``: a side-by-side
     ``latency.json`` whose medians replace each run's own timing; ``report``: the page to write
     (None: only ``ablation.md``/``.csv`` in the output folder), with ``title``, ``notes`` (a
-    markdown file under the setup) and ``extra`` (markdown files included at the end).
+    markdown file under the setup), ``manifest`` (the study's ``study.yaml``: the page's status
+    section, :func:`studies.status.study_status`) and ``extra`` (markdown files included at the
+    end).
     """
 
     parents: Mapping[str, str] = field(default_factory=dict)
@@ -45,12 +47,15 @@ class PageSpec:
     report: str | None = None
     title: str = "Ablation results"
     notes: str | None = None
+    manifest: str | None = None
     extra: Sequence[str] = ()
 
 
 def missing_inputs(page: PageSpec) -> List[str]:
-    """Files named by ``latency_from`` (with a report: ``extra``, ``notes``) that do not exist."""
-    files = [page.latency_from, *((*page.extra, page.notes) if page.report else ())]
+    """Files named by ``latency_from`` (with a report: ``extra``, ``notes``, ``manifest``) that
+    do not exist."""
+    files = [page.latency_from]
+    files += [*page.extra, page.notes, page.manifest] if page.report else []
     return [f for f in files if f and not Path(f).is_file()]
 
 
@@ -159,6 +164,7 @@ def run_ablation(
             sched=specs[0]["schedule"] if specs else [],
             reference=reference,
             notes=page.notes,
+            manifest=page.manifest,
             extra=page.extra,
         )
     print(tables)

@@ -5,7 +5,8 @@
         [--configs A.yaml ...] [--full configs/cpu/retinanet_R_18_full_cpu.yaml] \
         [--tasks fcos_R_18_FPN_cpu:0 ...] [--no-run] \
         [--report docs/results/detectors/RESULTS_detectors.md] \
-        [--notes studies/detectors/notes.md] [KEY VALUE ...]
+        [--notes studies/detectors/notes.md] [--manifest studies/detectors/study.yaml] \
+        [KEY VALUE ...]
 
 The thesis chose RetinaNet after comparing one- and two-stage detectors (its chapter 3). This
 command trains every config x seed with one schedule and data (:mod:`studies.ablation.study`:
@@ -87,6 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--report", help="write the results page here (docs/results/detectors/RESULTS_detectors.md)"
     )
     p.add_argument("--notes", help="markdown placed under the page's setup section")
+    p.add_argument("--manifest", help="the study's study.yaml: the page's status section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.configs = args.configs or [*(_rel(c) for c in DEFAULT_CONFIGS), args.full]
@@ -182,6 +184,7 @@ def _report(args: argparse.Namespace, rc: int) -> int:
         latency_from=str(latency_json) if latency_json.is_file() else None,
         report=args.report,
         notes=args.notes,
+        manifest=args.manifest,
         **({"title": TITLE} if args.report else {}),
     )
     argv = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
@@ -192,6 +195,8 @@ def _report(args: argparse.Namespace, rc: int) -> int:
         argv += ["--report", args.report, "--title", TITLE]
     if args.notes:
         argv += ["--notes", args.notes]
+    if args.manifest:
+        argv += ["--manifest", args.manifest]
     plan = _plan(args, args.configs, args.seeds)
     argv += list(args.opts)
     return rc | run_ablation(

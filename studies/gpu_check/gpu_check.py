@@ -4,7 +4,7 @@
         [--configs REF.yaml FULL.yaml] [--dcn-config DCN.yaml] [--max-iter 1000] \
         [--min-iter 100] [--ims-per-batch 16] [--device cuda] [KEY VALUE ...]
     python -m studies.gpu_check.gpu_check --report-from OUT/gpu_check.json \
-        --report docs/RESULTS_gpu.md
+        --report docs/results/gpu_check/RESULTS_gpu.md
 
 ``studies/gpu_check/gpu_check.sh`` prepares and runs it on a lent machine
 (GPU time is short: one call).
@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-images", type=int, default=20)
     p.add_argument("--agreement-images", type=int, default=8)
     p.add_argument("--report-from", help="render the page from this gpu_check.json only")
-    p.add_argument("--report", help="also write the page here (e.g. docs/RESULTS_gpu.md)")
+    p.add_argument(
+        "--report", help="also write the page here (e.g. docs/results/gpu_check/RESULTS_gpu.md)"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every model")
     return p
 
