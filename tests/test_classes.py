@@ -1,4 +1,5 @@
-"""The class list: 11 trainable marrow classes (public ids 0-10) and "Other" appended as id 11."""
+"""The class list: 11 trainable marrow classes (ids 0-10), Baso (11, the PBC classifier's 12th
+output) and "Other" appended as id 12."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bmc_detectron.data.classes import (
     marrow_metadata,
 )
 from bmc_detectron.data.convert import labelme_to_coco
+from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.data.split import class_names
 from bmc_detectron.deploy.sidecar import class_colors
 from bmc_detectron.pipeline.drawing import UNCERTAIN_COLOR, class_info
@@ -43,7 +45,8 @@ MARROW_ORDER = [
 def test_other_is_appended_last_and_marrow_ids_stay():
     assert MARROW_ABBRS == MARROW_ORDER  # public ids 0-10 unchanged
     assert KNOWN_CLASSES[: len(MARROW_CLASSES)] == MARROW_CLASSES
-    assert KNOWN_ABBRS.index("Other") == 11 and KNOWN_CLASSES[-1] is OTHER
+    assert KNOWN_ABBRS.index("Baso") == 11 == PBC_MARROW_CLASSES.index("Baso")
+    assert KNOWN_ABBRS.index("Other") == 12 and KNOWN_CLASSES[-1] is OTHER
     assert len(set(KNOWN_ABBRS)) == len(KNOWN_ABBRS)
     assert OTHER.color not in [c.color for c in MARROW_CLASSES]
     assert OTHER.color != UNCERTAIN_COLOR and len(set(KNOWN_COLORS)) == len(KNOWN_COLORS)
@@ -57,7 +60,6 @@ def test_models_and_datasets_keep_the_11_marrow_classes():
         "recognition/cell_classifier_R_18_synth_cpu.yaml",
     ):
         cfg = get_bmc_cfg()
-        cfg.set_new_allowed(True)
         cfg.merge_from_file(str(CONFIGS / config))
         n = (
             cfg.MODEL.BMC.CLASSIFIER.NUM_CLASSES

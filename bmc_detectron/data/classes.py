@@ -2,9 +2,10 @@
 
 * :data:`MARROW_CLASSES`: the 11 trainable nucleated bone-marrow classes (ids 0-10). This is what
   the outputs of an 11-class model mean; every model trained today has these 11 outputs.
+* :data:`BASO`: the basophil, a 12th class of the PBC cell classifier (id 11; rare in marrow).
 * :data:`OTHER`: a nucleated cell that fits none of them (smudged, broken, a rare type). It is
   known (named, coloured on the page and in reports) but no model has an output for it yet.
-* :data:`KNOWN_CLASSES`: all of them, ids public: the marrow classes then Other (id 11).
+* :data:`KNOWN_CLASSES`: all of them, ids public: the marrow classes, Baso (id 11), Other (id 12).
 
 The order, abbreviations and display colours are part of the public interface: category ids in
 every COCO json this project writes are ``index + 1`` in :data:`MARROW_CLASSES`. New classes are
@@ -41,11 +42,14 @@ MARROW_ABBRS: List[str] = [c.abbr for c in MARROW_CLASSES]
 MARROW_NAMES: List[str] = [c.name for c in MARROW_CLASSES]
 MARROW_COLORS: List[Tuple[int, int, int]] = [c.color for c in MARROW_CLASSES]
 
+#: the basophil: the PBC classifier's 12th output (id 11), after the marrow classes
+BASO = CellClass("Baso", "basophil", (60, 60, 170))
+
 #: a nucleated cell that fits none of the marrow classes (known, not trained)
 OTHER = CellClass("Other", "other / not classifiable", (128, 128, 0))
 
-#: every class the project knows, by public id: the 11 marrow classes, then Other (id 11)
-KNOWN_CLASSES: List[CellClass] = [*MARROW_CLASSES, OTHER]
+#: every class the project knows, by public id: the 11 marrow classes, Baso (11), Other (12)
+KNOWN_CLASSES: List[CellClass] = [*MARROW_CLASSES, BASO, OTHER]
 KNOWN_ABBRS: List[str] = [c.abbr for c in KNOWN_CLASSES]
 KNOWN_NAMES: List[str] = [c.name for c in KNOWN_CLASSES]
 KNOWN_COLORS: List[Tuple[int, int, int]] = [c.color for c in KNOWN_CLASSES]

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Tuple, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_COLORS, marrow_metadata
+from bmc_detectron.data.classes import BASO, MARROW_COLORS, marrow_metadata
 from bmc_detectron.data.convert import read_image_list, voc_to_coco, yolo_to_coco
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
 from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
@@ -65,9 +65,9 @@ PBC_WBC_FULL_NAMES: Tuple[str, ...] = (
     "monocyte",
     "neutrophil",
 )
-# Same colour as the matching marrow class (Eosl, Red, Myelo, Lym, Mono, Lobu); basophil: navy.
+# Same colour as the matching class (Baso, Eosl, Red, Myelo, Lym, Mono, Lobu).
 PBC_WBC_COLORS: Tuple[_Color, ...] = (
-    (0, 0, 128),
+    BASO.color,
     MARROW_COLORS[10],
     MARROW_COLORS[4],
     MARROW_COLORS[6],

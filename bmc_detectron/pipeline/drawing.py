@@ -17,7 +17,6 @@ Color = Tuple[int, int, int]
 # Uncertain cells are drawn in grey, their label marked with "?".
 UNCERTAIN_COLOR: Color = (150, 150, 150)
 _EXTRA_CLASSES: Dict[str, Tuple[str, Color]] = {
-    "Baso": ("basophil", (60, 60, 170)),
     "cell": ("nucleated cell", (40, 110, 200)),
 }
 # Colours of classes the project does not know (another detector's classes).
