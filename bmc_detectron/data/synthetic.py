@@ -22,7 +22,6 @@ Cell sizes scale with ``scale``: the mean nucleated-cell diameter is about
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from pathlib import Path
@@ -32,7 +31,6 @@ import cv2
 import numpy as np
 
 from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_COLORS, coco_categories
-from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic_cells import (
     CELL_STYLES,
     MEAN_DIAMETERS,
@@ -345,41 +343,3 @@ def preview_mosaic(
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     atomic_write_bytes(Path(path), png.tobytes())
     return Path(path)
-
-
-def main(argv: Sequence[str] | None = None) -> List[Path]:
-    """CLI: write the train and test splits; return the json paths."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out",
-        default=str(datasets_root() / "bmc_synth"),
-        help="output folder (default: $BMC_DATASETS/bmc_synth)",
-    )
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-test", type=int, default=50)
-    parser.add_argument("--size", type=int, default=256, help="image height (and width)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: --size)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--scale",
-        type=float,
-        default=None,
-        help="cell size factor (default: sqrt(short side / 256))",
-    )
-    parser.add_argument("--preview", default=None, help="also write a PNG mosaic here")
-    args = parser.parse_args(argv)
-    width = args.width or args.size
-    paths = []
-    for split, num in (("train", args.num_train), ("test", args.num_test)):
-        path = generate_dataset(args.out, split, num, args.seed, args.size, width, scale=args.scale)
-        n_ann = len(json.loads(path.read_text())["annotations"])
-        print(f"[synthetic] {split}: {num} images, {n_ann} cells -> {path}")
-        paths.append(path)
-    if args.preview:
-        mosaic = preview_mosaic(args.preview, args.seed, height=args.size, width=width)
-        print(f"[synthetic] preview -> {mosaic}")
-    return paths
-
-
-if __name__ == "__main__":
-    main()
