@@ -78,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="detections kept from this score: the page's slider goes down to it",
     )
-    p.add_argument("--uncertain-below", type=float, default=0.5, help="class prob. below: unsure")
+    p.add_argument(
+        "--uncertain-below", type=float, default=0.5, help="class probability below: uncertain"
+    )
     p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
     p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
     p.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
-    p.add_argument("--tile-size", type=int, default=1024, help="tile fields larger than this")
-    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by tiles")
+    p.add_argument(
+        "--tile-size", type=int, default=1024, help="tile fields larger than this (0: never)"
+    )
+    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by adjacent tiles")
     p.add_argument("--max-file-mb", type=float, default=25.0, help="largest image file (MB)")
     p.add_argument("--max-files", type=int, default=16, help="most images per request")
     p.add_argument("--max-megapixels", type=float, default=64.0, help="largest image (MP)")
