@@ -18,8 +18,8 @@ from bmc_detectron.data.synthetic import (
     generate_dataset,
     generate_image,
     image_rng,
-    main,
 )
+from bmc_detectron.tools.synthetic import main
 
 NUM_CLASSES = len(MARROW_ABBRS)
 
@@ -221,8 +221,10 @@ def test_generate_dataset_writes_loadable_deterministic_coco(tmp_path):
 def test_cli_writes_both_splits(tmp_path, capsys):
     out = tmp_path / "synth"
     args = ["--out", str(out), "--num-train", "2", "--num-test", "1", "--size", "64"]
-    paths = main([*args, "--width", "96", "--seed", "3"])
-    assert paths == [out / "annotations" / "train.json", out / "annotations" / "test.json"]
+    assert main([*args, "--width", "96", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    for split in ("train", "test"):  # each split's json, named where it was written
+        assert printed.count(f" -> {out / 'annotations' / f'{split}.json'}\n") == 1
     assert sorted(_files(out)) == [
         "annotations/test.json",
         "annotations/train.json",
@@ -233,7 +235,7 @@ def test_cli_writes_both_splits(tmp_path, capsys):
     train = json.loads((out / "annotations" / "train.json").read_text())
     assert [(i["height"], i["width"]) for i in train["images"]] == [(64, 96)] * 2
     assert {a["image_id"] for a in train["annotations"]} <= {1, 2}
-    assert "train: 2 images" in capsys.readouterr().out
+    assert "train: 2 images" in printed
 
 
 def _arrays_digest(arrays) -> str:

@@ -11,7 +11,7 @@
   (marrow class ids, :mod:`bmc_detectron.data.pbc`) and ``bmc_synth_{train,test}``.
   BCCD and PBC are converted from the read-only shared data on first load and cached under
   ``datasets_root()/{bccd,pbc_wbc,pbc_marrow}/annotations/<split>.json``; the synthetic data must be
-  generated first (``python -m bmc_detectron.data.synthetic --out datasets/bmc_synth``).
+  generated first (``python -m bmc_detectron.tools.synthetic --output datasets/bmc_synth``).
 
 Nothing is read when registering: a missing json or image folder is reported (with the file
 and the fix) when the dataset is loaded. COCOEvaluator opens ``metadata.json_file`` when it is
@@ -89,7 +89,7 @@ def synth_command() -> str:
         shown = str(out.relative_to(Path.cwd()))
     except ValueError:
         shown = str(out)
-    return f"python -m bmc_detectron.data.synthetic --out {shown}"
+    return f"python -m bmc_detectron.tools.synthetic --output {shown}"
 
 
 def _missing(name: str, path: Path, what: str) -> DatasetError:

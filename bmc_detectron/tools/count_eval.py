@@ -1,6 +1,6 @@
 """How right was a count? A finished count report against expert boxes and labels.
 
-    python -m bmc_detectron.tools.count_eval --report reports/case01 --dataset NAME \\
+    bmc count-eval --report reports/case01 --dataset NAME \\
         [--output DIR] [--uncertain-below 0.5]
 
 The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
@@ -26,13 +26,14 @@ from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--report", required=True, help="folder of a finished count report")
     p.add_argument("--dataset", required=True, help="registered COCO dataset with the truth")
     p.add_argument("--output", help="folder for count_eval.json / .md (default: --report)")
     p.add_argument("--uncertain-below", type=float, help="default: the report's own threshold")
-    return p.parse_args(argv)
+    return p
 
 
 def report_cells(report: Path) -> Tuple[Dict[str, List[Cell]], Dict[str, Any]]:
@@ -141,7 +142,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         result = evaluate(args)
     except (ValueError, OSError) as e:

@@ -5,7 +5,7 @@
 * :mod:`~bmc_detectron.data.synthetic.procedural`: procedural cells, red cells, platelets and the
   smear background;
 * :mod:`~bmc_detectron.data.synthetic.bmc_synth`: the embedded ``bmc_synth`` dataset (class mix,
-  sizes, :func:`generate_image`, :func:`generate_dataset`, preview, command line);
+  sizes, :func:`generate_image`, :func:`generate_dataset`, preview);
 * a real-cell cut-out generator will come beside them and reuse the composer.
 
 Import rule: the composer imports no generator; the generators import the composer.
@@ -18,7 +18,6 @@ from bmc_detectron.data.synthetic.bmc_synth import (
     default_scale,
     generate_dataset,
     generate_image,
-    main,
     preview_mosaic,
 )
 from bmc_detectron.data.synthetic.composer import draw_boxes, image_rng
@@ -34,6 +33,5 @@ __all__ = [
     "generate_dataset",
     "generate_image",
     "image_rng",
-    "main",
     "preview_mosaic",
 ]

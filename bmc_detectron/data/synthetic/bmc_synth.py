@@ -14,14 +14,11 @@ Cell sizes scale with ``scale``: the mean nucleated-cell diameter is about
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
-from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic.composer import (
     clean_photo,
     draw_boxes,
@@ -165,41 +162,3 @@ def preview_mosaic(
         image, b, c = generate_image(image_rng(seed, "preview", i), height, width, cells, scale)
         tiles.append(draw_boxes(image, b, c) if boxes and i >= cols * (rows // 2) else image)
     return write_mosaic(path, tiles, cols)
-
-
-def main(argv: Sequence[str] | None = None) -> List[Path]:
-    """CLI: write the train and test splits; return the json paths."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out",
-        default=str(datasets_root() / "bmc_synth"),
-        help="output folder (default: $BMC_DATASETS/bmc_synth)",
-    )
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-test", type=int, default=50)
-    parser.add_argument("--size", type=int, default=256, help="image height (and width)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: --size)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--scale",
-        type=float,
-        default=None,
-        help="cell size factor (default: sqrt(short side / 256))",
-    )
-    parser.add_argument("--preview", default=None, help="also write a PNG mosaic here")
-    args = parser.parse_args(argv)
-    width = args.width or args.size
-    paths = []
-    for split, num in (("train", args.num_train), ("test", args.num_test)):
-        path = generate_dataset(args.out, split, num, args.seed, args.size, width, scale=args.scale)
-        n_ann = len(json.loads(path.read_text())["annotations"])
-        print(f"[synthetic] {split}: {num} images, {n_ann} cells -> {path}")
-        paths.append(path)
-    if args.preview:
-        mosaic = preview_mosaic(args.preview, args.seed, height=args.size, width=width)
-        print(f"[synthetic] preview -> {mosaic}")
-    return paths
-
-
-if __name__ == "__main__":
-    main()
