@@ -48,7 +48,6 @@ from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
 from bmc_detectron.pipeline.html_report import render_html
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
 from bmc_detectron.pipeline.scale import FieldPrep
-from bmc_detectron.pipeline.stats import Lineage
 from bmc_detectron.pipeline.survey import (
     CHECKS_DIR,
     FieldSurvey,
@@ -61,6 +60,7 @@ from bmc_detectron.pipeline.survey import (
     save_survey,
     survey_key,
 )
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import (
     IMAGE_SUFFIXES,
     atomic_write_text,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Tuple
 
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.structures.differential import Lineage
 
 MB = 1024 * 1024
 

@@ -35,8 +35,8 @@ from bmc_detectron.config import ConfigError
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.run import OutputExistsError, check_output, run_count
 from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
-from bmc_detectron.pipeline.stats import Lineage
 from bmc_detectron.pipeline.survey import STAIN_METHODS, ScaleOptions, ScaleSetup, make_setup
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs
 
 
