@@ -153,8 +153,8 @@ def tiny_dataset(tmp_path_factory):
 
 
 def test_analyze_errors_end_to_end(tiny_dataset, tmp_path):
-    from bmc_detectron.analysis.inference import load_model
     from bmc_detectron.analysis_tools.analyze_errors import main
+    from bmc_detectron.engine.loading import load_model
 
     name, json_file = tiny_dataset
     torch.manual_seed(0)
