@@ -25,7 +25,7 @@ from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.data.split import class_names
 from bmc_detectron.deploy.sidecar import class_colors
 from bmc_detectron.pipeline.drawing import UNCERTAIN_COLOR, class_info
-from bmc_detectron.pipeline.stats import DEFAULT_LINEAGE
+from bmc_detectron.structures.differential import DEFAULT_LINEAGE
 
 MARROW_ORDER = [
     "Prim",

@@ -29,7 +29,7 @@ from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.recognition import CellClassifier
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, cells_csv, counts_csv
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
-from bmc_detectron.pipeline.stats import differential, me_ratio
+from bmc_detectron.structures.differential import differential, me_ratio
 from bmc_detectron.tools import count as count_tool
 
 # ---------------------------------------------------------------- statistics

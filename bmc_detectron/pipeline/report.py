@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.drawing import class_info
-from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 SUMMARY_FORMAT = "bmc-count/1"

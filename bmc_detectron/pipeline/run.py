@@ -59,7 +59,7 @@ from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.html_report import render_html
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
 from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup, plan_scale
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import (
     IMAGE_SUFFIXES,
     atomic_write_text,

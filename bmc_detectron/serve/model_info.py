@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.drawing import class_info
 from bmc_detectron.pipeline.run import run_fingerprint
-from bmc_detectron.pipeline.stats import Lineage
 from bmc_detectron.serve.core.config import ServeSettings
+from bmc_detectron.structures.differential import Lineage
 
 
 def _hex(rgb: Sequence[int]) -> str:

@@ -33,8 +33,8 @@ from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
-from bmc_detectron.pipeline.stats import Lineage
 from bmc_detectron.smear.stain import STAIN_METHODS
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs
 
 

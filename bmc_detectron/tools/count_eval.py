@@ -5,7 +5,7 @@
 
 The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
 registered COCO dataset ``NAME`` by file name; the cells are scored against its annotations with
-the measures of :mod:`bmc_detectron.pipeline.compare` (detection AP with the counter's labels,
+the measures of :mod:`bmc_detectron.evaluation.count` (detection AP with the counter's labels,
 class-agnostic AP, recall / precision / label accuracy of the counted cells matched at IoU 0.5,
 the differential's mean absolute error in percentage points, M:E). Writes
 ``count_eval.json`` and ``count_eval.md`` into ``--output`` (default: the report folder). Exit
@@ -122,7 +122,7 @@ def markdown(result: Dict[str, Any], command: str) -> str:
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Match the report to the dataset and measure it."""
     from bmc_detectron.data.datasets import register_builtin_datasets
-    from bmc_detectron.pipeline.compare import dataset_images, evaluate_cells
+    from bmc_detectron.evaluation.count import dataset_images, evaluate_cells
 
     register_builtin_datasets()
     report = Path(args.report)

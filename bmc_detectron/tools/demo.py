@@ -32,7 +32,7 @@ from bmc_detectron.engine import trainer_class
 from bmc_detectron.engine.precision import cpu_supports_bf16
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from bmc_detectron import counting
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.structures.differential import Lineage
 
 DEMO = Path("output/demo")
 # flag -> (environment variable, default)

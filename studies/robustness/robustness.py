@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from bmc_detectron.analysis.inference import load_model
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.checks import DatasetError
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.smear.profile import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic

@@ -15,7 +15,7 @@ from typing import Any, Tuple
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.structures.differential import Lineage
 
 MB = 1024 * 1024
 
