@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 # e.g. make serve SERVE_ARGS="--backend torch" (models: BMC_DETECTOR_ONNX, ... or flags)
 SERVE_ARGS ?=
 
-.PHONY: setup demo serve test lint format
+.PHONY: setup demo serve test lint format docs
 
 setup: $(STAMP)
 
@@ -34,3 +34,8 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(PY) -m ruff format .
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link, an unknown
+# anchor or a page missing from nav fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or evaluate a bmc-detectron model, detectron2 style.
+"""Train or evaluate a bmc-detectron model, detectron2 style (the same as ``bmc train``).
 
 python train_net.py --config-file configs/cpu/retinanet_R_18_PAN_SE_cpu.yaml
 python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
@@ -9,27 +9,7 @@ python train_net.py --config-file CONFIG --resume               # continue an in
 
 import sys
 
-from detectron2.engine import default_argument_parser, launch
-
-from bmc_detectron.config import ConfigError
-from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.engine import main
-
-
-def run() -> None:
-    args = default_argument_parser().parse_args()
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (ConfigError, DatasetError) as e:
-        sys.exit(f"error: {e}")
-
+from bmc_detectron.tools.train import main
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

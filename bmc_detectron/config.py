@@ -176,7 +176,7 @@ def _add_data_config(cfg: CN) -> None:
     bmc.AUG.CONTRAST = [0.85, 1.15]
     # Saturation jitter range (factor), [] to disable (stain intensity variation).
     bmc.AUG.SATURATION = [0.8, 1.2]
-    # H&E stain jitter [scale_range, shift_range] (robustness/stain.py), [] to disable.
+    # H&E stain jitter [scale_range, shift_range] (smear/stain.py), [] to disable.
     bmc.AUG.STAIN_HED = []
 
     bmc.DATA = CN()
@@ -186,10 +186,10 @@ def _add_data_config(cfg: CN) -> None:
     bmc.DATA.CLASS_AGNOSTIC = False
     # Physical pixel size of the training images in micrometres, 0 = unknown (recorded only).
     bmc.DATA.MICRONS_PER_PIXEL = 0.0
-    # Median red-cell diameter in pixels of the training images (robustness/scale.py), 0 = unknown.
+    # Median red-cell diameter in pixels of the training images (smear/ruler.py), 0 = unknown.
     bmc.DATA.RBC_DIAMETER_PX = 0.0
     # Images of DATASETS.TRAIN measured for OUTPUT_DIR/training_profile.json (scale and colour
-    # reference of the count command, robustness/profile.py) after training; 0 = none.
+    # reference of the count command, smear/profile.py) after training; 0 = none.
     bmc.DATA.PROFILE_IMAGES = 32
 
     # Periodic checkpoints (model_NNNNNNN.pth) kept in OUTPUT_DIR, newest first; older ones are

@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 D2_SPEC=${D2_SPEC:-"sal-detectron2==0.7.2"}
 # Optional dependency groups of setup.cfg to install (comma-separated; add new groups here).
-EXTRAS=${EXTRAS:-"dev,deploy,serve"}
+EXTRAS=${EXTRAS:-"dev,deploy,serve,docs"}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[bootstrap] creating $VENV (with access to $PYTHON's site-packages)"
@@ -29,7 +29,7 @@ else
     echo "[bootstrap] Free some disk (old training runs: delete their intermediate model_0*.pth) and rerun." >&2
     exit 1
   fi
-  echo "[bootstrap] installing $TORCH_SPEC (about 5.6 GB; see README for other builds)"
+  echo "[bootstrap] installing $TORCH_SPEC (about 5.6 GB; docs/get-started.md says how to use another build)"
   # shellcheck disable=SC2086
   "${PIP[@]}" install --no-cache-dir $TORCH_SPEC
 fi

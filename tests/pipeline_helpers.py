@@ -17,7 +17,7 @@ import torch
 
 from bmc_detectron.data.synthetic import generate_image
 from bmc_detectron.pipeline import CellClassifier, Detections
-from bmc_detectron.smear import PROFILE_FILE, DataProfile, profile_from_records
+from bmc_detectron.smear import PROFILE_FILE, TrainingProfile, profile_from_records
 
 BACKGROUND = 235
 # BGR colours of the stand-in classes: the dominant channel is the class index.
@@ -114,7 +114,7 @@ def smear_bgr(seed: int, size: int = 256, scale: float = SCALE) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def write_profile(folder: Path, n: int = 12, mpp: float | None = 0.2) -> DataProfile:
+def write_profile(folder: Path, n: int = 12, mpp: float | None = 0.2) -> TrainingProfile:
     """A profile of ``n`` synthetic 256 px training smears, saved in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     records = []

@@ -13,7 +13,7 @@ import torch
 from analysis_helpers import CPU_CONFIG, register_tiny_synth, tiny_opts
 from PIL import Image
 
-from bmc_detectron.analysis.confusion import confusion_matrix, greedy_pairs
+from bmc_detectron.analysis.confusion import confusion_matrix
 from bmc_detectron.analysis.tide import (
     ERROR_TYPES,
     analyse,
@@ -24,6 +24,7 @@ from bmc_detectron.analysis.tide import (
 )
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import unregister_dataset
+from bmc_detectron.structures.matching import greedy_match
 
 # Six gts, two classes. Rows: x0, y0, x1, y1, class.
 GTS = [
@@ -138,7 +139,7 @@ def test_confusion_matrix_counts():
     expected[0, 0] = expected[1, 2] = expected[2, 3] = expected[3, 1] = 1
     np.testing.assert_array_equal(m, expected)
     iou = np.array([[0.9, 0.8], [0.85, 0.2]])
-    assert greedy_pairs(iou, 0.5).tolist() == [[0, 0]]
+    assert greedy_match(iou, 0.5).tolist() == [[0, 0]]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -152,8 +153,8 @@ def tiny_dataset(tmp_path_factory):
 
 
 def test_analyze_errors_end_to_end(tiny_dataset, tmp_path):
-    from bmc_detectron.analysis.inference import load_model
     from bmc_detectron.analysis_tools.analyze_errors import main
+    from bmc_detectron.engine.loading import load_model
 
     name, json_file = tiny_dataset
     torch.manual_seed(0)

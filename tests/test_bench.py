@@ -18,6 +18,7 @@ from bmc_detectron.bench.inputs import latency_inputs
 from bmc_detectron.bench.measure import MethodClock, Subject, measure_latency, measure_training
 from bmc_detectron.bench.memory import PeakMemory
 from bmc_detectron.bench.model_cost import count_gflops
+from bmc_detectron.bench.names import run_names
 from bmc_detectron.bench.report import add_ratios, describe, latency_markdown
 from bmc_detectron.data.datasets import (
     dataset_registration,
@@ -28,7 +29,6 @@ from bmc_detectron.data.datasets import (
 from bmc_detectron.reporting.timing import round_order, summarize_ms
 from studies.ablation import ablation
 from studies.ablation import report as ablation_report
-from studies.ablation.runs import run_names
 
 REFERENCE = "d2_retinanet_R_18_FPN_cpu"
 

@@ -1,4 +1,4 @@
-"""One stage or two (``pipeline.compare``, ``tools.compare_stages``): hand-built cases with
+"""One stage or two (``evaluation.count``, ``studies.stages``): hand-built cases with
 known AP, accuracy on matched cells, percentage error and M:E error; the tool end to end."""
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from pipeline_helpers import DiscDetector, channel_classifier, disc_field
 
+from bmc_detectron.evaluation.count import evaluate_cells
 from bmc_detectron.pipeline import Cell, CellCounter, Detections, Lineage
-from bmc_detectron.pipeline.compare import (
-    System,
-    compare_systems,
-    evaluate_cells,
-    greedy_match,
-)
+from bmc_detectron.structures.boxes import box_iou
+from bmc_detectron.structures.matching import match_by_score
 from studies.stages import compare_stages
+from studies.stages.systems import System, compare_systems
 
 LINEAGE = Lineage(myeloid=("A",), erythroid=("B",))
 
@@ -69,12 +67,13 @@ def hand_cells() -> Dict[int, List[Cell]]:
     }
 
 
-def test_greedy_match_takes_highest_score_first_and_best_iou():
+def test_match_by_score_takes_highest_score_first_and_best_iou():
     gts = np.array([[0, 0, 10, 10], [4, 0, 14, 10]], dtype=float)
     preds = np.array([[1, 0, 11, 10], [4, 0, 14, 10], [50, 50, 60, 60]], dtype=float)
+    scores = np.array([0.5, 0.9, 0.8])
     # the second prediction scores highest and takes gt 1; the first falls back to gt 0
-    assert greedy_match(preds, np.array([0.5, 0.9, 0.8]), gts) == [(1, 1), (0, 0)]
-    assert greedy_match(preds, np.array([0.5, 0.9, 0.8]), np.zeros((0, 4))) == []
+    assert match_by_score(box_iou(preds, gts), scores, 0.5).tolist() == [[1, 1], [0, 0]]
+    assert match_by_score(box_iou(preds, np.zeros((0, 4))), scores, 0.5).tolist() == []
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ from PIL import Image
 
 from bmc_detectron.data.convert import (
     labelme_to_coco,
-    main,
     read_image_list,
     voc_to_coco,
     write_json_atomic,
     yolo_to_coco,
 )
 from bmc_detectron.data.paths import shared_datasets_root
+from bmc_detectron.tools.convert import main
 
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
 PBC_CLASSES = [

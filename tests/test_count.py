@@ -21,13 +21,15 @@ from pipeline_helpers import (
     save_random_detector,
 )
 
+from bmc_detectron.counting import CounterSpec, build_counter, scale_setup, summary_lines
 from bmc_detectron.data.classes import MARROW_ABBRS
 from bmc_detectron.data.crops import crop_boxes
 from bmc_detectron.pipeline import CellCounter, Detections, Lineage, wilson_interval
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.recognition import CellClassifier
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, cells_csv, counts_csv
-from bmc_detectron.pipeline.stats import differential, me_ratio
+from bmc_detectron.pipeline.scale_plan import ScaleOptions
+from bmc_detectron.structures.differential import differential, me_ratio
 from bmc_detectron.tools import count as count_tool
 
 # ---------------------------------------------------------------- statistics
@@ -363,3 +365,68 @@ def test_count_command_with_a_real_classifier(tmp_path):
     assert summary["class_names"] == list(MARROW_ABBRS)
     assert summary["detected"] > 0
     assert summary["settings"]["classifier"]["crop_size"] == 32
+
+
+# ---------------------------------------------------------------- the counter factory
+
+
+def test_counter_from_a_spec_sets_the_threshold_device_and_settings(tmp_path):
+    weights = save_random_detector(tmp_path / "det.pth", DET_OPTS)
+    spec = CounterSpec(
+        detector_config=str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml"),
+        detector_weights=str(weights),
+        detector_opts=(*DET_OPTS, "BMC.DATA.MICRONS_PER_PIXEL", "0.1"),
+        device="cpu",
+        score_threshold=0.3,
+        tile_size=512,
+        tile_overlap=64,
+        detector_classes=("Lym",),
+    )
+    counter = build_counter(spec)
+    assert counter.classifier is None and counter.detector.device == "cpu"
+    assert counter.detector.model.test_score_thresh == pytest.approx(0.3)  # the model's own
+    settings = counter.settings()
+    assert (settings["score_threshold"], settings["tile_size"], settings["tile_overlap"]) == (
+        0.3,
+        512,
+        64,
+    )
+    assert settings["kept_detector_classes"] == ["Lym"] and settings["nms_threshold"] == 0.5
+    # the scale: read from the config only when the options (or the web page) need it
+    assert scale_setup(spec, counter).model is None
+    given = scale_setup(spec, counter, ScaleOptions(microns_per_pixel=0.2))
+    assert given.model.microns_per_pixel == pytest.approx(0.1) and given.profile is None
+    page = scale_setup(spec, counter, per_request=True)
+    assert page.model.microns_per_pixel == pytest.approx(0.1)
+
+
+def test_counter_spec_errors_are_one_line(tmp_path):
+    with pytest.raises(ValueError, match="needs the detector's config and weights"):
+        build_counter(CounterSpec(detector_config="det.yaml"))
+    with pytest.raises(ValueError, match="needs the detector's .onnx file"):
+        build_counter(CounterSpec(backend="onnx", detector_config="det.yaml"))
+    with pytest.raises(ValueError, match="unknown backend 'tf'"):
+        build_counter(CounterSpec(backend="tf"))
+    with pytest.raises(FileNotFoundError, match="detector weights not found"):
+        config = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
+        build_counter(CounterSpec(detector_config=config, detector_weights=str(tmp_path / "x")))
+
+
+def test_summary_lines_say_cells_scale_and_warnings():
+    summary = {
+        "counted": 7,
+        "uncertain": {"total": 2},
+        "fields": [{}, {}],
+        "skipped": [{}],
+        "scale": {"source": "given", "microns_per_pixel": 0.25, "factor": 0.5},
+        "warnings": ["field3 is off scale"],
+    }
+    assert summary_lines(summary, Path("out")) == [
+        f"7 cells counted, 2 uncertain, in 2 field(s), 1 skipped: {Path('out') / 'report.html'}",
+        "scale: 0.25 um/px (given); fields resized by 0.5 before detection",
+        "warning: field3 is off scale",
+    ]
+    summary["scale"] = {}
+    assert summary_lines(summary, Path("out"))[1] == (
+        "scale: none; fields resized by 1 before detection"
+    )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
+from bmc_detectron.evaluation.coco import class_ap
 from bmc_detectron.tools import count_eval
 
 CLASSES = ["Lym", "Red"]
@@ -94,3 +95,19 @@ def test_count_eval_bad_input_is_a_one_line_error(case, tmp_path, capsys):
     assert "not a finished count report" in capsys.readouterr().err
     assert count_eval.main(["--report", str(case), "--dataset", "no_such_set"]) == 2
     assert "not registered" in capsys.readouterr().err
+
+
+def test_class_ap_from_cocoeval_precision():
+    """COCOeval's precision (IoU thresholds, recall points, classes, areas, max dets): AP is the
+    mean over the thresholds and recall points at area "all" and the last max dets, AP50 the
+    first threshold's; -1 (no ground truth) is left out, NaN when nothing is left."""
+    precision = np.full((10, 101, 3, 4, 3), 0.125)  # other areas and max dets: ignored
+    precision[:, :, 0, 0, -1] = 0.5
+    precision[0, :, 0, 0, -1] = 1.0
+    precision[:, :, 1, 0, -1] = -1.0
+    precision[:, :, 2, 0, -1] = -1.0
+    precision[1:, :50, 2, 0, -1] = 0.25  # no value at IoU 0.5
+    assert class_ap(precision, 0) == {"AP": pytest.approx(55.0, abs=1e-12), "AP50": 100.0}
+    assert all(np.isnan(v) for v in class_ap(precision, 1).values())
+    ap = class_ap(precision, 2)
+    assert ap["AP"] == 25.0 and np.isnan(ap["AP50"])

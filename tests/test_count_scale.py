@@ -20,17 +20,17 @@ from pipeline_helpers import (
 )
 
 from bmc_detectron.pipeline import CellCounter, Detections
+from bmc_detectron.pipeline.field_checks import field_flags, measure_field
+from bmc_detectron.pipeline.field_prep import FieldPrep, unresized
 from bmc_detectron.pipeline.recognition import CellClassifier
-from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, unresized
-from bmc_detectron.pipeline.survey import (
+from bmc_detectron.pipeline.scale_plan import (
+    ModelScale,
     ScaleOptions,
-    field_flags,
     make_setup,
-    measure_field,
     plan_scale,
     with_options,
 )
-from bmc_detectron.smear import PROFILE_FILE, DataProfile
+from bmc_detectron.smear import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import rescaled
 from bmc_detectron.smear.stain import stain_shift
 from bmc_detectron.tools import count as count_tool
@@ -48,8 +48,8 @@ def profile_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def profile(profile_dir) -> DataProfile:
-    return DataProfile.load(profile_dir / PROFILE_FILE)
+def profile(profile_dir) -> TrainingProfile:
+    return TrainingProfile.load(profile_dir / PROFILE_FILE)
 
 
 class TruthDetector:
@@ -176,7 +176,7 @@ def test_ood_flags_off_scale_and_off_colour_fields_not_in_range_ones(profile):
 
 
 def test_unknown_model_scale_is_a_clear_error(profile):
-    no_mpp = DataProfile.from_dict({**profile.to_dict(), "microns_per_pixel": None})
+    no_mpp = TrainingProfile.from_dict({**profile.to_dict(), "microns_per_pixel": None})
     for options, prof, match in (
         (ScaleOptions(microns_per_pixel=0.1), None, "model's is unknown"),
         (ScaleOptions(microns_per_pixel=0.1), no_mpp, "model's is unknown"),
@@ -309,7 +309,7 @@ class RedCellBoxes:
 
 
 def test_a_detectors_red_cell_class_is_the_ruler(profile):
-    with_boxes = DataProfile.from_dict({**profile.to_dict(), "rbc_box_diameter_px": 16.0})
+    with_boxes = TrainingProfile.from_dict({**profile.to_dict(), "rbc_box_diameter_px": 16.0})
     setup = make_setup(ScaleOptions(auto=True), with_boxes, "p.json")
     counter = CellCounter(RedCellBoxes(24.0))
     field = np.full((120, 260, 3), 235, np.uint8)  # no red cells for the classical estimate
@@ -330,7 +330,7 @@ def test_web_api_takes_the_microns_per_pixel(profile):
     from fastapi.testclient import TestClient
     from serve_helpers import encode
 
-    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.pipeline.scale_plan import ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     counter = CellCounter(DiscDetector(), score_threshold=0.1)

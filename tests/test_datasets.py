@@ -174,8 +174,8 @@ def test_missing_synthetic_data_says_how_to_generate(tmp_datasets):
         DatasetCatalog.get("bmc_synth_train")
     msg = str(err.value)
     assert msg.startswith(f"{expected}: annotation file of dataset 'bmc_synth_train' not found")
-    assert "python -m bmc_detectron.data.synthetic --out" in msg
-    with pytest.raises(DatasetError, match="python -m bmc_detectron.data.synthetic"):
+    assert "python -m bmc_detectron.tools.synthetic --output" in msg
+    with pytest.raises(DatasetError, match="python -m bmc_detectron.tools.synthetic"):
         prepare_dataset("bmc_synth_test")
 
 

@@ -3,7 +3,9 @@ timing summary (its one p90) and the one interleaving loop, on hand-built cases.
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,20 @@ from bmc_detectron.reporting.tables import append_markdown_row, fmt, markdown_ta
 from bmc_detectron.reporting.timing import interleaved_latency, round_order, summarize_ms
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPORTING = Path(__file__).resolve().parents[1] / "bmc_detectron" / "reporting"
+
+
+def test_reporting_stands_on_utils_alone():
+    """A low floor: of the package, reporting/ imports only utils/ (and itself)."""
+    imported = []
+    for path in sorted(REPORTING.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.append(node.module)
+            elif isinstance(node, ast.Import):
+                imported += [alias.name for alias in node.names]
+    ours = {m for m in imported if m.split(".")[0] in ("bmc_detectron", "studies")}
+    assert ours and all(m.startswith("bmc_detectron.utils") for m in ours), ours
 
 
 # ----------------------------------------------------------------------------- tables

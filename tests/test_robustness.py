@@ -17,9 +17,8 @@ from bmc_detectron.smear import (
     RandomStainJitter,
     ReinhardTarget,
     StainTransform,
-    TrainingProfile,
+    TrainingRanges,
     case_scale,
-    check_field,
     estimate_rbc_diameter,
     hed2rgb,
     reinhard_normalize,
@@ -27,6 +26,7 @@ from bmc_detectron.smear import (
     rgb2hed,
     stain_shift,
 )
+from bmc_detectron.smear.ranges import colour_reasons, scale_reason
 from bmc_detectron.smear.ruler import rescaled
 from bmc_detectron.smear.stain import lab_stats
 from bmc_detectron.tools import estimate_scale
@@ -172,16 +172,22 @@ def test_boxes_rescaled_and_mapped_back_within_a_pixel():
         assert abs(t.new_h / 64 / factor - 1) < 0.05
 
 
-def test_ood_check_flags_off_scale_and_stain_shifted_fields():
+def test_training_ranges_flag_off_scale_and_stain_shifted_fields():
     train = [_smear(s) for s in range(8)]
-    profile = TrainingProfile.from_images(train)
-    assert check_field(_smear(9), profile).ok
-    big = rescaled(_smear(9), 2.0)[0]
-    reasons = check_field(big, profile).reasons
-    assert any("red-cell diameter" in r for r in reasons)
-    shifted = stain_shift(_smear(9), 1.0, 0.35, 1.0, -0.1)
-    assert any("outside the training range" in r for r in check_field(shifted, profile).reasons)
-    assert TrainingProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+    stats = [lab_stats(im) for im in train]
+    diameters = [estimate_rbc_diameter(im).median_px for im in train]
+    ranges = TrainingRanges.from_stats([m for m, _ in stats], [s for _, s in stats], diameters)
+    field = _smear(9)
+    assert colour_reasons(*lab_stats(field), ranges) == []
+    assert scale_reason(estimate_rbc_diameter(field).median_px, ranges) is None
+    big = rescaled(field, 2.0)[0]
+    assert "red-cell diameter" in scale_reason(estimate_rbc_diameter(big).median_px, ranges)
+    shifted = stain_shift(field, 1.0, 0.35, 1.0, -0.1)
+    assert any(
+        "outside the training range" in r for r in colour_reasons(*lab_stats(shifted), ranges)
+    )
+    assert "no red cells" in scale_reason(float("nan"), ranges)
+    assert TrainingRanges.from_dict(json.loads(json.dumps(ranges.to_dict()))) == ranges
 
 
 def test_estimate_scale_command(tmp_path, capsys):

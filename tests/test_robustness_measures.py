@@ -13,7 +13,10 @@ from detectron2.data import transforms as T
 
 from bmc_detectron.config import get_bmc_cfg
 from bmc_detectron.data.synthetic import generate_image
-from bmc_detectron.smear.profile import profile_from_records
+from bmc_detectron.pipeline import CellCounter, Detections
+from bmc_detectron.pipeline.field_checks import measure_field
+from bmc_detectron.pipeline.scale_plan import plan_scale
+from bmc_detectron.smear.profile import TrainingProfile, profile_from_records
 from bmc_detectron.smear.ruler import rescaled
 from bmc_detectron.smear.stain import lab_stats, stain_shift
 from studies.robustness.measures import (
@@ -81,7 +84,7 @@ def test_auto_scale_per_case_uses_the_median_of_the_case(smears):
     records, copies, profile = smears
     measures = Measures(True, None, profile, "p", per_case=True)
     assert measures.variant("m") == "m + auto-scale per case"
-    relative, entries = case_ruler([r["file_name"] for r in copies], measures.model_scale())
+    relative, entries = case_ruler([r["file_name"] for r in copies], measures.ruler())
     assert len(entries) == 2 and abs(relative / 2 - 1) < 0.15
     plain = T.ResizeShortestEdge(128, 1000, "choice")
     cfg = _cfg()
@@ -92,6 +95,36 @@ def test_auto_scale_per_case_uses_the_median_of_the_case(smears):
     # no estimate for the case: the model's usual test resize
     blind = MeasuredMapper(cfg, measures.augmentations(cfg, plain, float("nan")))
     assert blind(dict(copies[0]))["image"].shape[1] == 128
+
+
+class RedCellBoxes:
+    """Eight 24 px red cells (class 1) inside any field."""
+
+    class_names = ["WBC", "RBC"]
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        boxes = [[10 + 30 * k, 10, 34 + 30 * k, 34] for k in range(8)]
+        return Detections(boxes, [0.9] * 8, [1] * 8)
+
+
+def test_the_sweeps_ruler_reads_a_field_as_the_count_does(smears):
+    records, copies, profile = smears
+    with_boxes = TrainingProfile.from_dict({**profile.to_dict(), "rbc_box_diameter_px": 16.0})
+    measures = Measures(True, None, with_boxes, "p", per_case=True)
+    image = cv2.imread(copies[0]["file_name"])
+    for counter in (None, CellCounter(RedCellBoxes(), tile_size=0)):
+        ruler = measures.ruler(counter)
+        survey = measure_field(image, "0", "k", counter, ruler.setup)
+        plan = plan_scale(ruler.setup, {"f": survey}, RedCellBoxes())
+        assert ruler.measure(image) == {"rbc_px": survey.rbc_px, "relative": plan.relative["f"]}
+    # with the detector's red cells the ruler reads their boxes: 24 px over the training 16 px
+    assert ruler.measure(image)["relative"] == 1.5
+    relative, entries = case_ruler([r["file_name"] for r in copies], ruler)
+    assert relative == 1.5 and [e["relative"] for e in entries] == [1.5, 1.5]
+    cfg = _cfg()
+    plain = T.ResizeShortestEdge(128, 1000, "choice")
+    mapper = MeasuredMapper(cfg, measures.augmentations(cfg, plain, None, ruler.counter))
+    assert mapper(dict(copies[0]))["ruler"]["relative"] == 1.5
 
 
 def test_reinhard_mapper_output_is_uint8_and_near_the_target(tmp_path, smears):

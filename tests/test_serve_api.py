@@ -32,8 +32,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from bmc_detectron.data.classes import MARROW_ABBRS  # noqa: E402
 from bmc_detectron.pipeline.report import cells_csv  # noqa: E402
-from bmc_detectron.pipeline.stats import Lineage, differential  # noqa: E402
 from bmc_detectron.serve import ServeSettings, create_app  # noqa: E402
+from bmc_detectron.structures.differential import Lineage, differential  # noqa: E402
 
 HOSTS = ("testserver",)
 

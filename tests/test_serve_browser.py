@@ -2,7 +2,7 @@
 
 The app runs with uvicorn in a thread on a free 127.0.0.1 port, on the tiny random counter of
 ``serve_helpers``. The tests upload synthetic smears (always) and BCCD JPEGs (when the shared
-data is there) and check what a person sees against the API and ``pipeline.stats``: as many
+data is there) and check what a person sees against the API and ``structures.differential``: as many
 boxes as the API has cells above the slider, the table's numbers, the slider and class switches,
 an error message for a non-image, keyboard use, both screen sizes, the pixel size entry (off
 without the model's scale, checked before any request, sent as ``microns_per_pixel``), the scale
@@ -25,7 +25,7 @@ import pytest
 from serve_helpers import encode, running_server, smear, tiny_counter, visible_cells
 
 from bmc_detectron.data.classes import MARROW_ABBRS
-from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.structures.differential import Lineage, differential
 from dev.web_screenshot import (
     browser_paths,
     chrome,
@@ -83,8 +83,7 @@ def scaled_server(tmp_path_factory):
     of ``smears`` (0.2 µm per pixel): unscaled fields are flagged, at 0.4 µm per pixel not."""
     from pipeline_helpers import write_profile
 
-    from bmc_detectron.pipeline.scale import ModelScale
-    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     folder = tmp_path_factory.mktemp("profile")
@@ -130,7 +129,7 @@ def select_field(driver, index: int) -> None:
 
 
 def assert_table_matches(driver, cells: List[Dict], excluded: Sequence[str] = ()) -> dict:
-    """The page's table against pipeline.stats.differential of the same visible cells."""
+    """The page's table against structures.differential.differential of the same visible cells."""
     want = differential(
         [c["label"] for c in cells], [c["prob"] < 0.5 for c in cells], MARROW_ABBRS, Lineage()
     )
@@ -396,8 +395,7 @@ def test_flagged_field_shows_its_warning(scaled_server, browser, smears, tmp_pat
 
 def test_scale_warnings_are_shown(browser, smears):
     """A scale from the config only (no training profile): the API warns, the page shows it."""
-    from bmc_detectron.pipeline.scale import ModelScale
-    from bmc_detectron.pipeline.survey import ScaleSetup
+    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     setup = ScaleSetup(model=ModelScale(microns_per_pixel=0.2, source="config"))

@@ -65,6 +65,25 @@ def test_bind_address_and_hosts(no_env):
     assert settings.lineage.myeloid == ("Promy", "Myelo")
 
 
+def test_score_threshold_and_floor(tmp_path, no_env):
+    """Cells are counted from --score-threshold (where the page's slider starts); detections
+    are kept from --score-floor (the slider's lowest), which is the counter's threshold."""
+    args = tool.build_parser().parse_args([])
+    assert (args.score_threshold, args.score_floor) == (0.5, 0.1)
+    assert tool.build_settings(args).default_threshold == 0.5
+    argv = ["--score-threshold", "0.05", "--score-floor", "0.2", "--backend", "torch"]
+    files = {}
+    for name in tool.PATHS:
+        files[name] = tmp_path / name
+        files[name].write_text("")
+        argv += ["--" + name.replace("_", "-"), str(files[name])]
+    args = tool.build_parser().parse_args(argv)
+    assert tool.build_settings(args).default_threshold == 0.2  # never below what is kept
+    spec = tool.counter_spec(args)
+    assert (spec.backend, spec.score_threshold) == ("torch", 0.2)
+    assert spec.detector_weights == str(files["detector_weights"]) and spec.detector_onnx is None
+
+
 @pytest.fixture(scope="module")
 def onnx_models(tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
@@ -90,7 +109,7 @@ def test_onnx_backend_serves_the_page_and_api(onnx_models, no_env, monkeypatch):
     monkeypatch.setenv("BMC_DETECTOR_ONNX", str(onnx_models / "detector.onnx"))
     argv = ["--classifier-onnx", str(onnx_models / "classifier.onnx"), "--threads", "1"]
     args = tool.build_parser().parse_args(argv)
-    counter = tool.build_counter(args)
+    counter = tool.build_counter(tool.counter_spec(args))
     settings = ServeSettings(allowed_hosts=("testserver",))
     app = create_app(counter, {"files": tool.model_files(args)}, settings)
     with TestClient(app) as client:

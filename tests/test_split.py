@@ -9,7 +9,8 @@ from PIL import Image
 
 from bmc_detectron.data.classes import coco_categories
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
-from bmc_detectron.data.split import class_distribution, format_table, main, parse_ratio, split_coco
+from bmc_detectron.data.split import class_distribution, format_table, parse_ratio, split_coco
+from bmc_detectron.tools.split import main
 
 
 def _toy_coco() -> dict:

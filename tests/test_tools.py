@@ -18,6 +18,7 @@ from bmc_detectron.data.datasets import register_coco_dataset, unregister_datase
 from bmc_detectron.data.synthetic import generate_dataset
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY
 from studies.ablation import ablation
+from studies.ablation.runs import metrics_path
 from studies.assignment import assign_bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_ablation_in_process_failure_and_resume(tmp_path, dataset, capsys):
     assert "torch" in text and "ablation --configs" in text
     assert f"- reference: `{REFERENCE}`" in text
 
-    metrics = ablation.metrics_path({"run_dir": str(run_dir), "test_dataset": dataset})
+    metrics = metrics_path({"run_dir": str(run_dir), "test_dataset": dataset})
     mtime = metrics.stat().st_mtime_ns
     capsys.readouterr()
     assert ablation.main(argv) == 1

@@ -12,8 +12,8 @@ from helpers import CONFIGS
 from pipeline_helpers import smear_bgr, write_profile
 
 from bmc_detectron.config import build_cfg
-from bmc_detectron.pipeline.scale import locate_profile
-from bmc_detectron.smear import PROFILE_FILE, DataProfile
+from bmc_detectron.pipeline.scale_plan import locate_profile
+from bmc_detectron.smear import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.profile import box_diameters, red_cell_class, sample_indices
 from bmc_detectron.tools import estimate_scale
 
@@ -21,16 +21,16 @@ DET_CONFIG = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
 
 
 @pytest.fixture(scope="module")
-def profile(tmp_path_factory) -> DataProfile:
+def profile(tmp_path_factory) -> TrainingProfile:
     folder = tmp_path_factory.mktemp("profile")
     write_profile(folder)
-    return DataProfile.load(folder / PROFILE_FILE)
+    return TrainingProfile.load(folder / PROFILE_FILE)
 
 
 def test_profile_round_trip_and_dataset_statistics(tmp_path, profile):
-    again = DataProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    again = TrainingProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
     again.save(tmp_path / PROFILE_FILE)
-    for p in (again, DataProfile.load(tmp_path / PROFILE_FILE)):
+    for p in (again, TrainingProfile.load(tmp_path / PROFILE_FILE)):
         assert p.to_dict()["ood"] == profile.to_dict()["ood"] and p.image_size == (256, 256)
         assert p.microns_per_pixel == 0.2 and p.reinhard == profile.reinhard
     assert 28 < profile.rbc_diameter_px < 40  # synthetic red cells are 14-18 px at scale 1
@@ -40,7 +40,7 @@ def test_profile_round_trip_and_dataset_statistics(tmp_path, profile):
     np.testing.assert_allclose(box_diameters(boxes, 64, 64), [22, 20])
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="bad.json"):
-        DataProfile.load(tmp_path / "bad.json")
+        TrainingProfile.load(tmp_path / "bad.json")
 
 
 def test_profile_command_and_red_cell_boxes(tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_profile_command_and_red_cell_boxes(tmp_path, capsys):
         assert estimate_scale.main([*argv, "--microns-per-pixel", "0.25"]) == 0
     finally:
         unregister_dataset("scale_profile_tiny")
-    profile = DataProfile.load(out)
+    profile = TrainingProfile.load(out)
     assert profile.rbc_box_diameter_px == 16.0 and profile.rbc_class == "RBC"
     assert profile.microns_per_pixel == 0.25 and profile.source["images_measured"] == 3
     assert "3 of 3 images" in capsys.readouterr().out
@@ -91,7 +91,7 @@ def test_trainer_writes_the_profile_beside_the_weights(tmp_path):
     finally:
         unregister_dataset("scale_train_tiny")
     assert path == tmp_path / "out" / PROFILE_FILE and off is None
-    profile = DataProfile.load(path)
+    profile = TrainingProfile.load(path)
     assert profile.microns_per_pixel == 0.3 and profile.image_size == (96, 96)
 
 

@@ -39,7 +39,6 @@ from bmc_detectron.utils.io import atomic_write_bytes, file_sha256
 
 # BGR gains of the stain-jittered view: a little more blue/eosin, less green.
 STAIN_GAINS = (1.08, 0.92, 1.05)
-_BASE_KEYS = ("boxes", "scores", "classes", "class_scores", "feature", "size")
 
 
 def flip_view(image: np.ndarray) -> np.ndarray:

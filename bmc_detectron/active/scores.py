@@ -25,9 +25,12 @@ scores 1. A box's value is averaged over the views.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
+
+from bmc_detectron.structures.boxes import box_iou
+from bmc_detectron.structures.matching import greedy_match
 
 STRATEGIES = ("random", "least_confidence", "margin", "entropy", "consistency")
 AGGREGATES = ("max", "mean", "sum")
@@ -81,37 +84,6 @@ def aggregate(values: np.ndarray, how: str = "max") -> float:
     if not len(values):
         return 0.0
     return float({"max": np.max, "mean": np.mean, "sum": np.sum}[how](values))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of XYXY boxes ``a`` (N, 4) and ``b`` (M, 4)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, _EPS), 0.0)
-
-
-def greedy_match(iou: np.ndarray, min_iou: float = 0.3) -> List[Tuple[int, int]]:
-    """Pairs (i, j), highest IoU first, each row and column used once, IoU >= ``min_iou``."""
-    pairs: List[Tuple[int, int]] = []
-    if iou.size == 0:
-        return pairs
-    order = np.argsort(-iou, axis=None, kind="stable")
-    used_i, used_j = set(), set()
-    for flat in order:
-        i, j = np.unravel_index(flat, iou.shape)
-        if iou[i, j] < min_iou:
-            break
-        if i not in used_i and j not in used_j:
-            pairs.append((int(i), int(j)))
-            used_i.add(i)
-            used_j.add(j)
-    return pairs
 
 
 def view_disagreement(

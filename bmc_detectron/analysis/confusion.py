@@ -19,21 +19,8 @@ from matplotlib.figure import Figure
 from bmc_detectron.analysis.tide import ImageDetections
 from bmc_detectron.reporting.plots import new_figure
 from bmc_detectron.structures.boxes import as_boxes, box_iou
+from bmc_detectron.structures.matching import greedy_match
 from bmc_detectron.utils.io import PathLike, atomic_write_text
-
-
-def greedy_pairs(iou: np.ndarray, threshold: float) -> np.ndarray:
-    """(N, 2) (row, column) pairs of an IoU matrix taken greedily by decreasing IoU, each row
-    and column once, IoU >= ``threshold``; ties go to the lower (row, column)."""
-    rows, cols = np.nonzero(iou >= threshold)
-    order = np.lexsort((cols, rows, -iou[rows, cols]))
-    used_r, used_c, out = set(), set(), []
-    for r, c in zip(rows[order], cols[order]):
-        if r not in used_r and c not in used_c:
-            used_r.add(r)
-            used_c.add(c)
-            out.append((r, c))
-    return np.asarray(out, np.int64).reshape(-1, 2)
 
 
 def confusion_matrix(
@@ -51,7 +38,7 @@ def confusion_matrix(
         pred_boxes = as_boxes(im.pred_boxes)[keep]
         pred_cls = np.asarray(im.pred_classes, np.int64)[keep]
         gt_cls = np.asarray(im.gt_classes, np.int64)
-        pairs = greedy_pairs(box_iou(as_boxes(im.gt_boxes), pred_boxes), iou_threshold)
+        pairs = greedy_match(box_iou(as_boxes(im.gt_boxes), pred_boxes), iou_threshold)
         np.add.at(m, (gt_cls[pairs[:, 0]], pred_cls[pairs[:, 1]]), 1)
         missed = np.setdiff1d(np.arange(len(gt_cls)), pairs[:, 0])
         np.add.at(m, (gt_cls[missed], k), 1)

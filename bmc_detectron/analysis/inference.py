@@ -1,45 +1,26 @@
-"""Model and data plumbing of the analyses: build a model with (or without) weights, turn
-dataset records into model inputs with their gts, and run a model over a registered dataset.
+"""Data plumbing of the analyses: turn dataset records into model inputs with their gts, and run
+a model (:func:`bmc_detectron.engine.loading.load_model`) over a registered dataset.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from bmc_detectron.analysis.tide import ImageDetections
 from bmc_detectron.data.datasets import prepare_dataset
-from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.engine.trainer import BMCTrainer, load_checked_dicts
 
 logger = logging.getLogger(__name__)
-
-
-def load_model(cfg: CfgNode, weights: Optional[str] = None) -> torch.nn.Module:
-    """The model of ``cfg`` in eval mode, built as the trainer builds it (detectron2's
-    ``build_model``, then the ``BMC.PRECISION`` options) but without printing it, with
-    ``weights`` (or ``cfg.MODEL.WEIGHTS``) loaded; random initial weights when neither is given.
-
-    The model gets an attribute ``bmc_weights``: the file loaded, or "" for an untrained model.
-    """
-    model = apply_precision(build_model(cfg), cfg)
-    path = weights if weights is not None else cfg.MODEL.WEIGHTS
-    if path:
-        DetectionCheckpointer(model).load(path)
-    model.eval()
-    model.bmc_weights = path or ""
-    return model
 
 
 def dataset_records(cfg: CfgNode, name: str) -> List[dict]:

@@ -34,146 +34,24 @@ config), and ``--full NAME`` states whether NAME is within ``--max-ratio`` of it
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Sequence
 
-import torch
-from detectron2.config import CfgNode
 from detectron2.utils.logger import setup_logger
 
-from bmc_detectron.bench.inputs import (
-    default_input_size,
-    image_records,
-    latency_inputs,
-    random_batch,
-    random_image_folder,
+from bmc_detectron.bench.cost import CostSettings, cost_record, write_cost_record
+from bmc_detectron.bench.inputs import TimingInputs
+from bmc_detectron.bench.measure import torch_threads
+from bmc_detectron.bench.side_by_side import (
+    load_configs,
+    side_by_side_latency,
+    write_side_by_side,
 )
-from bmc_detectron.bench.measure import (
-    Subject,
-    build_subject,
-    evaluate_coco,
-    measure_latency,
-    measure_throughput,
-    measure_training,
-    precision_name,
-    torch_threads,
-)
-from bmc_detectron.bench.memory import PeakMemory
-from bmc_detectron.bench.model_cost import count_gflops, count_parameters
-from bmc_detectron.bench.report import (
-    BENCHMARK_HEADERS,
-    add_ratios,
-    benchmark_row,
-    describe,
-    latency_markdown,
-)
-from bmc_detectron.config import ConfigError, build_cfg
-from bmc_detectron.reporting.provenance import machine_info, shell_join
-from bmc_detectron.reporting.tables import append_markdown_row
-from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
-from studies.ablation.runs import run_names
+from bmc_detectron.config import ConfigError
+from bmc_detectron.reporting.provenance import shell_join
 
 COMMAND = "python -m bmc_detectron.analysis_tools.benchmark "
-
-
-def _header(subject: Subject, args: argparse.Namespace, size: Tuple[int, int]) -> Dict:
-    cfg = subject.cfg
-    return {
-        "name": subject.name,
-        "config_file": args.configs[0],
-        "overrides": list(args.opts),
-        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "backbone": cfg.MODEL.BACKBONE.NAME,
-        "weights": cfg.MODEL.WEIGHTS or None,
-        "device": str(subject.model.device),
-        "amp": bool(cfg.SOLVER.AMP.ENABLED) and subject.model.device.type == "cuda",
-        "precision": precision_name(cfg),
-        "input_size": list(size),
-        "machine": machine_info(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": COMMAND + shell_join(args.argv),
-    }
-
-
-def _training(cfg: CfgNode, size: Tuple[int, int], iters: int, num_gts: int) -> Dict[str, object]:
-    model = build_subject(cfg, "train").model
-    n, k = cfg.SOLVER.IMS_PER_BATCH, cfg.MODEL.RETINANET.NUM_CLASSES
-    batch = random_batch(n, *size, num_gts, k, seed=cfg.SEED)
-    with PeakMemory(model.device) as mem:
-        rec = measure_training(model, cfg, batch, iters)
-    return {**rec, "gts_per_image": num_gts, "memory": mem.as_dict()}
-
-
-def cost_record(name: str, cfg: CfgNode, args: argparse.Namespace) -> Dict[str, object]:
-    """Every single-config measurement of the module docstring; returns the JSON record."""
-    size = tuple(args.input_size) if args.input_size else default_input_size(cfg)
-    subject = build_subject(cfg, args.name or name, describe(args.configs[0]))
-    model = subject.model
-    rec = {**_header(subject, args, size), **count_parameters(model)}
-    rec["flops"] = count_gflops(model, size)
-    with tempfile.TemporaryDirectory() as tmp:
-        records = image_records(args.images, args.dataset)[: args.num_images]
-        if not records:
-            records = random_image_folder(Path(tmp), args.num_images, size)
-        inputs = latency_inputs(records, args.num_images, size, cfg.INPUT.FORMAT)
-        with PeakMemory(model.device) as mem:
-            lat = measure_latency([subject], inputs, args.rounds, args.warmup)[subject.name]
-        source = args.images or args.dataset or "random"
-        rec["latency"] = {**lat, "warmup": args.warmup, "memory": mem.as_dict(), "source": source}
-        if args.batch_size > 0:
-            rec["throughput"] = measure_throughput(subject, records, size, args.batch_size)
-    if args.iters > 0:
-        rec["train"] = _training(cfg, size, args.iters, args.train_gts)
-    rec["coco"] = None
-    if cfg.MODEL.WEIGHTS and args.dataset:
-        rec["coco"] = evaluate_coco(cfg, model, args.dataset, Path(args.output) / subject.name)
-    return rec
-
-
-def compare(entries: List[Tuple[str, str, CfgNode]], args: argparse.Namespace) -> Dict:
-    """Interleaved side-by-side latency of several configs; returns the JSON record."""
-    subjects = []
-    for name, config_file, cfg in entries:
-        torch.manual_seed(0)
-        subjects.append(build_subject(cfg, name, describe(config_file)))
-    cfg0 = entries[0][2]
-    size = tuple(args.input_size) if args.input_size else default_input_size(cfg0)
-    records = image_records(args.images, args.dataset)
-    inputs = latency_inputs(records, args.num_images, size, cfg0.INPUT.FORMAT)
-    t0 = time.perf_counter()
-    lat = measure_latency(subjects, inputs, args.rounds, args.warmup, stages=True)
-    models = []
-    for s in subjects:
-        rec = {"name": s.name, "description": s.description, "precision": precision_name(s.cfg)}
-        rec.update(lat[s.name], **count_parameters(s.model))
-        rec["gflops"] = count_gflops(s.model, size)["gflops"]
-        models.append(rec)
-    reference = args.reference or subjects[0].name
-    add_ratios(models, reference)
-    machine = machine_info()
-    header = (
-        f"Batch 1, input {size[0]}x{size[1]} ({args.images or args.dataset or 'random images'}),"
-        f" {args.rounds} interleaved rounds x {args.num_images} images per model after"
-        f" {args.warmup} warm-up calls; device {subjects[0].model.device}, {machine['cpu']},"
-        f" {torch.get_num_threads()} torch threads, 1-min load average {machine['load_avg_1m']}."
-    )
-    return {
-        "models": models,
-        "reference": reference,
-        "input_size": list(size),
-        "rounds": args.rounds,
-        "num_images": args.num_images,
-        "threads": torch.get_num_threads(),
-        "machine": machine,
-        "wall_s": time.perf_counter() - t0,
-        "markdown": latency_markdown(models, reference, args.full, args.max_ratio, header),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": COMMAND + shell_join(args.argv),
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -211,38 +89,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _write(out: Path, rec: Dict[str, object], single: bool) -> None:
-    if single:
-        write_json_atomic(rec, out / f"benchmark_{rec['name']}.json", indent=2)
-        row = benchmark_row(rec)
-        append_markdown_row(out / "benchmark.md", BENCHMARK_HEADERS, row)
-        print(row)
-        print(f"[benchmark] {out / ('benchmark_' + rec['name'] + '.json')}, {out / 'benchmark.md'}")
-    else:
-        write_json_atomic(rec, out / "latency.json", indent=2)
-        title = "## Inference latency, side by side\n\n"
-        atomic_write_text(out / "latency.md", title + rec["markdown"])
-        print(rec["markdown"])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for a config that does not load)."""
     args = parse_args(argv)
     setup_logger(name="bmc_detectron")
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     try:
-        entries = [(n, c, build_cfg(c, opts)) for n, c in run_names(args.configs)]
+        entries = load_configs(args.configs, opts)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    single = len(entries) == 1
+    out, command = Path(args.output), COMMAND + shell_join(args.argv)
+    timing = TimingInputs(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        images=args.images,
+        dataset=args.dataset,
+        num_images=args.num_images,
+        rounds=args.rounds,
+        warmup=args.warmup,
+    )
     with torch_threads(args.threads):
-        if single:
+        if len(entries) == 1:
             name, _, cfg = entries[0]
-            rec = cost_record(name, cfg, args)
+            settings = CostSettings(args.batch_size, args.iters, args.train_gts, args.output)
+            rec = cost_record(
+                args.name or name,
+                args.configs[0],
+                cfg,
+                timing,
+                settings,
+                overrides=args.opts,
+                command=command,
+            )
         else:
-            rec = compare(entries, args)
-    _write(Path(args.output), rec, single)
+            rec = side_by_side_latency(
+                entries,
+                timing,
+                reference=args.reference,
+                full=args.full,
+                max_ratio=args.max_ratio,
+                command=command,
+            )
+    if len(entries) == 1:
+        print(write_cost_record(out, rec))
+        print(f"[benchmark] {out / ('benchmark_' + rec['name'] + '.json')}, {out / 'benchmark.md'}")
+    else:
+        write_side_by_side(out, rec)
+        print(rec["markdown"])
     return 0
 
 

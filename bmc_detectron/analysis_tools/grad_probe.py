@@ -38,16 +38,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def probe(cfg, weights: str, batches: int) -> Dict[str, object]:
     """Summary of ``batches`` training batches at ``weights``."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
     from detectron2.utils.env import seed_all_rng
 
     from bmc_detectron.engine import BMCTrainer
+    from bmc_detectron.engine.loading import load_model
 
     seed_all_rng(cfg.SEED)
-    model = build_model(cfg)  # float32 whatever the config's precision: clean gradients
-    DetectionCheckpointer(model).load(weights)
-    model.train()
+    # float32 whatever the config's precision: clean gradients
+    model = load_model(cfg, weights, precision=False).train()
     clip = cfg.SOLVER.CLIP_GRADIENTS
     clip_value = float(clip.CLIP_VALUE) if clip.ENABLED and clip.CLIP_TYPE == "norm" else None
     loader = BMCTrainer.build_train_loader(cfg)

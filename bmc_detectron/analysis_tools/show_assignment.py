@@ -50,12 +50,12 @@ from bmc_detectron.analysis.band_cell import draw_band_cell, positive_pixel_kind
 from bmc_detectron.analysis.inference import (
     class_names,
     dataset_records,
-    load_model,
     record_input,
     select_records,
 )
 from bmc_detectron.analysis.report import assignment_markdown
 from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.modeling.assigners import BaseAssigner
 from bmc_detectron.reporting.plots import save_figure
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -24,6 +25,30 @@ RECORD_KEYS = ("file_name", "image_id", "height", "width")
 def default_input_size(cfg: CfgNode) -> Tuple[int, int]:
     """(MIN_SIZE_TEST, MAX_SIZE_TEST): the test size of a landscape image."""
     return int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)
+
+
+@dataclass(frozen=True)
+class TimingInputs:
+    """The images a latency measurement runs on and how often: ``num_images`` images (per model
+    and round) of ``input_size`` (H, W; None: the config's test size) from the folder ``images``
+    or else the registered ``dataset`` (neither: random images), ``rounds`` interleaved rounds
+    after ``warmup`` untimed calls per model."""
+
+    input_size: Tuple[int, int] | None = None
+    images: str | None = None
+    dataset: str | None = None
+    num_images: int = 10
+    rounds: int = 6
+    warmup: int = 3
+
+    def size(self, cfg: CfgNode) -> Tuple[int, int]:
+        """``input_size``, else ``cfg``'s test size (:func:`default_input_size`)."""
+        return tuple(self.input_size) if self.input_size else default_input_size(cfg)
+
+    @property
+    def source(self) -> str | None:
+        """The image folder, else the dataset (None: random images)."""
+        return self.images or self.dataset
 
 
 def image_records(images: str | None, dataset: str | None) -> List[dict]:

@@ -20,14 +20,14 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.data.transforms import Resize
-from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
 from bmc_detectron.bench.inputs import latency_inputs
 from bmc_detectron.data.datasets import prepare_dataset
 from bmc_detectron.engine import BMCTrainer
-from bmc_detectron.engine.precision import apply_precision, cpu_bf16_enabled
+from bmc_detectron.engine.loading import load_model
+from bmc_detectron.engine.precision import cpu_bf16_enabled
 from bmc_detectron.reporting.timing import interleaved_latency, summarize_ms
 
 STAGES = ("backbone", "head")
@@ -171,11 +171,7 @@ def precision_name(cfg: CfgNode) -> str:
 
 def build_subject(cfg: CfgNode, name: str, description: str = "") -> Subject:
     """The config's model with its ``BMC.PRECISION`` applied and ``MODEL.WEIGHTS`` loaded."""
-    model = apply_precision(build_model(cfg), cfg)
-    if cfg.MODEL.WEIGHTS:
-        from detectron2.checkpoint import DetectionCheckpointer
-
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = load_model(cfg).train()  # in training mode, as built: it is timed training too
     return Subject(name, model, cfg, description)
 
 

@@ -1,7 +1,15 @@
-"""The 11 nucleated bone-marrow cell classes, in the project's fixed order.
+"""The cell classes the project knows, in the project's fixed order.
+
+* :data:`MARROW_CLASSES`: the 11 trainable nucleated bone-marrow classes (ids 0-10). This is what
+  the outputs of an 11-class model mean; every model trained today has these 11 outputs.
+* :data:`BASO`: the basophil, a 12th class of the PBC cell classifier (id 11; rare in marrow).
+* :data:`OTHER`: a nucleated cell that fits none of them (smudged, broken, a rare type). It is
+  known (named, coloured on the page and in reports) but no model has an output for it yet.
+* :data:`KNOWN_CLASSES`: all of them, ids public: the marrow classes, Baso (id 11), Other (id 12).
 
 The order, abbreviations and display colours are part of the public interface: category ids in
-every COCO json this project writes are ``index + 1`` in :data:`MARROW_CLASSES`.
+every COCO json this project writes are ``index + 1`` in :data:`MARROW_CLASSES`. New classes are
+appended to :data:`KNOWN_CLASSES`, never inserted.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ class CellClass(NamedTuple):
     color: Tuple[int, int, int]  # RGB display colour for the Visualizer
 
 
+#: the 11 trainable marrow classes: what a model's 11 outputs mean
 MARROW_CLASSES: List[CellClass] = [
     CellClass("Prim", "blast / primitive cell", (230, 25, 75)),
     CellClass("Lym", "lymphocyte", (60, 180, 75)),
@@ -33,9 +42,21 @@ MARROW_ABBRS: List[str] = [c.abbr for c in MARROW_CLASSES]
 MARROW_NAMES: List[str] = [c.name for c in MARROW_CLASSES]
 MARROW_COLORS: List[Tuple[int, int, int]] = [c.color for c in MARROW_CLASSES]
 
+#: the basophil: the PBC classifier's 12th output (id 11), after the marrow classes
+BASO = CellClass("Baso", "basophil", (60, 60, 170))
+
+#: a nucleated cell that fits none of the marrow classes (known, not trained)
+OTHER = CellClass("Other", "other / not classifiable", (128, 128, 0))
+
+#: every class the project knows, by public id: the 11 marrow classes, Baso (11), Other (12)
+KNOWN_CLASSES: List[CellClass] = [*MARROW_CLASSES, BASO, OTHER]
+KNOWN_ABBRS: List[str] = [c.abbr for c in KNOWN_CLASSES]
+KNOWN_NAMES: List[str] = [c.name for c in KNOWN_CLASSES]
+KNOWN_COLORS: List[Tuple[int, int, int]] = [c.color for c in KNOWN_CLASSES]
+
 
 def marrow_metadata() -> Dict[str, object]:
-    """Metadata for ``MetadataCatalog.get(name).set(**marrow_metadata())``."""
+    """The 11 marrow classes as ``MetadataCatalog.get(name).set(**marrow_metadata())`` wants."""
     return {
         "thing_classes": list(MARROW_ABBRS),
         "thing_colors": list(MARROW_COLORS),

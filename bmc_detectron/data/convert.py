@@ -1,11 +1,8 @@
 """Convert Pascal VOC XML, YOLO txt and LabelMe json annotations to COCO json.
 
 Library: :func:`voc_to_coco`, :func:`yolo_to_coco`, :func:`labelme_to_coco` (each returns a COCO
-dict) and :func:`write_json_atomic`. Command line (``--images`` optional for labelme; ``--classes``
-required for yolo, in class-id order)::
-
-    python -m bmc_detectron.data.convert {voc,yolo,labelme} --images DIR --annotations DIR \
-        --out FILE.json [--classes A,B,...] [--image-list FILE]
+dict) and :func:`write_json_atomic`. Command line: ``bmc convert``
+(:mod:`bmc_detectron.tools.convert`).
 
 Category ids are ``1..K`` in ``classes`` order (given, else the sorted names found); ``bbox`` is
 ``[x, y, w, h]`` in float pixels; ``file_name`` is relative to the image folder (the image root
@@ -18,17 +15,15 @@ coordinates, notes, images left empty) and ``counts`` (``images``, ``annotations
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from bmc_detectron.data.checks import DefectReport, clean_box, inspect_image
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
+from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_NAMES
 from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -124,8 +119,8 @@ def _categories(names: List[str]) -> List[Dict]:
     cats = []
     for i, name in enumerate(names):
         cat = {"id": i + 1, "name": name, "supercategory": "cell"}
-        if name in MARROW_ABBRS:
-            cat["full_name"] = MARROW_NAMES[MARROW_ABBRS.index(name)]
+        if name in KNOWN_ABBRS:
+            cat["full_name"] = KNOWN_NAMES[KNOWN_ABBRS.index(name)]
         cats.append(cat)
     return cats
 
@@ -358,49 +353,3 @@ def labelme_to_coco(
     images = [_parse_labelme(f, json_dir, img_dir, report) for f in files]
     root = img_dir if img_dir is not None else json_dir
     return _build_coco(images, classes, "labelme", json_dir, root, report)
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bmc_detectron.data.convert",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("format", choices=["voc", "yolo", "labelme"])
-    p.add_argument("--images", help="image folder (optional for labelme)")
-    p.add_argument("--annotations", required=True, help="folder of XML / txt / json files")
-    p.add_argument("--out", required=True, help="output COCO json file")
-    p.add_argument("--classes", help="comma-separated class names (required for yolo)")
-    p.add_argument("--image-list", help="convert only these image ids (file stems, one a line)")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 on bad input, with the message)."""
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-        ids = read_image_list(args.image_list) if args.image_list else None
-        if args.format != "labelme" and not args.images:
-            raise ValueError(f"{args.format}: --images is required")
-        if args.format == "voc":
-            coco = voc_to_coco(args.annotations, args.images, classes, ids)
-        elif args.format == "yolo":
-            if not classes:
-                raise ValueError("yolo: --classes is required")
-            coco = yolo_to_coco(args.images, args.annotations, classes, ids)
-        else:
-            coco = labelme_to_coco(args.annotations, args.images, classes, ids)
-        write_json_atomic(coco, args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    counts = coco["info"]["report"]["counts"]
-    print(f"wrote {args.out}: {counts['images']} images, {counts['annotations']} boxes", end=" ")
-    print(f"{counts['per_class']}, {counts['dropped']} dropped, {counts['clipped']} clipped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

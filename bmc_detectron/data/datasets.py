@@ -11,7 +11,7 @@
   (marrow class ids, :mod:`bmc_detectron.data.pbc`) and ``bmc_synth_{train,test}``.
   BCCD and PBC are converted from the read-only shared data on first load and cached under
   ``datasets_root()/{bccd,pbc_wbc,pbc_marrow}/annotations/<split>.json``; the synthetic data must be
-  generated first (``python -m bmc_detectron.data.synthetic --out datasets/bmc_synth``).
+  generated first (``python -m bmc_detectron.tools.synthetic --output datasets/bmc_synth``).
 
 Nothing is read when registering: a missing json or image folder is reported (with the file
 and the fix) when the dataset is loaded. COCOEvaluator opens ``metadata.json_file`` when it is
@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Tuple, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_COLORS, marrow_metadata
+from bmc_detectron.data.classes import BASO, MARROW_COLORS, marrow_metadata
 from bmc_detectron.data.convert import read_image_list, voc_to_coco, yolo_to_coco
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
 from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
@@ -65,9 +65,9 @@ PBC_WBC_FULL_NAMES: Tuple[str, ...] = (
     "monocyte",
     "neutrophil",
 )
-# Same colour as the matching marrow class (Eosl, Red, Myelo, Lym, Mono, Lobu); basophil: navy.
+# Same colour as the matching class (Baso, Eosl, Red, Myelo, Lym, Mono, Lobu).
 PBC_WBC_COLORS: Tuple[_Color, ...] = (
-    (0, 0, 128),
+    BASO.color,
     MARROW_COLORS[10],
     MARROW_COLORS[4],
     MARROW_COLORS[6],
@@ -89,7 +89,7 @@ def synth_command() -> str:
         shown = str(out.relative_to(Path.cwd()))
     except ValueError:
         shown = str(out)
-    return f"python -m bmc_detectron.data.synthetic --out {shown}"
+    return f"python -m bmc_detectron.tools.synthetic --output {shown}"
 
 
 def _missing(name: str, path: Path, what: str) -> DatasetError:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_COLORS, MARROW_NAMES
+from bmc_detectron.data.classes import BASO, MARROW_ABBRS, MARROW_COLORS, MARROW_NAMES
 from bmc_detectron.data.convert import yolo_to_coco
 from bmc_detectron.data.paths import shared_datasets_root
 from bmc_detectron.utils.io import write_json_atomic
@@ -37,9 +37,9 @@ from bmc_detectron.utils.io import write_json_atomic
 logger = logging.getLogger(__name__)
 
 #: class names in id order: the 11 marrow classes, then basophil
-PBC_MARROW_CLASSES: Tuple[str, ...] = (*MARROW_ABBRS, "Baso")
-PBC_MARROW_FULL_NAMES: Tuple[str, ...] = (*MARROW_NAMES, "basophil")
-PBC_MARROW_COLORS: Tuple[Tuple[int, int, int], ...] = (*MARROW_COLORS, (0, 0, 128))
+PBC_MARROW_CLASSES: Tuple[str, ...] = (*MARROW_ABBRS, BASO.abbr)
+PBC_MARROW_FULL_NAMES: Tuple[str, ...] = (*MARROW_NAMES, BASO.name)
+PBC_MARROW_COLORS: Tuple[Tuple[int, int, int], ...] = (*MARROW_COLORS, BASO.color)
 #: marrow classes without a single example in the PBC data
 ABSENT_CLASSES: Tuple[str, ...] = ("Prim", "Plas")
 #: dataset split -> the shared folders it is made of

@@ -1,13 +1,6 @@
 """Seeded, class-stratified train/test split of a COCO json, and per-class statistics.
 
-Command line::
-
-    python -m bmc_detectron.data.split (--dataset NAME | --json FILE) [--ratio 4:1] [--seed 0] \
-        --out DIR
-    python -m bmc_detectron.data.split (--dataset NAME | --json FILE) --stats-only [--out DIR]
-
-writes ``DIR/train.json``, ``DIR/test.json`` (not with ``--stats-only``) and
-``DIR/class_distribution.csv`` / ``.png``, and prints the per-class table.
+Command line: ``bmc split`` (:mod:`bmc_detectron.tools.split`).
 
 The split is by image. Each image is put in the group of its *rarest* class (fewest boxes in the
 whole dataset; images without boxes form their own group); every group, in a fixed order, is
@@ -18,7 +11,6 @@ or more images gives at least one to each side). Same input and seed give the sa
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import io
@@ -26,14 +18,13 @@ import json
 import math
 import os
 import random
-import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Tuple, Union
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_NAMES
+from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_NAMES
 from bmc_detectron.reporting.plots import new_figure, save_figure
-from bmc_detectron.utils.io import atomic_write_bytes, write_json_atomic
+from bmc_detectron.utils.io import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 Row = Dict[str, Union[str, int]]
@@ -103,13 +94,13 @@ def split_coco(coco: Dict, ratio: Tuple[int, int] = (4, 1), seed: int = 0) -> Tu
 
 
 def class_names(category: Mapping) -> Tuple[str, str]:
-    """(class, abbreviation) of a COCO category: the marrow full name and short name, or the
-    category name for both outside the marrow classes."""
+    """(class, abbreviation) of a COCO category: the known class's full name and short name, or
+    the category name for both outside the known classes."""
     name = str(category["name"])
-    if name in MARROW_ABBRS:
-        return MARROW_NAMES[MARROW_ABBRS.index(name)], name
-    if name in MARROW_NAMES:
-        return name, MARROW_ABBRS[MARROW_NAMES.index(name)]
+    if name in KNOWN_ABBRS:
+        return KNOWN_NAMES[KNOWN_ABBRS.index(name)], name
+    if name in KNOWN_NAMES:
+        return name, KNOWN_ABBRS[KNOWN_NAMES.index(name)]
     return name, name
 
 
@@ -196,7 +187,8 @@ def load_dataset_coco(name: str) -> Dict:
     return convert_to_coco_dict(name)
 
 
-def _load_json(path: PathLike) -> Dict:
+def load_coco_file(path: PathLike) -> Dict:
+    """A COCO json file; DatasetError naming the file when it is missing or not COCO."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: COCO json not found")
@@ -207,52 +199,3 @@ def _load_json(path: PathLike) -> Dict:
     if not all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")):
         raise DatasetError(f"{path}: not a COCO file (needs images, annotations, categories)")
     return coco
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bmc_detectron.data.split",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="a registered dataset name, e.g. bccd_trainval")
-    src.add_argument("--json", help="a COCO json file")
-    p.add_argument("--ratio", default="4:1", help="train:test image ratio (default 4:1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (required unless --stats-only)")
-    p.add_argument("--stats-only", action="store_true", help="only print the class table")
-    args = p.parse_args(argv)
-    if not args.stats_only and not args.out:
-        p.error("--out is required unless --stats-only")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 on bad input, with the message)."""
-    args = _parse_args(argv)
-    label = args.dataset or Path(args.json).stem
-    try:
-        coco = load_dataset_coco(args.dataset) if args.dataset else _load_json(args.json)
-        if args.stats_only:
-            parts = {label: coco}
-        else:
-            train, test = split_coco(coco, parse_ratio(args.ratio), args.seed)
-            write_json_atomic(train, Path(args.out) / "train.json")
-            write_json_atomic(test, Path(args.out) / "test.json")
-            parts = {"train": train, "test": test}
-        rows = class_distribution(parts)
-        if args.out:
-            write_distribution(rows, args.out, title=label)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(rows))
-    print("images: " + ", ".join(f"{k} {len(v['images'])}" for k, v in parts.items()))
-    if args.out:
-        print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,12 +38,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
-from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from torch import Tensor, nn
 
 from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
 from bmc_detectron.deploy import sidecar as sc
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def deformable_parts(cfg: CfgNode) -> List[str]:
     return parts
 
 
-def load_model(
+def load_for_export(
     config_file: str, weights: str, opts: Sequence[str] = ()
 ) -> Tuple[CfgNode, nn.Module]:
     """The config (on CPU) and the model with ``weights`` loaded, in eval mode.
@@ -119,9 +119,8 @@ def load_model(
     if not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: weights not found")
     cfg = build_cfg(config_file, [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    model = build_model(cfg)
-    _RecordingCheckpointer(model).load(weights)
-    return cfg, model.eval()
+    # BMC.PRECISION (bf16 autocast, channels-last hooks) is left out: the graph is float32
+    return cfg, load_model(cfg, weights, precision=False, checkpointer=_RecordingCheckpointer)
 
 
 def _serialise(adapter: TracingAdapter, names: Dict[str, Any]) -> bytes:
@@ -285,7 +284,7 @@ def export_onnx(
     from bmc_detectron.deploy import verify as checks
 
     output = Path(output)
-    cfg, model = load_model(config_file, weights, opts)
+    cfg, model = load_for_export(config_file, weights, opts)
     source = sc.provenance(config_file, weights, opts, cfg)
     if cfg.MODEL.META_ARCHITECTURE == CLASSIFIER_ARCH:
         crop = int(cfg.MODEL.BMC.CLASSIFIER.CROP_SIZE)

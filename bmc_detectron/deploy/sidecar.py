@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
-from bmc_detectron.data.classes import MARROW_ABBRS, MARROW_COLORS
+from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_COLORS
 from bmc_detectron.utils.io import PathLike, file_sha256, write_json_atomic
 
 #: ``format`` of every sidecar; ``format_version`` changes when a runtime must read it differently.
@@ -47,7 +47,7 @@ def class_colors(names: Sequence[str], datasets: Sequence[str] = ()) -> List[Tup
     """RGB display colour of each class.
 
     The ``thing_colors`` of the first of ``datasets`` whose ``thing_classes`` are ``names``; else
-    the marrow colours of :mod:`bmc_detectron.data.classes` for marrow abbreviations; else
+    the colours of :mod:`bmc_detectron.data.classes` for the abbreviations it knows; else
     detectron2's colormap.
     """
     for name in datasets:
@@ -58,8 +58,8 @@ def class_colors(names: Sequence[str], datasets: Sequence[str] = ()) -> List[Tup
         if list(meta.get("thing_classes") or []) == list(names) and colors:
             return [tuple(int(v) for v in c) for c in colors]
     fallback = _palette(len(names))
-    marrow = dict(zip(MARROW_ABBRS, MARROW_COLORS))
-    return [tuple(marrow.get(n, c)) for n, c in zip(names, fallback)]
+    known = dict(zip(KNOWN_ABBRS, KNOWN_COLORS))
+    return [tuple(known.get(n, c)) for n, c in zip(names, fallback)]
 
 
 def provenance(config_file: str, weights: str, opts: Sequence[str], cfg: CfgNode) -> Dict[str, Any]:
@@ -167,12 +167,12 @@ def classifier_sidecar(
 
 def training_profile_beside(weights: PathLike) -> Optional[Dict[str, Any]]:
     """The content of ``training_profile.json`` beside ``weights`` (checked), or None."""
-    from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile
+    from bmc_detectron.smear.profile import PROFILE_FILE, TrainingProfile
 
     path = Path(weights).parent / PROFILE_FILE
     if not path.is_file():
         return None
-    return DataProfile.load(path).to_dict()
+    return TrainingProfile.load(path).to_dict()
 
 
 def write_sidecar(model_path: PathLike, data: Dict[str, Any]) -> Path:

@@ -84,3 +84,29 @@ def verify_classifier(
         "max_prob_diff": prob_diff,
         "max_logit_diff": logit_diff,
     }
+
+
+def describe_export(meta: Dict[str, Any], output: Path | str) -> str:
+    """One line on an export: its kind, file, and the check's verdict and figures."""
+    check = meta.get("verification")
+    status = "PASSED" if check_passed(meta) else "DIFFERS"
+    if check is None:
+        details = "not verified"
+    elif meta["kind"] == "classifier":
+        details = (
+            f"max prob diff {check['max_prob_diff']:.2e}, max logit diff "
+            f"{check['max_logit_diff']:.2e} (batch {check['batch']})"
+        )
+    else:
+        details = "; ".join(
+            f"{r['size'][0]}x{r['size'][1]}: {r['matched']}/{r['count_a']} torch ~ "
+            f"{r['count_b']} onnx, box {r['max_box_diff']:.1e} px, score {r['max_score_diff']:.1e}"
+            for r in check["images"]
+        )
+    return f"{meta['kind']} exported: {output} (+ .json); check {status}: {details}"
+
+
+def check_passed(meta: Dict[str, Any]) -> bool:
+    """True when the export was not verified or its check passed."""
+    check = meta.get("verification")
+    return check is None or bool(check["passed"])

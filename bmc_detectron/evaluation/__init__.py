@@ -1,4 +1,5 @@
-"""Evaluation: COCO box metrics with per-class AP and AP50; cell-classifier metrics."""
+"""Evaluation: COCO box metrics with per-class AP and AP50; cell-classifier metrics; counted cells
+against expert boxes and labels (:mod:`.count`)."""
 
 from bmc_detectron.evaluation.classification import ClassificationEvaluator, classification_metrics
 from bmc_detectron.evaluation.coco import BMCCOCOEvaluator, save_metrics

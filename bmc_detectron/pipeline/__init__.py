@@ -2,19 +2,21 @@
 
 - :class:`~.counter.CellCounter` turns one field (a BGR image) into a list of
   :class:`~.counter.Cell` (large fields as overlapping tiles, :mod:`.tiling`);
-- :mod:`.stats` holds the differential: counts, percentages, Wilson intervals, M:E ratio;
+- :mod:`bmc_detectron.structures.differential` holds the differential: counts, percentages,
+  Wilson intervals, M:E ratio;
 - :func:`~.run.run_count` counts a case's fields into a resumable report folder
   (``python -m bmc_detectron.tools.count``);
-- :mod:`.scale` and :mod:`.survey`: fields resized to the model's scale (given, or estimated from
-  the red cells) and stain-normalised before detection, and flagged when they lie outside the
-  training data (``training_profile.json``, :mod:`bmc_detectron.smear.profile`).
+- :mod:`.field_prep`, :mod:`.field_checks` and :mod:`.scale_plan`: fields resized to the model's
+  scale (given, or estimated from the red cells) and stain-normalised before detection, each
+  field measured and flagged when it lies outside the training data (``training_profile.json``,
+  :mod:`bmc_detectron.smear.profile`), and the case's scale plan.
 """
 
 from bmc_detectron.pipeline.counter import Cell, CellCounter, FieldCount
 from bmc_detectron.pipeline.detector import Detections, Detector
 from bmc_detectron.pipeline.recognition import CellClassifier
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
-from bmc_detectron.pipeline.stats import Lineage, wilson_interval
+from bmc_detectron.structures.differential import Lineage, wilson_interval
 
 __all__ = [
     "Cell",

@@ -4,7 +4,7 @@
     cells = counter.count_image(cv2.imread("field.png"))   # BGR
 
 Without a classifier the detector's own classes are counted and a cell's class probability is its
-detector score. A :class:`~.scale.FieldPrep` rescales the field to the model's scale and / or
+detector score. A :class:`~.field_prep.FieldPrep` rescales the field to the model's scale and / or
 normalises its stain before detection; boxes and crops stay in the field's own pixels. Whether a
 cell is *uncertain* (class probability below a threshold) is decided when the report is made
 (:meth:`Cell.is_uncertain`), so the threshold can change without detecting again.
@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bmc_detectron.pipeline.detector import Detections, Detector
+from bmc_detectron.pipeline.field_prep import FieldPrep, detect_rescaled, unresized
 from bmc_detectron.pipeline.recognition import CellClassifier
-from bmc_detectron.pipeline.scale import FieldPrep, detect_rescaled, unresized
 from bmc_detectron.pipeline.tiling import detect_tiled
 
 

@@ -107,18 +107,13 @@ class Detector:
         Raises :class:`bmc_detectron.config.ConfigError` for a bad config or override and
         FileNotFoundError for missing weights.
         """
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.modeling import build_model
-
         from bmc_detectron.config import build_cfg
-        from bmc_detectron.engine.precision import apply_precision
+        from bmc_detectron.engine.loading import load_model
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: detector weights not found")
         cfg = build_cfg(config_file, opts)
-        model = apply_precision(build_model(cfg), cfg)  # the config's BMC.PRECISION
-        DetectionCheckpointer(model).load(weights)
-        model.eval()
+        model = load_model(cfg, weights)  # the config's BMC.PRECISION
         identity = {
             "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(),
             "weights_sha256": file_sha256(weights),

@@ -10,14 +10,13 @@ import numpy as np
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from bmc_detectron.data.classes import marrow_metadata
+from bmc_detectron.data.classes import KNOWN_CLASSES
 
 Color = Tuple[int, int, int]
 
 # Uncertain cells are drawn in grey, their label marked with "?".
 UNCERTAIN_COLOR: Color = (150, 150, 150)
 _EXTRA_CLASSES: Dict[str, Tuple[str, Color]] = {
-    "Baso": ("basophil", (60, 60, 170)),
     "cell": ("nucleated cell", (40, 110, 200)),
 }
 # Colours of classes the project does not know (another detector's classes).
@@ -25,14 +24,8 @@ _FALLBACK: Sequence[Color] = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148
 
 
 def class_info(class_names: Sequence[str]) -> Dict[str, Tuple[str, Color]]:
-    """``class -> (full name, RGB colour)``: the marrow classes' own, else fixed fallbacks."""
-    meta = marrow_metadata()
-    known = {
-        abbr: (name, tuple(color))
-        for abbr, name, color in zip(
-            meta["thing_classes"], meta["thing_full_names"], meta["thing_colors"]
-        )
-    }
+    """``class -> (full name, RGB colour)``: the known classes' own, else fixed fallbacks."""
+    known = {c.abbr: (c.name, tuple(c.color)) for c in KNOWN_CLASSES}
     known.update(_EXTRA_CLASSES)
     out = {}
     for i, name in enumerate(class_names):

@@ -50,11 +50,8 @@ class CellClassifier:
         cls, config_file: str, weights: str, opts: Sequence[str] = ()
     ) -> CellClassifier:
         """Build ``BMCCellClassifier`` (any META_ARCH with ``predict_crops``), load its weights."""
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.modeling import build_model
-
         from bmc_detectron.config import build_cfg
-        from bmc_detectron.engine.precision import apply_precision
+        from bmc_detectron.engine.loading import load_model
         from bmc_detectron.modeling.classifier import (
             classifier_class_names,  # registers the META_ARCH
         )
@@ -62,9 +59,7 @@ class CellClassifier:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: classifier weights not found")
         cfg = build_cfg(config_file, opts)
-        model = apply_precision(build_model(cfg), cfg)  # the config's BMC.PRECISION
-        DetectionCheckpointer(model).load(weights)
-        model.eval()
+        model = load_model(cfg, weights)  # the config's BMC.PRECISION
         crop = cfg.MODEL.BMC.CLASSIFIER
         identity = {
             "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(),

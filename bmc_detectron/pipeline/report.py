@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.drawing import class_info
-from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 SUMMARY_FORMAT = "bmc-count/1"
@@ -112,7 +112,7 @@ def build_summary(
     warnings: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path,
-    ``scale`` is the scale and stain entry (:class:`~.survey.ScalePlan`), ``warnings`` are
+    ``scale`` is the scale and stain entry (:class:`~.scale_plan.ScalePlan`), ``warnings`` are
     added to the differential's."""
     cells = [c for r in records for c in r.cells]
     diff = differential(

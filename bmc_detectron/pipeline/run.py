@@ -20,10 +20,11 @@ configs and weights, thresholds, tiling, and the fields' rescale factor and stai
 are unchanged; otherwise it is counted again. A non-empty folder with neither file is refused
 unless ``overwrite``.
 
-Scale and stain (:mod:`.survey`, :mod:`.scale`): with a :class:`~.survey.ScaleSetup` every field
-is first measured (red cells, colour); the case's rescale factor follows (given micrometres per
-pixel, or the red cells' median), fields are counted at it, and each field gets the reasons it
-lies outside the training data (``flags``), which the summary and the report show.
+Scale and stain (:mod:`.field_checks`, :mod:`.scale_plan`, :mod:`.field_prep`): with a
+:class:`~.scale_plan.ScaleSetup` every field is first measured (red cells, colour); the case's
+rescale factor follows (given micrometres per pixel, or the red cells' median), fields are
+counted at it, and each field gets the reasons it lies outside the training data (``flags``),
+which the summary and the report show.
 """
 
 from __future__ import annotations
@@ -45,22 +46,20 @@ from tqdm import tqdm
 
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
-from bmc_detectron.pipeline.html_report import render_html
-from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
-from bmc_detectron.pipeline.scale import FieldPrep
-from bmc_detectron.pipeline.stats import Lineage
-from bmc_detectron.pipeline.survey import (
+from bmc_detectron.pipeline.field_checks import (
     CHECKS_DIR,
     FieldSurvey,
-    ScalePlan,
-    ScaleSetup,
     field_flags,
     load_survey,
     measure_field,
-    plan_scale,
     save_survey,
     survey_key,
 )
+from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.pipeline.html_report import render_html
+from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
+from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup, plan_scale
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import (
     IMAGE_SUFFIXES,
     atomic_write_text,
@@ -272,7 +271,8 @@ def count_fields(
     surveys: Optional[Dict[str, FieldSurvey]] = None,
 ) -> Tuple[List[FieldRecord], List[Dict[str, str]]]:
     """Count every input (progress bar with ETA); unreadable ones are listed with the reason.
-    With a ``plan`` the fields are prepared by it and flagged (:func:`~.survey.field_flags`)."""
+    With a ``plan`` the fields are prepared by it and flagged
+    (:func:`~.field_checks.field_flags`)."""
     records, skipped = [], []
     bar = tqdm(
         list(zip(inputs, field_names(inputs))), desc="counting", unit="field", disable=not progress
@@ -325,7 +325,7 @@ def run_count(
     """Count the cells of every input field and write the report into ``output``.
 
     ``scale``: the scale and stain options with the model's scale and training profile
-    (:func:`~.survey.make_setup`); None counts every field as it is.
+    (:func:`~.scale_plan.make_setup`); None counts every field as it is.
 
     Raises ValueError for an empty input list and :class:`OutputExistsError` for a finished
     report without ``overwrite``. Returns the summary (as written to summary.json).

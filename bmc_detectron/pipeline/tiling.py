@@ -34,6 +34,7 @@ import torch
 from torchvision.ops import nms
 
 from bmc_detectron.pipeline.detector import Detections
+from bmc_detectron.structures.boxes import clipped_area, iou_from_areas, overlap_box, safe_ratio
 
 
 @dataclass(frozen=True)
@@ -68,23 +69,13 @@ def tile_grid(height: int, width: int, tile_size: int, overlap: int) -> List[Til
     ]
 
 
-def _intersect(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.concatenate(
-        [np.maximum(a[..., :2], b[..., :2]), np.minimum(a[..., 2:], b[..., 2:])], -1
-    )
-
-
-def _area(box: np.ndarray) -> np.ndarray:
-    return np.clip(box[..., 2] - box[..., 0], 0, None) * np.clip(box[..., 3] - box[..., 1], 0, None)
-
-
 def window_overlap(
     boxes_a: np.ndarray, tiles_a: np.ndarray, boxes_b: np.ndarray, tiles_b: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intersection and both areas of box pairs clipped to their tiles' shared region."""
-    window = _intersect(tiles_a, tiles_b)
-    a, b = _intersect(boxes_a, window), _intersect(boxes_b, window)
-    return _area(_intersect(a, b)), _area(a), _area(b)
+    window = overlap_box(tiles_a, tiles_b)
+    a, b = overlap_box(boxes_a, window), overlap_box(boxes_b, window)
+    return clipped_area(overlap_box(a, b)), clipped_area(a), clipped_area(b)
 
 
 def cut_by_tile_edge(
@@ -124,9 +115,8 @@ def _pair_scores(
         boxes[rows, None], tiles[rows, None], boxes[None, cols], tiles[None, cols]
     )
     if kind == "cover":
-        return np.where(area_r > 0, inter / np.maximum(area_r, 1e-9), 0.0)
-    union = area_r + area_c - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+        return safe_ratio(inter, area_r, 1e-9)
+    return iou_from_areas(inter, area_r, area_c, 1e-9)
 
 
 def _matches(

@@ -17,12 +17,13 @@ import numpy as np
 
 from bmc_detectron.pipeline.counter import Cell, CellCounter
 from bmc_detectron.pipeline.drawing import thumbnail_data_uri
+from bmc_detectron.pipeline.field_checks import field_flags, measure_field
 from bmc_detectron.pipeline.report import FieldRecord
-from bmc_detectron.pipeline.survey import ScalePlan, ScaleSetup, field_flags, measure_field
+from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
+from bmc_detectron.serve.core.config import ServeSettings
 from bmc_detectron.serve.errors import ApiError
 from bmc_detectron.serve.images import Probe, decode_image
 from bmc_detectron.serve.schemas import SummaryRequest
-from bmc_detectron.serve.settings import ServeSettings
 from bmc_detectron.serve.uploads import Upload
 
 

@@ -1,4 +1,5 @@
-"""What the page and ``GET /api/v1/model`` tell about the models: :func:`describe_counter`.
+"""What the page and ``GET /api/v1/model`` tell about the models: :func:`describe_counter`,
+:func:`model_payload`.
 
 Works for any :class:`~bmc_detectron.pipeline.CellCounter`: PyTorch models (config and weights
 paths, their SHA-256) and ONNX Runtime models (the sidecar: version, source, thresholds).
@@ -11,7 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.drawing import class_info
 from bmc_detectron.pipeline.run import run_fingerprint
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.serve.core.config import ServeSettings
+from bmc_detectron.structures.differential import Lineage
 
 
 def _hex(rgb: Sequence[int]) -> str:
@@ -102,3 +104,22 @@ def lineage_notes(class_names: Sequence[str], lineage: Lineage) -> Dict[str, Any
         lineage.of(c) == "myeloid" for c in class_names
     )
     return {"map": lineage.to_json(), "me_applies": applies, "warnings": warnings}
+
+
+def model_payload(
+    counter: CellCounter, model_info: Dict[str, Any], settings: ServeSettings
+) -> Dict[str, Any]:
+    """What ``GET /api/v1/model`` answers: ``model_info``, the classes, lineage and settings."""
+    names = counter.class_names
+    return {
+        **model_info,
+        "class_names": names,
+        "classes": class_table(counter, settings.lineage),
+        "lineage": lineage_notes(names, settings.lineage),
+        "settings": {
+            "default_threshold": settings.default_threshold,
+            "min_score": counter.score_threshold,
+            "uncertain_below": settings.uncertain_below,
+            **settings.limits(),
+        },
+    }

@@ -1,19 +1,25 @@
-"""Robustness to another lab's microscope: stain space and stain jitter, Reinhard normalisation,
-red cells as a ruler for the field's scale, out-of-distribution checks, and the training data's
-profile saved beside a model (``training_profile.json``).
+"""A smear's colour and scale, the primitives a field is prepared and checked with:
 
-Only numpy, OpenCV and detectron2: this package sits below ``data/`` (whose
-augmentations use ``RandomStainJitter``). The sweep that evaluates models under rescaling and
-stain shifts is :mod:`studies.robustness.sweep`.
+- :mod:`.stain`: stain space and stain jitter, Reinhard normalisation (:data:`STAIN_METHODS`);
+- :mod:`.ruler`: red cells as a ruler for the field's scale (classical estimate, case median);
+- :mod:`.profile`: the training data's profile saved beside a model, ``training_profile.json``
+  (:class:`TrainingProfile`);
+- :mod:`.ranges`: its out-of-distribution ranges (:class:`TrainingRanges`).
+
+Only numpy, OpenCV and detectron2: this package sits below ``data/`` (whose augmentations use
+``RandomStainJitter``) and ``pipeline/`` (whose :mod:`~bmc_detectron.pipeline.field_prep`,
+:mod:`~bmc_detectron.pipeline.field_checks` and :mod:`~bmc_detectron.pipeline.scale_plan` use it
+in the count). The sweep that evaluates models under rescaling and stain shifts is
+:mod:`studies.robustness.sweep`.
 """
 
 from bmc_detectron.smear.profile import (
     PROFILE_FILE,
-    DataProfile,
+    TrainingProfile,
     profile_from_dataset,
     profile_from_records,
 )
-from bmc_detectron.smear.ranges import FieldCheck, TrainingProfile, check_field
+from bmc_detectron.smear.ranges import TrainingRanges
 from bmc_detectron.smear.ruler import (
     RBCEstimate,
     case_scale,
@@ -21,6 +27,7 @@ from bmc_detectron.smear.ruler import (
     rescale_factor,
 )
 from bmc_detectron.smear.stain import (
+    STAIN_METHODS,
     RandomStainJitter,
     ReinhardTarget,
     StainTransform,
@@ -34,15 +41,14 @@ from bmc_detectron.smear.stain import (
 
 __all__ = [
     "PROFILE_FILE",
-    "DataProfile",
-    "FieldCheck",
     "RBCEstimate",
+    "STAIN_METHODS",
     "RandomStainJitter",
     "ReinhardTarget",
     "StainTransform",
     "TrainingProfile",
+    "TrainingRanges",
     "case_scale",
-    "check_field",
     "estimate_rbc_diameter",
     "hed2rgb",
     "profile_from_dataset",

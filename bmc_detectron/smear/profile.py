@@ -4,16 +4,16 @@ What the count command needs to know about the images a detector was trained on:
 
 - **scale**: the micrometres per pixel of the training images (the config's
   ``BMC.DATA.MICRONS_PER_PIXEL``, null when unknown), their median red-cell diameter in pixels
-  (the classical estimate of :mod:`.scale`), the median diameter of the annotated boxes of a
+  (the classical estimate of :mod:`.ruler`), the median diameter of the annotated boxes of a
   red-cell class when the dataset has one, and the median image size (the detector's test resize
   of such an image is the scale the model really saw);
 - **colour**: the range of per-image L*a*b* means and standard deviations
-  (:class:`~.ood.TrainingProfile`, the out-of-distribution check) and their averages
+  (:class:`~.ranges.TrainingRanges`, the out-of-distribution ranges) and their averages
   (:class:`~.stain.ReinhardTarget`, the stain normalisation target).
 
     profile = profile_from_dataset(["bccd_train"], max_images=32, microns_per_pixel=0.1)
     profile.save(Path(output_dir) / PROFILE_FILE)
-    profile = DataProfile.load(path)
+    profile = TrainingProfile.load(path)
 
 Colour and red-cell statistics come from a capped, evenly spaced sample of the images; sizes and
 box diameters from every record (no image is read for them).
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from bmc_detectron.smear.ranges import TrainingProfile
+from bmc_detectron.smear.ranges import TrainingRanges
 from bmc_detectron.smear.ruler import estimate_rbc_diameter
 from bmc_detectron.smear.stain import ReinhardTarget, lab_stats
 
@@ -76,7 +76,7 @@ def _opt_float(value: Any) -> Optional[float]:
 
 
 @dataclass
-class DataProfile:
+class TrainingProfile:
     """The training data's scale and colour statistics (see the module doc).
 
     Attributes:
@@ -89,7 +89,7 @@ class DataProfile:
         source: where it was computed from (datasets, images measured, time).
     """
 
-    ood: TrainingProfile
+    ood: TrainingRanges
     reinhard: ReinhardTarget
     image_size: Optional[Tuple[int, int]] = None
     microns_per_pixel: Optional[float] = None
@@ -118,7 +118,7 @@ class DataProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> DataProfile:
+    def from_dict(cls, data: Dict[str, Any]) -> TrainingProfile:
         """Inverse of :meth:`to_dict`; ValueError when ``data`` is not a training profile."""
         if data.get("format") != PROFILE_FORMAT or data.get("format_version") != PROFILE_VERSION:
             raise ValueError(
@@ -131,7 +131,7 @@ class DataProfile:
         size = data.get("image_size")
         reinhard = data["reinhard"]
         return cls(
-            ood=TrainingProfile.from_dict(ood),
+            ood=TrainingRanges.from_dict(ood),
             reinhard=ReinhardTarget(
                 tuple(float(v) for v in reinhard["mean"]), tuple(float(v) for v in reinhard["std"])
             ),
@@ -149,7 +149,7 @@ class DataProfile:
         return write_json_atomic(self.to_dict(), Path(path), indent=1)
 
     @classmethod
-    def load(cls, path: Path) -> DataProfile:
+    def load(cls, path: Path) -> TrainingProfile:
         """Read a profile; ValueError (naming the file) when it is not one."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
@@ -184,7 +184,7 @@ def profile_from_records(
     max_images: int = 32,
     microns_per_pixel: Optional[float] = None,
     source: Optional[Dict[str, Any]] = None,
-) -> DataProfile:
+) -> TrainingProfile:
     """The profile of detectron2 dataset records (``file_name``, ``height``, ``width``,
     ``annotations``); images are read with OpenCV (BGR). ValueError when none is readable."""
     means, stds, diameters, read_sizes = [], [], [], []
@@ -211,8 +211,8 @@ def profile_from_records(
     box_d = np.concatenate(boxes) if boxes else np.zeros(0)
     info = {"images": len(records), "images_measured": len(means), "red_boxes": int(box_d.size)}
     info["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    return DataProfile(
-        ood=TrainingProfile.from_stats(means, stds, diameters),
+    return TrainingProfile(
+        ood=TrainingRanges.from_stats(means, stds, diameters),
         reinhard=ReinhardTarget(
             tuple(float(v) for v in np.mean(means, axis=0)),
             tuple(float(v) for v in np.mean(stds, axis=0)),
@@ -227,7 +227,7 @@ def profile_from_records(
 
 def profile_from_dataset(
     names: Sequence[str], *, max_images: int = 32, microns_per_pixel: Optional[float] = None
-) -> DataProfile:
+) -> TrainingProfile:
     """The profile of registered datasets (their records together, classes of the first)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 

@@ -21,6 +21,9 @@ RGB_FROM_HED = np.array(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64
 )
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+# The stain normalisations a field can be given before detection (the count's
+# ``--stain-normalize``, the robustness study's measures).
+STAIN_METHODS = ("reinhard",)
 
 
 def _to_rgb(image: np.ndarray, channel_order: str) -> np.ndarray:

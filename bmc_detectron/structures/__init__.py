@@ -1,1 +1,2 @@
-"""Shared primitives on the lowest floor: box geometry and matching (numpy)."""
+"""Shared primitives on the lowest floor: box geometry and matching (numpy), the differential
+count."""

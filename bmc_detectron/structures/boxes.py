@@ -1,4 +1,4 @@
-"""Box geometry of the analyses, in numpy: IoU, crowding and point-in-box tests.
+"""Box geometry in numpy: areas, intersections, IoU, crowding and point-in-box tests.
 
 Boxes are XYXY in pixels, as detectron2 stores them (``x1 > x0`` for a non-empty box).
 """
@@ -6,32 +6,65 @@ Boxes are XYXY in pixels, as detectron2 stores them (``x1 > x0`` for a non-empty
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
-def as_boxes(boxes: object) -> np.ndarray:
-    """``boxes`` (anything array-like of XYXY rows, possibly empty) as a float64 (N, 4) array."""
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+def as_boxes(boxes: object, dtype: DTypeLike = np.float64) -> np.ndarray:
+    """``boxes`` (anything array-like of XYXY rows, possibly empty) as an (N, 4) array of
+    ``dtype`` (float64 by default)."""
+    return np.asarray(boxes, dtype=dtype).reshape(-1, 4)
+
+
+def clipped_area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of XYXY boxes along the last axis (any leading shape, dtype kept); inverted boxes
+    have area 0."""
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(
+        boxes[..., 3] - boxes[..., 1], 0, None
+    )
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
-    """(N,) areas of (N, 4) XYXY boxes; inverted boxes have area 0."""
-    b = as_boxes(boxes)
-    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    """(N,) areas of (N, 4) XYXY boxes (any array-like, as float64); inverted boxes have area 0."""
+    return clipped_area(as_boxes(boxes))
+
+
+def overlap_box(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """The boxes where ``boxes1`` and ``boxes2`` overlap, pair by pair along the last axis (numpy
+    broadcasting, dtype kept); inverted (area 0) where they do not overlap."""
+    return np.concatenate(
+        [
+            np.maximum(boxes1[..., :2], boxes2[..., :2]),
+            np.minimum(boxes1[..., 2:], boxes2[..., 2:]),
+        ],
+        -1,
+    )
 
 
 def intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """(N, M) intersection areas of (N, 4) and (M, 4) XYXY boxes."""
     a, b = as_boxes(boxes1), as_boxes(boxes2)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
+    return clipped_area(overlap_box(a[:, None], b[None, :]))
 
 
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of (N, 4) and (M, 4) XYXY boxes; 0 where the union is empty."""
-    inter = intersection(boxes1, boxes2)
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+def safe_ratio(num: np.ndarray, den: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """``num / den`` where ``den > 0``, else 0 (``den`` floored at ``eps``; dtype kept)."""
+    return np.where(den > 0, num / np.maximum(den, eps), 0.0)
+
+
+def iou_from_areas(
+    inter: np.ndarray, area1: np.ndarray, area2: np.ndarray, eps: float = 1e-12
+) -> np.ndarray:
+    """IoU from the intersection and the two areas (broadcast); 0 where the union is empty."""
+    return safe_ratio(inter, area1 + area2 - inter, eps)
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, dtype: DTypeLike = np.float64) -> np.ndarray:
+    """(N, M) IoU of (N, 4) and (M, 4) XYXY boxes (any array-like, possibly empty), computed in
+    ``dtype``; 0 where the union is empty (zero-area boxes). In float32 these are exactly the
+    numbers of detectron2's ``pairwise_iou`` (its ``Boxes`` hold float32)."""
+    a, b = as_boxes(boxes1, dtype), as_boxes(boxes2, dtype)
+    inter = clipped_area(overlap_box(a[:, None], b[None, :]))
+    return iou_from_areas(inter, clipped_area(a)[:, None], clipped_area(b)[None, :])
 
 
 def overlap_counts(boxes: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Count the nucleated cells of a case's fields and report the marrow differential.
 
-    python -m bmc_detectron.tools.count --detector-config C --detector-weights W \\
+    bmc count --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] --input 'case01/*.png' \\
         --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5] \
         [--microns-per-pixel 0.12 | --auto-scale] [--stain-normalize reinhard]
@@ -27,16 +27,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
-
-import torch
+from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
-from bmc_detectron.pipeline.counter import CellCounter
-from bmc_detectron.pipeline.run import OutputExistsError, check_output, run_count
-from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
-from bmc_detectron.pipeline.stats import Lineage
-from bmc_detectron.pipeline.survey import STAIN_METHODS, ScaleOptions, ScaleSetup, make_setup
+from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
+from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.scale_plan import ScaleOptions
+from bmc_detectron.smear.stain import STAIN_METHODS
+from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs
 
 
@@ -85,87 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_counter(args: argparse.Namespace) -> CellCounter:
-    """Both models from their configs, weights and overrides (or their ONNX exports), with the
-    command's settings."""
-    settings = dict(
+def counter_spec(args: argparse.Namespace) -> CounterSpec:
+    """The models and counter settings the arguments give (ONNX Runtime with --detector-onnx)."""
+    if not (args.detector_onnx or (args.detector_config and args.detector_weights)):
+        raise ValueError("give --detector-config and --detector-weights, or --detector-onnx")
+    return CounterSpec(
+        backend="onnx" if args.detector_onnx else "torch",
+        detector_config=args.detector_config,
+        detector_weights=args.detector_weights,
+        detector_opts=tuple(args.detector_opts),
+        classifier_config=args.classifier_config,
+        classifier_weights=args.classifier_weights,
+        classifier_opts=tuple(args.classifier_opts),
+        detector_onnx=args.detector_onnx,
+        classifier_onnx=args.classifier_onnx,
+        training_profile=args.training_profile,
+        device=args.device,
         score_threshold=args.score_threshold,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         nms_threshold=args.nms_threshold,
         batch_size=args.batch_size,
-        detector_classes=args.detector_classes,
+        detector_classes=tuple(args.detector_classes),
     )
-    if args.detector_onnx:
-        from bmc_detectron.deploy import build_onnx_counter
-
-        return build_onnx_counter(
-            args.detector_onnx,
-            args.classifier_onnx,
-            detector_score_threshold=args.score_threshold,
-            **settings,
-        )
-    if not (args.detector_config and args.detector_weights):
-        raise ValueError("give --detector-config and --detector-weights, or --detector-onnx")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    thresh = str(args.score_threshold)
-    det_opts: List[str] = [*args.detector_opts, "MODEL.DEVICE", device]
-    det_opts += [
-        "MODEL.RETINANET.SCORE_THRESH_TEST",
-        thresh,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        thresh,
-    ]
-    return CellCounter.from_configs(
-        args.detector_config,
-        args.detector_weights,
-        args.classifier_config,
-        args.classifier_weights,
-        detector_opts=det_opts,
-        classifier_opts=[*args.classifier_opts, "MODEL.DEVICE", device],
-        **settings,
-    )
-
-
-def scale_setup(args: argparse.Namespace, counter: CellCounter) -> ScaleSetup:
-    """The scale and stain options with the model's profile; ValueError when they cannot work."""
-    options = ScaleOptions(
-        args.microns_per_pixel, args.auto_scale, args.stain_normalize, args.scale_tolerance
-    )
-    profile, where = locate_profile(
-        args.training_profile, args.detector_weights, args.detector_onnx, counter.detector
-    )
-    config_scale = None
-    wanted = options.microns_per_pixel is not None or options.auto
-    known = profile is not None and profile.microns_per_pixel and profile.rbc_diameter_px
-    if wanted and not known:
-        if args.detector_onnx:
-            config_scale = sidecar_scale(counter.detector)
-        else:
-            from bmc_detectron.config import build_cfg
-
-            config_scale = ModelScale.from_config(
-                build_cfg(args.detector_config, args.detector_opts)
-            )
-    return make_setup(options, profile, where, config_scale)
-
-
-def scale_line(scale: Dict[str, Any]) -> str:
-    """What scale the count used, in one line."""
-    source, mpp = scale.get("source"), scale.get("microns_per_pixel")
-    text = {"given": "given", "estimated": "estimated from the red cells"}.get(source, "none")
-    if mpp:
-        text = f"{mpp:.4g} um/px ({text})"
-    elif scale.get("microns_per_pixel_nominal") and source == "estimated":
-        text += f", about {scale['microns_per_pixel_nominal']:.4g} um/px for 7.5 um red cells"
-    ruler = scale.get("red_cells")
-    if ruler:
-        text += (
-            f"; red cells {ruler['median_px'] or 'n/a'} px, "
-            f"{ruler['relative_to_training']:.3g}x the training images', "
-            f"spread {100 * ruler['spread']:.1f} %"
-        )
-    return f"scale: {text}; fields resized by {scale.get('factor', 1.0):.4g} before detection"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -178,9 +118,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not inputs:
             raise ValueError(f"no input images in {' '.join(args.input)}")
         lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
-        check_output(output, args.overwrite)
-        counter = build_counter(args)
-        setup = scale_setup(args, counter)
+        options = ScaleOptions(
+            args.microns_per_pixel, args.auto_scale, args.stain_normalize, args.scale_tolerance
+        )
+        counter, setup = prepare_count(
+            counter_spec(args), output, options, overwrite=args.overwrite
+        )
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -194,15 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         progress=not args.no_progress,
         scale=setup,
     )
-    skipped = len(summary["skipped"])
-    print(
-        f"{summary['counted']} cells counted, {summary['uncertain']['total']} uncertain, in "
-        f"{len(summary['fields'])} field(s), {skipped} skipped: {output / 'report.html'}"
-    )
-    print(scale_line(summary["scale"]))
-    for warning in summary["warnings"]:
-        print(f"warning: {warning}")
-    return 1 if skipped else 0
+    print("\n".join(summary_lines(summary, output)))
+    return 1 if summary["skipped"] else 0
 
 
 if __name__ == "__main__":

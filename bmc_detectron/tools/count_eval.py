@@ -1,11 +1,11 @@
 """How right was a count? A finished count report against expert boxes and labels.
 
-    python -m bmc_detectron.tools.count_eval --report reports/case01 --dataset NAME \\
+    bmc count-eval --report reports/case01 --dataset NAME \\
         [--output DIR] [--uncertain-below 0.5]
 
 The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
 registered COCO dataset ``NAME`` by file name; the cells are scored against its annotations with
-the measures of :mod:`bmc_detectron.pipeline.compare` (detection AP with the counter's labels,
+the measures of :mod:`bmc_detectron.evaluation.count` (detection AP with the counter's labels,
 class-agnostic AP, recall / precision / label accuracy of the counted cells matched at IoU 0.5,
 the differential's mean absolute error in percentage points, M:E). Writes
 ``count_eval.json`` and ``count_eval.md`` into ``--output`` (default: the report folder). Exit
@@ -27,13 +27,14 @@ from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--report", required=True, help="folder of a finished count report")
     p.add_argument("--dataset", required=True, help="registered COCO dataset with the truth")
     p.add_argument("--output", help="folder for count_eval.json / .md (default: --report)")
     p.add_argument("--uncertain-below", type=float, help="default: the report's own threshold")
-    return p.parse_args(argv)
+    return p
 
 
 def report_cells(report: Path) -> Tuple[Dict[str, List[Cell]], Dict[str, Any]]:
@@ -122,7 +123,7 @@ def markdown(result: Dict[str, Any], command: str) -> str:
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Match the report to the dataset and measure it."""
     from bmc_detectron.data.datasets import register_builtin_datasets
-    from bmc_detectron.pipeline.compare import dataset_images, evaluate_cells
+    from bmc_detectron.evaluation.count import dataset_images, evaluate_cells
 
     register_builtin_datasets()
     report = Path(args.report)
@@ -142,7 +143,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         result = evaluate(args)
     except (ValueError, OSError) as e:

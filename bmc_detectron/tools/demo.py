@@ -4,7 +4,7 @@
 2. trains the class-agnostic detector (the full CPU model, all 11 classes merged into "cell")
    and evaluates it with COCOEvaluator;
 3. trains the cell classifier on crops of the annotated cells and evaluates it;
-4. counts the synthetic test fields with both models (``tools.count``): differential, M:E ratio,
+4. counts the synthetic test fields with both models (as ``count`` does): differential, M:E ratio,
    report.html;
 5. exports both models to ONNX for ``make serve``;
 
@@ -25,11 +25,15 @@ from typing import Dict, List, Optional, Sequence
 from detectron2.utils.logger import setup_logger
 
 from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
 from bmc_detectron.data.datasets import register_builtin_datasets
 from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.engine import trainer_class
 from bmc_detectron.engine.precision import cpu_supports_bf16
-from bmc_detectron.tools import count, export_onnx
+from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.scale_plan import ScaleOptions
+from bmc_detectron.structures.differential import Lineage
+from bmc_detectron.utils.io import expand_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR_CONFIG = REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_synth_cpu.yaml"
@@ -64,7 +68,8 @@ def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, fl
     return dict(results.get("bbox", results.get("classification", results)))
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", default="output/demo")
     p.add_argument("--num-train", type=int, default=240)
@@ -74,7 +79,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--detector-iters", type=int, help="override the detector's SOLVER.MAX_ITER")
     p.add_argument("--classifier-iters", type=int, help="override the classifier's MAX_ITER")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    return p.parse_args(argv)
+    return p
 
 
 def _schedule(iters: Optional[int]) -> List[str]:
@@ -97,6 +102,43 @@ def _precision_opts(choice: str) -> List[str]:
     print(f"[demo] precision: {'bfloat16 + channels-last' if bf16 else 'float32'}", flush=True)
     flag = str(bf16)
     return ["BMC.PRECISION.CPU_BF16", flag, "BMC.PRECISION.CHANNELS_LAST", flag]
+
+
+def count_test_fields(spec: CounterSpec, folder: Path, output: Path) -> int:
+    """``count`` on the test fields with its default settings; its exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        inputs = expand_inputs([str(folder)])
+        if not inputs:
+            raise ValueError(f"no input images in {folder}")
+        counter, setup = prepare_count(spec, output, ScaleOptions(), overwrite=True)
+    except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lineage = Lineage.from_options()
+    summary = run_count(
+        counter, inputs, output, lineage=lineage, overwrite=True, progress=False, scale=setup
+    )
+    print("\n".join(summary_lines(summary, output)))
+    return 1 if summary["skipped"] else 0
+
+
+def export_checked(config: str, weights: str, output: Path) -> bool:
+    """``export_onnx``: the model exported to ONNX and checked; False when that failed."""
+    from bmc_detectron.deploy import export_onnx
+    from bmc_detectron.deploy.verify import check_passed, describe_export
+
+    try:
+        meta = export_onnx(config, weights, str(output), [], verify=True)
+    except ImportError as e:
+        print(f"error: {e}: pip install -e '.[deploy]'", file=sys.stderr)
+        return False
+    except (ConfigError, OSError, ValueError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        print(f"error: {lines[0]}", file=sys.stderr)
+        return False
+    print(describe_export(meta, output))
+    return check_passed(meta)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,17 +164,19 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     files = ("config.yaml", "model_final.pth")
     models = [str(out / m / f) for m in ("detector", "classifier") for f in files]
-    count_args = ["--detector-config", models[0], "--detector-weights", models[1]]
-    count_args += ["--classifier-config", models[2], "--classifier-weights", models[3]]
-    count_args += ["--input", str(synth / "test"), "--output", str(out / "count")]
-    status = count.main([*count_args, "--overwrite", "--no-progress"])
+    spec = CounterSpec(
+        detector_config=models[0],
+        detector_weights=models[1],
+        classifier_config=models[2],
+        classifier_weights=models[3],
+    )
+    status = count_test_fields(spec, synth / "test", out / "count")
     times["count"] = time.perf_counter() - t0
     if status not in (0, 1):
         return status
     t0 = time.perf_counter()
     for name, (config, weights) in (("detector", models[:2]), ("classifier", models[2:])):
-        onnx_file = str(out / "onnx" / f"{name}.onnx")
-        if export_onnx.main(["--config-file", config, "--weights", weights, "--output", onnx_file]):
+        if not export_checked(config, weights, out / "onnx" / f"{name}.onnx"):
             print(f"[demo] ONNX export of the {name} failed", file=sys.stderr)
             return 1
     times["onnx"] = time.perf_counter() - t0
@@ -157,7 +201,7 @@ def print_summary(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logger(name="detectron2")
     setup_logger(name="bmc_detectron")
     logging.getLogger("detectron2").setLevel(logging.INFO)

@@ -1,14 +1,14 @@
 """A case's scale from its red cells; or the training data's profile beside a model.
 
-    python -m bmc_detectron.tools.estimate_scale --images 'case/*.png' [--reference-diameter PX]
-        [--tolerance 0.15] [--json OUT]
-    python -m bmc_detectron.tools.estimate_scale --dataset bccd_train \
+    bmc estimate-scale --images 'case/*.png' [--reference-diameter PX]
+        [--scale-tolerance 0.15] [--json OUT]
+    bmc estimate-scale --dataset bccd_train \
         --output output/det/training_profile.json [--max-images 32] [--microns-per-pixel X]
 
 ``--images``: per-field red-cell diameter, case median and spread. With ``--reference-diameter``
 (the training data's ``BMC.DATA.RBC_DIAMETER_PX``) it also prints the factor to rescale the case's
-fields by. Warns (exit 0) when fields disagree with the case median by more than ``--tolerance``;
-exit 2 when no field has red cells to measure.
+fields by. Warns (exit 0) when fields disagree with the case median by more than
+``--scale-tolerance``; exit 2 when no field has red cells to measure.
 
 ``--dataset``: ``training_profile.json`` of registered training dataset(s) for a model trained
 before training wrote it (:mod:`bmc_detectron.smear.profile`): scale (red cells, image size,
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--images", nargs="+", help="image files, folders or globs")
     what.add_argument("--dataset", nargs="+", help="registered training dataset(s): a profile")
     p.add_argument("--reference-diameter", type=float, help="training red-cell diameter (px)")
-    p.add_argument("--tolerance", type=float, default=0.15, help="relative disagreement warned")
+    p.add_argument(
+        "--scale-tolerance", type=float, default=0.15, help="red-cell disagreement warned"
+    )
     p.add_argument("--json", help="also write the estimates to this JSON file")
     p.add_argument("--output", help="--dataset: the profile's path (training_profile.json)")
     p.add_argument("--max-images", type=int, default=32, help="--dataset: images measured")
@@ -97,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    case = case_scale([r["diameter_px"] for r in rows], args.tolerance)
+    case = case_scale([r["diameter_px"] for r in rows], args.scale_tolerance)
     if math.isnan(case.median_px):
         print("error: no red cells measured in any field", file=sys.stderr)
         return 2
@@ -112,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i in case.outliers:
         print(
             f"warning: {rows[i]['file']} ({rows[i]['diameter_px']:.1f} px) differs from the case "
-            f"median by more than {args.tolerance:.0%}",
+            f"median by more than {args.scale_tolerance:.0%}",
             file=sys.stderr,
         )
     summary["outliers"] = [rows[i]["file"] for i in case.outliers]

@@ -1,6 +1,6 @@
 """Export a detector or a cell classifier to ONNX, with a JSON sidecar, and check it.
 
-    python -m bmc_detectron.tools.export_onnx --config-file C --weights W --output model.onnx \\
+    bmc export-onnx --config-file C --weights W --output model.onnx \\
         [--no-verify] [KEY VALUE ...]
 
 Writes ``model.onnx`` and ``model.onnx.json`` (class names, colours, input format and
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
 
@@ -30,23 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
-
-
-def _describe(meta: Dict[str, Any]) -> str:
-    check = meta.get("verification")
-    if check is None:
-        return "not verified"
-    if meta["kind"] == "classifier":
-        return (
-            f"max prob diff {check['max_prob_diff']:.2e}, max logit diff "
-            f"{check['max_logit_diff']:.2e} (batch {check['batch']})"
-        )
-    parts = [
-        f"{r['size'][0]}x{r['size'][1]}: {r['matched']}/{r['count_a']} torch ~ "
-        f"{r['count_b']} onnx, box {r['max_box_diff']:.1e} px, score {r['max_score_diff']:.1e}"
-        for r in check["images"]
-    ]
-    return "; ".join(parts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -63,6 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e.name} is not installed: pip install -e '.[deploy]'", file=sys.stderr)
         return 2
     from bmc_detectron.deploy import export_onnx
+    from bmc_detectron.deploy.verify import check_passed, describe_export
 
     try:
         meta = export_onnx(
@@ -72,10 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         print(f"error: {lines[0]}", file=sys.stderr)
         return 2
-    check = meta.get("verification")
-    status = "PASSED" if check is None or check["passed"] else "DIFFERS"
-    print(f"{meta['kind']} exported: {args.output} (+ .json); check {status}: {_describe(meta)}")
-    return 0 if check is None or check["passed"] else 1
+    print(describe_export(meta, args.output))
+    return 0 if check_passed(meta) else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Merge an expert's corrected annotations into a COCO training set, with provenance.
 
-    python -m bmc_detectron.tools.merge_labels --base train.json --images-root DIR --round 2 \\
+    bmc merge-labels --base train.json --images-root DIR --round 2 \\
         --annotator dr_x corrections/label_studio_export.json labelme/*.json --output merged.json
 
 Inputs: Label Studio JSON exports, LabelMe files, COCO files (see

@@ -1,6 +1,6 @@
 """Choose the unlabelled images a hematologist should label next; write pre-annotations.
 
-    python -m bmc_detectron.tools.select --config-file C --weights W --pool 'unlabelled/*.png' \\
+    bmc select --detector-config C --detector-weights W --pool 'unlabelled/*.png' \\
         --budget 20 --strategy entropy [--aggregate max] [--diversity kcenter] \\
         [--classifier-config C2 --classifier-weights W2] --output DIR
 
@@ -35,10 +35,11 @@ from bmc_detectron.utils.io import atomic_write_text, expand_inputs, write_json_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's arguments."""
+    """The command's arguments (the old spellings --config-file, --weights, --opts and
+    --score-threshold are still read, not shown)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", required=True, help="detector config (yaml)")
-    p.add_argument("--weights", required=True, help="detector weights (.pth / .pkl)")
+    p.add_argument("--detector-config", help="detector config (yaml; required)")
+    p.add_argument("--detector-weights", help="detector weights (.pth / .pkl; required)")
     p.add_argument("--pool", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--budget", type=int, required=True, help="number of images to choose")
     p.add_argument("--strategy", choices=STRATEGIES, default="entropy")
@@ -46,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diversity", choices=DIVERSITY, default="none")
     p.add_argument("--candidates", type=float, default=3.0, help="kcenter: budget multiple")
     p.add_argument("--balance-weight", type=float, default=1.0, help="class_balance weight")
-    p.add_argument("--score-threshold", type=float, default=0.05, help="boxes scored from here")
+    p.add_argument(
+        "--score-floor",
+        type=float,
+        default=0.05,
+        help="boxes kept from this score: scored for uncertainty and pre-annotated",
+    )
     p.add_argument("--feature-level", help="backbone level pooled for kcenter (default: last)")
     p.add_argument("--classifier-config", help="cell classifier config (yaml)")
     p.add_argument("--classifier-weights", help="cell classifier weights")
@@ -56,13 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", help="Label Studio model_version (default: weights name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--opts", nargs="+", default=[], help="detector config KEY VALUE ...")
+    p.add_argument("--detector-opts", nargs="+", default=[], help="detector config KEY VALUE ...")
+    hidden = dict(default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--config-file", dest="detector_config", **hidden)
+    p.add_argument("--weights", dest="detector_weights", **hidden)
+    p.add_argument("--opts", dest="detector_opts", nargs="+", **hidden)
+    p.add_argument("--score-threshold", dest="score_floor", type=float, **hidden)
     return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The arguments, the detector's config and weights required."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.detector_config and args.detector_weights):
+        parser.error("the following arguments are required: --detector-config, --detector-weights")
+    return args
 
 
 def build_model(args: argparse.Namespace) -> PoolModel:
     """Detector (and classifier) from the command's configs and weights."""
-    detector = Detector.from_config(args.config_file, args.weights, args.opts)
+    detector = Detector.from_config(args.detector_config, args.detector_weights, args.detector_opts)
     classifier = None
     if bool(args.classifier_config) != bool(args.classifier_weights):
         raise ValueError("--classifier-config and --classifier-weights go together")
@@ -99,10 +119,10 @@ def labelled(path: Path, entry: Dict[str, np.ndarray], names: List[str], thr: fl
 def write_annotations(chosen: List[Dict], results: Dict, model: PoolModel, args) -> None:
     """Label Studio tasks and LabelMe files of the chosen images."""
     output, tasks = Path(args.output), []
-    version = args.model_version or Path(args.weights).stem
+    version = args.model_version or Path(args.detector_weights).stem
     for row in chosen:
         path = Path(row["image"])
-        item = labelled(path, results[path], model.class_names, args.score_threshold)
+        item = labelled(path, results[path], model.class_names, args.score_floor)
         ref = f"{args.image_url_prefix}{path.name}" if args.image_url_prefix else str(path)
         tasks.append(label_studio_task(item, ref, version, row["score"]))
         rel = os.path.relpath(path.resolve(), (output / "labelme").resolve())
@@ -113,12 +133,12 @@ def write_annotations(chosen: List[Dict], results: Dict, model: PoolModel, args)
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     output = Path(args.output)
     try:
         settings = RankSettings(args.strategy, args.aggregate, args.diversity, args.budget)
-        settings.score_threshold, settings.seed = args.score_threshold, args.seed
+        settings.score_threshold, settings.seed = args.score_floor, args.seed
         settings.candidates, settings.balance_weight = args.candidates, args.balance_weight
         paths = expand_inputs(args.pool)
         model = build_model(args)

@@ -1,8 +1,8 @@
 """Serve the lab web page and its JSON API on this workstation (``make serve``).
 
-    python -m bmc_detectron.tools.serve                       # the demo's ONNX models
-    python -m bmc_detectron.tools.serve --detector-onnx det.onnx --classifier-onnx cls.onnx
-    python -m bmc_detectron.tools.serve --backend torch \\
+    bmc serve                       # the demo's ONNX models
+    bmc serve --detector-onnx det.onnx --classifier-onnx cls.onnx
+    bmc serve --backend torch \\
         --detector-config C --detector-weights W --classifier-config C2 --classifier-weights W2
 
 Open http://127.0.0.1:8000 (the API is documented at /docs). The models default to what
@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bmc_detectron import counting
 from bmc_detectron.config import ConfigError
-from bmc_detectron.pipeline.stats import Lineage
+from bmc_detectron.counting import CounterSpec
+from bmc_detectron.structures.differential import Lineage
 
 DEMO = Path("output/demo")
 # flag -> (environment variable, default)
@@ -64,14 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("BMC_SERVE_HOST", "127.0.0.1"), help="bind address")
     p.add_argument("--port", type=int, default=int(env("BMC_SERVE_PORT", "8000")), help="port")
     p.add_argument("--allowed-host", action="append", help="accepted Host names (repeatable)")
-    p.add_argument("--min-score", type=float, default=0.1, help="detections kept from (server)")
-    p.add_argument("--threshold", type=float, default=0.5, help="the page's slider starts here")
-    p.add_argument("--uncertain-below", type=float, default=0.5, help="class prob. below: unsure")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="cells scoring below are not counted until the page's slider is moved",
+    )
+    p.add_argument(
+        "--score-floor",
+        type=float,
+        default=0.1,
+        help="detections kept from this score: the page's slider goes down to it",
+    )
+    p.add_argument(
+        "--uncertain-below", type=float, default=0.5, help="class probability below: uncertain"
+    )
     p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
     p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
     p.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
-    p.add_argument("--tile-size", type=int, default=1024, help="tile fields larger than this")
-    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by tiles")
+    p.add_argument(
+        "--tile-size", type=int, default=1024, help="tile fields larger than this (0: never)"
+    )
+    p.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by adjacent tiles")
     p.add_argument("--max-file-mb", type=float, default=25.0, help="largest image file (MB)")
     p.add_argument("--max-files", type=int, default=16, help="most images per request")
     p.add_argument("--max-megapixels", type=float, default=64.0, help="largest image (MP)")
@@ -93,82 +109,37 @@ def _require(paths: Sequence[Tuple[str, str]]) -> None:
         )
 
 
-def build_counter(args: argparse.Namespace) -> Any:
-    """The counter of the chosen backend; :class:`SetupError` when its files are missing."""
-    common = dict(score_threshold=args.min_score, tile_size=args.tile_size)
-    common["tile_overlap"] = args.tile_overlap
-    if args.backend == "onnx":
-        files = [("--detector-onnx", args.detector_onnx)]
-        if not args.no_classifier:
-            files.append(("--classifier-onnx", args.classifier_onnx))
-        _require(files)
-        _require([(f"sidecar of {flag}", f"{path}.json") for flag, path in files])
-        try:
-            from bmc_detectron.deploy import build_onnx_counter
-        except ImportError as e:  # onnxruntime missing
-            raise SetupError(f"{e}: install the deploy extras (pip install -e .[deploy])") from e
-        return build_onnx_counter(
-            args.detector_onnx,
-            None if args.no_classifier else args.classifier_onnx,
-            threads=args.threads,
-            detector_score_threshold=args.min_score,
-            **common,
-        )
-    return _torch_counter(args, common)
-
-
-def _torch_counter(args: argparse.Namespace, common: Dict[str, Any]) -> Any:
-    import torch
-
-    from bmc_detectron.pipeline.counter import CellCounter
-
-    files = [("--detector-config", args.detector_config)]
-    files.append(("--detector-weights", args.detector_weights))
-    if not args.no_classifier:
-        files.append(("--classifier-config", args.classifier_config))
-        files.append(("--classifier-weights", args.classifier_weights))
-    _require(files)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    score = str(args.min_score)
-    det_opts = [*args.detector_opts, "MODEL.DEVICE", device]
-    det_opts += ["MODEL.RETINANET.SCORE_THRESH_TEST", score, "MODEL.ROI_HEADS.SCORE_THRESH_TEST"]
-    det_opts.append(score)
-    return CellCounter.from_configs(
-        args.detector_config,
-        args.detector_weights,
-        None if args.no_classifier else args.classifier_config,
-        None if args.no_classifier else args.classifier_weights,
-        detector_opts=det_opts,
-        classifier_opts=[*args.classifier_opts, "MODEL.DEVICE", device],
-        **common,
-    )
-
-
-def scale_setup(args: argparse.Namespace, counter: Any) -> Any:
-    """The model's scale and training profile (what a request's microns_per_pixel needs)."""
-    from bmc_detectron.pipeline.scale import ModelScale, locate_profile, sidecar_scale
-    from bmc_detectron.pipeline.survey import ScaleOptions, ScaleSetup, make_setup
-
+def counter_spec(args: argparse.Namespace) -> CounterSpec:
+    """The chosen backend's models, kept from ``--score-floor``; :class:`SetupError` when a
+    model file is missing."""
     onnx = args.backend == "onnx"
-    profile, where = locate_profile(
-        args.training_profile,
-        None if onnx else args.detector_weights,
-        args.detector_onnx if onnx else None,
-        counter.detector,
+    names = ["detector_onnx", "classifier_onnx"] if onnx else list(PATHS)[2:]
+    if args.no_classifier:
+        names = [n for n in names if "classifier" not in n]
+    files = [(n, getattr(args, n)) for n in names]
+    _require([("--" + n.replace("_", "-"), path) for n, path in files])
+    if onnx:
+        _require([(f"sidecar of --{n.replace('_', '-')}", f"{path}.json") for n, path in files])
+    return CounterSpec(
+        backend=args.backend,
+        detector_opts=tuple(args.detector_opts),
+        classifier_opts=tuple(args.classifier_opts),
+        training_profile=args.training_profile,
+        device=args.device,
+        threads=args.threads,
+        score_threshold=args.score_floor,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        **dict(files),
     )
-    config_scale = None  # fills what the profile does not know
-    if profile is None or profile.microns_per_pixel is None:
-        if onnx:
-            config_scale = sidecar_scale(counter.detector)
-        else:
-            from bmc_detectron.config import build_cfg
 
-            cfg = build_cfg(args.detector_config, args.detector_opts)
-            config_scale = ModelScale.from_config(cfg)
-    setup: ScaleSetup = make_setup(ScaleOptions(), profile, where, config_scale)
-    return setup
+
+def build_counter(spec: CounterSpec) -> Any:
+    """The counter; :class:`SetupError` when the ONNX backend lacks onnxruntime."""
+    try:
+        return counting.build_counter(spec)
+    except ImportError as e:  # onnxruntime missing
+        raise SetupError(f"{e}: install the deploy extras (pip install -e .[deploy])") from e
 
 
 def is_loopback(host: str) -> bool:
@@ -183,7 +154,7 @@ def is_loopback(host: str) -> bool:
 
 def build_settings(args: argparse.Namespace) -> Any:
     """:class:`~bmc_detectron.serve.ServeSettings` from the arguments."""
-    from bmc_detectron.serve.settings import LOOPBACK_HOSTS, ServeSettings
+    from bmc_detectron.serve.core.config import LOOPBACK_HOSTS, ServeSettings
 
     if args.allowed_host:
         hosts = tuple(args.allowed_host)
@@ -197,7 +168,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         max_pixels=int(args.max_megapixels * 1e6),
         workers=args.workers,
         max_waiting=args.max_waiting,
-        default_threshold=max(args.threshold, args.min_score),
+        default_threshold=max(args.score_threshold, args.score_floor),
         uncertain_below=args.uncertain_below,
         lineage=Lineage.from_options(args.lineage, args.myeloid, args.erythroid),
         allowed_hosts=hosts,
@@ -223,8 +194,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         settings = build_settings(args)
-        counter = build_counter(args)
-        scale = scale_setup(args, counter)
+        spec = counter_spec(args)
+        counter = build_counter(spec)
+        scale = counting.scale_setup(spec, counter, per_request=True)
     except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

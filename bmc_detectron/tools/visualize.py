@@ -1,7 +1,7 @@
 """Run a trained detector on images and draw its detections with detectron2's Visualizer.
 
-    python -m bmc_detectron.tools.visualize --config-file CONFIG --input 'slides/*.png' \
-        --output out/ --confidence-threshold 0.5 MODEL.WEIGHTS output/model_final.pth
+    bmc visualize --config-file CONFIG --input 'slides/*.png' \
+        --output out/ --score-threshold 0.5 MODEL.WEIGHTS output/model_final.pth
 
 Writes one annotated image per input and ``detections.json`` (boxes XYXY in input pixels).
 """
@@ -55,7 +55,7 @@ def detections_to_json(instances, class_names: Sequence[str]) -> List[Dict]:
     ]
 
 
-def run_demo(
+def draw_detections(
     cfg, inputs: Sequence[Path], output: Path, *, predictor: Optional[DefaultPredictor] = None
 ) -> Dict[str, object]:
     """Predict, draw and save; unreadable images are reported and skipped.
@@ -98,7 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, help="model config (yaml)")
     parser.add_argument("--input", nargs="+", required=True, help="images, folders or globs")
     parser.add_argument("--output", required=True, help="folder for drawings and detections.json")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="detections scoring below: not drawn"
+    )
+    parser.add_argument(  # the old spelling, still read
+        "--confidence-threshold",
+        dest="score_threshold",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
@@ -109,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     opts = list(args.opts) + [
         "MODEL.RETINANET.SCORE_THRESH_TEST",
-        str(args.confidence_threshold),
+        str(args.score_threshold),
         "MODEL.DEVICE",
         args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
     ]
@@ -119,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    payload = run_demo(cfg, inputs, Path(args.output))
+    payload = draw_detections(cfg, inputs, Path(args.output))
     n = len(payload["images"])
     print(f"{n} image(s) annotated in {args.output}; detections in {args.output}/detections.json")
     return 1 if payload["failed"] else 0

@@ -25,25 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
-from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from bmc_detectron.data.datasets import prepare_dataset
-from bmc_detectron.reporting.provenance import shell_join
-from bmc_detectron.utils.io import atomic_write_text
-from studies.ablation.bootstrap import bootstrap_table
-from studies.ablation.report import (
-    markdown_tables,
-    plot,
-    summarize,
-    write_csv,
-    write_report,
-)
-from studies.ablation.runs import collect, execute, metrics_path, plan_runs, run_one
+from studies.ablation.runs import RunPlan, run_one
+from studies.ablation.study import PageSpec, run_ablation
 
 REFERENCE_CONFIG = (
     Path(__file__).resolve().parents[2] / "configs/cpu/d2_retinanet_R_18_FPN_cpu.yaml"
@@ -118,6 +106,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "instead of each run's own timing, for the configs it has",
     )
     p.add_argument("--notes", help="markdown file placed under the report's setup section")
+    p.add_argument(
+        "--manifest", help="the study's study.yaml: the report's status section (planned runs)"
+    )
     p.add_argument("--title", default="Ablation results", help="the report's heading")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
@@ -131,82 +122,46 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run_all(args: argparse.Namespace) -> tuple:
-    """Plan, run (or skip) and collect every run; returns (specs, records)."""
-    specs, records = plan_runs(args), []
-    for spec in specs:
-        tag = f"{spec['name']} seed {spec['seed']}"
-        if metrics_path(spec).is_file():
-            print(f"[ablation] skip {tag}: {metrics_path(spec)} exists")
-        elif args.no_run:
-            print(f"[ablation] no result for {tag} (--no-run)")
-        else:
-            print(f"[ablation] run {tag}")
-            info = execute(spec, args.in_process, args.timeout)
-            print(f"[ablation] {tag}: {info['status']} {info.get('error') or ''}".rstrip())
-        records.append(collect(spec))
-    return specs, records
-
-
-def _missing_inputs(args: argparse.Namespace) -> List[str]:
-    """Files named by --latency-from (with --report: --extra, --notes) that do not exist."""
-    files = [args.latency_from, *((*args.extra, args.notes) if args.report else ())]
-    return [f for f in files if f and not Path(f).is_file()]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns 0 when every run succeeded, 1 otherwise."""
+    """Command-line entry point; returns 0 when every run succeeded, 1 otherwise (2: an input is
+    missing)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         return _worker_main(argv[1])
     args = parse_args(argv)
-    missing = _missing_inputs(args)
-    if missing:
-        print(f"error: file not found: {', '.join(missing)}; nothing written", file=sys.stderr)
-        return 2
-    setup_logger(name="bmc_detectron")
-    t_start = time.perf_counter()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "commands.txt").open("a") as f:
-        f.write("python -m studies.ablation.ablation " + shell_join(args.argv) + "\n")
-    try:
-        for name in (args.train_dataset, args.test_dataset):
-            prepare_dataset(name)
-    except Exception as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    specs, records = _run_all(args)
-    reference = Path(args.reference_config).stem
-    classes = MetadataCatalog.get(args.test_dataset).get("thing_classes") or []
-    if args.latency_from:
-        timed = json.loads(Path(args.latency_from).read_text())
-        side_by_side = {m["name"]: m["median_ms"] for m in timed["models"]}
-        for r in records:  # one latency per config: the interleaved median, for every seed
-            r["latency_ms"] = side_by_side.get(r["name"], r.get("latency_ms"))
-    summary = summarize(records, classes)
-    write_csv(out / "ablation.csv", records, summary, classes)
-    extra = []
-    if args.bootstrap > 0:
-        extra.append(
-            bootstrap_table(
-                records, summary, args.parents, reference, args.test_dataset, args.bootstrap
-            )
-        )
-    tables = markdown_tables(
-        records, summary, classes, args.parents, args.full, args.target, reference, extra
+    plan = RunPlan(
+        configs=args.configs,
+        train_dataset=args.train_dataset,
+        test_dataset=args.test_dataset,
+        num_classes=args.num_classes,
+        seeds=args.seeds,
+        output=args.output,
+        max_iter=args.max_iter,
+        latency_images=args.latency_images,
+        threads=args.threads,
+        opts=args.opts,
     )
-    atomic_write_text(out / "ablation.md", "# Ablation\n\n" + tables)
-    plot(out, summary)
-    if args.report and not any(r.get("status") == "ok" for r in records):
-        print(f"error: no finished run in {out}; {args.report} is left as it was", file=sys.stderr)
-        return 2
-    if args.report:
-        wall = time.perf_counter() - t_start
-        sched = specs[0]["schedule"] if specs else []
-        write_report(Path(args.report), out, tables, records, args, wall, sched, reference)
-    print(tables)
-    return 0 if all(r.get("status") in ("ok", "not run") for r in records) else 1
+    page = PageSpec(
+        parents=args.parents,
+        full=args.full,
+        targets=tuple(args.target),
+        bootstrap=args.bootstrap,
+        latency_from=args.latency_from,
+        report=args.report,
+        title=args.title,
+        notes=args.notes,
+        manifest=args.manifest,
+        extra=args.extra,
+    )
+    return run_ablation(
+        plan,
+        args.reference_config,
+        page,
+        argv=args.argv,
+        no_run=args.no_run,
+        in_process=args.in_process,
+        timeout=args.timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tables, plots and the results page of an ablation (:mod:`studies.ablation.ablation`).
+"""Tables and plots of an ablation (:mod:`studies.ablation.ablation`).
 
 Every number comes from the run records (``run.json`` + ``coco_metrics.json`` of each run, see
 :mod:`studies.ablation.runs`); this module only aggregates: means over seeds, per-class
@@ -9,19 +9,15 @@ The reference is the row whose name is the reference config's stem (``reference`
 
 from __future__ import annotations
 
-import argparse
 import csv
-import datetime
 import io
 import math
-import shutil
 import statistics
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from bmc_detectron.bench.report import describe
 from bmc_detectron.reporting.plots import grouped_bar_plot, scatter_plot
-from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
 from bmc_detectron.utils.numbers import nanmean, nanstd
@@ -297,100 +293,3 @@ def plot(out: Path, summary: List[Dict]) -> None:
         sizes=[s["params_m"] for s in ok],
         size_label=" M params",
     )
-
-
-def _setup_lines(
-    args: argparse.Namespace, sched: Sequence[str], records: List[Dict], reference: str | None
-) -> list:
-    ref = next((r for r in records if r["name"] == reference), None)
-    lines = [
-        f"- train `{args.train_dataset}`, test `{args.test_dataset}`, {args.num_classes} classes,"
-        f" seeds {list(args.seeds)}",
-        f"- schedule passed to every run: `{' '.join(sched)}`",
-        f"- overrides for every run: `{' '.join(args.opts) or 'none'}`",
-        f"- reference: `{reference}` (`{ref.get('config_file')}`: "
-        f"{describe(ref.get('config_file', '')) or 'no description'})"
-        if ref
-        else "- no reference run",
-    ]
-    if getattr(args, "notes", None):
-        lines.append(Path(args.notes).read_text().strip() + "\n")
-    return lines
-
-
-def _machine_lines() -> list:
-    m = machine_info()
-    return [
-        f"- CPU: {m['cpu']}, {m['usable_cores']} usable cores ({m['logical_cores']} logical),"
-        f" {m['memory_gb']} GB RAM; GPU: {m['gpu'] or 'none'}",
-        f"- torch {m['torch']} (threads per run: see the per-seed table),"
-        f" detectron2 {m['detectron2']}, Python {m['python']}, {m['platform']};"
-        f" 1-min load average at report time {m['load_avg_1m']}",
-    ]
-
-
-def _training_invocations(lines: Sequence[str]) -> List[str]:
-    """The logged invocations that could train (not ``--no-run``), each once, first-seen order."""
-    kept = (c for c in map(str.strip, lines) if c and "--no-run" not in c.split())
-    return list(dict.fromkeys(kept))
-
-
-def write_report(
-    path: Path,
-    out: Path,
-    tables: str,
-    records: List[Dict],
-    args: argparse.Namespace,
-    wall_s: float,
-    sched: Sequence[str],
-    reference: str | None = None,
-) -> None:
-    """Regenerate the results page: setup, tables, plots, machine, wall times, commands.
-
-    ``args`` carries the ablation's train/test datasets, classes, seeds, overrides and the
-    optional ``notes`` (a markdown file) and ``extra`` (markdown files to include).
-    """
-    # The plots go next to the report, so that a committed report keeps them (run folders are
-    # usually git-ignored); named after the report, so that two reports in one folder keep theirs.
-    plots = {}
-    for name in ("ap_per_config.png", "ap_vs_latency.png"):
-        target = path.parent / f"{path.stem}_{name}"
-        plots[name] = target.name
-        if (out / name).is_file() and not (target.exists() and target.samefile(out / name)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / name, target)
-    cmds = _training_invocations((out / "commands.txt").read_text().splitlines())
-    total_min = sum(r.get("wall_s") or 0 for r in records) / 60
-    lines = [
-        f"# {args.title}\n",
-        f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `studies.ablation.ablation` from"
-        f" the runs in `{out}`; every number below was measured by those runs.\n",
-        "## Setup\n",
-        *_setup_lines(args, sched, records, reference),
-        "\n## Results\n",
-        tables,
-        f"![AP per config]({plots['ap_per_config.png']})\n",
-        f"![AP vs latency]({plots['ap_vs_latency.png']})\n",
-        "## Machine\n",
-        *_machine_lines(),
-        "\n## Wall times\n",
-        f"- this invocation: {wall_s / 60:.1f} min; all runs: {total_min:.1f} min"
-        " (train + eval + timing)",
-        "\n## Commands\n",
-        "This page:\n",
-        "```",
-        "python -m studies.ablation.ablation " + shell_join(args.argv),
-        "```\n",
-        "Invocations that trained runs into this folder (in order, each once):\n",
-        "```",
-        *cmds,
-        "```\n",
-        "Per run (the worker command; the equivalent detectron2-style training command):\n",
-    ]
-    for r in {(r["name"], r["seed"]): r for r in records}.values():
-        lines += [f"- `{r['name']}` seed {r['seed']}: `{r.get('command')}`"]
-        lines += [f"  - `{r.get('train_net_command')}`"]
-    for extra in getattr(args, "extra", None) or []:
-        body = Path(extra).read_text().strip()
-        lines += [f"\n## Included: `{extra}`\n", body.replace("\n# ", "\n### ")]
-    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -7,15 +7,15 @@ cost) and ``inference/<test dataset>/coco_metrics.json``, whose presence means "
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import hooks
@@ -24,6 +24,7 @@ from detectron2.utils.env import seed_all_rng
 from bmc_detectron.bench.inputs import default_input_size, latency_inputs
 from bmc_detectron.bench.measure import Subject, measure_latency, torch_threads
 from bmc_detectron.bench.model_cost import count_gflops, count_parameters
+from bmc_detectron.bench.names import run_names
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.datasets import dataset_registration, register_datasets
 from bmc_detectron.engine import BMCTrainer
@@ -101,48 +102,54 @@ def schedule_opts(config_file: str, opts: Sequence[str], max_iter: int | None) -
     ]
 
 
-def run_names(config_files: Sequence[str]) -> List[Tuple[str, str]]:
-    """(name, config file) per config: the file stem, prefixed by its folder when two configs
-    share a stem; a config listed twice is kept once."""
-    unique: Dict[Path, str] = {}
-    for c in config_files:
-        unique.setdefault(Path(c).resolve(), c)
-    files = list(unique.values())
-    stems = [Path(c).stem for c in files]
-    return [
-        (s if stems.count(s) == 1 else f"{Path(c).parent.name}_{s}", c)
-        for s, c in zip(stems, files)
-    ]
+@dataclass(frozen=True)
+class RunPlan:
+    """What an ablation trains: every config x seed on one pair of datasets, into ``output``.
+
+    ``max_iter`` scales the first config's schedule (None: as it is); ``latency_images`` are
+    the batch-1 timing images of every run; ``threads`` is torch's thread count in every run
+    (None: torch's default); ``opts`` are KEY VALUE overrides for every run.
+    """
+
+    configs: Sequence[str]
+    train_dataset: str
+    test_dataset: str
+    num_classes: int
+    seeds: Sequence[int] = (0,)
+    output: str = "output/ablation"
+    max_iter: int | None = None
+    latency_images: int = 20
+    threads: int | None = None
+    opts: Sequence[str] = ()
 
 
-def plan_runs(args: argparse.Namespace) -> List[Dict[str, object]]:
-    """One spec per (config, seed) of ``args`` (``configs``, ``train_dataset``,
-    ``test_dataset``, ``num_classes``, ``seeds``, ``output``, ``max_iter``, ``latency_images``,
-    ``threads``, ``opts``); a config that does not load gets ``error`` set instead of running."""
-    data = ["DATASETS.TRAIN", f"('{args.train_dataset}',)", "DATASETS.TEST"]
-    data += [f"('{args.test_dataset}',)", "MODEL.RETINANET.NUM_CLASSES", str(args.num_classes)]
+def plan_runs(plan: RunPlan) -> List[Dict[str, object]]:
+    """One spec per (config, seed) of ``plan``; a config that does not load gets ``error`` set
+    instead of running."""
+    data = ["DATASETS.TRAIN", f"('{plan.train_dataset}',)", "DATASETS.TEST"]
+    data += [f"('{plan.test_dataset}',)", "MODEL.RETINANET.NUM_CLASSES", str(plan.num_classes)]
     # the two-stage detectors of the comparison read their class count from the ROI heads
-    data += ["MODEL.ROI_HEADS.NUM_CLASSES", str(args.num_classes)]
-    configs = run_names(args.configs)
+    data += ["MODEL.ROI_HEADS.NUM_CLASSES", str(plan.num_classes)]
+    configs = run_names(plan.configs)
     sched: List[str] = []
     for _, cfg_file in configs:  # the schedule of the first config that loads
         try:
-            sched = schedule_opts(cfg_file, data + list(args.opts), args.max_iter)
+            sched = schedule_opts(cfg_file, data + list(plan.opts), plan.max_iter)
             break
         except ConfigError:
             continue
-    names = [n for n in (args.train_dataset, args.test_dataset) if _registered_json(n)]
+    names = [n for n in (plan.train_dataset, plan.test_dataset) if _registered_json(n)]
     datasets = {n: dataset_registration(n) for n in names}  # re-registered by subprocesses
     specs = []
     for name, cfg_file in configs:
-        for seed in args.seeds:
-            run_dir = Path(args.output).resolve() / "runs" / name / f"seed{seed}"
-            opts = data + list(args.opts) + sched + ["SEED", str(seed), "OUTPUT_DIR", str(run_dir)]
+        for seed in plan.seeds:
+            run_dir = Path(plan.output).resolve() / "runs" / name / f"seed{seed}"
+            opts = data + list(plan.opts) + sched + ["SEED", str(seed), "OUTPUT_DIR", str(run_dir)]
             train_cmd = f"python train_net.py --config-file {cfg_file} " + shell_join(opts)
             spec = {"name": name, "config_file": cfg_file, "seed": seed, "opts": opts}
-            spec.update(run_dir=str(run_dir), test_dataset=args.test_dataset, datasets=datasets)
-            spec.update(latency_images=args.latency_images, error=None, schedule=sched)
-            spec.update(threads=args.threads, train_net_command=train_cmd)
+            spec.update(run_dir=str(run_dir), test_dataset=plan.test_dataset, datasets=datasets)
+            spec.update(latency_images=plan.latency_images, error=None, schedule=sched)
+            spec.update(threads=plan.threads, train_net_command=train_cmd)
             spec["command"] = f"{WORKER} {run_dir / 'run_spec.json'}"
             try:
                 build_cfg(cfg_file, opts)

@@ -46,5 +46,6 @@ fi
   "configs/cpu/$STOCK.yaml" "configs/cpu/$FLIP.yaml" \
   --train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds $SEEDS \
   --output "$OUT" --no-run --full "$FULL" --report docs/results/confirm/RESULTS_confirm.md \
-  --notes studies/confirm/notes.md --parent "$STOCK=$REF" "$FLIP=$REF" \
+  --notes studies/confirm/notes.md --manifest studies/confirm/study.yaml \
+  --parent "$STOCK=$REF" "$FLIP=$REF" \
   --title "Confirm once on test: the full model against detectron2's RetinaNet (BCCD)"

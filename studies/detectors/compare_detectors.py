@@ -5,12 +5,14 @@
         [--configs A.yaml ...] [--full configs/cpu/retinanet_R_18_full_cpu.yaml] \
         [--tasks fcos_R_18_FPN_cpu:0 ...] [--no-run] \
         [--report docs/results/detectors/RESULTS_detectors.md] \
-        [--notes studies/detectors/notes.md] [KEY VALUE ...]
+        [--notes studies/detectors/notes.md] [--manifest studies/detectors/study.yaml] \
+        [KEY VALUE ...]
 
 The thesis chose RetinaNet after comparing one- and two-stage detectors (its chapter 3). This
-command trains every config x seed with one schedule and data (:mod:`.ablation`: resumable,
-each run evaluated with COCO metrics and timed), then times batch-1 inference of all configs
-side by side in one process (interleaved rounds, :mod:`.benchmark`), then writes one table:
+command trains every config x seed with one schedule and data (:mod:`studies.ablation.study`:
+resumable, each run evaluated with COCO metrics and timed), then times batch-1 inference of all
+configs side by side in one process (interleaved rounds, :mod:`bmc_detectron.bench.side_by_side`),
+then writes one table:
 parameters, GFLOPs, latency, training time, AP / AP50 / AP75, APs / APm / APl and per-class AP,
 with the full model judged against detectron2's RetinaNet. By default the four detectors are
 detectron2's RetinaNet (the reference), Faster R-CNN and FCOS on the same ResNet-18 FPN
@@ -25,8 +27,19 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
-from bmc_detectron.analysis_tools import benchmark
-from studies.ablation import ablation
+from detectron2.utils.logger import setup_logger
+
+from bmc_detectron.bench.inputs import TimingInputs
+from bmc_detectron.bench.measure import torch_threads
+from bmc_detectron.bench.side_by_side import (
+    load_configs,
+    side_by_side_latency,
+    write_side_by_side,
+)
+from bmc_detectron.config import ConfigError
+from bmc_detectron.reporting.provenance import shell_join
+from studies.ablation.runs import RunPlan
+from studies.ablation.study import PageSpec, run_ablation
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cpu"
 REFERENCE = CONFIGS / "d2_retinanet_R_18_FPN_cpu.yaml"
@@ -36,6 +49,7 @@ DEFAULT_CONFIGS = [
     CONFIGS / "compare" / "fcos_R_18_FPN_cpu.yaml",
 ]
 DEFAULT_FULL = CONFIGS / "retinanet_R_18_full_cpu.yaml"
+BENCHMARK = "python -m bmc_detectron.analysis_tools.benchmark "
 TITLE = "Detectors compared: Faster R-CNN, FCOS, RetinaNet and the full model"
 
 
@@ -74,6 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--report", help="write the results page here (docs/results/detectors/RESULTS_detectors.md)"
     )
     p.add_argument("--notes", help="markdown placed under the page's setup section")
+    p.add_argument("--manifest", help="the study's study.yaml: the page's status section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
     args.configs = args.configs or [*(_rel(c) for c in DEFAULT_CONFIGS), args.full]
@@ -85,7 +100,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _plan(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -> RunPlan:
+    return RunPlan(
+        configs=configs,
+        train_dataset=args.train_dataset,
+        test_dataset=args.test_dataset,
+        num_classes=args.num_classes,
+        seeds=seeds,
+        output=args.output,
+        max_iter=args.max_iter,
+        threads=args.threads,
+        opts=args.opts,
+    )
+
+
 def _ablation_argv(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -> list:
+    """The ``studies.ablation.ablation`` command line equivalent to the runs of ``configs`` x
+    ``seeds`` (logged with the runs and named on the page), without the overrides."""
     argv = ["--configs", *configs, "--reference-config", _rel(REFERENCE)]
     argv += ["--train-dataset", args.train_dataset, "--test-dataset", args.test_dataset]
     argv += ["--num-classes", str(args.num_classes), "--seeds", *map(str, seeds)]
@@ -94,7 +125,19 @@ def _ablation_argv(args: argparse.Namespace, configs: List[str], seeds: Sequence
     return argv + (["--in-process"] if args.in_process else [])
 
 
+def _train(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -> int:
+    """Train the runs of ``configs`` x ``seeds`` that have no result (no page)."""
+    return run_ablation(
+        _plan(args, configs, seeds),
+        _rel(REFERENCE),
+        PageSpec(),
+        argv=_ablation_argv(args, configs, seeds) + list(args.opts),
+        in_process=args.in_process,
+    )
+
+
 def _benchmark_argv(args: argparse.Namespace) -> list:
+    """The ``analysis_tools.benchmark`` command line equivalent to :func:`_time_side_by_side`."""
     argv = ["--configs", *args.configs, "--reference", REFERENCE.stem]
     argv += ["--dataset", args.test_dataset, "--threads", str(args.latency_threads)]
     argv += ["--output", str(Path(args.output) / "latency")]
@@ -108,31 +151,75 @@ def _benchmark_argv(args: argparse.Namespace) -> list:
     return argv + ["MODEL.RETINANET.NUM_CLASSES", n, "MODEL.ROI_HEADS.NUM_CLASSES", n, *args.opts]
 
 
+def _time_side_by_side(args: argparse.Namespace) -> int:
+    """Batch-1 latency of every config, side by side: ``OUTPUT/latency/latency.{json,md}``."""
+    setup_logger(name="bmc_detectron")
+    n = str(args.num_classes)
+    opts = ["MODEL.RETINANET.NUM_CLASSES", n, "MODEL.ROI_HEADS.NUM_CLASSES", n, *args.opts]
+    try:
+        entries = load_configs(args.configs, opts)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    timing = TimingInputs(
+        dataset=args.test_dataset,
+        num_images=args.latency_images or 10,
+        rounds=args.latency_rounds or 6,
+    )
+    command = BENCHMARK + shell_join(_benchmark_argv(args))
+    with torch_threads(args.latency_threads):
+        rec = side_by_side_latency(entries, timing, reference=REFERENCE.stem, command=command)
+    write_side_by_side(Path(args.output) / "latency", rec)
+    print(rec["markdown"])
+    return 0
+
+
+def _report(args: argparse.Namespace, rc: int) -> int:
+    """The tables and, with ``--report``, the page, from the runs and the latency table."""
+    latency = Path(args.output) / "latency" / "latency.md"
+    latency_json = latency.with_suffix(".json")
+    page = PageSpec(
+        full=Path(args.full).stem,
+        extra=[str(latency)],
+        latency_from=str(latency_json) if latency_json.is_file() else None,
+        report=args.report,
+        notes=args.notes,
+        manifest=args.manifest,
+        **({"title": TITLE} if args.report else {}),
+    )
+    argv = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
+    argv += ["--full", page.full, "--extra", str(latency)]
+    if page.latency_from:
+        argv += ["--latency-from", page.latency_from]
+    if args.report:
+        argv += ["--report", args.report, "--title", TITLE]
+    if args.notes:
+        argv += ["--notes", args.notes]
+    if args.manifest:
+        argv += ["--manifest", args.manifest]
+    plan = _plan(args, args.configs, args.seeds)
+    argv += list(args.opts)
+    return rc | run_ablation(
+        plan, _rel(REFERENCE), page, argv=argv, no_run=True, in_process=args.in_process
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 when every run (and the timing) succeeded."""
     args = parse_args(argv)
-    opts = list(args.opts)
     if args.tasks:
         rc = 0
         for task in args.tasks:
             name, _, seed = task.rpartition(":")
-            rc |= ablation.main(_ablation_argv(args, [args.names[name]], [int(seed)]) + opts)
+            rc |= _train(args, [args.names[name]], [int(seed)])
         return rc
     rc = 0
     if not args.no_run:
-        rc = ablation.main(_ablation_argv(args, args.configs, args.seeds) + opts)
+        rc = _train(args, args.configs, args.seeds)
     latency = Path(args.output) / "latency" / "latency.md"
     if not (args.reuse_latency and latency.is_file()):
-        rc |= benchmark.main(_benchmark_argv(args))
-    report = _ablation_argv(args, args.configs, args.seeds) + ["--no-run"]
-    report += ["--full", Path(args.full).stem, "--extra", str(latency)]
-    if latency.with_suffix(".json").is_file():
-        report += ["--latency-from", str(latency.with_suffix(".json"))]
-    if args.report:
-        report += ["--report", args.report, "--title", TITLE]
-    if args.notes:
-        report += ["--notes", args.notes]
-    return rc | ablation.main(report + opts)
+        rc |= _time_side_by_side(args)
+    return _report(args, rc)
 
 
 if __name__ == "__main__":

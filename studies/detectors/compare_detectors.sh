@@ -34,4 +34,5 @@ RUN=()
 [[ -n "${REPORT:-}" ]] && RUN=(--no-run --reuse-latency)  # RETIME=1: time again anyway
 [[ -n "${REPORT:-}" && -n "${RETIME:-}" ]] && RUN=(--no-run)
 "$PY" -m studies.detectors.compare_detectors "${ARGS[@]}" "${RUN[@]}" \
-  --report docs/results/detectors/RESULTS_detectors.md --notes studies/detectors/notes.md "${OPTS[@]}"
+  --report docs/results/detectors/RESULTS_detectors.md --notes studies/detectors/notes.md \
+  --manifest studies/detectors/study.yaml "${OPTS[@]}"

@@ -4,7 +4,7 @@
         [--configs REF.yaml FULL.yaml] [--dcn-config DCN.yaml] [--max-iter 1000] \
         [--min-iter 100] [--ims-per-batch 16] [--device cuda] [KEY VALUE ...]
     python -m studies.gpu_check.gpu_check --report-from OUT/gpu_check.json \
-        --report docs/RESULTS_gpu.md
+        --report docs/results/gpu_check/RESULTS_gpu.md
 
 ``studies/gpu_check/gpu_check.sh`` prepares and runs it on a lent machine
 (GPU time is short: one call).
@@ -75,23 +75,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-images", type=int, default=20)
     p.add_argument("--agreement-images", type=int, default=8)
     p.add_argument("--report-from", help="render the page from this gpu_check.json only")
-    p.add_argument("--report", help="also write the page here (e.g. docs/RESULTS_gpu.md)")
+    p.add_argument(
+        "--report", help="also write the page here (e.g. docs/results/gpu_check/RESULTS_gpu.md)"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every model")
     return p
+
+
+def _setup(args: argparse.Namespace, runs_root: Path) -> gr.GpuCheckSetup:
+    return gr.GpuCheckSetup(
+        configs=list(args.configs),
+        dcn_config=args.dcn_config,
+        train_dataset=args.train_dataset,
+        test_dataset=args.test_dataset,
+        num_classes=args.num_classes,
+        runs_root=runs_root,
+        seed=args.seed,
+        device=args.device,
+        ims_per_batch=args.ims_per_batch,
+        workers=args.workers,
+        step_iters=args.step_iters,
+        latency_images=args.latency_images,
+        agreement_images=args.agreement_images,
+        opts=list(args.opts),
+    )
 
 
 def _check(args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, object]:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    args.runs_root = Path(args.work_dir or out)
+    setup = _setup(args, Path(args.work_dir or out))
     result: Dict[str, object] = {"command": COMMAND + shell_join(argv)}
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     ck = gr.Checkpointed(out / "gpu_check.json", result, time.monotonic() + args.budget_s)
     ck.step("environment", gc.environment)
-    ck.step("dcn", lambda: [gc.dcn_parity(args.device, modulated=m) for m in (False, True)])
-    if args.dcn_config:
-        ck.step("dcn_model", gr.dcn_model_ops, args)
-    steps = ck.step("step", gr.step_times, args)
+    ck.step("dcn", lambda: [gc.dcn_parity(setup.device, modulated=m) for m in (False, True)])
+    if setup.dcn_config:
+        ck.step("dcn_model", gr.dcn_model_ops, setup)
+    steps = ck.step("step", gr.step_times, setup)
     amp = (steps or {}).get("precisions", {}).get("amp", {}) if isinstance(steps, dict) else {}
     step_s = amp.get("median_ms", float("nan")) / 1000.0
     if not step_s > 0:
@@ -101,7 +122,7 @@ def _check(args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, object]:
     iters = gc.choose_max_iter(
         ck.left() - reserve,
         step_s,
-        len(args.configs),
+        len(setup.configs),
         requested=args.max_iter,
         minimum=args.min_iter,
         multiple=args.iter_multiple,
@@ -110,10 +131,10 @@ def _check(args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, object]:
     ck.step("schedule", lambda: {"iterations": iters, "step_s": step_s, "budget_left_s": ck.left()})
     if not iters:
         return result
-    runs = ck.step("runs", gr.train_runs, args, iters)
+    runs = ck.step("runs", gr.train_runs, setup, iters)
     full = runs[-1] if isinstance(runs, list) and runs else {}
     if full.get("run_dir"):
-        ck.step("cpu_agreement", gr.cpu_agreement, args, full, ck.left)
+        ck.step("cpu_agreement", gr.cpu_agreement, setup, full, ck.left)
     return result
 
 

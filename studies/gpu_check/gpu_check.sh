@@ -7,7 +7,7 @@
 #   bash studies/gpu_check/gpu_check.sh prepare          # here, where PyPI is reachable: fills .gpu/
 #   # on the lent machine (the session's device tool), one call with carry [".gpu"]:
 #   #   command: bash studies/gpu_check/gpu_check.sh run      timeout_s: 570
-#   bash studies/gpu_check/gpu_check.sh report DIR       # here: docs/RESULTS_gpu.md from DIR/gpu_check.json
+#   bash studies/gpu_check/gpu_check.sh report DIR       # here: docs/results/gpu_check/RESULTS_gpu.md from DIR/gpu_check.json
 #
 # .gpu/ (git-ignored, ~12 MB) holds what the lent machine lacks and cannot download: wheels of
 # detectron2's pure-Python code and its dependencies for that machine's Python, and a copy of
@@ -74,6 +74,6 @@ case "$MODE" in
   report)
     [[ -n "${2:-}" ]] || { echo "usage: bash studies/gpu_check/gpu_check.sh report DIR" >&2; exit 2; }
     "${PY:-.venv/bin/python}" -m studies.gpu_check.gpu_check --report-from "$2/gpu_check.json" \
-      --report docs/RESULTS_gpu.md ;;
+      --report docs/results/gpu_check/RESULTS_gpu.md ;;
   *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

@@ -1,14 +1,14 @@
-"""The runs of the GPU check (``tools/gpu_check``): overrides, schedule, float32 vs AMP
-training steps, the trained models and their CPU agreement; each takes the tool's parsed
-arguments, and :class:`Checkpointed` saves the result after every step."""
+"""The runs of the GPU check (:mod:`studies.gpu_check.gpu_check`): overrides, schedule, float32
+vs AMP training steps, the trained models and their CPU agreement; each takes the check's
+:class:`GpuCheckSetup`, and :class:`Checkpointed` saves the result after every step."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
@@ -17,10 +17,39 @@ from bmc_detectron.bench.measure import build_subject, evaluate_coco
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import prepare_dataset
 from bmc_detectron.utils.io import write_json_atomic
-from studies.ablation.runs import execute, plan_runs
+from studies.ablation.runs import RunPlan, execute, plan_runs
 from studies.gpu_check import checks as gc
 from studies.precision.precision import loader_batches
 from studies.precision.runs_report import read_run
+
+
+@dataclass(frozen=True)
+class GpuCheckSetup:
+    """What the check's models are and where they run.
+
+    ``configs``: the reference's and the full model's config (trained, in that order; the full
+    model's also times steps and is compared with the CPU); ``dcn_config``: the detector whose
+    deformable ops are listed; data: ``train_dataset``, ``test_dataset``, ``num_classes``;
+    ``ims_per_batch`` (BASE_LR scales with it), ``workers`` (loader), ``step_iters`` (timed
+    training steps per precision), ``latency_images`` (batch-1 timing), ``agreement_images``
+    (GPU vs CPU); ``runs_root``: where ``runs/`` and ``cpu_eval/`` go; ``opts``: KEY VALUE
+    overrides for every model.
+    """
+
+    configs: Sequence[str]
+    dcn_config: str
+    train_dataset: str
+    test_dataset: str
+    num_classes: int
+    runs_root: Path
+    seed: int = 0
+    device: str = "cuda"
+    ims_per_batch: int = 16
+    workers: int = 8
+    step_iters: int = 5
+    latency_images: int = 20
+    agreement_images: int = 8
+    opts: Sequence[str] = ()
 
 
 class Checkpointed:
@@ -47,17 +76,17 @@ class Checkpointed:
         return value
 
 
-def model_opts(args: argparse.Namespace) -> List[str]:
+def model_opts(setup: GpuCheckSetup) -> List[str]:
     """Overrides every model gets: device, data, AMP, batch (linear LR), workers, no eval hook."""
-    lr = 0.01 * args.ims_per_batch / 16
+    lr = 0.01 * setup.ims_per_batch / 16
     return [
-        *("MODEL.DEVICE", args.device, "SOLVER.AMP.ENABLED", "True", "SEED", str(args.seed)),
-        *("DATASETS.TRAIN", f"('{args.train_dataset}',)"),
-        *("DATASETS.TEST", f"('{args.test_dataset}',)"),
-        *("MODEL.RETINANET.NUM_CLASSES", str(args.num_classes)),
-        *("SOLVER.IMS_PER_BATCH", str(args.ims_per_batch), "SOLVER.BASE_LR", str(lr)),
-        *("DATALOADER.NUM_WORKERS", str(args.workers), "TEST.EVAL_PERIOD", "0"),
-        *args.opts,
+        *("MODEL.DEVICE", setup.device, "SOLVER.AMP.ENABLED", "True", "SEED", str(setup.seed)),
+        *("DATASETS.TRAIN", f"('{setup.train_dataset}',)"),
+        *("DATASETS.TEST", f"('{setup.test_dataset}',)"),
+        *("MODEL.RETINANET.NUM_CLASSES", str(setup.num_classes)),
+        *("SOLVER.IMS_PER_BATCH", str(setup.ims_per_batch), "SOLVER.BASE_LR", str(lr)),
+        *("DATALOADER.NUM_WORKERS", str(setup.workers), "TEST.EVAL_PERIOD", "0"),
+        *setup.opts,
     ]
 
 
@@ -71,35 +100,35 @@ def schedule(iters: int) -> List[str]:
     ]
 
 
-def step_times(args: argparse.Namespace) -> Dict[str, object]:
+def step_times(setup: GpuCheckSetup) -> Dict[str, object]:
     """Training-step time of the full model in float32 and in AMP on one loader batch."""
-    amp = build_cfg(args.configs[1], model_opts(args) + schedule(1000))
+    amp = build_cfg(setup.configs[1], model_opts(setup) + schedule(1000))
     fp32 = build_cfg(
-        args.configs[1], [*model_opts(args), *schedule(1000), "SOLVER.AMP.ENABLED", "False"]
+        setup.configs[1], [*model_opts(setup), *schedule(1000), "SOLVER.AMP.ENABLED", "False"]
     )
     batch = next(loader_batches(amp))
-    rec = gc.train_step_times({"float32": fp32, "amp": amp}, batch, args.step_iters)
+    rec = gc.train_step_times({"float32": fp32, "amp": amp}, batch, setup.step_iters)
     for r in rec.values():
         r.pop("seconds", None)
-    return {"config": args.configs[1], "batch_size": len(batch), "precisions": rec}
+    return {"config": setup.configs[1], "batch_size": len(batch), "precisions": rec}
 
 
-def train_runs(args: argparse.Namespace, iters: int) -> List[Dict[str, object]]:
+def train_runs(setup: GpuCheckSetup, iters: int) -> List[Dict[str, object]]:
     """Both models trained, evaluated and timed (in this process); one record per model."""
-    ns = argparse.Namespace(
-        configs=list(args.configs),
-        train_dataset=args.train_dataset,
-        seeds=[args.seed],
-        test_dataset=args.test_dataset,
-        num_classes=args.num_classes,
+    plan = RunPlan(
+        configs=list(setup.configs),
+        train_dataset=setup.train_dataset,
+        seeds=[setup.seed],
+        test_dataset=setup.test_dataset,
+        num_classes=setup.num_classes,
         max_iter=None,
-        output=str(args.runs_root),
-        latency_images=args.latency_images,
+        output=str(setup.runs_root),
+        latency_images=setup.latency_images,
         threads=None,
-        opts=model_opts(args) + schedule(iters),
+        opts=model_opts(setup) + schedule(iters),
     )
     records = []
-    for spec in plan_runs(ns):
+    for spec in plan_runs(plan):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         info = execute(spec, in_process=True, timeout=None)
@@ -110,7 +139,7 @@ def train_runs(args: argparse.Namespace, iters: int) -> List[Dict[str, object]]:
             rec["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if info.get("status") == "ok":
             run = read_run(
-                spec["name"], Path(spec["run_dir"]), args.test_dataset, warmup=min(20, iters // 5)
+                spec["name"], Path(spec["run_dir"]), setup.test_dataset, warmup=min(20, iters // 5)
             )
             rec.update(
                 metrics=run.metrics,
@@ -123,27 +152,27 @@ def train_runs(args: argparse.Namespace, iters: int) -> List[Dict[str, object]]:
 
 
 def cpu_agreement(
-    args: argparse.Namespace, run: Dict[str, object], left: Callable[[], float]
+    setup: GpuCheckSetup, run: Dict[str, object], left: Callable[[], float]
 ) -> Dict[str, object]:
-    """The full model's final weights in float32 on ``--device`` and on the CPU: detection
+    """The full model's final weights in float32 on ``setup.device`` and on the CPU: detection
     agreement on a few test images, then the CPU's AP on the test set when ``left()`` allows."""
     weights = Path(run["run_dir"]) / "model_final.pth"
-    opts = model_opts(args) + ["MODEL.WEIGHTS", str(weights), "SOLVER.AMP.ENABLED", "False"]
+    opts = model_opts(setup) + ["MODEL.WEIGHTS", str(weights), "SOLVER.AMP.ENABLED", "False"]
     cfgs = {
-        dev: build_cfg(args.configs[1], [*opts, "MODEL.DEVICE", dev])
-        for dev in (args.device, "cpu")
+        dev: build_cfg(setup.configs[1], [*opts, "MODEL.DEVICE", dev])
+        for dev in (setup.device, "cpu")
     }
     models = {dev: build_subject(cfg, dev).model.eval() for dev, cfg in cfgs.items()}
-    prepare_dataset(args.test_dataset)
-    dataset = DatasetCatalog.get(args.test_dataset)
-    records = dataset[: args.agreement_images]
+    prepare_dataset(setup.test_dataset)
+    dataset = DatasetCatalog.get(setup.test_dataset)
+    records = dataset[: setup.agreement_images]
     mapper = DatasetMapper(cfgs["cpu"], is_train=False)
     rows = []
     t_cpu = 0.0
     with torch.no_grad():
         for rec in records:
             inp = mapper(copy.deepcopy(rec))
-            out = models[args.device]([inp])[0]["instances"]
+            out = models[setup.device]([inp])[0]["instances"]
             t0 = time.perf_counter()
             ref = models["cpu"]([inp])[0]["instances"]
             t_cpu += time.perf_counter() - t0
@@ -153,9 +182,9 @@ def cpu_agreement(
     result["max_score_diff"] = max(r["max_score_diff"] for r in rows) if rows else float("nan")
     need = t_cpu / max(len(rows), 1) * len(dataset) + 30
     if left() > need:
-        out_dir = Path(args.runs_root) / "cpu_eval"
+        out_dir = Path(setup.runs_root) / "cpu_eval"
         result["cpu_metrics"] = evaluate_coco(
-            cfgs["cpu"], models["cpu"], args.test_dataset, out_dir
+            cfgs["cpu"], models["cpu"], setup.test_dataset, out_dir
         )
         result["device_metrics"] = run.get("metrics")
     else:
@@ -163,9 +192,9 @@ def cpu_agreement(
     return result
 
 
-def dcn_model_ops(args: argparse.Namespace) -> Dict[str, object]:
-    """The deformable ops and kernels one training step of ``--dcn-config``'s detector runs
+def dcn_model_ops(setup: GpuCheckSetup) -> Dict[str, object]:
+    """The deformable ops and kernels one training step of ``setup.dcn_config``'s detector runs
     (two images of the trainer's loader)."""
-    cfg = build_cfg(args.dcn_config, model_opts(args) + schedule(1000))
+    cfg = build_cfg(setup.dcn_config, model_opts(setup) + schedule(1000))
     batch = next(loader_batches(cfg))[:2]
-    return {"config": args.dcn_config, "ops": gc.model_ops(cfg, batch)}
+    return {"config": setup.dcn_config, "ops": gc.model_ops(cfg, batch)}

@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
 from bmc_detectron.bench.measure import torch_threads
 from bmc_detectron.config import build_cfg
-from bmc_detectron.engine.precision import apply_precision
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
@@ -67,8 +65,7 @@ def throughput(run: Path, threads: Sequence[int], batch: int) -> List[Dict[str, 
         cfg = build_cfg(str(run / "config.yaml"), opts + ["BMC.PRECISION.CPU_BF16", str(bf16)])
         if bf16 and not build_cfg(str(run / "config.yaml"), opts).BMC.PRECISION.CPU_BF16:
             continue
-        model = apply_precision(build_model(cfg), cfg).eval()
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        model = load_model(cfg)
         size = int(cfg.MODEL.BMC.CLASSIFIER.CROP_SIZE)
         for n in threads:
             with torch_threads(n), torch.no_grad():

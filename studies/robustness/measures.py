@@ -1,14 +1,18 @@
 """The inference-time measures of the robustness sweep, as detectron2 augmentations and a mapper.
 
-- **auto-scale** (:class:`RulerResize`): red cells as a ruler, as the count command's
-  ``--auto-scale`` does it (:mod:`bmc_detectron.pipeline.scale`). Each image the model sees
-  (the rescaled copies included) is measured (:func:`~bmc_detectron.pipeline.scale.measure_rbc`)
-  and resized once by ``f * k``: ``f`` = the training images' red-cell diameter over the image's,
-  ``k`` = the model's test resize of a training-sized image; the model's own test resize is not
-  applied. The known rescale factor of a copy is not used. An image without a red-cell estimate
-  gets the model's usual test resize. *Per case* (``Measures.per_case``): the images of a
-  condition are one case resized by one factor, from the median of their red cells
-  (:func:`case_ruler`), as the count command resizes the fields of a case.
+- **auto-scale** (:class:`RulerResize`): red cells as a ruler, the count command's
+  ``--auto-scale`` ruler itself (:class:`Ruler`: the product's
+  :func:`~bmc_detectron.pipeline.field_checks.red_cell_ruler` and
+  :func:`~bmc_detectron.pipeline.scale_plan.relative_size`). Each image the model sees (the
+  rescaled copies included) is measured: the classical estimate, or the model's own red-cell
+  boxes when it has a red-cell class and the training profile the training boxes' diameter (the
+  model run as the count runs it, :func:`model_counter`); it is resized once by ``f * k``:
+  ``f`` = the training images' red cells over the image's, ``k`` = the model's test resize of a
+  training-sized image; the model's own test resize is not applied. The known rescale factor of
+  a copy is not used. An image without a red-cell estimate gets the model's usual test resize.
+  *Per case* (``Measures.per_case``): the images of a condition are one case resized by one
+  factor, from the median of their red cells (:func:`case_ruler`), as the count command resizes
+  the fields of a case.
 - **stain normalisation** (:class:`ReinhardNormalize`): each image's L*a*b* statistics are moved
   to the training profile's Reinhard target before the model sees it (after the resize).
 
@@ -26,17 +30,25 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluator
 
-from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, measure_rbc
-from bmc_detectron.smear.profile import DataProfile
+from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.detector import Detector, detector_class_names
+from bmc_detectron.pipeline.field_checks import red_cell_ruler
+from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.pipeline.scale_plan import (
+    ScaleOptions,
+    ScaleSetup,
+    make_setup,
+    relative_size,
+)
+from bmc_detectron.smear.profile import TrainingProfile
 from bmc_detectron.smear.ruler import case_scale, rescale_factor
-from bmc_detectron.smear.stain import ReinhardTarget, reinhard_normalize
-
-STAIN_METHODS = ("reinhard",)
+from bmc_detectron.smear.stain import STAIN_METHODS, ReinhardTarget, reinhard_normalize
 
 
 class ReinhardTransform(T.Transform):
@@ -68,24 +80,63 @@ class ReinhardNormalize(T.Augmentation):
         return ReinhardTransform(self.target, self.image_format)
 
 
+@dataclass
+class Ruler:
+    """The count's red-cell ruler (``count --auto-scale``) on one model: a BGR image's red cells
+    read by :func:`~bmc_detectron.pipeline.field_checks.red_cell_ruler` and related to the
+    training images' by :func:`~bmc_detectron.pipeline.scale_plan.relative_size`.
+
+    Attributes:
+        setup: auto-scale (and the stain normalisation) with the training profile.
+        counter: the model as the count runs it (:func:`model_counter`); its red-cell boxes are
+            the ruler when it has a red-cell class and the profile the training boxes'
+            diameter. None: the classical estimate only.
+    """
+
+    setup: ScaleSetup
+    counter: Optional[CellCounter] = None
+
+    def measure(self, image_bgr: np.ndarray) -> Dict[str, float]:
+        """``rbc_px`` (the classical estimate, ``nan``: none) and ``relative`` (the image's red
+        cells over the training images', ``nan``: unmeasured)."""
+        reading = red_cell_ruler(image_bgr, self.counter, self.setup)
+        relative = relative_size(reading, self.setup.model)
+        return {"rbc_px": float(reading.rbc_px), "relative": float(relative)}
+
+
+def model_counter(cfg: CfgNode, model: torch.nn.Module) -> CellCounter:
+    """``model`` (of ``cfg``, in eval mode) as the count command runs it with its default
+    settings: the config's test resize and input format, detections scoring 0.5 or more."""
+    detector = Detector(
+        model,
+        detector_class_names(cfg),
+        int(cfg.INPUT.MIN_SIZE_TEST),
+        int(cfg.INPUT.MAX_SIZE_TEST),
+        cfg.INPUT.FORMAT,
+        cfg.MODEL.DEVICE,
+    )
+    return CellCounter(detector)
+
+
 class RulerResize(T.Augmentation):
-    """Resize an image by its red cells (see the module doc), or by ``case_relative`` (the
-    red cells of a whole case over the training images', :func:`case_ruler`) when given.
-    ``last`` holds what the last image measured: ``rbc_px`` (``nan`` when unmeasured),
-    ``relative`` (its red cells over the training images', the estimated rescale factor) and
-    ``factor`` (the resize applied)."""
+    """Resize an image by its red cells read by ``ruler`` (see the module doc), or by
+    ``case_relative`` (the red cells of a whole case over the training images',
+    :func:`case_ruler`) when given. ``last`` holds what the last image measured: ``rbc_px``
+    (``nan`` when unmeasured), ``relative`` (its red cells over the training images', the
+    estimated rescale factor) and ``factor`` (the resize applied)."""
 
     def __init__(
         self,
-        scale: ModelScale,
+        ruler: Ruler,
         min_size: int,
         max_size: int,
         image_format: str = "BGR",
         case_relative: Optional[float] = None,
     ):
         super().__init__()
-        if not scale.rbc_diameter_px:
-            raise ValueError(f"auto-scale: {scale.source} has no red-cell diameter")
+        scale = ruler.setup.model
+        if scale is None or not scale.rbc_diameter_px:
+            raise ValueError("auto-scale: the training profile has no red-cell diameter")
         k = scale.input_factor(SimpleNamespace(min_size=min_size, max_size=max_size))
         if k is None:
             raise ValueError(f"auto-scale: {scale.source} has no training image size")
@@ -96,8 +147,9 @@ class RulerResize(T.Augmentation):
         h, w = image.shape[:2]
         rbc, relative = float("nan"), self.case_relative
         if relative is None:
-            rbc = float(measure_rbc(image, self.image_format).median_px)
-            relative = _relative(rbc, self.scale)
+            bgr = image if self.image_format == "BGR" else np.ascontiguousarray(image[..., ::-1])
+            reading = self.ruler.measure(bgr)
+            rbc, relative = reading["rbc_px"], reading["relative"]
         if not (math.isfinite(relative) and relative > 0):
             nh, nw = T.ResizeShortestEdge.get_output_shape(h, w, self.min_size, self.max_size)
             self.last = {"rbc_px": rbc, "relative": float("nan"), "factor": nh / h}
@@ -108,22 +160,16 @@ class RulerResize(T.Augmentation):
         return T.ResizeTransform(h, w, nh, nw)
 
 
-def _relative(rbc_px: float, scale: ModelScale) -> float:
-    ok = math.isfinite(rbc_px) and rbc_px > 0
-    return rbc_px / float(scale.rbc_diameter_px) if ok else float("nan")
-
-
-def case_ruler(files: Sequence[str], scale: ModelScale) -> Tuple[float, List[Dict[str, float]]]:
+def case_ruler(files: Sequence[str], ruler: Ruler) -> Tuple[float, List[Dict[str, float]]]:
     """The case's red cells over the training images' (median over the images, ``nan`` when
     none is measured; :func:`~bmc_detectron.smear.ruler.case_scale`, as the count command
-    combines its fields) and each image's measurement."""
+    combines its fields) and each image's measurement (:meth:`Ruler.measure`)."""
     entries = []
     for path in files:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(path)
-        rbc = float(measure_rbc(image, "BGR").median_px)
-        entries.append({"rbc_px": rbc, "relative": _relative(rbc, scale)})
+        entries.append(ruler.measure(image))
     return case_scale([e["relative"] for e in entries]).median_px, entries
 
 
@@ -180,7 +226,7 @@ class Measures:
 
     auto_scale: bool = False
     stain: Optional[str] = None
-    profile: Optional[DataProfile] = None
+    profile: Optional[TrainingProfile] = None
     profile_source: str = ""
     per_case: bool = False
 
@@ -198,23 +244,30 @@ class Measures:
             [self.stain.capitalize()] if self.stain else []
         )
 
-    def model_scale(self) -> ModelScale:
-        """The training images' scale recorded in the profile."""
-        return ModelScale.from_profile(self.profile, self.profile_source)
+    def ruler(self, counter: Optional[CellCounter] = None) -> Ruler:
+        """The count's red-cell ruler with these measures (``counter``: the model, whose red-cell
+        boxes are read when it has a red-cell class; None: the classical estimate only)."""
+        options = ScaleOptions(auto=True, stain=self.stain)
+        return Ruler(make_setup(options, self.profile, self.profile_source), counter)
 
     def variant(self, model: str) -> str:
         """The name of a model's results under these measures: ``"seed0 + auto-scale"``."""
         return " + ".join([model, *self.names])
 
     def augmentations(
-        self, cfg: CfgNode, plain: T.Augmentation, case_relative: Optional[float] = None
+        self,
+        cfg: CfgNode,
+        plain: T.Augmentation,
+        case_relative: Optional[float] = None,
+        counter: Optional[CellCounter] = None,
     ) -> List[T.Augmentation]:
-        """The test augmentations: the ruler resize (by ``case_relative`` when given) instead of
-        ``plain`` with auto-scale, then the stain normalisation."""
+        """The test augmentations: the ruler resize (by ``case_relative`` when given, else by
+        each image's red cells, :meth:`ruler` of ``counter``) instead of ``plain`` with
+        auto-scale, then the stain normalisation."""
         fmt, size = cfg.INPUT.FORMAT, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         augs: List[T.Augmentation] = [plain]
         if self.auto_scale:
-            augs = [RulerResize(self.model_scale(), *size, fmt, case_relative)]
+            augs = [RulerResize(self.ruler(counter), *size, fmt, case_relative)]
         if self.stain == "reinhard":
             augs.append(ReinhardNormalize(self.profile.reinhard, fmt))
         return augs

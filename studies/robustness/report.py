@@ -1,8 +1,8 @@
 """Tables, curves and the page of one or more robustness sweeps.
 
 Results are keyed by name: the model's label, then the measures it was read with
-(``"full + auto-scale"``, :meth:`~.robustness_measures.Measures.variant`); each name holds the
-rows of :func:`~.robustness_sweep.run_sweep`. A ``robustness.json`` also has ``variants`` (per
+(``"full + auto-scale"``, :meth:`~.measures.Measures.variant`); each name holds the
+rows of :func:`~.sweep.run_sweep`. A ``robustness.json`` also has ``variants`` (per
 name: model, measures, config, weights, profile). Several of them merge into one page: a table
 per sweep kind with a column per name, curves with a panel per model and a line per variant,
 the ruler's estimated vs true rescale factors, and the scale verdict (the largest AP change over
@@ -29,11 +29,6 @@ _KIND_LABELS = {
     "h": "H shift (OD)",
     "e": "E shift (OD)",
 }
-
-
-def load_results(path: Path) -> Results:
-    """The ``results`` of a ``robustness.json``."""
-    return json.loads(Path(path).read_text())["results"]
 
 
 def load_sweeps(paths: Sequence[Path]) -> Tuple[Results, Dict[str, dict]]:

@@ -28,12 +28,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from bmc_detectron.analysis.inference import load_model
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.smear.profile import PROFILE_FILE, DataProfile
+from bmc_detectron.engine.loading import load_model
+from bmc_detectron.smear.profile import PROFILE_FILE, TrainingProfile
+from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
-from studies.robustness.measures import STAIN_METHODS, Measures
+from studies.robustness.measures import Measures
 from studies.robustness.report import page_text, plot_curves, results_table
 from studies.robustness.sweep import (
     STAIN_NEUTRAL,
@@ -74,7 +75,7 @@ def build_measures(args: argparse.Namespace) -> Measures:
             f"{path}: training profile not found (make it with python -m "
             "bmc_detectron.tools.estimate_scale --dataset TRAIN --output PATH --config-file C)"
         )
-    profile = DataProfile.load(path)
+    profile = TrainingProfile.load(path)
     per_case = args.auto_scale == "case"
     return Measures(bool(args.auto_scale), args.stain_normalize, profile, str(path), per_case)
 

@@ -33,12 +33,15 @@ resize of the original size is applied); AP is detectron2's COCO AP on the copy'
 
 **The measures** (inference time only, the models are unchanged):
 
-- **auto-scale**: red cells as a ruler, as `count --auto-scale`. Each image (the rescaled copies
-  included, their true factor unused) is measured with the classical OpenCV red-cell diameter
-  estimate and resized once by (training images' red-cell diameter / the image's) x (the model's
-  test resize of a training-sized image), the model's own test resize off. An image without an
-  estimate gets the model's usual test resize. The diameter of the training images comes from
-  the model's `training_profile.json` (`python -m bmc_detectron.tools.estimate_scale --dataset`).
+- **auto-scale**: red cells as a ruler, the ruler of `count --auto-scale` itself. Each image (the
+  rescaled copies included, their true factor unused) is measured by the model's own red-cell
+  boxes (the median longer side of the red cells it detects at score 0.5 or more, against the
+  training annotations' median) when the model has a red-cell class and its training profile the
+  training boxes' size, else by the classical OpenCV red-cell diameter estimate, and resized
+  once by (training images' red cells / the image's) x (the model's test resize of a
+  training-sized image), the model's own test resize off. An image without an estimate gets the
+  model's usual test resize. The training images' sizes come from the model's
+  `training_profile.json` (`python -m bmc_detectron.tools.estimate_scale --dataset`).
 - **auto-scale per case**: the same, but all images of a condition are one case resized by one
   factor, from the median of their red-cell estimates, as the count command resizes the fields of
   a case (each image's own estimate varies by about 12 %).

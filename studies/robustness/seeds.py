@@ -3,7 +3,7 @@
 A training-side measure (multi-scale training, H&E stain augmentation) is a model of its own,
 labelled ``<base>-<tag>`` (``reference-ms`` beside ``reference``). One seed of a sweep cannot tell
 a measure's effect from the seed's noise, so the sweeps of every seed are grouped by name
-(:data:`SeedResults`: seed -> the results of :func:`~.robustness_report.load_sweeps`) and each
+(:data:`SeedResults`: seed -> the results of :func:`~.report.load_sweeps`) and each
 ``<base>-<tag>`` is compared with ``<base>`` under the same measures, condition by condition:
 the mean AP of each over the seeds both have, and their difference per seed.
 """

@@ -17,8 +17,8 @@ ground truth is: AP is measured exactly as for the original set.
 model's usual test resize.
 
 **Measures.** Optionally the images are read with the inference-time measures of
-:mod:`.robustness_measures` (red-cell auto-scale instead of :class:`KeepScaleResize`, Reinhard
-stain normalisation); the tables and curves of several sweeps are in :mod:`.robustness_report`.
+:mod:`.measures` (red-cell auto-scale instead of :class:`KeepScaleResize`, Reinhard
+stain normalisation); the tables and curves of several sweeps are in :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from studies.robustness.measures import (
     Measures,
     RulerRecorder,
     case_ruler,
+    model_counter,
     summarise_ruler,
 )
 
@@ -175,8 +176,9 @@ def evaluate_condition(
     measures: Optional[Measures] = None,
 ) -> Dict[str, Any]:
     """AP / AP50 of ``model`` on the copy of dataset ``name`` under ``cond``, read with the
-    inference-time ``measures`` (:mod:`.robustness_measures`); with auto-scale also ``"ruler"``
-    (the estimated rescale factors, :func:`~.robustness_measures.summarise_ruler`)."""
+    inference-time ``measures`` (:mod:`.measures`; the red-cell ruler reads the model's red-cell
+    boxes as the count does, :func:`~.measures.model_counter`); with auto-scale also ``"ruler"``
+    (the estimated rescale factors, :func:`~.measures.summarise_ruler`)."""
     measures = measures or Measures()
     records = dataset_records(cfg, name)
     classes = MetadataCatalog.get(name).get("thing_classes") or [
@@ -191,13 +193,15 @@ def evaluate_condition(
     try:
         copy_records = dataset_records(cfg, copy_name)
         case_relative, ruler = None, None
+        counter = model_counter(cfg, model) if measures.auto_scale else None
         if measures.auto_scale and measures.per_case:
             files = [r["file_name"] for r in copy_records]
-            case_relative, entries = case_ruler(files, measures.model_scale())
+            case_relative, entries = case_ruler(files, measures.ruler(counter))
             ruler = summarise_ruler(entries, cond.scale)
             ruler["case_estimate"] = round(case_relative, 4)
         plain = KeepScaleResize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cond.scale)
-        mapper = MeasuredMapper(cfg, measures.augmentations(cfg, plain, case_relative))
+        augs = measures.augmentations(cfg, plain, case_relative, counter)
+        mapper = MeasuredMapper(cfg, augs)
         loader = build_detection_test_loader(copy_records, mapper=mapper)
         evaluator = BMCTrainer.build_evaluator(cfg, copy_name, str(folder / "eval"))
         if measures.auto_scale and not measures.per_case:

@@ -69,6 +69,7 @@ if [[ -n "${REPORT:-}" ]]; then
   "$PY" -m studies.ablation.ablation --configs "${paths[@]}" --train-dataset bccd_train \
     --test-dataset bccd_val --num-classes 3 --seeds $SEEDS --output "$OUT" --no-run \
     --report docs/results/selection/RESULTS_selection.md --notes studies/selection/notes.md "${extra[@]}" \
+    --manifest studies/selection/study.yaml \
     --title "Model selection on BCCD val (train -> val, 780 iterations, paired by seed)" \
     --full retinanet_R_18_PAN_SE_GATE3_PAA_cpu \
     --parent retinanet_R_18_PAN_cpu=d2_retinanet_R_18_FPN_cpu "$S=retinanet_R_18_PAN_cpu" \

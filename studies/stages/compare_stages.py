@@ -5,7 +5,7 @@
         --detector-config C2 --detector-weights W2 --classifier-config C3 --classifier-weights W3 \\
         --output DIR [--report docs/results/stages/RESULTS_stages.md]
 
-Writes ``DIR/compare_stages.json`` (every measure of :mod:`bmc_detectron.pipeline.compare`) and a
+Writes ``DIR/compare_stages.json`` (every measure of :mod:`studies.stages.systems`) and a
 markdown page (``DIR/RESULTS_stages.md``, or ``--report``).
 """
 
@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from bmc_detectron.pipeline.compare import System, compare_systems
 from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
+from studies.stages.systems import System, compare_systems
 
 ONE_STAGE = "one-stage"
 TWO_STAGE = "two-stage"

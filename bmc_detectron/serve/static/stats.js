@@ -1,4 +1,4 @@
-/* The differential count in the browser, the same arithmetic as bmc_detectron/pipeline/stats.py
+/* The differential count in the browser, the same arithmetic as bmc_detectron/structures/differential.py
  * (tests/test_serve_browser.py compares the page's table with it): counts of the cells counted
  * with confidence, percentages, 95 % Wilson score intervals, the M:E ratio and the ICSH warning.
  */

@@ -1,40 +1,113 @@
-"""Before counting: each field's red cells and colour, the case's scale, out-of-distribution flags.
+"""The case's scale plan: the scale the model saw, the count's scale and stain options, and the
+factor every field of the case is resized by before detection.
 
-1. :func:`measure_field` (cached per field in ``checks/<field>.json`` of the report folder, by
-   the image's SHA-256 and how it was measured): the field's red-cell diameter (the classical
-   estimate, :func:`~.scale.measure_rbc`), the detected red cells' box diameter when the detector
-   has a red-cell class and the profile has the training boxes', and its L*a*b* statistics;
-2. :func:`plan_scale`: the factor every field of the case is resized by before detection, from
-   the given micrometres per pixel or from the red cells (the case's median size relative to the
-   training images'), with the per-field spread and the fields that disagree;
-3. :func:`field_flags`: why a field lies outside the training data (colour, scale after the
-   rescale, disagreement with the case). Flagged fields are still counted.
+1. :class:`ModelScale`: the training images' scale, read from the training profile
+   (:func:`locate_profile`), an ONNX detector's sidecar (:func:`sidecar_scale`) or the config;
+2. :func:`make_setup`: the options (:class:`ScaleOptions`) checked against what they need, as a
+   :class:`ScaleSetup`;
+3. :func:`plan_scale`: from the given micrometres per pixel or from the red cells measured in each
+   field (:mod:`bmc_detectron.pipeline.field_checks`; the case's median size relative to the
+   training images'), the :class:`~bmc_detectron.pipeline.field_prep.FieldPrep` of every field,
+   with the per-field spread and the fields that disagree.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
+from detectron2.data import transforms as T
 
-from bmc_detectron.pipeline.scale import FieldPrep, ModelScale, measure_rbc, rbc_from_detections
-from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, DataProfile, red_cell_class
-from bmc_detectron.smear.ranges import colour_reasons, scale_reason
+from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import case_scale
-from bmc_detectron.smear.stain import lab_stats
-from bmc_detectron.utils.io import write_json_atomic
+from bmc_detectron.smear.stain import STAIN_METHODS
 
-CHECKS_DIR = "checks"
-STAIN_METHODS = ("reinhard",)
 MAKE_PROFILE = (
     "make one with `python -m bmc_detectron.tools.estimate_scale --dataset TRAIN_SET "
     "--output DIR/training_profile.json` or give --training-profile"
 )
+
+
+@dataclass(frozen=True)
+class ModelScale:
+    """The training images' scale (each None when unknown) and where it was read.
+
+    Attributes:
+        microns_per_pixel: pixel size of the training images.
+        rbc_diameter_px: their median red-cell diameter, classical estimate.
+        rbc_box_diameter_px: median longer side of their red-cell boxes (annotations).
+        image_size: their median (height, width).
+        source: the profile's path, ``"ONNX sidecar"`` or ``"config"``.
+    """
+
+    microns_per_pixel: Optional[float] = None
+    rbc_diameter_px: Optional[float] = None
+    rbc_box_diameter_px: Optional[float] = None
+    image_size: Optional[Tuple[int, int]] = None
+    source: str = ""
+
+    @classmethod
+    def from_profile(cls, profile: TrainingProfile, source: str) -> ModelScale:
+        """The scale recorded in a training profile."""
+        return cls(
+            profile.microns_per_pixel,
+            profile.rbc_diameter_px,
+            profile.rbc_box_diameter_px,
+            profile.image_size,
+            source,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Optional[ModelScale]:
+        """``BMC.DATA.MICRONS_PER_PIXEL`` / ``RBC_DIAMETER_PX`` of a config (None if both 0)."""
+        data = cfg.BMC.DATA
+        mpp, rbc = float(data.MICRONS_PER_PIXEL), float(data.RBC_DIAMETER_PX)
+        if mpp <= 0 and rbc <= 0:
+            return None
+        return cls(mpp if mpp > 0 else None, rbc if rbc > 0 else None, source="config")
+
+    def filled(self, other: Optional[ModelScale]) -> ModelScale:
+        """This scale with its unknown values taken from ``other`` (e.g. the config's)."""
+        if other is None:
+            return self
+        values = {k: getattr(self, k) for k in ("microns_per_pixel", "rbc_diameter_px")}
+        missing = {k: getattr(other, k) for k, v in values.items() if v is None}
+        missing = {k: v for k, v in missing.items() if v is not None}
+        if not missing:
+            return self
+        return replace(self, **missing, source=f"{self.source} + {other.source}")
+
+    def input_factor(self, detector: Any) -> Optional[float]:
+        """``k``: the detector's test resize of a training-sized image; 1 for a detector that
+        does not resize; None when it does and the training image size is unknown."""
+        min_size = int(getattr(detector, "min_size", 0) or 0)
+        if min_size <= 0:
+            return 1.0
+        if self.image_size is None:
+            return None
+        h, w = self.image_size
+        max_size = int(getattr(detector, "max_size", 0) or 0)
+        nh, _ = T.ResizeShortestEdge.get_output_shape(h, w, min_size, max_size)
+        return nh / h
+
+    def to_json(self) -> Dict[str, Any]:
+        """A JSON-ready dict."""
+        size = None if self.image_size is None else list(self.image_size)
+        return {
+            "microns_per_pixel": self.microns_per_pixel,
+            "rbc_diameter_px": _round(self.rbc_diameter_px),
+            "rbc_box_diameter_px": _round(self.rbc_box_diameter_px),
+            "image_size": size,
+            "source": self.source,
+        }
+
+
+def _round(value: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
 @dataclass(frozen=True)
@@ -60,7 +133,7 @@ class ScaleSetup:
 
     options: ScaleOptions = field(default_factory=ScaleOptions)
     model: Optional[ModelScale] = None
-    profile: Optional[DataProfile] = None
+    profile: Optional[TrainingProfile] = None
     profile_source: Optional[str] = None
 
     @property
@@ -71,7 +144,7 @@ class ScaleSetup:
 
 def make_setup(
     options: ScaleOptions,
-    profile: Optional[DataProfile] = None,
+    profile: Optional[TrainingProfile] = None,
     profile_source: Optional[str] = None,
     config_scale: Optional[ModelScale] = None,
 ) -> ScaleSetup:
@@ -110,93 +183,62 @@ def with_options(setup: ScaleSetup, options: ScaleOptions) -> ScaleSetup:
     return ScaleSetup(options, setup.model, setup.profile, setup.profile_source)
 
 
-@dataclass
-class FieldSurvey:
-    """A field's measurements: red-cell diameter (px, ``nan``: none), spread and number, the
-    detected red cells' box diameter (None: not measured), L*a*b* mean and std."""
-
-    image_sha256: str
-    key: str
-    rbc_px: float
-    rbc_spread: float
-    rbc_n: int
-    rbc_box_px: Optional[float]
-    lab_mean: List[float]
-    lab_std: List[float]
-
-    def to_json(self) -> Dict[str, Any]:
-        out = asdict(self)
-        for k in ("rbc_px", "rbc_spread", "rbc_box_px"):
-            v = out[k]
-            out[k] = None if v is None or not math.isfinite(v) else round(float(v), 4)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Dict[str, Any]) -> FieldSurvey:
-        nan = float("nan")
-        return cls(
-            str(data["image_sha256"]),
-            str(data["key"]),
-            nan if data["rbc_px"] is None else float(data["rbc_px"]),
-            nan if data["rbc_spread"] is None else float(data["rbc_spread"]),
-            int(data["rbc_n"]),
-            None if data.get("rbc_box_px") is None else float(data["rbc_box_px"]),
-            [float(v) for v in data["lab_mean"]],
-            [float(v) for v in data["lab_std"]],
-        )
+def locate_profile(
+    explicit: Optional[str],
+    detector_weights: Optional[str] = None,
+    detector_onnx: Optional[str] = None,
+    detector: Any = None,
+) -> Tuple[Optional[TrainingProfile], Optional[str]]:
+    """The training profile and where it was read: ``explicit`` (must exist), else the ONNX
+    sidecar's copy, else ``training_profile.json`` beside the detector's weights or ``.onnx``;
+    (None, None) when there is none. ValueError for a file that is not a profile."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: training profile not found")
+        return TrainingProfile.load(path), str(path)
+    meta = getattr(detector, "meta", None)
+    if detector_onnx and isinstance(meta, dict) and meta.get("training_profile"):
+        where = f"{detector_onnx}.json (ONNX sidecar)"
+        try:
+            return TrainingProfile.from_dict(meta["training_profile"]), where
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: bad training profile ({e})") from None
+    model_file = detector_onnx or detector_weights
+    if model_file:
+        beside = Path(model_file).parent / PROFILE_FILE
+        if beside.is_file():
+            return TrainingProfile.load(beside), str(beside)
+    return None, None
 
 
-def detector_red_class(counter: Any, setup: ScaleSetup) -> Optional[int]:
-    """The detector's red-cell class when its red cells' boxes are the ruler (``--auto-scale``
-    and the profile has the training boxes' diameter), else None."""
-    if not setup.options.auto or setup.model is None or not setup.model.rbc_box_diameter_px:
+def sidecar_scale(detector: Any) -> Optional[ModelScale]:
+    """The config's scale recorded in an ONNX detector's sidecar (None if not recorded)."""
+    meta = getattr(detector, "meta", None)
+    scale = meta.get("scale") if isinstance(meta, dict) else None
+    if not scale:
         return None
-    return red_cell_class(counter.detector.class_names)
-
-
-def survey_key(counter: Any, setup: ScaleSetup) -> str:
-    """How fields are measured: the classical estimate, plus the detector's red cells."""
-    if detector_red_class(counter, setup) is None:
-        return "classical"
-    ident = json.dumps([counter.settings(), setup.options.stain], sort_keys=True, default=str)
-    return "classical+detector:" + hashlib.sha256(ident.encode()).hexdigest()[:16]
-
-
-def measure_field(
-    image: np.ndarray,
-    sha: str,
-    key: str,
-    counter: Any,
-    setup: ScaleSetup,
-    detector_ruler: bool = True,
-) -> FieldSurvey:
-    """Measure one BGR field (with ``detector_ruler``, the detector's red cells too, on the
-    stain-normalised field)."""
-    est = measure_rbc(image, "BGR")
-    mean, std = lab_stats(image, "BGR")
-    box = None
-    red = detector_red_class(counter, setup) if detector_ruler else None
-    if red is not None:
-        stain = setup.profile.reinhard if setup.options.stain and setup.profile else None
-        dets, _ = counter.detect(FieldPrep(stain=stain).normalise(image))
-        box = rbc_from_detections(dets, red, image.shape[0], image.shape[1])
-    return FieldSurvey(sha, key, est.median_px, est.spread, est.n, box, mean.tolist(), std.tolist())
-
-
-def load_survey(path: Path, sha: str, key: str) -> Optional[FieldSurvey]:
-    """The cached measurements of a field when still valid (same image, same method)."""
-    try:
-        saved = FieldSurvey.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+    mpp, rbc = scale.get("microns_per_pixel"), scale.get("rbc_diameter_px")
+    if not mpp and not rbc:
         return None
-    return saved if saved.image_sha256 == sha and saved.key == key else None
+    return ModelScale(mpp or None, rbc or None, source="ONNX sidecar (config)")
 
 
-def save_survey(path: Path, survey: FieldSurvey) -> None:
-    write_json_atomic(survey.to_json(), path)
+class RedCells(Protocol):
+    """A field's red-cell sizes as the plan reads them (a
+    :class:`~bmc_detectron.pipeline.field_checks.FieldSurvey` or
+    :class:`~bmc_detectron.pipeline.field_checks.RedCellReading`)."""
+
+    @property
+    def rbc_px(self) -> float:
+        """The classical red-cell diameter (px, ``nan``: none)."""
+
+    @property
+    def rbc_box_px(self) -> Optional[float]:
+        """The detected red cells' box diameter (px; None: not measured)."""
 
 
-def relative_size(survey: FieldSurvey, model: ModelScale) -> float:
+def relative_size(survey: RedCells, model: ModelScale) -> float:
     """The field's red cells over the training images' (detector boxes first), ``nan`` if
     unmeasured."""
     box, ref_box = survey.rbc_box_px, model.rbc_box_diameter_px
@@ -237,7 +279,7 @@ def _finite(value: Optional[float]) -> bool:
 
 
 def _ruler_summary(
-    plan: ScalePlan, surveys: Dict[str, FieldSurvey], tolerance: float
+    plan: ScalePlan, surveys: Mapping[str, RedCells], tolerance: float
 ) -> Optional[Dict[str, Any]]:
     measured = [n for n, r in plan.relative.items() if math.isfinite(r)]
     if not measured:
@@ -259,7 +301,7 @@ def _ruler_summary(
     }
 
 
-def _measure_case(plan: ScalePlan, setup: ScaleSetup, surveys: Dict[str, FieldSurvey]) -> None:
+def _measure_case(plan: ScalePlan, setup: ScaleSetup, surveys: Mapping[str, RedCells]) -> None:
     if setup.model is None or not surveys:
         return
     names = list(surveys)
@@ -298,7 +340,7 @@ def _choose_factor(plan: ScalePlan, setup: ScaleSetup) -> Optional[float]:
     return estimated
 
 
-def plan_scale(setup: ScaleSetup, surveys: Dict[str, FieldSurvey], detector: Any) -> ScalePlan:
+def plan_scale(setup: ScaleSetup, surveys: Mapping[str, RedCells], detector: Any) -> ScalePlan:
     """The case's rescale factor and stain normalisation from the options and measurements."""
     opts = setup.options
     stain = setup.profile.reinhard if opts.stain and setup.profile is not None else None
@@ -336,27 +378,3 @@ def plan_scale(setup: ScaleSetup, surveys: Dict[str, FieldSurvey], detector: Any
         ood_checked=setup.profile is not None,
     )
     return plan
-
-
-def field_flags(
-    name: str, survey: Optional[FieldSurvey], plan: ScalePlan, setup: ScaleSetup
-) -> List[str]:
-    """Why a field lies outside the training data ([]: it does not, or it was not checked)."""
-    if survey is None:
-        return []
-    out: List[str] = []
-    if setup.profile is not None:
-        colour = colour_reasons(survey.lab_mean, survey.lab_std, setup.profile.ood)
-        if setup.options.stain:
-            colour = [f"{r} (before stain normalisation)" for r in colour]
-        out += colour
-        why = scale_reason(survey.rbc_px * plan.to_training, setup.profile.ood)
-        if why and plan.to_training != 1.0:
-            why = f"after the rescale by {plan.to_training:.2f}: {why}"
-        out += [why] if why else []
-    if name in plan.outliers:
-        ratio = plan.relative[name] / plan.median
-        out.append(
-            f"red cells {ratio:.2f}x the case median (tolerance {setup.options.tolerance:.0%})"
-        )
-    return out

@@ -1,9 +1,10 @@
-"""Procedural drawing of single May-Grünwald-Giemsa-stained marrow cells.
+"""Procedural drawing of May-Grünwald-Giemsa-stained marrow cells and of the smear around them.
 
 Cells are drawn in *optical density* (absorbance) space: a colour ``rgb`` seen on white light has
 density ``-ln(rgb / 255)`` and overlapping stained material adds up (Beer-Lambert), which is how
-a thin smear looks under bright-field illumination. :func:`render_cell` draws one cell into a
-small patch; :mod:`bmc_detectron.data.synthetic` places the patches on a smear.
+a thin smear looks under bright-field illumination. :func:`render_cell` draws one nucleated cell
+into a small patch and :func:`smear_background` the plasma haze, the crowded unlabelled mature red
+cells and a few platelets; :mod:`bmc_detectron.data.synthetic.composer` places the patches.
 
 Every cell is built from signed-distance shapes (negative inside, in pixels) evaluated on the
 patch grid with numpy, so drawing is vectorised and independent of the cell's position.
@@ -16,6 +17,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from bmc_detectron.data.synthetic.composer import RenderedCell, paste_patch
 
 Range = Tuple[float, float]
 RGB = Tuple[int, int, int]
@@ -91,16 +94,6 @@ CELL_STYLES: List[CellStyle] = [
 # fmt: on
 
 MEAN_DIAMETERS: Dict[int, float] = {i: sum(s.diameter) / 2 for i, s in enumerate(CELL_STYLES)}
-
-
-@dataclass
-class RenderedCell:
-    """One cell drawn in a patch centred on the cell: density, coverage and pixel mask."""
-
-    od: np.ndarray  # (h, w, 3) float32 optical density, zero outside ``mask``
-    alpha: np.ndarray  # (h, w) float32 coverage in [0, 1], zero outside ``mask``
-    mask: np.ndarray  # (h, w) bool: the drawn pixels (what the box is tight around)
-    cls: int
 
 
 def smooth_noise(rng: np.random.Generator, shape: Tuple[int, int], sigma: float) -> np.ndarray:
@@ -316,22 +309,6 @@ def render_cell(rng: np.random.Generator, cls: int, diameter: float) -> Rendered
     return RenderedCell(od.astype(np.float32), (body * mask).astype(np.float32), mask, cls)
 
 
-def paste_patch(
-    canvas: np.ndarray, patch: np.ndarray, alpha: np.ndarray, cx: int, cy: int, occlusion: float
-) -> None:
-    """Composite a density patch centred at (cx, cy): existing density is partly hidden."""
-    h, w = alpha.shape
-    y0, x0 = cy - h // 2, cx - w // 2
-    ys, xs = max(0, -y0), max(0, -x0)
-    ye, xe = min(h, canvas.shape[0] - y0), min(w, canvas.shape[1] - x0)
-    if ye <= ys or xe <= xs:
-        return
-    region = canvas[y0 + ys : y0 + ye, x0 + xs : x0 + xe]
-    a = alpha[ys:ye, xs:xe, None]
-    region *= 1.0 - occlusion * a
-    region += patch[ys:ye, xs:xe]
-
-
 def rbc_sprite(
     rng: np.random.Generator, diameter: float, od_rgb: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -348,3 +325,39 @@ def rbc_sprite(
     profile = 1.0 - pallor * np.clip(1.0 - rho / rng.uniform(0.5, 0.7), 0.0, 1.0) ** 0.8
     od = (alpha * profile)[..., None] * od_rgb * rng.uniform(0.85, 1.15)
     return od.astype(np.float32), alpha
+
+
+RBC_DIAMETER = (14.0, 18.0)  # mature red cells at scale 1
+_BACKGROUND_RGB = (246, 236, 240)
+_RBC_RGB = (236, 168, 174)
+_PLATELET_RGB = (150, 95, 165)
+
+
+def _platelet(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Coverage of a platelet: a small granular purple dot."""
+    d = rng.uniform(2.5, 4.5) * scale
+    size = int(np.ceil(d)) + 2
+    yy, xx = np.mgrid[-size : size + 1, -size : size + 1].astype(np.float32)
+    return coverage(np.hypot(xx, yy) - 0.5 * d) * (0.6 + 0.4 * rng.random(xx.shape))
+
+
+def smear_background(rng: np.random.Generator, height: int, width: int, scale: float):
+    """Plasma haze, crowded unlabelled red cells and a few platelets, as optical density."""
+    haze = cv2.resize(
+        smooth_noise(rng, (8, 8), 0.0), (width, height), interpolation=cv2.INTER_CUBIC
+    )
+    od = (1.0 + 0.25 * haze)[..., None] * rgb_to_od(_BACKGROUND_RGB) * rng.uniform(0.6, 1.4)
+    od = np.ascontiguousarray(od, dtype=np.float32)
+    rbc_rgb = rgb_to_od(_RBC_RGB) * (1.0 + 0.08 * rng.standard_normal(3))
+    sprites = [rbc_sprite(rng, rng.uniform(*RBC_DIAMETER) * scale, rbc_rgb) for _ in range(8)]
+    mean_area = np.pi * (0.5 * np.mean(RBC_DIAMETER) * scale) ** 2
+    n_rbc = int(rng.uniform(0.35, 0.75) * height * width / mean_area)
+    xs, ys = rng.integers(0, width, n_rbc), rng.integers(0, height, n_rbc)
+    picks = rng.integers(0, len(sprites), n_rbc)
+    for x, y, k in zip(xs, ys, picks):
+        paste_patch(od, sprites[k][0], sprites[k][1], int(x), int(y), 0.3)
+    for _ in range(int(rng.integers(0, 6 * height * width // 65536 + 1))):
+        alpha = _platelet(rng, scale)
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        paste_patch(od, alpha[..., None] * rgb_to_od(_PLATELET_RGB), alpha, cx, cy, 0.5)
+    return od

@@ -1,15 +1,14 @@
-"""One stage or two: a multi-class detector against a class-agnostic detector + cell classifier.
+"""Counted cells against expert boxes and labels: how right is a count?
 
-Each *system* is a :class:`~.counter.CellCounter` (or anything with ``count_image``,
-``class_names`` and ``classifier``) run over the images of a registered COCO dataset; the dataset's
-json (``MetadataCatalog.get(name).json_file``) is the ground truth. :func:`compare_systems` gives,
-per system:
+The cells of every image (anything with ``box``, ``det_score``, ``label``, ``prob`` and
+``is_uncertain``: a :class:`bmc_detectron.pipeline.Cell`) are measured against a COCO json, the
+ground truth. :func:`evaluate_cells` gives:
 
 - ``detection``: COCO AP / AP50 (pycocotools) per class and their mean, with a prediction's class
-  the counter's label and its score the detector score (no classifier) or the detector score x the
-  label's class probability (with a classifier; ``score="product"``);
+  the counter's label and its score the detector score (``score="detector"``) or the detector
+  score x the label's class probability (``score="product"``);
 - ``agnostic``: AP / AP50 with every class merged into one, scored by the detector score;
-- ``matching``: predictions kept for counting (detector score >= ``count_threshold``) matched
+- ``matching``: cells kept for counting (detector score >= ``count_threshold``) matched
   greedily, highest score first, to the unmatched ground-truth box of highest IoU >= 0.5 whatever
   its class; accuracy = share of matched cells whose label is the true class (all matched cells,
   and the certain ones);
@@ -18,49 +17,38 @@ per system:
   their label): mean absolute difference of the class percentages (percentage points) of the
   pooled differential and per image (averaged), M:E ratio true vs predicted and its error.
 
-AP wants every detection, so build the counters with a low ``score_threshold`` (0.05, detectron2's
-test threshold); the counts then keep the cells scoring ``count_threshold`` or more, as a count run
+AP wants every detection, so count with a low score threshold (0.05, detectron2's test
+threshold); the counts then keep the cells scoring ``count_threshold`` or more, as a count run
 with that ``--score-threshold`` would (the greedy class-agnostic NMS gives the same boxes above a
 threshold whether it runs before or after the threshold).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from bmc_detectron.pipeline.counter import Cell
-from bmc_detectron.pipeline.stats import Lineage, differential
+from bmc_detectron.evaluation.coco import coco_ap
+from bmc_detectron.structures.boxes import box_iou
+from bmc_detectron.structures.differential import Lineage, differential
+from bmc_detectron.structures.matching import match_by_score
 from bmc_detectron.utils.numbers import nanmean
 
 IOU_MATCH = 0.5
 
 
-@dataclass
-class System:
-    """A counting system to compare: a name and a counter; ``score`` is how a prediction is
-    scored for the class-aware AP: ``"detector"``, ``"product"`` (detector score x class
-    probability) or ``"auto"`` (product when the counter has a classifier)."""
+class CellLike(Protocol):
+    """What the evaluation reads of a counted cell (:class:`bmc_detectron.pipeline.Cell`)."""
 
-    name: str
-    counter: Any
-    score: str = "auto"
+    box: Sequence[float]
+    det_score: float
+    label: str
+    prob: float
 
-    def score_mode(self) -> str:
-        """``"detector"`` or ``"product"``."""
-        if self.score == "auto":
-            return (
-                "product" if getattr(self.counter, "classifier", None) is not None else "detector"
-            )
-        if self.score not in ("detector", "product"):
-            raise ValueError(f"unknown score mode {self.score!r}")
-        return self.score
+    def is_uncertain(self, threshold: float) -> bool: ...
 
 
 def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
@@ -75,21 +63,8 @@ def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
     return gt, images
 
 
-def run_system(counter: Any, images: Sequence[Tuple[int, str]]) -> Dict[int, List[Cell]]:
-    """The counter's cells of every image (read as BGR), by image id."""
-    import cv2
-
-    cells = {}
-    for image_id, path in images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"{path}: cannot read the image")
-        cells[image_id] = counter.count_image(image)
-    return cells
-
-
 def coco_predictions(
-    cells: Mapping[int, Sequence[Cell]], cat_ids: Mapping[str, int], score: str
+    cells: Mapping[int, Sequence[CellLike]], cat_ids: Mapping[str, int], score: str
 ) -> List[Dict[str, Any]]:
     """COCO result dicts (XYWH boxes); ``score`` ``"product"`` scores det_score x prob."""
     out = []
@@ -119,68 +94,6 @@ def merge_classes(gt: Mapping[str, Any], preds: Sequence[Dict[str, Any]]) -> Tup
     return merged, [{**p, "category_id": 1} for p in preds]
 
 
-def coco_ap(gt: Mapping[str, Any], preds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """AP and AP50 (%) over all classes and per class (NaN for a class without ground truth)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    names = {c["id"]: c["name"] for c in gt["categories"]}
-    if not preds:  # loadRes refuses an empty list: AP 0 where there is ground truth
-        present = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd", 0)}
-        zero = {n: 0.0 if i in present else math.nan for i, n in names.items()}
-        return _ap_summary({n: {"AP": v, "AP50": v} for n, v in zero.items()})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(dict(gt))
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(list(preds)))
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-    precision = ev.eval["precision"]  # (IoU thresholds, recall, classes, areas, max dets)
-    per_class = {}
-    for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        ap = float(np.mean(p[p > -1])) * 100 if (p > -1).any() else math.nan
-        p50 = p[0][p[0] > -1]
-        ap50 = float(np.mean(p50)) * 100 if p50.size else math.nan
-        per_class[names[cat_id]] = {"AP": ap, "AP50": ap50}
-    return _ap_summary(per_class)
-
-
-def _ap_summary(per_class: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
-    means = {k: nanmean([v[k] for v in per_class.values()]) for k in ("AP", "AP50")}
-    return {**means, "per_class": per_class}
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of XYXY boxes (detectron2's ``pairwise_iou``)."""
-    import torch
-    from detectron2.structures import Boxes, pairwise_iou
-
-    a, b = (Boxes(torch.as_tensor(np.reshape(x, (-1, 4)), dtype=torch.float64)) for x in (a, b))
-    return pairwise_iou(a, b).numpy()
-
-
-def greedy_match(
-    pred_boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou: float = IOU_MATCH
-) -> List[Tuple[int, int]]:
-    """(prediction, ground truth) index pairs: highest score first, each to the unmatched ground
-    truth of highest IoU >= ``iou``, classes ignored."""
-    ious = box_iou(pred_boxes, gt_boxes)
-    taken = np.zeros(ious.shape[1], dtype=bool)
-    pairs = []
-    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
-        if not ious.shape[1]:
-            break
-        row = np.where(taken, -1.0, ious[i])
-        j = int(np.argmax(row))
-        if row[j] >= iou:
-            taken[j] = True
-            pairs.append((int(i), j))
-    return pairs
-
-
 def image_truth(gt: Mapping[str, Any]) -> Dict[int, Tuple[np.ndarray, List[str]]]:
     """Per image id: the ground-truth XYXY boxes and class names (crowd boxes left out)."""
     names = {c["id"]: c["name"] for c in gt["categories"]}
@@ -196,7 +109,7 @@ def image_truth(gt: Mapping[str, Any]) -> Dict[int, Tuple[np.ndarray, List[str]]
 
 
 def matched_accuracy(
-    cells: Mapping[int, Sequence[Cell]],
+    cells: Mapping[int, Sequence[CellLike]],
     truth: Mapping[int, Tuple[np.ndarray, List[str]]],
     uncertain_below: float,
 ) -> Dict[str, Any]:
@@ -207,7 +120,8 @@ def matched_accuracy(
         n_pred += len(image_cells)
         boxes = np.array([c.box for c in image_cells], dtype=np.float64).reshape(-1, 4)
         scores = np.array([c.det_score for c in image_cells], dtype=np.float64)
-        for i, j in greedy_match(boxes, scores, gt_boxes):
+        iou = box_iou(boxes, gt_boxes, np.float32)  # float32, as detectron2's pairwise_iou
+        for i, j in match_by_score(iou, scores, IOU_MATCH):
             hit = image_cells[i].label == gt_labels[j]
             n_matched += 1
             correct += hit
@@ -228,7 +142,8 @@ def matched_accuracy(
 
 
 def percentages(diff: Mapping[str, Any]) -> Dict[str, float]:
-    """Class -> percent of counted cells, from :func:`.stats.differential`."""
+    """Class -> percent of counted cells, from
+    :func:`bmc_detectron.structures.differential.differential`."""
     return {row["class"]: row["percent"] for row in diff["classes"]}
 
 
@@ -238,7 +153,7 @@ def percent_mae(pred: Mapping[str, float], true: Mapping[str, float]) -> float:
     return float(np.mean(diffs)) if diffs else math.nan
 
 
-def _differential(cells: Sequence[Cell], names: Sequence[str], lineage: Lineage, below: float):
+def _differential(cells: Sequence[CellLike], names: Sequence[str], lineage: Lineage, below: float):
     return differential(
         [c.label for c in cells], [c.is_uncertain(below) for c in cells], names, lineage
     )
@@ -249,14 +164,14 @@ def _me_error(pred: Optional[float], true: Optional[float]) -> float:
 
 
 def count_errors(
-    cells: Mapping[int, Sequence[Cell]],
+    cells: Mapping[int, Sequence[CellLike]],
     truth: Mapping[int, Tuple[np.ndarray, List[str]]],
     class_names: Sequence[str],
     lineage: Lineage,
     uncertain_below: float,
 ) -> Dict[str, Any]:
     """Predicted vs true differential: pooled over the images and averaged per image."""
-    pooled_pred: List[Cell] = []
+    pooled_pred: List[CellLike] = []
     pooled_true: List[str] = []
     mae_images, me_images = [], []
     for image_id, (_, gt_labels) in truth.items():
@@ -289,7 +204,7 @@ def count_errors(
 
 
 def evaluate_cells(
-    cells: Mapping[int, Sequence[Cell]],
+    cells: Mapping[int, Sequence[CellLike]],
     gt: Mapping[str, Any],
     score: str,
     *,
@@ -297,7 +212,8 @@ def evaluate_cells(
     uncertain_below: float = 0.5,
     lineage: Optional[Lineage] = None,
 ) -> Dict[str, Any]:
-    """Every measure of one system's cells against the COCO ground truth ``gt``."""
+    """Every measure of one counter's cells (by image id) against the COCO ground truth ``gt``
+    (module docstring)."""
     lineage = lineage or Lineage()
     cat_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
     class_names = list(cat_ids)
@@ -313,37 +229,4 @@ def evaluate_cells(
             "certain": count_errors(counted, truth, class_names, lineage, uncertain_below),
             "all": count_errors(counted, truth, class_names, lineage, -math.inf),
         },
-    }
-
-
-def compare_systems(
-    dataset: str,
-    systems: Sequence[System],
-    *,
-    count_threshold: float = 0.5,
-    uncertain_below: float = 0.5,
-    lineage: Optional[Lineage] = None,
-) -> Dict[str, Any]:
-    """Run every system over the registered COCO ``dataset`` and measure it (module docstring)."""
-    gt, images = dataset_images(dataset)
-    results = {}
-    for system in systems:
-        cells = run_system(system.counter, images)
-        results[system.name] = evaluate_cells(
-            cells,
-            gt,
-            system.score_mode(),
-            count_threshold=count_threshold,
-            uncertain_below=uncertain_below,
-            lineage=lineage,
-        )
-    return {
-        "dataset": dataset,
-        "images": len(images),
-        "ground_truth_cells": len([a for a in gt["annotations"] if not a.get("iscrowd", 0)]),
-        "classes": [c["name"] for c in gt["categories"]],
-        "count_threshold": count_threshold,
-        "uncertain_below": uncertain_below,
-        "lineage": (lineage or Lineage()).to_json(),
-        "systems": results,
     }

@@ -1,26 +1,34 @@
-"""The web app's limits and defaults: :class:`ServeSettings`.
+"""The web app's limits and defaults: :class:`ServeSettings` (pydantic-settings).
 
 Every limit protects the workstation the app runs on: a request is refused (a 4xx / 503 JSON
 error) before it can fill the memory or keep the model busy for everybody else.
+
+Values come from the arguments, else from ``BMC_SERVE_<FIELD>`` environment variables (e.g.
+``BMC_SERVE_MAX_JSON_BYTES``), else the defaults below; the serve tool passes its flags as
+arguments.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Any, Tuple
 
-from bmc_detectron.pipeline.stats import Lineage
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bmc_detectron.structures.differential import Lineage
 
 MB = 1024 * 1024
+
+#: where the JSON API's routes live (``/api/v1/analyze``, ...); a URL, so not a setting
+API_V1_STR = "/api/v1"
 
 # Host names a browser on the workstation itself uses; anything else is refused (a page from
 # another site that re-points its own name at 127.0.0.1, "DNS rebinding", is turned away).
 LOOPBACK_HOSTS: Tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits and defaults of :func:`~bmc_detectron.serve.app.create_app`.
+class ServeSettings(BaseSettings):
+    """Limits and defaults of :func:`~bmc_detectron.serve.main.create_app`.
 
     Attributes:
         max_file_bytes: largest accepted image file (bytes).
@@ -36,7 +44,13 @@ class ServeSettings:
         lineage: which classes are myeloid and which erythroid (the M:E ratio).
         preview_max_side: longest side of the JPEG preview the page draws the cells on.
         allowed_hosts: accepted ``Host`` header names (``("*",)``: any).
+
+    Invalid values raise ``ValueError`` naming the field.
     """
+
+    model_config = SettingsConfigDict(
+        env_prefix="BMC_SERVE_", frozen=True, extra="forbid", arbitrary_types_allowed=True
+    )
 
     max_file_bytes: int = 25 * MB
     max_files: int = 16
@@ -46,11 +60,18 @@ class ServeSettings:
     max_waiting: int = 8
     default_threshold: float = 0.5
     uncertain_below: float = 0.5
-    lineage: Lineage = field(default_factory=Lineage)
+    lineage: Lineage = Field(default_factory=Lineage)
     preview_max_side: int = 1600
     allowed_hosts: Tuple[str, ...] = LOOPBACK_HOSTS
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ValueError(_messages(e)) from None
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ServeSettings:
         positive = ("max_file_bytes", "max_files", "max_pixels", "max_json_bytes", "workers")
         for name in (*positive, "preview_max_side"):
             if int(getattr(self, name)) < 1:
@@ -60,6 +81,7 @@ class ServeSettings:
         for name in ("default_threshold", "uncertain_below"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        return self
 
     @property
     def max_request_bytes(self) -> int:
@@ -76,3 +98,13 @@ class ServeSettings:
             "workers": self.workers,
             "max_waiting": self.max_waiting,
         }
+
+
+def _messages(error: ValidationError) -> str:
+    """One line per problem: the range checks' own words, else ``field: pydantic's message``."""
+    lines = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)

@@ -1,0 +1,37 @@
+"""Synthetic marrow smears: one composer shared by the generators.
+
+* :mod:`~bmc_detectron.data.synthetic.composer`: places cell patches on a background, gives their
+  tight boxes, turns optical density into a photo, writes COCO splits (shared by every generator);
+* :mod:`~bmc_detectron.data.synthetic.procedural`: procedural cells, red cells, platelets and the
+  smear background;
+* :mod:`~bmc_detectron.data.synthetic.bmc_synth`: the embedded ``bmc_synth`` dataset (class mix,
+  sizes, :func:`generate_image`, :func:`generate_dataset`, preview);
+* a real-cell cut-out generator will come beside them and reuse the composer.
+
+Import rule: the composer imports no generator; the generators import the composer.
+"""
+
+from bmc_detectron.data.synthetic.bmc_synth import (
+    CLASS_FREQUENCIES,
+    MEAN_CELL_DIAMETER,
+    default_cells_per_image,
+    default_scale,
+    generate_dataset,
+    generate_image,
+    preview_mosaic,
+)
+from bmc_detectron.data.synthetic.composer import draw_boxes, image_rng
+from bmc_detectron.data.synthetic.procedural import RBC_DIAMETER
+
+__all__ = [
+    "CLASS_FREQUENCIES",
+    "MEAN_CELL_DIAMETER",
+    "RBC_DIAMETER",
+    "default_cells_per_image",
+    "default_scale",
+    "draw_boxes",
+    "generate_dataset",
+    "generate_image",
+    "image_rng",
+    "preview_mosaic",
+]

@@ -1,0 +1,1 @@
+"""What every route shares: the settings (:mod:`.config`, pydantic-settings)."""

@@ -1,0 +1,1 @@
+"""Study: deploy (see docs/results/deploy/ and this folder's scripts)."""

@@ -1,0 +1,1 @@
+"""Study: errors (see docs/results/errors/ and this folder's scripts)."""
