@@ -15,14 +15,7 @@ from helpers import REPO, make_inputs, tiny_cfg
 from torch import nn
 
 from bmc_detectron.bench.inputs import latency_inputs
-from bmc_detectron.bench.measure import (
-    MethodClock,
-    Subject,
-    measure_latency,
-    measure_training,
-    round_order,
-    summarize_ms,
-)
+from bmc_detectron.bench.measure import MethodClock, Subject, measure_latency, measure_training
 from bmc_detectron.bench.memory import PeakMemory
 from bmc_detectron.bench.model_cost import count_gflops
 from bmc_detectron.bench.names import run_names
@@ -33,6 +26,7 @@ from bmc_detectron.data.datasets import (
     register_datasets,
     unregister_dataset,
 )
+from bmc_detectron.reporting.timing import round_order, summarize_ms
 from studies.ablation import ablation
 from studies.ablation import report as ablation_report
 
@@ -94,7 +88,8 @@ def test_latency_interleaves_models_in_rotating_order_and_splits_stages():
     calls = [x for x in log if "." not in x]
     assert calls[:3] == ["a", "b", "c"]  # one warm-up call each
     rounds = [calls[3 + 6 * r : 9 + 6 * r] for r in range(3)]
-    assert rounds == [list("aabbcc"), list("bbccaa"), list("ccaabb")]
+    # each input through every model, the models' order rotating from round to round
+    assert rounds == [list("abcabc"), list("bcabca"), list("cabcab")]
     for name in "abc":
         rec = out[name]
         assert rec["n"] == 6 and len(rec["calls_ms"]["total"]) == 6

@@ -323,7 +323,7 @@ def test_benchmark_interleaves_and_writes_tables(tmp_path):
     # the warm-up round in one order, the first measured round in the other
     assert calls[:6] == ["pytorch", "onnxruntime"] * 2 + ["onnxruntime", "pytorch"]
     (row,) = run["stages"]
-    assert row["backends"]["pytorch"]["calls"] == 4 and row["ratio_median"] > 0
+    assert row["backends"]["pytorch"]["n"] == 4 and row["ratio_median"] > 0
     paths = write_result(benchmark_result([run], images, 2, 1), tmp_path)
     table = paths["markdown"].read_text()
     assert "| detector | 1 |" in table and "8x12" in table

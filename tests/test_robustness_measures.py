@@ -29,6 +29,7 @@ from studies.robustness.report import (
     load_sweeps,
     pivot_table,
     plot_curves,
+    results_table,
     ruler_table,
     scale_deviation,
     stain_drop,
@@ -191,6 +192,17 @@ def test_report_tables_verdicts_and_curves(tmp_path):
     merged, variants = load_sweeps([tmp_path / "r0.json", tmp_path / "r1.json"])
     assert list(merged) == ["ref", "ref + auto-scale"]
     assert variants["ref + auto-scale"]["measures"] == "auto-scale"
+
+
+def test_results_table_has_a_row_per_name_and_condition():
+    results = {"ref": _rows([40, 50, 44, 20.25])[2:]}
+    assert results_table(results) == (
+        "| model | condition | value | AP | AP50 |\n"
+        "|---|---|---|---|---|\n"
+        "| ref | scale | 2 | 44.0 | 64.0 |\n"
+        "| ref | scale | 3 | 20.2 | 40.2 |\n"
+        "| ref | hue | 20 | 30.0 | 50.0 |\n"
+    )
 
 
 def test_robustness_command_with_the_measures_on_a_tiny_model(tmp_path):

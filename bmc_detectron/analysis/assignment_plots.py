@@ -19,8 +19,29 @@ from bmc_detectron.analysis.assignment import (
     anchor_levels,
     per_level_counts,
 )
-from bmc_detectron.analysis.plotting import LEVEL_COLORS, grid_shape, gt_color, new_figure
 from bmc_detectron.modeling.assigners import AnchorLayout
+from bmc_detectron.reporting.plots import grid_shape, new_figure
+
+#: colours of the gts of one image (cycled): matplotlib's "tab10"
+GT_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+#: colours of the pyramid levels P3..P7 (and beyond, cycled)
+LEVEL_COLORS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#f89540")
+
+
+def gt_color(index: int) -> str:
+    """Display colour of gt ``index`` of an image."""
+    return GT_COLORS[index % len(GT_COLORS)]
 
 
 def level_names(layout: AnchorLayout) -> List[str]:

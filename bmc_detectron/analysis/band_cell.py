@@ -21,9 +21,9 @@ from matplotlib.patches import Rectangle
 
 from bmc_detectron.analysis.assignment import ImageAssignment
 from bmc_detectron.analysis.inference import ModelInput, make_input
-from bmc_detectron.analysis.plotting import grid_shape, new_figure
 from bmc_detectron.data.classes import MARROW_ABBRS
 from bmc_detectron.data.synthetic import generate_image
+from bmc_detectron.reporting.plots import grid_shape, new_figure
 
 ROD_CLASS = MARROW_ABBRS.index("Rods")
 #: grey level below which a pixel of the clean rendering is nucleus (the band nucleus is

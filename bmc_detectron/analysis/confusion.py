@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from bmc_detectron.analysis.plotting import new_figure
 from bmc_detectron.analysis.tide import ImageDetections
+from bmc_detectron.reporting.plots import new_figure
 from bmc_detectron.structures.boxes import as_boxes, box_iou
 from bmc_detectron.structures.matching import greedy_match
 from bmc_detectron.utils.io import PathLike, atomic_write_text

@@ -7,8 +7,8 @@ from typing import Dict
 import numpy as np
 from matplotlib.figure import Figure
 
-from bmc_detectron.analysis.plotting import new_figure
 from bmc_detectron.analysis.tide import ERROR_NAMES, ERROR_TYPES
+from bmc_detectron.reporting.plots import new_figure
 
 SPLIT_COLORS = {"overall": "#444444", "crowded": "#d62728", "isolated": "#1f77b4"}
 

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 from bmc_detectron.analysis.tide import ERROR_NAMES, ERROR_TYPES
+from bmc_detectron.reporting.tables import markdown_table
 
 
-def _fmt(value: Optional[float], digits: int = 2, percent: bool = False) -> str:
+def _stat(value: Optional[float], digits: int = 2, percent: bool = False) -> str:
+    """A statistic's cell: None as an en dash, a share as a percentage, else ``digits``
+    decimals."""
     if value is None:
         return "–"
     return f"{100 * value:.1f} %" if percent else f"{value:.{digits}f}"
-
-
-def markdown_table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def assignment_markdown(summary: Dict[str, dict], note: str = "") -> str:
@@ -43,21 +39,21 @@ def assignment_markdown(summary: Dict[str, dict], note: str = "") -> str:
             [
                 name,
                 s["num_gts"],
-                _fmt(s["positives_per_gt_mean"]),
-                _fmt(s["positives_per_gt_median"], 1),
-                _fmt(s["share_gts_without_positive"], percent=True),
-                _fmt(s["share_positives_centre_outside_box"], percent=True),
+                _stat(s["positives_per_gt_mean"]),
+                _stat(s["positives_per_gt_median"], 1),
+                _stat(s["share_gts_without_positive"], percent=True),
+                _stat(s["share_positives_centre_outside_box"], percent=True),
                 *(
-                    _fmt(crowd[k]["positives_per_gt_mean"])
+                    _stat(crowd[k]["positives_per_gt_mean"])
                     for k in ("isolated", "1 neighbour", "2+")
                 ),
-                *(_fmt(size[k]["positives_per_gt_mean"]) for k in ("small", "medium", "large")),
+                *(_stat(size[k]["positives_per_gt_mean"]) for k in ("small", "medium", "large")),
             ]
         )
     text = "# Label assignment statistics\n\n"
     if note:
         text += note + "\n\n"
-    text += markdown_table(header, rows)
+    text += markdown_table(header, rows) + "\n"
     text += (
         "\nCrowding: number of other gts whose box overlaps the gt's box. Size: sqrt(box area) "
         "at the model's input size, in tertiles of the dataset's gts.\n"
@@ -84,7 +80,7 @@ def errors_markdown(report: Dict[str, dict], note: str = "") -> str:
     text = "# Error analysis (TIDE-style)\n\n"
     if note:
         text += note + "\n\n"
-    text += markdown_table(header, [ap_row, gt_row, *rows])
+    text += markdown_table(header, [ap_row, gt_row, *rows]) + "\n"
     th = report.get("thresholds", {})
     text += (
         f"\ndAP50: AP50 gained when every error of the type is fixed by an oracle (foreground IoU "

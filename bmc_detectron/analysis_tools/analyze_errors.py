@@ -29,7 +29,6 @@ from bmc_detectron.analysis.confusion import confusion_matrix, draw_confusion, w
 from bmc_detectron.analysis.error_plots import draw_delta_ap
 from bmc_detectron.analysis.gallery import case_caption, draw_case, stack_gallery, worst_cases
 from bmc_detectron.analysis.inference import class_names, predict_dataset
-from bmc_detectron.analysis.plotting import save_figure
 from bmc_detectron.analysis.report import errors_markdown
 from bmc_detectron.analysis.tide import (
     ERROR_TYPES,
@@ -41,6 +40,7 @@ from bmc_detectron.analysis.tide import (
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.engine.loading import load_model
+from bmc_detectron.reporting.plots import save_figure
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic, write_png_atomic
 
 logger = logging.getLogger("bmc_detectron.analyze_errors")

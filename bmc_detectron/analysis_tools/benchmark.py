@@ -43,13 +43,13 @@ from detectron2.utils.logger import setup_logger
 from bmc_detectron.bench.cost import CostSettings, cost_record, write_cost_record
 from bmc_detectron.bench.inputs import TimingInputs
 from bmc_detectron.bench.measure import torch_threads
-from bmc_detectron.bench.report import shell_join
 from bmc_detectron.bench.side_by_side import (
     load_configs,
     side_by_side_latency,
     write_side_by_side,
 )
 from bmc_detectron.config import ConfigError
+from bmc_detectron.reporting.provenance import shell_join
 
 COMMAND = "python -m bmc_detectron.analysis_tools.benchmark "
 

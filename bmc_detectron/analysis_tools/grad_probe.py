@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from bmc_detectron.analysis.gradients import DEFAULT_GROUPS, step_stats, summarize
-from bmc_detectron.bench.report import fmt, markdown_table, shell_join
 from bmc_detectron.config import ConfigError, build_cfg
+from bmc_detectron.reporting.provenance import shell_join
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 

@@ -53,11 +53,11 @@ from bmc_detectron.analysis.inference import (
     record_input,
     select_records,
 )
-from bmc_detectron.analysis.plotting import save_figure
 from bmc_detectron.analysis.report import assignment_markdown
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.modeling.assigners import BaseAssigner
+from bmc_detectron.reporting.plots import save_figure
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger("bmc_detectron.show_assignment")

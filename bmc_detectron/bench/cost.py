@@ -32,13 +32,9 @@ from bmc_detectron.bench.measure import (
 )
 from bmc_detectron.bench.memory import PeakMemory
 from bmc_detectron.bench.model_cost import count_gflops, count_parameters
-from bmc_detectron.bench.report import (
-    BENCHMARK_HEADERS,
-    append_markdown_row,
-    benchmark_row,
-    describe,
-    machine_info,
-)
+from bmc_detectron.bench.report import BENCHMARK_HEADERS, benchmark_row, describe
+from bmc_detectron.reporting.provenance import machine_info
+from bmc_detectron.reporting.tables import append_markdown_row
 from bmc_detectron.utils.io import write_json_atomic
 
 

@@ -10,7 +10,6 @@ config's precision: fp16 autocast on CUDA with ``SOLVER.AMP.ENABLED`` (:func:`au
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from bmc_detectron.data.datasets import prepare_dataset
 from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.engine.precision import cpu_bf16_enabled
+from bmc_detectron.reporting.timing import interleaved_latency, summarize_ms
 
 STAGES = ("backbone", "head")
 
@@ -39,28 +39,16 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device | str) -> Tuple[float, object]:
-    """Seconds taken by ``fn()`` (synchronized before and after) and its result."""
-    synchronize(device)
+def timed(fn: Callable[[], object], *devices: torch.device | str) -> Tuple[float, object]:
+    """Seconds taken by ``fn()`` (every one of ``devices`` synchronized before and after) and
+    its result."""
+    for device in devices:
+        synchronize(device)
     t0 = time.perf_counter()
     out = fn()
-    synchronize(device)
+    for device in devices:
+        synchronize(device)
     return time.perf_counter() - t0, out
-
-
-def summarize_ms(seconds: Sequence[float]) -> Dict[str, float]:
-    """Median, nearest-rank 90th percentile, mean and min in milliseconds, and the count."""
-    ms = sorted(s * 1000.0 for s in seconds)
-    if not ms:
-        nan = float("nan")
-        return {"median_ms": nan, "p90_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0}
-    return {
-        "median_ms": statistics.median(ms),
-        "p90_ms": ms[max(0, math.ceil(0.9 * len(ms)) - 1)],
-        "mean_ms": statistics.fmean(ms),
-        "min_ms": ms[0],
-        "n": len(ms),
-    }
 
 
 @contextlib.contextmanager
@@ -187,12 +175,6 @@ def build_subject(cfg: CfgNode, name: str, description: str = "") -> Subject:
     return Subject(name, model, cfg, description)
 
 
-def round_order(items: Sequence, round_index: int) -> List:
-    """``items`` rotated left by ``round_index`` (round r starts with item r mod n)."""
-    shift = round_index % len(items) if items else 0
-    return list(items[shift:]) + list(items[:shift])
-
-
 def measure_latency(
     subjects: Sequence[Subject],
     inputs: Sequence[dict],
@@ -202,15 +184,18 @@ def measure_latency(
 ) -> Dict[str, Dict[str, object]]:
     """Batch-1 eval-mode latency of ``model([input])`` per subject, in its config's precision.
 
-    After ``warmup`` untimed calls per model, each of ``rounds`` rounds runs every model over all
-    ``inputs``, the order of the models rotating from round to round (:func:`round_order`) so
-    that drift of the machine falls on all models alike. With ``stages``, forward hooks split
-    each call into ``backbone`` (backbone + neck), ``head`` and ``rest`` (pre-processing,
-    anchors, decoding, NMS). Returns, per name, :func:`summarize_ms` of the calls, the per-call
-    times (``calls_ms``) and, with ``stages``, the per-stage medians (``<stage>_ms``).
+    After ``warmup`` untimed calls per model, ``rounds`` rounds of
+    :func:`~bmc_detectron.reporting.timing.interleaved_latency`: in each, every input goes
+    through every model, the order of the models rotating from round to round, so that drift of
+    the machine falls on all models alike. With ``stages``, forward hooks split each call into
+    ``backbone`` (backbone + neck), ``head`` and ``rest`` (pre-processing, anchors, decoding,
+    NMS). Returns, per name, :func:`~bmc_detectron.reporting.timing.summarize_ms` of the calls,
+    the per-call times (``calls_ms``) and, with ``stages``, the per-stage medians
+    (``<stage>_ms``).
     """
     clocks = {s.name: StageClock(s.model) for s in subjects} if stages else {}
-    calls = {s.name: {"total": [], **({k: [] for k in STAGES} if stages else {})} for s in subjects}
+    calls = {s.name: {k: [] for k in STAGES} if stages else {} for s in subjects}
+    devices = list(dict.fromkeys(s.model.device for s in subjects))
     try:
         with torch.no_grad():
             for s in subjects:
@@ -218,26 +203,31 @@ def measure_latency(
                 with s.precision():
                     for i in range(warmup):
                         s.model([inputs[i % len(inputs)]])
-            for r in range(rounds):
-                for s in round_order(subjects, r):
-                    _time_calls(s, inputs, clocks.get(s.name), calls[s.name])
+            call = {s.name: _latency_call(s, clocks.get(s.name), calls[s.name]) for s in subjects}
+            total = interleaved_latency(
+                call, inputs, rounds, timer=lambda fn: timed(fn, *devices)[0]
+            )
     finally:
         for clock in clocks.values():
             clock.remove()
-    return {name: _latency_summary(c) for name, c in calls.items()}
+    return {name: _latency_summary({"total": total[name], **calls[name]}) for name in calls}
 
 
-def _time_calls(
-    subject: Subject, inputs: Sequence[dict], clock: StageClock | None, calls: Dict[str, List]
-) -> None:
-    model = subject.model
-    with subject.precision():
-        for inp in inputs:
-            if clock is not None:
-                clock.reset()
-            calls["total"].append(timed(lambda inp=inp: model([inp]), model.device)[0])
-            for stage in STAGES if clock is not None else ():
-                calls[stage].append(clock.spent[stage])
+def _latency_call(
+    subject: Subject, clock: StageClock | None, stage_calls: Dict[str, List[float]]
+) -> Callable[[dict], None]:
+    """``subject``'s model on one input, in its precision; with a ``clock``, the call's
+    seconds per stage are appended to ``stage_calls``."""
+
+    def call(inp: dict) -> None:
+        if clock is not None:
+            clock.reset()
+        with subject.precision():
+            subject.model([inp])
+        for stage in STAGES if clock is not None else ():
+            stage_calls[stage].append(clock.spent[stage])
+
+    return call
 
 
 def _latency_summary(calls: Mapping[str, List[float]]) -> Dict[str, object]:

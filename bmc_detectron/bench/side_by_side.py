@@ -20,8 +20,9 @@ from bmc_detectron.bench.inputs import TimingInputs, image_records, latency_inpu
 from bmc_detectron.bench.measure import build_subject, measure_latency, precision_name
 from bmc_detectron.bench.model_cost import count_gflops, count_parameters
 from bmc_detectron.bench.names import run_names
-from bmc_detectron.bench.report import add_ratios, describe, latency_markdown, machine_info
+from bmc_detectron.bench.report import add_ratios, describe, latency_markdown
 from bmc_detectron.config import build_cfg
+from bmc_detectron.reporting.provenance import machine_info
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 #: The heading of ``latency.md``.

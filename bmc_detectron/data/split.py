@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Tuple, Union
 
 from bmc_detectron.data.checks import DatasetError
 from bmc_detectron.data.classes import KNOWN_ABBRS, KNOWN_NAMES
+from bmc_detectron.reporting.plots import new_figure, save_figure
 from bmc_detectron.utils.io import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
@@ -144,9 +145,6 @@ def format_table(rows: List[Row]) -> str:
 def write_distribution(rows: List[Row], out_dir: PathLike, title: str = "") -> Tuple[Path, Path]:
     """Write ``class_distribution.csv`` and a grouped bar chart ``class_distribution.png``
     (``rows`` from :func:`class_distribution`, total row last)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out_dir = Path(out_dir)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -156,8 +154,7 @@ def write_distribution(rows: List[Row], out_dir: PathLike, title: str = "") -> T
     atomic_write_bytes(csv_path, buf.getvalue().encode())
     classes = rows[:-1]  # the last row is the total
     parts = [k for k in rows[0] if k.endswith(" count")]
-    fig = Figure(figsize=(max(6.0, 0.6 * len(classes) * len(parts)), 4.0), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(6.0, 0.6 * len(classes) * len(parts)), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(parts)
     for i, part in enumerate(parts):
@@ -169,9 +166,7 @@ def write_distribution(rows: List[Row], out_dir: PathLike, title: str = "") -> T
     ax.set_title(title or "class distribution")
     ax.legend()
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    atomic_write_bytes(png_path, png.getvalue())
+    save_figure(fig, png_path, dpi=100, crop=False)
     return csv_path, png_path
 
 

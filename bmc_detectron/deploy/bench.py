@@ -10,15 +10,14 @@ detector call (resize, network, post-processing) and, optionally, the count pipe
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
+from bmc_detectron.reporting.provenance import machine_info
+from bmc_detectron.reporting.timing import interleaved_latency, summarize_ms
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 #: The target of issue 10: ONNX Runtime's median at most this fraction of PyTorch's.
@@ -37,43 +36,6 @@ def synthetic_fields(count: int, height: int, width: int, seed: int = 0) -> List
     ]
 
 
-def interleaved_latency(
-    subjects: Mapping[str, Callable[[np.ndarray], Any]],
-    images: Sequence[np.ndarray],
-    rounds: int,
-    warmup: int = 1,
-) -> Dict[str, List[float]]:
-    """Seconds of every call of every subject: ``rounds`` x ``len(images)`` calls each.
-
-    ``warmup`` rounds run first and are not recorded; the order of the subjects alternates
-    between rounds.
-    """
-    names = list(subjects)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for index in range(warmup + rounds):
-        order = names if index % 2 == 0 else names[::-1]
-        for image in images:
-            for name in order:
-                start = time.perf_counter()
-                subjects[name](image)
-                elapsed = time.perf_counter() - start
-                if index >= warmup:
-                    times[name].append(elapsed)
-    return times
-
-
-def summarize_ms(seconds: Sequence[float]) -> Dict[str, float]:
-    """Median, p90, mean and min in milliseconds, and the number of calls."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {
-        "median_ms": float(np.median(ms)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "calls": int(len(ms)),
-    }
-
-
 def compare_stage(
     stage: str,
     subjects: Mapping[str, Callable[[np.ndarray], Any]],
@@ -81,7 +43,9 @@ def compare_stage(
     rounds: int,
     warmup: int,
 ) -> Dict[str, Any]:
-    """Latency of ``subjects`` (``{"pytorch": ..., "onnxruntime": ...}``) and their ratio."""
+    """Latency of ``subjects`` (``{"pytorch": ..., "onnxruntime": ...}``) and their ratio
+    (:func:`~bmc_detectron.reporting.timing.interleaved_latency`: every image through both
+    backends in turn, the order alternating between rounds; ``warmup`` rounds not recorded)."""
     times = interleaved_latency(subjects, images, rounds, warmup)
     backends = {name: summarize_ms(t) for name, t in times.items()}
     ratio = backends["onnxruntime"]["median_ms"] / backends["pytorch"]["median_ms"]
@@ -98,17 +62,14 @@ def compare_stage(
 
 
 def machine() -> Dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: :func:`~bmc_detectron.reporting.provenance.machine_info`
+    with the ONNX Runtime version and the 1, 5 and 15 minute load averages."""
     import onnxruntime
 
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-    }
+    info: Dict[str, Any] = dict(machine_info())
+    info["onnxruntime"] = onnxruntime.__version__
+    info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    return info
 
 
 def markdown(result: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
+from bmc_detectron.reporting.plots import pyplot
 from bmc_detectron.utils.io import atomic_write_bytes, atomic_write_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -111,11 +112,7 @@ def confusion_png(
     cm: np.ndarray, class_names: Sequence[str], row_names: Sequence[str], title: str
 ) -> bytes:
     """PNG bytes of the confusion matrix: counts in the cells, colour = share of the true class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(cm)
     k = len(class_names)
     rows = cm.sum(axis=1, keepdims=True)

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from bmc_detectron.bench.report import fmt, markdown_table, shell_join
 from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.reporting.provenance import shell_join
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 

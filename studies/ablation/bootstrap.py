@@ -18,13 +18,13 @@ from typing import Dict, List, Mapping
 from detectron2.data import MetadataCatalog
 from pycocotools.coco import COCO
 
-from bmc_detectron.bench.report import markdown_table
 from bmc_detectron.evaluation.image_bootstrap import (
     PerImageMatches,
     match_images,
     paired_bootstrap,
     quiet,
 )
+from bmc_detectron.reporting.tables import markdown_table
 
 
 def ground_truth(dataset: str) -> COCO:

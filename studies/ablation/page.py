@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from bmc_detectron.bench.report import describe, machine_info, shell_join
+from bmc_detectron.bench.report import describe
+from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.utils.io import atomic_write_text
 from studies.ablation.runs import RunPlan
 from studies.status import study_status

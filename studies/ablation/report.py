@@ -16,16 +16,11 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from bmc_detectron.bench.report import (
-    describe,
-    fmt,
-    grouped_bar_plot,
-    markdown_table,
-    nanmean,
-    nanstd,
-    scatter_plot,
-)
+from bmc_detectron.bench.report import describe
+from bmc_detectron.reporting.plots import grouped_bar_plot, scatter_plot
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
+from bmc_detectron.utils.numbers import nanmean, nanstd
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COST_KEYS = ("train_s", "eval_s", "latency_ms", "params_m", "gflops")

@@ -22,17 +22,13 @@ from detectron2.engine import hooks
 from detectron2.utils.env import seed_all_rng
 
 from bmc_detectron.bench.inputs import default_input_size, latency_inputs
-from bmc_detectron.bench.measure import (
-    Subject,
-    measure_latency,
-    torch_threads,
-)
+from bmc_detectron.bench.measure import Subject, measure_latency, torch_threads
 from bmc_detectron.bench.model_cost import count_gflops, count_parameters
 from bmc_detectron.bench.names import run_names
-from bmc_detectron.bench.report import shell_join
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.datasets import dataset_registration, register_datasets
 from bmc_detectron.engine import BMCTrainer
+from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 WORKER = "python -m studies.ablation.ablation --worker"

@@ -16,8 +16,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from bmc_detectron.bench.report import shell_join
 from bmc_detectron.data.datasets import prepare_dataset
+from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.utils.io import atomic_write_text
 from studies.ablation.bootstrap import bootstrap_table
 from studies.ablation.page import COMMAND, write_report

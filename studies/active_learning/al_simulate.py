@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bmc_detectron.bench.report import shell_join
 from bmc_detectron.config import ConfigError
 from bmc_detectron.data.checks import DatasetError
+from bmc_detectron.reporting.provenance import shell_join
 from studies.active_learning.simulation import (
     STRATEGY_SETTINGS,
     SimSettings,

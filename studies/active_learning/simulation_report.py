@@ -16,7 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from bmc_detectron.bench.report import _pyplot, _save_figure, fmt, machine_info, markdown_table
+from bmc_detectron.reporting.plots import pyplot, save_figure
+from bmc_detectron.reporting.provenance import machine_info
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
 from bmc_detectron.utils.numbers import nanmean
 from studies.active_learning.simulation import INITIAL, STRATEGY_SETTINGS, SimSettings, round_dir
@@ -202,7 +204,7 @@ def plot_curves(
 ) -> None:
     """PNG: AP and AP50 against ``x_key`` (labelled images or boxes); per strategy a line
     through the means over seeds and the per-seed points."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, metric in zip(axes, METRICS):
         for j, s in enumerate(strategies):
@@ -219,7 +221,8 @@ def plot_curves(
         ax.set_title(f"{metric} vs labelled {what} (line: mean over seeds, x: each seed)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    _save_figure(fig, path)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120, crop=False)
 
 
 def _setup_lines(

@@ -43,15 +43,16 @@ from bmc_detectron.bench.measure import (
     MethodClock,
     build_subject,
     measure_training,
-    summarize_ms,
     timed,
     torch_threads,
 )
 from bmc_detectron.bench.memory import PeakMemory
-from bmc_detectron.bench.report import assign_bench_markdown, machine_info
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY, AnchorLayout, BaseAssigner
+from bmc_detectron.reporting.provenance import machine_info
+from bmc_detectron.reporting.timing import summarize_ms
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
+from studies.assignment.report import assign_bench_markdown
 
 
 def with_assigner(cfg: CfgNode, name: str) -> CfgNode:

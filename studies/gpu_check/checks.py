@@ -24,8 +24,8 @@ from torch.profiler import ProfilerActivity, profile
 from torchvision.ops import box_iou, deform_conv2d
 
 from bmc_detectron.bench.measure import build_subject, measure_training, synchronize
-from bmc_detectron.bench.report import machine_info
 from bmc_detectron.modeling.deform import DeformConv2dPack
+from bmc_detectron.reporting.provenance import machine_info
 
 # substrings of the profiler's op / kernel names that tell which deformable path ran:
 # torchvision's op (and, on CUDA, its deformable_im2col / col2im kernels) or the CPU path's
@@ -36,7 +36,8 @@ TOLERANCE = {"float32": 1e-4, "autocast": 2e-2}
 
 
 def environment() -> Dict[str, object]:
-    """:func:`~bmc_detectron.bench.report.machine_info` plus the CUDA device, runtime and cuDNN."""
+    """:func:`~bmc_detectron.reporting.provenance.machine_info` plus the CUDA device, runtime
+    and cuDNN."""
     info = dict(machine_info())
     info["cuda_available"] = torch.cuda.is_available()
     if torch.cuda.is_available():

@@ -40,8 +40,8 @@ from typing import Dict, Sequence
 
 from detectron2.utils.logger import setup_logger
 
-from bmc_detectron.bench.report import shell_join
 from bmc_detectron.config import ConfigError
+from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.utils.io import atomic_write_text
 from studies.gpu_check import checks as gc
 from studies.gpu_check import runs as gr

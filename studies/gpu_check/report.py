@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping
 
-from bmc_detectron.bench.report import fmt, markdown_table
+from bmc_detectron.reporting.tables import fmt, markdown_table
 
 GRADS = ("output", "input", "weight", "offsets")
 

@@ -2,11 +2,11 @@
 
 Three variants of the same config and the same initial weights are built in one process:
 ``fp32``, ``bf16`` (``BMC.PRECISION.CPU_BF16``) and ``bf16+cl`` (plus ``CHANNELS_LAST``). Each
-round, in an order rotating from round to round (:func:`~.measure.round_order`), every variant
-takes one batch from its own train loader (timed: data time) and does one training step on it
-(timed: step time), then every variant runs batch-1 inference on the same images
-(:func:`~.measure.measure_latency`). Before the rounds, the three variants' losses on one batch
-are compared (:func:`loss_agreement`).
+round, in an order rotating from round to round
+(:func:`~bmc_detectron.reporting.timing.round_order`), every variant takes one batch from its
+own train loader (timed: data time) and does one training step on it (timed: step time), then
+every variant runs batch-1 inference on the same images (:func:`~.measure.measure_latency`).
+Before the rounds, the three variants' losses on one batch are compared (:func:`loss_agreement`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from bmc_detectron.bench.measure import (
     build_subject,
     make_train_step,
     measure_latency,
-    round_order,
-    summarize_ms,
     timed,
 )
-from bmc_detectron.bench.report import fmt, markdown_table
 from bmc_detectron.engine import BMCTrainer
+from bmc_detectron.reporting.tables import fmt, markdown_table
+from bmc_detectron.reporting.timing import round_order, summarize_ms
 
 #: variant name -> (BMC.PRECISION.CPU_BF16, BMC.PRECISION.CHANNELS_LAST)
 VARIANTS: Dict[str, Tuple[bool, bool]] = {
@@ -128,8 +127,9 @@ def interleaved_rounds(
 
     Each subject reads its own batch source (built from its config), so all see the same batch
     sequence; ``warmup`` untimed iterations and inference calls per subject come first. Returns
-    per subject ``data`` / ``step`` / ``iteration`` (:func:`~.measure.summarize_ms` plus the
-    per-round ``calls_ms``) and ``latency``, and the order of every round (``orders``).
+    per subject ``data`` / ``step`` / ``iteration``
+    (:func:`~bmc_detectron.reporting.timing.summarize_ms` plus the per-round ``calls_ms``) and
+    ``latency``, and the order of every round (``orders``).
     """
     streams = {s.name: batches(s.cfg) for s in subjects}
     steps = {s.name: make_train_step(s.model, s.cfg) for s in subjects}

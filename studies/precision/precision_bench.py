@@ -30,9 +30,10 @@ from detectron2.utils.logger import setup_logger
 
 from bmc_detectron.bench.inputs import default_input_size, image_records, latency_inputs
 from bmc_detectron.bench.measure import torch_threads
-from bmc_detectron.bench.report import describe, machine_info, shell_join
+from bmc_detectron.bench.report import describe
 from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.engine.precision import cpu_supports_bf16
+from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 from studies.precision import precision, profile
 

@@ -23,8 +23,9 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from bmc_detectron.bench.measure import Subject, make_train_step, round_order
-from bmc_detectron.bench.report import markdown_table
+from bmc_detectron.bench.measure import Subject, make_train_step
+from bmc_detectron.reporting.tables import markdown_table
+from bmc_detectron.reporting.timing import round_order
 
 #: module attribute paths timed by forward hooks -> range name
 MODULE_REGIONS = {"backbone.bottom_up": "resnet", "backbone": "backbone", "head": "head"}

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
-from bmc_detectron.bench.report import markdown_table
 from bmc_detectron.evaluation.image_bootstrap import match_images, paired_bootstrap
+from bmc_detectron.reporting.tables import markdown_table
 from studies.ablation.bootstrap import ground_truth, predictions_path
 from studies.ablation.runs import metrics_path
 

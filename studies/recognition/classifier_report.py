@@ -26,9 +26,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from bmc_detectron.bench.measure import torch_threads
-from bmc_detectron.bench.report import fmt, machine_info, markdown_table, shell_join
 from bmc_detectron.config import build_cfg
 from bmc_detectron.engine.loading import load_model
+from bmc_detectron.reporting.provenance import machine_info, shell_join
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
 
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in ([\d:]+) \(([\d.]+) s / it\)")

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from bmc_detectron.bench.report import markdown_table
+from bmc_detectron.reporting.tables import markdown_table
 
 
 @dataclass(frozen=True)

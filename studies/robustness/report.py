@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from bmc_detectron.bench.report import _pyplot
-from bmc_detectron.bench.report import markdown_table as md_table
+from bmc_detectron.reporting.plots import pyplot, save_figure
+from bmc_detectron.reporting.tables import markdown_table
 from studies.robustness.measures import split_variant
 from studies.robustness.sweep import STAIN_KINDS, STAIN_NEUTRAL
 
@@ -46,7 +46,7 @@ def load_sweeps(paths: Sequence[Path]) -> Tuple[Results, Dict[str, dict]]:
     return results, variants
 
 
-def markdown_table(results: Results) -> str:
+def results_table(results: Results) -> str:
     """One long table: a row per (name, condition) with AP and AP50."""
     lines = ["| model | condition | value | AP | AP50 |", "|---|---|---|---|---|"]
     for model, rows in results.items():
@@ -76,7 +76,7 @@ def pivot_table(results: Results, kinds: Sequence[str]) -> str:
             r = row_at(results[name], kind, value)
             cells.append("-" if r is None else f"{r['AP']:.1f} / {r['AP50']:.1f}")
         rows.append([kind, f"{value:g}", *cells])
-    return md_table(["condition", "value", *names], rows) + "\n"
+    return markdown_table(["condition", "value", *names], rows) + "\n"
 
 
 def _ruler_cell(rows: List[dict], kind: str, value: float) -> str:
@@ -106,7 +106,7 @@ def ruler_table(results: Results) -> str:
         true = value if kind == "scale" else 1.0
         rows.append([f"{kind} {value:g}", f"{true:g}", *(cells[i] for cells in columns)])
     headers = [", ".join(group) for group in columns.values()]
-    return md_table(["condition", "true factor", *headers], rows) + "\n"
+    return markdown_table(["condition", "true factor", *headers], rows) + "\n"
 
 
 def scale_deviation(
@@ -173,10 +173,6 @@ def _curve(results: Results, model: str, variant: str, kind: str) -> List[tuple]
 
 def _save_with_legend(fig, axes, path: Path) -> Path:
     """Save ``fig`` with one legend of its curves below the panels."""
-    import io
-
-    from bmc_detectron.utils.io import atomic_write_bytes
-
     handles, labels = {}, []
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -195,11 +191,7 @@ def _save_with_legend(fig, axes, path: Path) -> Path:
             fontsize=8,
             frameon=False,
         )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _style(variant: str) -> Dict[str, float]:
@@ -208,7 +200,7 @@ def _style(variant: str) -> Dict[str, float]:
 
 
 def _plot_scale(results: Results, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     models, variants = _layout(results)
     colours = {v: f"C{i}" for i, v in enumerate(variants)}
     ncol = len(models) if len(models) <= 3 else 2  # more models: pairs side by side, in rows
@@ -239,7 +231,7 @@ def _plot_scale(results: Results, path: Path) -> Path:
 
 
 def _plot_stain(results: Results, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     models, variants = _layout(results)
     colours = {v: f"C{i}" for i, v in enumerate(variants)}
     kinds = [k for k in STAIN_KINDS if any(r["kind"] == k for v in results.values() for r in v)]
@@ -279,7 +271,7 @@ def _models_table(variants: Dict[str, dict]) -> str:
     for name, v in variants.items():
         rows.append([name, v.get("measures", "plain"), f"`{v.get('weights', '-')}`"])
         rows[-1].append(f"`{v['profile']}`" if v.get("profile") else "-")
-    return md_table(["name", "measures", "weights", "training profile"], rows) + "\n"
+    return markdown_table(["name", "measures", "weights", "training profile"], rows) + "\n"
 
 
 def page_text(

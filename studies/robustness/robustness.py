@@ -35,7 +35,7 @@ from bmc_detectron.smear.profile import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 from studies.robustness.measures import Measures
-from studies.robustness.report import markdown_table, page_text, plot_curves
+from studies.robustness.report import page_text, plot_curves, results_table
 from studies.robustness.sweep import (
     STAIN_NEUTRAL,
     Condition,
@@ -149,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(markdown_table(results))
+    print(results_table(results))
     print(Path(args.output) / "robustness.json")
     return 0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from bmc_detectron.bench.report import markdown_table as md_table
+from bmc_detectron.reporting.tables import markdown_table
 from studies.robustness.measures import split_variant
 from studies.robustness.report import conditions_of, row_at, scale_deviation
 from studies.robustness.sweep import STAIN_KINDS
@@ -88,7 +88,7 @@ def pair_table(seeds: SeedResults, measure: str, base: str) -> Tuple[str, List[i
     if not rows:
         return "", []
     headers = ["condition", f"{base} AP", f"{measure} AP", "difference", "per seed"]
-    return md_table(headers, rows) + "\n", sorted(used)
+    return markdown_table(headers, rows) + "\n", sorted(used)
 
 
 def spread_line(seeds: SeedResults, measure: str, base: str, lo: float, hi: float) -> str:

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from bmc_detectron.bench.report import fmt, machine_info, markdown_table, shell_join
+from bmc_detectron.reporting.provenance import machine_info, shell_join
+from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 from studies.stages.systems import System, compare_systems
 
