@@ -35,7 +35,7 @@ WORKER = "python -m studies.ablation.ablation --worker"
 RUN_KEYS = ("name", "config_file", "seed", "command", "train_net_command")
 
 
-class _TrainOnlyTrainer(BMCTrainer):
+class TrainOnlyTrainer(BMCTrainer):
     """BMCTrainer without the end-of-training evaluation hook (evaluated and timed separately)."""
 
     def build_hooks(self):
@@ -59,7 +59,7 @@ def run_one(spec: Dict[str, object]) -> Dict[str, object]:
         seed_all_rng(cfg.SEED)
         info = {k: spec[k] for k in RUN_KEYS}
         info["threads"] = spec.get("threads")
-        trainer = _TrainOnlyTrainer(cfg)
+        trainer = TrainOnlyTrainer(cfg)
         # an interrupted run continues from its last checkpoint in OUTPUT_DIR (none: from scratch)
         trainer.resume_or_load(resume=True)
         t0 = time.perf_counter()

@@ -46,7 +46,7 @@ from bmc_detectron.data.datasets import (
 )
 from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
-from studies.ablation.runs import _TrainOnlyTrainer, schedule_opts
+from studies.ablation.runs import TrainOnlyTrainer, schedule_opts
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def train_round(settings: SimSettings, train: str, seed: int, folder: Path) -> D
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", cfg.dump())
     seed_all_rng(cfg.SEED)
-    trainer = _TrainOnlyTrainer(cfg)
+    trainer = TrainOnlyTrainer(cfg)
     trainer.resume_or_load(resume=True)  # an interrupted round goes on from its last checkpoint
     t0 = time.perf_counter()
     trainer.train()
