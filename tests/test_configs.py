@@ -8,9 +8,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-from helpers import CONFIGS, make_inputs
 
 from bmc_detectron.config import ConfigError, build_cfg
+from tests.helpers import CONFIGS, make_inputs
 
 ALL = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
 CPU = sorted(p for p in (CONFIGS / "cpu").glob("retinanet_*.yaml"))
