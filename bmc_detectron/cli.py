@@ -35,6 +35,7 @@ COMMANDS: Dict[str, str] = {
     "convert": "convert",
     "split": "split",
     "synthetic": "synthetic",
+    "marrow-fields": "marrow_fields",
 }
 
 

@@ -8,10 +8,13 @@
 
 * :func:`register_builtin_datasets` (called on ``import bmc_detectron``) registers
   ``bccd_{trainval,test,train,val}``, ``pbc_wbc_{train,val}``, ``pbc_marrow_{train,val}``
-  (marrow class ids, :mod:`bmc_detectron.data.pbc`) and ``bmc_synth_{train,test}``.
+  (marrow class ids, :mod:`bmc_detectron.data.pbc`), ``bmc_synth_{train,test}`` and
+  ``marrow_real_{train,val}`` (real PBC cells composed into dense marrow-like fields,
+  :mod:`bmc_detectron.data.synthetic.marrow`).
   BCCD and PBC are converted from the read-only shared data on first load and cached under
   ``datasets_root()/{bccd,pbc_wbc,pbc_marrow}/annotations/<split>.json``; the synthetic data must be
-  generated first (``python -m bmc_detectron.tools.synthetic --output datasets/bmc_synth``).
+  generated first (``python -m bmc_detectron.tools.synthetic --output datasets/bmc_synth``,
+  ``python -m bmc_detectron.tools.marrow_fields --output datasets/marrow_real``).
 
 Nothing is read when registering: a missing json or image folder is reported (with the file
 and the fix) when the dataset is loaded. COCOEvaluator opens ``metadata.json_file`` when it is
@@ -77,23 +80,39 @@ PBC_WBC_COLORS: Tuple[_Color, ...] = (
 )
 PBC_WBC_SPLITS: Tuple[str, ...] = ("train", "val")
 SYNTH_SPLITS: Tuple[str, ...] = ("train", "test")
+#: splits of the real-cell marrow composites (``marrow_real_<split>``)
+MARROW_REAL_SPLITS: Tuple[str, ...] = ("train", "val")
 
 # Converters run before loading a built-in dataset whose json is missing (name -> callable).
 _PREPARERS: Dict[str, Callable[[], None]] = {}
 
 
+def _shown(out: Path) -> str:
+    try:
+        return str(out.relative_to(Path.cwd()))
+    except ValueError:
+        return str(out)
+
+
 def synth_command() -> str:
     """The command that generates ``bmc_synth`` where :func:`datasets_root` points."""
-    out = datasets_root() / "bmc_synth"
-    try:
-        shown = str(out.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(out)
-    return f"python -m bmc_detectron.tools.synthetic --output {shown}"
+    return (
+        f"python -m bmc_detectron.tools.synthetic --output {_shown(datasets_root() / 'bmc_synth')}"
+    )
+
+
+def marrow_real_command() -> str:
+    """The command that generates ``marrow_real`` (needs the shared PBC data)."""
+    out = _shown(datasets_root() / "marrow_real")
+    return f"python -m bmc_detectron.tools.marrow_fields --output {out}"
 
 
 def _missing(name: str, path: Path, what: str) -> DatasetError:
-    hint = f"; generate it with: {synth_command()}" if name.startswith("bmc_synth") else ""
+    hint = ""
+    if name.startswith("bmc_synth"):
+        hint = f"; generate it with: {synth_command()}"
+    elif name.startswith("marrow_real"):
+        hint = f"; generate it with: {marrow_real_command()}"
     return DatasetError(f"{path}: {what} of dataset '{name}' not found{hint}")
 
 
@@ -257,6 +276,10 @@ def _builtin_specs() -> List[Tuple[str, Path, Path, Dict[str, object], Callable 
         json_file = generated / "bmc_synth" / "annotations" / f"{split}.json"
         image_root = generated / "bmc_synth" / split
         specs.append((f"bmc_synth_{split}", json_file, image_root, marrow_metadata(), None))
+    for split in MARROW_REAL_SPLITS:
+        json_file = generated / "marrow_real" / "annotations" / f"{split}.json"
+        image_root = generated / "marrow_real" / split
+        specs.append((f"marrow_real_{split}", json_file, image_root, marrow_metadata(), None))
     return specs
 
 

@@ -32,6 +32,8 @@ BUILTIN = [
     "pbc_marrow_val",
     "bmc_synth_train",
     "bmc_synth_test",
+    "marrow_real_train",
+    "marrow_real_val",
 ]
 
 

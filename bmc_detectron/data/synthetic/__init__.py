@@ -6,7 +6,9 @@
   smear background;
 * :mod:`~bmc_detectron.data.synthetic.bmc_synth`: the embedded ``bmc_synth`` dataset (class mix,
   sizes, :func:`generate_image`, :func:`generate_dataset`, preview);
-* a real-cell cut-out generator will come beside them and reuse the composer.
+* :mod:`~bmc_detectron.data.synthetic.marrow`: marrow-like fields of real PBC cell cut-outs
+  (:mod:`~bmc_detectron.data.synthetic.cutouts`,
+  :mod:`~bmc_detectron.data.synthetic.backgrounds`) on the same composer.
 
 Import rule: the composer imports no generator; the generators import the composer.
 """

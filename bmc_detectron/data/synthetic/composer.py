@@ -2,9 +2,9 @@
 
 A generator draws each cell as a :class:`RenderedCell` (a patch in optical density with its
 coverage and pixel mask: :mod:`bmc_detectron.data.synthetic.procedural` draws them procedurally,
-a real-cell cut-out generator will cut them from photos) and a background in optical density; the
-composer places the cells, gives their boxes, turns the density into a photo and writes the COCO
-split. It imports nothing of the generators.
+:mod:`bmc_detectron.data.synthetic.marrow` takes cells cut out of photos) and a background in
+optical density; the composer places the cells, gives their boxes, turns the density into a photo
+and writes the COCO split. It imports nothing of the generators.
 
 Annotation rules:
 
@@ -14,7 +14,10 @@ Annotation rules:
   with less than half of its pixels visible is not drawn at all (no unlabelled partial cells);
 * nucleated cells may touch and overlap: box IoU up to ``max_iou`` (0.3 by default) and at most
   half of the smaller box covered; the cell placed later is drawn on top;
-* whatever the background holds (mature red cells, platelets) is never annotated.
+* whatever the background holds (mature red cells, platelets) is never annotated;
+* dense generators (real-cell composites) bound overlaps by pixel masks instead
+  (:class:`CellLayer`: a share of each cell's pixels; a cell's box is then the whole cell in the
+  field, parts hidden under a later cell included).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ CELL_OCCLUSION = 0.85
 #: random positions tried for a cell before it is left out
 PLACEMENT_TRIES = 40
 
-Sample = Tuple[np.ndarray, np.ndarray, np.ndarray]  # (RGB image, XYXY boxes, classes)
+Sample = Tuple[np.ndarray, ...]  # (RGB image, XYXY boxes, classes[, per-box extra keys])
 
 
 @dataclass
@@ -120,6 +123,103 @@ def place_cell(
     return None
 
 
+class CellLayer:
+    """The nucleated cells placed on one field so far, with a bound on how much they overlap.
+
+    For generators of dense fields (real-cell composites), by pixel masks rather than boxes:
+
+    * a cell may share at most ``max_overlap`` of its pixels in the field with other cells
+      (shared pixels: covered by two or more cells, whichever is on top); touching is free;
+    * a cell with less than ``min_visible`` of its pixels inside the field is not placed;
+    * :meth:`place` returns the cell's box: the tight XYXY box (pixel edges) of all its pixels
+      inside the field, hidden under a later cell or not (the whole cell, clipped by the
+      field border), as :func:`visible_box` gives it.
+    """
+
+    def __init__(self, height: int, width: int, max_overlap: float, min_visible: float = 0.5):
+        self.height, self.width = height, width
+        self.max_overlap, self.min_visible = float(max_overlap), float(min_visible)
+        self.count = np.zeros((height, width), np.uint8)  # cells covering each pixel
+        self.windows: List[Tuple[slice, slice]] = []  # each cell's pixels: field window ...
+        self.masks: List[np.ndarray] = []  # ... and its mask there
+        self.shared: List[int] = []  # pixels of each cell shared with another cell
+        self.boxes: List[np.ndarray] = []
+
+    def _window(self, cell: RenderedCell, cx: int, cy: int):
+        h, w = cell.mask.shape
+        y0, x0 = cy - h // 2, cx - w // 2
+        ys, xs = max(0, -y0), max(0, -x0)
+        ye, xe = min(h, self.height - y0), min(w, self.width - x0)
+        if ye <= ys or xe <= xs:
+            return None, None
+        window = (slice(y0 + ys, y0 + ye), slice(x0 + xs, x0 + xe))
+        return window, cell.mask[ys:ye, xs:xe]
+
+    def _new_shared(self, k: int, window: Tuple[slice, slice], mask: np.ndarray) -> int:
+        """Pixels of cell ``k`` that a new cell (``mask`` at ``window``) would newly share."""
+        (ay, ax), (by, bx) = window, self.windows[k]
+        y0, y1 = max(ay.start, by.start), min(ay.stop, by.stop)
+        x0, x1 = max(ax.start, bx.start), min(ax.stop, bx.stop)
+        if y1 <= y0 or x1 <= x0:
+            return 0
+        new = mask[y0 - ay.start : y1 - ay.start, x0 - ax.start : x1 - ax.start]
+        old = self.masks[k][y0 - by.start : y1 - by.start, x0 - bx.start : x1 - bx.start]
+        alone = self.count[y0:y1, x0:x1] == 1  # covered by cell k only, not yet shared
+        return int(np.count_nonzero(new & old & alone))
+
+    def fits(self, cell: RenderedCell, cx: int, cy: int) -> bool:
+        """Whether ``cell`` centred at (cx, cy) keeps every cell within the rules."""
+        window, mask = self._window(cell, cx, cy)
+        if window is None:
+            return False
+        inside = int(np.count_nonzero(mask))
+        if inside == 0 or inside < self.min_visible * np.count_nonzero(cell.mask):
+            return False
+        if np.count_nonzero(mask & (self.count[window] > 0)) > self.max_overlap * inside:
+            return False
+        for k in range(len(self.masks)):
+            limit = self.max_overlap * np.count_nonzero(self.masks[k])
+            if self.shared[k] + self._new_shared(k, window, mask) > limit:
+                return False
+        return True
+
+    def place(self, cell: RenderedCell, cx: int, cy: int) -> np.ndarray | None:
+        """Record ``cell`` at (cx, cy) if it :meth:`fits`; its box, or None."""
+        if not self.fits(cell, cx, cy):
+            return None
+        window, mask = self._window(cell, cx, cy)
+        for k in range(len(self.masks)):
+            self.shared[k] += self._new_shared(k, window, mask)
+        self.shared.append(int(np.count_nonzero(mask & (self.count[window] > 0))))
+        self.count[window] += mask.astype(np.uint8)
+        self.windows.append(window)
+        self.masks.append(mask)
+        box, _ = visible_box(cell, cx, cy, self.height, self.width)
+        self.boxes.append(box)
+        return box
+
+    def overlap_shares(self) -> List[float]:
+        """Per placed cell, the share of its pixels in the field shared with other cells."""
+        return [s / max(1, int(np.count_nonzero(m))) for s, m in zip(self.shared, self.masks)]
+
+    def crowding(self) -> List[str]:
+        """Per placed cell: ``"overlapping"`` (shares pixels with another cell), ``"touching"``
+        (a pixel of another cell is among its 8 neighbours) or ``"isolated"``."""
+        out = []
+        for k, (window, mask) in enumerate(zip(self.windows, self.masks)):
+            if self.shared[k] > 0:
+                out.append("overlapping")
+                continue
+            ys, xs = window
+            y0, x0 = max(0, ys.start - 1), max(0, xs.start - 1)
+            y1, x1 = min(self.height, ys.stop + 1), min(self.width, xs.stop + 1)
+            own = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            own[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = mask
+            ring = (cv2.dilate(own, np.ones((3, 3), np.uint8)) > 0) & (own == 0)
+            out.append("touching" if (ring & (self.count[y0:y1, x0:x1] > 0)).any() else "isolated")
+        return out
+
+
 def clean_photo(od: np.ndarray) -> np.ndarray:
     """Optical density seen on plain white light: no stain variation, blur or noise."""
     return np.clip(255.0 * np.exp(-od) + 0.5, 0, 255).astype(np.uint8)
@@ -159,22 +259,28 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def coco_annotations(
-    boxes: np.ndarray, classes: np.ndarray, image_id: int, first_id: int
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    image_id: int,
+    first_id: int,
+    extras: Sequence[Dict[str, object]] | None = None,
 ) -> List[Dict[str, object]]:
-    """COCO annotations, ids from ``first_id``, of XYXY ``boxes`` (N, 4) and ``classes`` (N,)."""
+    """COCO annotations, ids from ``first_id``, of XYXY ``boxes`` (N, 4) and ``classes`` (N,);
+    ``extras[k]`` (optional) adds its keys to annotation ``k``."""
     out: List[Dict[str, object]] = []
     for k, (box, cls) in enumerate(zip(boxes.tolist(), classes.tolist())):
         w, h = box[2] - box[0], box[3] - box[1]
-        out.append(
-            {
-                "id": first_id + k,
-                "image_id": image_id,
-                "category_id": cls + 1,
-                "bbox": [box[0], box[1], w, h],
-                "area": w * h,
-                "iscrowd": 0,
-            }
-        )
+        ann = {
+            "id": first_id + k,
+            "image_id": image_id,
+            "category_id": cls + 1,
+            "bbox": [box[0], box[1], w, h],
+            "area": w * h,
+            "iscrowd": 0,
+        }
+        if extras is not None:
+            ann.update(extras[k])
+        out.append(ann)
     return out
 
 
@@ -190,18 +296,24 @@ def write_coco_split(
 ) -> Path:
     """Write ``out_dir/<split>/NNNNNN.png`` and the COCO json ``out_dir/annotations/<split>.json``.
 
-    ``samples`` yields (RGB image, XYXY boxes, class indices); each image is written as it comes.
-    Category ids are class index + 1 (``classes.coco_categories()``). Returns the json path.
+    ``samples`` yields (RGB image, XYXY boxes, class indices), optionally with a fourth item:
+    per-box dicts of extra annotation keys; each image is written as it comes. ``info`` is
+    serialised after the last sample, so a generator may complete it with statistics of its
+    samples. Category ids are class index + 1 (``classes.coco_categories()``). Returns the json
+    path.
     """
     out_dir = Path(out_dir)
     images: List[Dict[str, object]] = []
     annotations: List[Dict[str, object]] = []
-    for i, (image, boxes, classes) in enumerate(samples):
+    for i, sample in enumerate(samples):
+        image, boxes, classes = sample[:3]
+        extras = sample[3] if len(sample) > 3 else None
         name = f"{i:06d}.png"
         atomic_write_bytes(out_dir / split / name, _png_bytes(image, name))
         height, width = image.shape[:2]
         images.append({"id": i + 1, "file_name": name, "height": height, "width": width})
-        annotations.extend(coco_annotations(boxes, classes, i + 1, len(annotations) + 1))
+        first = len(annotations) + 1
+        annotations.extend(coco_annotations(boxes, classes, i + 1, first, extras))
     coco = {
         "info": info,
         "licenses": [],
