@@ -3,8 +3,8 @@
 ``python -m bmc_detectron.tools.serve`` runs in a subprocess (PyTorch backend, the tiny random
 detector of ``tests.serve.helpers``, no classifier); 8 client threads send 200 analyze requests
 of small synthetic smears. No request may fail; p50 / p95 latency and the server's peak RSS are
-printed and written to ``load.json`` in the test's folder; the server's RSS after the run must be within 10 %
-of its RSS after the first 20 requests (no leak).
+printed and written to ``load.json`` in the test's folder; the server's RSS after the run must be
+within 10 % of its RSS after the first 20 requests (no leak).
 """
 
 from __future__ import annotations
