@@ -1,0 +1,1 @@
+"""Study: accuracy against training budget (issue 25, section 1)."""

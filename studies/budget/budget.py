@@ -1,0 +1,194 @@
+"""Accuracy against training budget: the detectors' AP at several schedules, one table and plot.
+
+    python -m studies.budget.budget --runs output/budget \
+        --output docs/results/budget/RESULTS_budget.md
+    python -m studies.budget.budget --list-tasks     # BUDGET:CONFIG:SEED of every planned run
+
+Reads the finished runs of ``<runs>/budget_<iterations>/runs/<config>/seed<S>/`` (written by
+``studies/budget/budget.sh`` through the ablation runner: ``inference/<test>/coco_metrics.json``
+and ``run.json``), and writes a page with, per detector and budget, the mean AP / AP50 / AP75
+over the finished seeds (with their spread and count), the training time, the runs' own batch-1
+latency, the planned runs' status (:func:`studies.status.study_status`), and a plot of AP against
+the budget beside the page (``<page stem>_ap_vs_budget.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Mapping, Optional, Sequence
+
+from bmc_detectron.reporting.plots import new_figure, save_figure
+from bmc_detectron.reporting.provenance import shell_join
+from bmc_detectron.reporting.tables import fmt, markdown_table
+from bmc_detectron.utils.io import atomic_write_text
+from studies.status import load_manifest, planned_runs, study_status
+
+MANIFEST = Path(__file__).with_name("study.yaml")
+METRICS = ("AP", "AP50", "AP75")
+
+
+@dataclass(frozen=True)
+class BudgetRun:
+    """One finished run: its detector, budget (iterations), seed and what it measured."""
+
+    config: str
+    budget: int
+    seed: int
+    metrics: Mapping[str, float]
+    train_s: Optional[float]
+    latency_ms: Optional[float]
+
+
+def planned_tasks(manifest: Mapping[str, object]) -> List[str]:
+    """``BUDGET:CONFIG:SEED`` of every planned run, seed-major so early seeds finish first."""
+    budgets = [int(b) for b in manifest.get("budgets") or []]
+    plan = planned_runs(manifest)
+    seeds = sorted({s for _, ss in plan for s in ss})
+    return [f"{b}:{name}:{s}" for s in seeds for b in budgets for name, ss in plan if s in ss]
+
+
+def collect(runs_root: Path, manifest: Mapping[str, object]) -> List[BudgetRun]:
+    """Every finished run of the manifest's budgets and configs below ``runs_root``."""
+    test = str(manifest.get("test_dataset"))
+    out = []
+    for budget in [int(b) for b in manifest.get("budgets") or []]:
+        for name, _ in planned_runs(manifest):
+            for seed_dir in sorted((runs_root / f"budget_{budget}" / "runs" / name).glob("seed*")):
+                metrics_file = seed_dir / "inference" / test / "coco_metrics.json"
+                if not metrics_file.is_file() or not seed_dir.name[4:].isdigit():
+                    continue
+                box = json.loads(metrics_file.read_text())["bbox"]
+                run_file = seed_dir / "run.json"
+                run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+                out.append(
+                    BudgetRun(
+                        name,
+                        budget,
+                        int(seed_dir.name[4:]),
+                        {k: float(box[k]) for k in METRICS},
+                        run.get("train_s"),
+                        run.get("latency_ms"),
+                    )
+                )
+    return out
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies below it (pages name repo paths)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def budget_table(runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Sequence[int]) -> str:
+    """Markdown: a row per detector and budget (seeds, AP / AP50 / AP75 mean ± sd, cost)."""
+    rows = []
+    for name in configs:
+        for budget in budgets:
+            group = [r for r in runs if r.config == name and r.budget == budget]
+            if not group:
+                continue
+            train = _median([r.train_s for r in group])
+            rows.append(
+                [f"`{name}`", budget, ", ".join(str(r.seed) for r in group)]
+                + [_mean_sd([r.metrics[m] for r in group]) for m in METRICS]
+                + [fmt(train / 60 if train else None), fmt(_median([r.latency_ms for r in group]))]
+            )
+    headers = ["detector", "iterations", "seeds", *METRICS, "train min", "latency ms"]
+    return markdown_table(headers, rows)
+
+
+def plot_budget(runs: Sequence[BudgetRun], configs: Sequence[str], path: Path) -> Path:
+    """AP against the budget: a line through each detector's means, its seeds as dots."""
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for name in configs:
+        mine = [r for r in runs if r.config == name]
+        if not mine:
+            continue
+        budgets = sorted({r.budget for r in mine})
+        means = [statistics.mean(r.metrics["AP"] for r in mine if r.budget == b) for b in budgets]
+        (line,) = ax.plot(budgets, means, marker="o", label=name)
+        ax.scatter(
+            [r.budget for r in mine],
+            [r.metrics["AP"] for r in mine],
+            s=12,
+            alpha=0.5,
+            color=line.get_color(),
+        )
+    ax.set_xlabel("training iterations (batch 4)")
+    ax.set_ylabel("COCO AP on the test split (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
+    """The results page (and its plot beside it) from the runs that exist."""
+    manifest = load_manifest(_shown(MANIFEST))
+    configs = [name for name, _ in planned_runs(manifest)]
+    budgets = [int(b) for b in manifest.get("budgets") or []]
+    runs = collect(runs_root, manifest)
+    plot = plot_budget(runs, configs, output.with_name(f"{output.stem}_ap_vs_budget.png"))
+    now = datetime.datetime.now()
+    status = "\n".join(
+        f"### {b} iterations\n\n" + study_status(manifest, runs_root / f"budget_{b}")
+        for b in budgets
+    )
+    text = (
+        f"# {manifest['title']}\n\n"
+        f"Generated {now:%Y-%m-%d %H:%M} by `{shell_join(['python', '-m', __spec__.name, *argv])}`"
+        f" from the runs in `{runs_root}`; every number below was measured by those runs.\n\n"
+        "## Setup\n\n"
+        f"- BCCD `train` -> `{manifest['test_dataset']}`, 3 classes; budgets {budgets} "
+        "iterations at batch 4, the schedule scaled (LR steps at 75 % and 90 %, warm-up 100);\n"
+        "  bf16 + channels-last, one thread per run (`studies/budget/budget.sh`).\n"
+        "- *latency ms*: the median of the runs' own batch-1 timing, taken while other runs "
+        "shared the machine: compare within a row, not across pages.\n\n"
+        f"## AP against budget\n\n![AP against budget]({plot.name})\n\n"
+        + budget_table(runs, configs, budgets)
+        + "\n\n## Status\n\n"
+        + status
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, text)
+    return output
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="output/budget", help="the runs root (budget_<N>/ inside)")
+    p.add_argument("--output", default="docs/results/budget/RESULTS_budget.md")
+    p.add_argument("--list-tasks", action="store_true", help="print the planned runs and stop")
+    args = p.parse_args(argv)
+    if args.list_tasks:
+        print("\n".join(planned_tasks(load_manifest(MANIFEST))))
+        return 0
+    page = write_page(Path(args.runs), Path(args.output), argv)
+    print(f"[budget] wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

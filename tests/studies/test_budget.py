@@ -1,0 +1,68 @@
+"""The budget study (issue 25, section 1): planned tasks, collection and the page on hand-built
+run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from studies.budget import budget
+from studies.status import load_manifest
+
+MANIFEST = {
+    "title": "t",
+    "test_dataset": "bccd_val",
+    "budgets": [780, 1560],
+    "seeds": [0, 1],
+    "configs": ["ref", {"name": "full", "seeds": [0]}],
+}
+
+
+def _run(root: Path, b: int, name: str, seed: int, ap: float, train_s: float = 600.0) -> None:
+    run = root / f"budget_{b}" / "runs" / name / f"seed{seed}"
+    (run / "inference" / "bccd_val").mkdir(parents=True)
+    box = {"AP": ap, "AP50": ap + 30, "AP75": ap - 5}
+    (run / "inference" / "bccd_val" / "coco_metrics.json").write_text(json.dumps({"bbox": box}))
+    (run / "run.json").write_text(json.dumps({"train_s": train_s, "latency_ms": 50.0 + seed}))
+
+
+def test_planned_tasks_are_seed_major():
+    assert budget.planned_tasks(MANIFEST) == [
+        "780:ref:0",
+        "780:full:0",
+        "1560:ref:0",
+        "1560:full:0",
+        "780:ref:1",
+        "1560:ref:1",
+    ]
+
+
+def test_collect_and_table(tmp_path):
+    _run(tmp_path, 780, "ref", 0, 40.0)
+    _run(tmp_path, 780, "ref", 1, 44.0, train_s=1200.0)
+    _run(tmp_path, 1560, "full", 0, 55.0)
+    (tmp_path / "budget_1560" / "runs" / "ref" / "seed0").mkdir(parents=True)  # unfinished
+    runs = budget.collect(tmp_path, MANIFEST)
+    assert [(r.config, r.budget, r.seed) for r in runs] == [
+        ("ref", 780, 0),
+        ("ref", 780, 1),
+        ("full", 1560, 0),
+    ]
+    table = budget.budget_table(runs, ["ref", "full"], [780, 1560]).splitlines()
+    assert table[2] == "| `ref` | 780 | 0, 1 | 42.0 ± 2.8 | 72.0 ± 2.8 | 37.0 ± 2.8 | 15.0 | 50.5 |"
+    assert table[3] == "| `full` | 1560 | 0 | 55.0 | 85.0 | 50.0 | 10.0 | 50.0 |"
+    assert len(table) == 4
+
+
+def test_page_has_table_plot_and_generated_status(tmp_path, monkeypatch):
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text(json.dumps({**MANIFEST, "title": "Budget"}))
+    monkeypatch.setattr(budget, "MANIFEST", manifest)
+    _run(tmp_path / "runs", 780, "ref", 0, 40.0)
+    page = budget.write_page(tmp_path / "runs", tmp_path / "out" / "R.md", ["--runs", "x"])
+    text = page.read_text()
+    assert text.startswith("# Budget\n") and "![AP against budget](R_ap_vs_budget.png)" in text
+    assert (tmp_path / "out" / "R_ap_vs_budget.png").stat().st_size > 1000
+    assert "| `ref` | 780 | 0 | 40.0 |" in text
+    assert "1 of 3 planned runs done (2 queued)" in text  # 780: ref 0 done, ref 1 and full 0 queued
+    assert load_manifest(manifest)["title"] == "Budget"
