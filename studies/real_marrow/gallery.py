@@ -5,7 +5,7 @@
 
 Writes into ``--out``: ``gallery.png`` (six ``val`` fields, 512 x 512 px at 0.25 um/px: the
 top row as generated, the bottom row with their boxes and classes), ``cutouts.png`` (PBC ``val``
-photos with the outline of the cut-out mask, and the cut-out alone on grey) and ``index.md``.
+photos with the outline of the cut-out mask, and the cut-out alone on grey) and ``RESULTS_real_marrow.md``.
 ``--time-fields N`` also times writing N ``train`` fields (a temporary folder) for the page.
 Needs the shared data (``$BMC_SHARED_DATASETS``: ``pbc_wbc``, ``bccd``).
 """
@@ -206,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         "diameters": size_profile([e["diameter_px"] for e in extras]),
     }
     timing = time_train_fields(args.time_fields, args.seed) if args.time_fields else None
-    index = out / "index.md"
+    index = out / "RESULTS_real_marrow.md"
     atomic_write_text(index, page(stats, timing, args.seed))
     print(f"[real_marrow] {out / 'gallery.png'}, {out / 'cutouts.png'}, {index}")
     return index
