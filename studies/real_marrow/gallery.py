@@ -5,7 +5,8 @@
 
 Writes into ``--out``: ``gallery.png`` (six ``val`` fields, 512 x 512 px at 0.25 um/px: the
 top row as generated, the bottom row with their boxes and classes), ``cutouts.png`` (PBC ``val``
-photos with the outline of the cut-out mask, and the cut-out alone on grey) and ``RESULTS_real_marrow.md``.
+photos with the outline of the cut-out mask, and the cut-out alone on grey) and the page
+``RESULTS_real_marrow.md``.
 ``--time-fields N`` also times writing N ``train`` fields (a temporary folder) for the page.
 Needs the shared data (``$BMC_SHARED_DATASETS``: ``pbc_wbc``, ``bccd``).
 """
