@@ -176,7 +176,8 @@ def detector_view(
             "factor": round(factor, 4),
             "relative": round(relative, 4),
         }
-        if not 1.0 / tolerance <= relative <= tolerance:
+        slack = 1e-3  # FieldPrep rounds its factor to 4 decimals
+        if not 1.0 / tolerance - slack <= relative <= tolerance + slack:
             view.off.append(name)
     return view
 
