@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -85,6 +85,8 @@ class Detector:
         class_names: names of the detector's classes, by class index.
         min_size, max_size: the test resize rule (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``);
             ``min_size <= 0`` keeps the image size.
+        train_min_size, train_max_size: the training resize rule (``INPUT.MIN_SIZE_TRAIN`` /
+            ``MAX_SIZE_TRAIN``; empty / 0: unknown), to compare the scales the model saw.
         input_format: ``"BGR"`` or ``"RGB"``, the channel order the model was trained on.
         device: where the model's inputs go.
         identity: what identifies the model in a run's fingerprint (config and weights hashes).
@@ -95,6 +97,8 @@ class Detector:
     class_names: List[str]
     min_size: int = 800
     max_size: int = 1333
+    train_min_size: Tuple[int, ...] = ()
+    train_max_size: int = 0
     input_format: str = "BGR"
     device: str = "cpu"
     identity: Dict[str, str] = field(default_factory=dict)
@@ -123,6 +127,8 @@ class Detector:
             class_names=detector_class_names(cfg),
             min_size=int(cfg.INPUT.MIN_SIZE_TEST),
             max_size=int(cfg.INPUT.MAX_SIZE_TEST),
+            train_min_size=tuple(int(v) for v in cfg.INPUT.MIN_SIZE_TRAIN),
+            train_max_size=int(cfg.INPUT.MAX_SIZE_TRAIN),
             input_format=cfg.INPUT.FORMAT,
             device=cfg.MODEL.DEVICE,
             identity=identity,

@@ -8,6 +8,9 @@
 2. :func:`field_flags`: why a field lies outside the training data (colour, scale after the
    rescale of the case's :class:`~bmc_detectron.pipeline.scale_plan.ScalePlan`, disagreement
    with the case). Flagged fields are still counted.
+3. After counting, :func:`few_cells_warning`: fields where the stain says nucleated cells are
+   plainly present (:func:`nucleus_fraction`: dark haematoxylin pixels) but the detected cells'
+   boxes cover much less than those pixels (e.g. none at all).
 """
 
 from __future__ import annotations
@@ -17,20 +20,28 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bmc_detectron.pipeline.count_warnings import FEW_CELLS_FOUND, CountWarning
 from bmc_detectron.pipeline.detector import Detections
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
 from bmc_detectron.smear.profile import box_diameters, red_cell_class
 from bmc_detectron.smear.ranges import colour_reasons, scale_reason
 from bmc_detectron.smear.ruler import RBCEstimate, estimate_rbc_diameter, rescaled
-from bmc_detectron.smear.stain import lab_stats
+from bmc_detectron.smear.stain import lab_stats, rgb2hed
 from bmc_detectron.utils.io import write_json_atomic
 
 CHECKS_DIR = "checks"
+# A pixel is nucleus-stained above this haematoxylin concentration (smear.stain's HED space):
+# nuclei stained blue-purple read 1-3, background and red cells below 0.5.
+NUCLEUS_HAEMATOXYLIN = 1.0
+# Nucleated cells are plainly present above this fraction of nucleus-stained pixels ...
+NUCLEUS_MIN_FRACTION = 0.005
+# ... and (almost) none were found when the cells' boxes cover less than this share of them.
+NUCLEUS_COVERED = 0.5
 
 
 def measure_rbc(
@@ -193,3 +204,47 @@ def field_flags(
             f"red cells {ratio:.2f}x the case median (tolerance {setup.options.tolerance:.0%})"
         )
     return out
+
+
+def nucleus_fraction(image: np.ndarray, channel_order: str = "BGR", max_side: int = 512) -> float:
+    """The fraction of a field's pixels stained like nuclei (haematoxylin above
+    :data:`NUCLEUS_HAEMATOXYLIN`), on a copy shrunk to ``max_side`` (cheap)."""
+    shrink = max_side / max(image.shape[:2])
+    small = rescaled(image, shrink)[0] if shrink < 1.0 else image
+    return float((rgb2hed(small, channel_order)[..., 0] > NUCLEUS_HAEMATOXYLIN).mean())
+
+
+def boxes_fraction(boxes: Sequence[Sequence[float]], height: int, width: int) -> float:
+    """The fraction of a ``height x width`` field covered by ``boxes`` (their union)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, int(y0)) : int(math.ceil(y1)), max(0, int(x0)) : int(math.ceil(x1))] = True
+    return float(mask.mean())
+
+
+def few_cells_warning(
+    fields: Sequence[Tuple[str, Optional[float], float]],
+) -> List[CountWarning]:
+    """A warning naming the fields (name, nucleus fraction or None, cells' box fraction) whose
+    stain says nucleated cells are present but whose detected cells cover less than
+    :data:`NUCLEUS_COVERED` of the nucleus-stained pixels."""
+    few = [
+        (name, nuclei, boxes)
+        for name, nuclei, boxes in fields
+        if nuclei is not None
+        and nuclei >= NUCLEUS_MIN_FRACTION
+        and boxes < NUCLEUS_COVERED * nuclei
+    ]
+    if not few:
+        return []
+    listed = ", ".join(
+        f"{n} ({100 * nuc:.1f} % nucleus-stained pixels, cells cover {100 * b:.1f} %)"
+        for n, nuc, b in few
+    )
+    return [
+        CountWarning(
+            FEW_CELLS_FOUND,
+            f"{len(few)} field(s) where the stain shows nucleated cells but (almost) none were "
+            f"found; check the scale and the model: {listed}",
+        )
+    ]

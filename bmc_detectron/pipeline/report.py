@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.drawing import class_info
 from bmc_detectron.structures.differential import Lineage, differential
@@ -22,7 +23,8 @@ SUMMARY_FORMAT = "bmc-count/1"
 class FieldRecord:
     """The counted cells of one field, as saved in ``cells/<name>.json``; ``flags``: why the
     field lies outside the training data ([]: it does not, or it was not checked),
-    ``rbc_diameter_px``: its measured red-cell diameter (None: not measured)."""
+    ``rbc_diameter_px``: its measured red-cell diameter (None: not measured),
+    ``nucleus_fraction``: its share of nucleus-stained pixels (None: not measured)."""
 
     name: str
     image: str
@@ -37,6 +39,7 @@ class FieldRecord:
     reused: bool = False
     flags: List[str] = field(default_factory=list)
     rbc_diameter_px: Optional[float] = None
+    nucleus_fraction: Optional[float] = None
 
     def to_json(self) -> Dict[str, Any]:
         """JSON-ready dict (``reused`` is a property of a run, not saved)."""
@@ -53,6 +56,7 @@ class FieldRecord:
             "cells": [c.to_json() for c in self.cells],
             "flags": list(self.flags),
             "rbc_diameter_px": self.rbc_diameter_px,
+            "nucleus_fraction": self.nucleus_fraction,
         }
 
     @classmethod
@@ -71,6 +75,9 @@ class FieldRecord:
             rbc_diameter_px=None
             if data.get("rbc_diameter_px") is None
             else float(data["rbc_diameter_px"]),
+            nucleus_fraction=None
+            if data.get("nucleus_fraction") is None
+            else float(data["nucleus_fraction"]),
         )
 
 
@@ -113,7 +120,8 @@ def build_summary(
 ) -> Dict[str, Any]:
     """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path,
     ``scale`` is the scale and stain entry (:class:`~.scale_plan.ScalePlan`), ``warnings`` are
-    added to the differential's."""
+    added to the differential's (sentences under ``warnings``, with their codes under
+    ``warning_codes``)."""
     cells = [c for r in records for c in r.cells]
     diff = differential(
         [c.label for c in cells],
@@ -149,6 +157,7 @@ def build_summary(
         "classes": diff["classes"],
         "me": me,
         "warnings": warnings,
+        "warning_codes": warning_entries(warnings),
         "fields": [_field_entry(r, uncertain_below, (drawings or {}).get(r.name)) for r in records],
         "skipped": list(skipped),
         "timing": {

@@ -45,13 +45,17 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.detector_view import DetectorView, check_strict, detector_view
 from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
 from bmc_detectron.pipeline.field_checks import (
     CHECKS_DIR,
     FieldSurvey,
+    boxes_fraction,
+    few_cells_warning,
     field_flags,
     load_survey,
     measure_field,
+    nucleus_fraction,
     save_survey,
     survey_key,
 )
@@ -215,6 +219,7 @@ def count_one(
         cells=field.cells,
         rbc_diameter_px=checks[0],
         flags=list(checks[1]),
+        nucleus_fraction=round(nucleus_fraction(image), 5),
     )
     write_json_atomic(record.to_json(), result_file)
     return record
@@ -311,6 +316,41 @@ def draw_fields(
     return drawings, thumbs
 
 
+def image_shape(path: Path) -> Optional[Tuple[int, int]]:
+    """(height, width) of an image file from its header (None: not a readable image)."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return height, width
+
+
+def view_of_fields(
+    counter: CellCounter, inputs: Sequence[Path], plan: ScalePlan, setup: ScaleSetup
+) -> DetectorView:
+    """The size at which the detector sees each field's cells against its training size
+    (:mod:`.detector_view`)."""
+    shapes = {n: image_shape(p) for p, n in zip(inputs, field_names(inputs))}
+    model = setup.model
+    return detector_view(
+        counter.detector,
+        {n: s for n, s in shapes.items() if s is not None},
+        plan.prep,
+        tile_size=counter.tile_size,
+        to_training=plan.to_training,
+        image_size=None if model is None else model.image_size,
+        tolerance=setup.options.detector_scale_tolerance,
+    )
+
+
+def _found_cells(records: Sequence[FieldRecord]) -> List[Tuple[str, Optional[float], float]]:
+    return [
+        (r.name, r.nucleus_fraction, boxes_fraction([c.box for c in r.cells], r.height, r.width))
+        for r in records
+    ]
+
+
 def run_count(
     counter: CellCounter,
     inputs: Sequence[Path],
@@ -327,8 +367,10 @@ def run_count(
     ``scale``: the scale and stain options with the model's scale and training profile
     (:func:`~.scale_plan.make_setup`); None counts every field as it is.
 
-    Raises ValueError for an empty input list and :class:`OutputExistsError` for a finished
-    report without ``overwrite``. Returns the summary (as written to summary.json).
+    Raises ValueError for an empty input list, :class:`OutputExistsError` for a finished
+    report without ``overwrite`` and :class:`~.detector_view.ScaleMismatchError` when the
+    detector would see a field's cells far from their training size and the options are
+    ``strict_scale``. Returns the summary (as written to summary.json).
     """
     if not inputs:
         raise ValueError("no input images")
@@ -341,6 +383,11 @@ def run_count(
     if setup.survey_needed:
         surveys = survey_fields(counter, inputs, output, setup, progress)
     plan = plan_scale(setup, surveys, counter.detector)
+    view = view_of_fields(counter, inputs, plan, setup)
+    check_strict(view, setup.options.strict_scale)
+    plan.summary["detector_input"] = view.to_json()
+    for text in view.warnings():
+        logger.warning("%s", text)
     if not plan.prep.identity:
         settings = {**settings, "field_prep": plan.prep.settings()}
         write_state(output, run_fingerprint(settings))
@@ -348,6 +395,10 @@ def run_count(
     records, skipped = count_fields(
         counter, inputs, output, fingerprint, progress, plan, setup, surveys
     )
+    few = few_cells_warning(_found_cells(records))
+    for text in few:
+        logger.warning("%s", text)
+    warnings = [*plan.warnings, *view.warnings(), *few]
     class_names = counter.class_names
     drawings, thumbs = draw_fields(records, class_names, output, uncertain_below, progress)
     summary = build_summary(
@@ -359,7 +410,7 @@ def run_count(
         settings={**settings, "fingerprint": fingerprint, "sources": counter.sources()},
         drawings=drawings,
         scale=plan.summary,
-        warnings=plan.warnings,
+        warnings=warnings,
     )
     write_tables(output, summary, records)
     atomic_write_text(output / "report.html", render_html(summary, thumbs, output.name))

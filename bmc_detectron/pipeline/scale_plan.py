@@ -21,6 +21,15 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 import numpy as np
 from detectron2.data import transforms as T
 
+from bmc_detectron.pipeline.count_warnings import (
+    RULER_NONE,
+    RULER_OUTLIERS,
+    RULER_SPREAD,
+    SCALE_DISAGREES,
+    TRAINING_SIZE_UNKNOWN,
+    CountWarning,
+)
+from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import case_scale
@@ -118,13 +127,19 @@ class ScaleOptions:
         microns_per_pixel: the input's pixel size, when known.
         auto: estimate the scale from the red cells (used unless ``microns_per_pixel``).
         stain: ``"reinhard"`` to normalise the fields' colours to the training data's, or None.
-        tolerance: relative red-cell size difference from the case median that is warned.
+        tolerance: relative red-cell size difference from the case median that is warned; a
+            case whose fields' spread exceeds it is not resized by the red cells.
+        detector_scale_tolerance: a field seen by the detector more than this factor away
+            from the training size is warned (:mod:`.detector_view`).
+        strict_scale: refuse such a field instead of warning.
     """
 
     microns_per_pixel: Optional[float] = None
     auto: bool = False
     stain: Optional[str] = None
     tolerance: float = 0.15
+    detector_scale_tolerance: float = DETECTOR_SCALE_TOLERANCE
+    strict_scale: bool = False
 
 
 @dataclass
@@ -174,6 +189,11 @@ def make_setup(
             raise ValueError(f"--stain-normalize needs the training profile ({MAKE_PROFILE})")
     if not 0 < options.tolerance < 1:
         raise ValueError(f"scale tolerance must be in (0, 1), got {options.tolerance}")
+    if not options.detector_scale_tolerance > 1:
+        raise ValueError(
+            "the detector scale tolerance must be a factor > 1, got "
+            f"{options.detector_scale_tolerance}"
+        )
     return ScaleSetup(options, model, profile, profile_source)
 
 
@@ -322,16 +342,33 @@ def _choose_factor(plan: ScalePlan, setup: ScaleSetup) -> Optional[float]:
         plan.summary.update(source="given", microns_per_pixel=opts.microns_per_pixel)
         if estimated and abs(estimated / factor - 1.0) > opts.tolerance:
             plan.warnings.append(
-                f"the red cells suggest resizing the fields by {estimated:.2f} but the given "
-                f"scale resizes them by {factor:.2f}: check the microns per pixel given"
+                CountWarning(
+                    SCALE_DISAGREES,
+                    f"the red cells suggest resizing the fields by {estimated:.2f} but the given "
+                    f"scale resizes them by {factor:.2f}: check the microns per pixel given",
+                )
             )
         return factor
     if not opts.auto:
         return None
     if estimated is None:
         plan.warnings.append(
-            "no red cells measured in any field: the scale could not be estimated, the fields "
-            "were counted at their own size"
+            CountWarning(
+                RULER_NONE,
+                "no red cells measured in any field: the scale could not be estimated, the "
+                "fields were counted at their own size",
+            )
+        )
+        return None
+    if _finite(plan.spread) and plan.spread > opts.tolerance:
+        plan.summary["ruler_rejected"] = True
+        plan.warnings.append(
+            CountWarning(
+                RULER_SPREAD,
+                f"the red cells' sizes disagree over the fields (spread {plan.spread:.0%}, "
+                f"tolerance {opts.tolerance:.0%}): the red-cell ruler cannot read this case, "
+                "the fields were counted at their own size (give --microns-per-pixel)",
+            )
         )
         return None
     plan.summary["source"] = "estimated"
@@ -352,15 +389,21 @@ def plan_scale(setup: ScaleSetup, surveys: Mapping[str, RedCells], detector: Any
         k = setup.model.input_factor(detector)
         if k is None:
             plan.warnings.append(
-                "the training images' size is unknown (no training profile): assumed that the "
-                "detector saw them at their own size"
+                CountWarning(
+                    TRAINING_SIZE_UNKNOWN,
+                    "the training images' size is unknown (no training profile): assumed that "
+                    "the detector saw them at their own size",
+                )
             )
             k = 1.0
         plan.prep, plan.to_training = FieldPrep(factor * k, True, stain), factor
     if plan.outliers:
         plan.warnings.append(
-            f"{len(plan.outliers)} field(s) whose red cells differ from the case median by more "
-            f"than {opts.tolerance:.0%}: {', '.join(plan.outliers)}"
+            CountWarning(
+                RULER_OUTLIERS,
+                f"{len(plan.outliers)} field(s) whose red cells differ from the case median by "
+                f"more than {opts.tolerance:.0%}: {', '.join(plan.outliers)}",
+            )
         )
     px = [s.rbc_px for s in surveys.values() if math.isfinite(s.rbc_px)]
     ruler = _ruler_summary(plan, surveys, opts.tolerance)

@@ -15,9 +15,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell, CellCounter
+from bmc_detectron.pipeline.detector_view import detector_view
 from bmc_detectron.pipeline.drawing import thumbnail_data_uri
-from bmc_detectron.pipeline.field_checks import field_flags, measure_field
+from bmc_detectron.pipeline.field_checks import (
+    boxes_fraction,
+    few_cells_warning,
+    field_flags,
+    measure_field,
+    nucleus_fraction,
+)
 from bmc_detectron.pipeline.report import FieldRecord
 from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
 from bmc_detectron.serve.core.config import ServeSettings
@@ -91,6 +99,7 @@ def analyze_uploads(
                 "recognise_s": round(counted.recognise_s, 4),
                 "cells": [c.to_json() for c in counted.cells],
                 "preview": uri,
+                "nucleus_fraction": round(nucleus_fraction(image), 5),
                 **_checks(image, name, counter, plan, setup),
             }
         )
@@ -136,3 +145,31 @@ def case_records(
             )
         )
     return records
+
+
+def scale_summary(
+    counter: CellCounter, fields: Sequence[Dict[str, Any]], plan: ScalePlan, setup: ScaleSetup
+) -> Dict[str, Any]:
+    """The analyze response's ``scale``: the plan's entry, the size at which the detector saw
+    each field (:mod:`~bmc_detectron.pipeline.detector_view`) and the warnings (sentences under
+    ``warnings``, with codes under ``warning_codes``), as the count's summary has them."""
+    view = detector_view(
+        counter.detector,
+        {f["name"]: (f["height"], f["width"]) for f in fields},
+        plan.prep,
+        tile_size=counter.tile_size,
+        to_training=plan.to_training,
+        image_size=None if setup.model is None else setup.model.image_size,
+        tolerance=setup.options.detector_scale_tolerance,
+    )
+    found = []
+    for f in fields:
+        covered = boxes_fraction([c["box"] for c in f["cells"]], f["height"], f["width"])
+        found.append((f["name"], f["nucleus_fraction"], covered))
+    warnings = [*plan.warnings, *view.warnings(), *few_cells_warning(found)]
+    return {
+        **plan.summary,
+        "detector_input": view.to_json(),
+        "warnings": [str(w) for w in warnings],
+        "warning_codes": warning_entries(warnings),
+    }

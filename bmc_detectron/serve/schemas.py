@@ -66,7 +66,9 @@ class AnalyzeResponse(BaseModel):
     scale: Dict[str, Any] = Field(
         default_factory=dict,
         description="the scale used (source given / none, microns_per_pixel, the factor the "
-        "fields were resized by before detection, the model's scale) and warnings",
+        "fields were resized by before detection, the model's scale), the size at which the "
+        "detector saw each field (detector_input) and warnings (sentences; with codes in "
+        "warning_codes)",
     )
 
 

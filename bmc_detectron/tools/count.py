@@ -3,7 +3,7 @@
     bmc count --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] --input 'case01/*.png' \\
         --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5] \
-        [--microns-per-pixel 0.12 | --auto-scale] [--stain-normalize reinhard]
+        [--microns-per-pixel 0.12 | --auto-scale] [--stain-normalize reinhard] [--strict-scale]
 
 Writes ``report.html``, ``summary.json``, ``counts.csv``, ``cells.csv``, drawings in ``fields/``
 and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`).
@@ -15,7 +15,11 @@ and colours come from ``training_profile.json`` (``--training-profile``, default
 detector's weights or in the ONNX sidecar; made by training or by ``estimate_scale --dataset``),
 else from the config's ``BMC.DATA.MICRONS_PER_PIXEL`` / ``RBC_DIAMETER_PX``. With a profile every
 field is also checked against the training data's colour and scale and flagged, with the reason,
-in summary.json and report.html. An interrupted
+in summary.json and report.html. Every field's size as the detector sees it (after its test
+resize, per tile) is compared with the training images' (their training resize): more than
+``--detector-scale-tolerance`` (a factor, default 1.5) away is warned, or refused (exit 2) with
+``--strict-scale``. Warnings go to stderr, ``summary.json`` (``warnings``, ``warning_codes``)
+and the report. An interrupted
 run resumes in the same folder without counting finished fields again; a finished report is only
 replaced with ``--overwrite``. Exit status: 0 done, 1 done but some inputs were skipped (listed in
 the report), 2 bad arguments / nothing to count / a finished report in the way.
@@ -31,6 +35,7 @@ from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
+from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, ScaleMismatchError
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.smear.stain import STAIN_METHODS
@@ -78,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--scale-tolerance", type=float, default=0.15, help="red-cell disagreement warned"
     )
+    g.add_argument(
+        "--detector-scale-tolerance",
+        type=float,
+        default=DETECTOR_SCALE_TOLERANCE,
+        help="warn when the detector sees cells more than this factor from their training size",
+    )
+    g.add_argument(
+        "--strict-scale",
+        action="store_true",
+        help="refuse (exit 2) instead of warning when the detector scale is off",
+    )
     g.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     g.add_argument("--training-profile", help="default: training_profile.json beside the model")
     return p
@@ -119,7 +135,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"no input images in {' '.join(args.input)}")
         lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
         options = ScaleOptions(
-            args.microns_per_pixel, args.auto_scale, args.stain_normalize, args.scale_tolerance
+            args.microns_per_pixel,
+            args.auto_scale,
+            args.stain_normalize,
+            args.scale_tolerance,
+            args.detector_scale_tolerance,
+            args.strict_scale,
         )
         counter, setup = prepare_count(
             counter_spec(args), output, options, overwrite=args.overwrite
@@ -127,16 +148,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run_count(
-        counter,
-        inputs,
-        output,
-        uncertain_below=args.uncertain_below,
-        lineage=lineage,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        scale=setup,
-    )
+    try:
+        summary = run_count(
+            counter,
+            inputs,
+            output,
+            uncertain_below=args.uncertain_below,
+            lineage=lineage,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            scale=setup,
+        )
+    except ScaleMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("\n".join(summary_lines(summary, output)))
     return 1 if summary["skipped"] else 0
 

@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from bmc_detectron import counting
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec
+from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
+from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.structures.differential import Lineage
 
 DEMO = Path("output/demo")
@@ -95,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-waiting", type=int, default=8, help="queued requests; more get 503")
     p.add_argument("--log-level", default="info", help="uvicorn's log level")
     p.add_argument("--training-profile", help="default: training_profile.json beside the model")
+    p.add_argument(
+        "--detector-scale-tolerance",
+        type=float,
+        default=DETECTOR_SCALE_TOLERANCE,
+        help="warn when the detector sees cells more than this factor from their training size",
+    )
     return p
 
 
@@ -196,7 +204,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = build_settings(args)
         spec = counter_spec(args)
         counter = build_counter(spec)
-        scale = counting.scale_setup(spec, counter, per_request=True)
+        options = ScaleOptions(detector_scale_tolerance=args.detector_scale_tolerance)
+        scale = counting.scale_setup(spec, counter, options, per_request=True)
     except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

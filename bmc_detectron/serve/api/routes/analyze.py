@@ -18,7 +18,7 @@ from bmc_detectron.pipeline.scale_plan import (
     plan_scale,
     with_options,
 )
-from bmc_detectron.serve.analysis import analyze_uploads
+from bmc_detectron.serve.analysis import analyze_uploads, scale_summary
 from bmc_detectron.serve.api.deps import (
     CounterDep,
     GateDep,
@@ -70,7 +70,8 @@ def _request_scale(
 ) -> Tuple[ScaleSetup, ScalePlan]:
     """The request's scale setup and plan from its ``microns_per_pixel`` form field."""
     raw = form_fields.get("microns_per_pixel", "").strip()
-    options = ScaleOptions()
+    tolerance = base.options.detector_scale_tolerance
+    options = ScaleOptions(detector_scale_tolerance=tolerance)
     if raw:
         try:
             value = float(raw)
@@ -79,7 +80,7 @@ def _request_scale(
         if not (math.isfinite(value) and value > 0):
             message = f"microns_per_pixel {raw[:40]!r} is not a positive number"
             raise ApiError(400, "bad_scale", message)
-        options = ScaleOptions(microns_per_pixel=value)
+        options = ScaleOptions(microns_per_pixel=value, detector_scale_tolerance=tolerance)
     try:
         setup = with_options(base, options)
     except ValueError as e:
@@ -128,9 +129,9 @@ async def analyze(
         "analyze_s": round(time.perf_counter() - run_start - waited, 4),
         "total_s": round(time.perf_counter() - start, 4),
     }
+    summary = scale_summary(counter, fields, plan, setup)
     body = {"fields": fields, "class_names": payload["class_names"], "timing": timing}
     fingerprint = payload["fingerprint"]
     if not plan.prep.identity:
         fingerprint = run_fingerprint({**counter.settings(), "field_prep": plan.prep.settings()})
-    summary = {**plan.summary, "warnings": plan.warnings}
     return JSONResponse({**body, "fingerprint": fingerprint, "scale": summary})
