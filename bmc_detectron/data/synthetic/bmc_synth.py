@@ -186,7 +186,8 @@ def generate_dataset(
 
     ``scale`` defaults to :func:`default_scale` and ``cells_per_image`` to
     :func:`default_cells_per_image`. Same arguments give byte-identical files. Returns the json
-    path. ``info["profile"]`` holds the pixel size, red-cell and nucleated-cell diameters. Category ids are class index + 1 (``classes.coco_categories()``).
+    path. ``info["profile"]`` holds the pixel size, red-cell and nucleated-cell diameters.
+    Category ids are class index + 1 (``classes.coco_categories()``).
     """
     scale = default_scale(height, width) if scale is None else float(scale)
     if cells_per_image is None:
