@@ -12,8 +12,9 @@ fields by. Warns (exit 0) when fields disagree with the case median by more than
 
 ``--dataset``: ``training_profile.json`` of registered training dataset(s) for a model trained
 before training wrote it (:mod:`bmc_detectron.smear.profile`): scale (red cells, image size,
-``--microns-per-pixel`` or the ``BMC.DATA.MICRONS_PER_PIXEL`` of ``--config-file``) and colour
-statistics, the count command's reference. Put it beside the detector's weights.
+``--microns-per-pixel`` or the ``BMC.DATA.MICRONS_PER_PIXEL`` of ``--config-file``; for
+generated data the generator's exact values) and colour statistics, the count command's
+reference. Put it beside the detector's weights.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ def write_profile(args: argparse.Namespace) -> int:
     path = profile.save(Path(args.output))
     size = "x".join(str(v) for v in profile.image_size[::-1]) if profile.image_size else "n/a"
     rbc, box = profile.rbc_diameter_px, profile.rbc_box_diameter_px
+    mpp, where = profile.microns_per_pixel, profile.scale_source
     print(f"{path}: {profile.source['images_measured']} of {profile.source['images']} images")
-    print(f"red cells: {f'{rbc:.1f} px' if rbc else 'none measured'} (classical estimate)", end="")
+    print(f"red cells: {f'{rbc:.1f} px' if rbc else 'none measured'}", end="")
+    if where.get("rbc_diameter_px") == "generator":
+        ruler = profile.rbc_ruler_px
+        print(f" (generator's exact value; ruler {f'{ruler:.1f} px' if ruler else 'n/a'})", end="")
+    else:
+        print(" (classical estimate)", end="")
     print(f", {box:.1f} px ({profile.rbc_class} boxes)" if box else "")
-    print(f"images {size} px, {f'{mpp:g} um/px' if mpp else 'microns per pixel unknown'}")
+    unknown = "microns per pixel unknown"
+    print(f"images {size} px, {f'{mpp:g} um/px' if mpp else unknown}", end="")
+    print(f" ({where['microns_per_pixel']})" if where.get("microns_per_pixel") else "")
     return 0
 
 

@@ -31,9 +31,9 @@ from bmc_detectron.data.synthetic.marrow import (
     FieldSpec,
     generate_dataset,
     generate_field,
-    size_profile,
     split_inputs,
 )
+from bmc_detectron.smear.known_scale import size_profile
 from bmc_detectron.utils.io import atomic_write_text
 
 GALLERY_FIELDS = 6

@@ -257,8 +257,16 @@ def test_fixed_seed_gives_pinned_bytes(tmp_path):
         "e742a897b9c446677ef1a16898f6811938ddbf63cca4618e413a8877b67520a0"
     )
     generate_dataset(tmp_path, "pin", 2, seed=5, height=64, width=80)
-    h = hashlib.sha256()
+    h, images = hashlib.sha256(), hashlib.sha256()
     for name, data in sorted(_files(tmp_path).items()):
         h.update(name.encode())
         h.update(data)
-    assert h.hexdigest() == "d8cb8e432ef78c60a2199ac26755d2b4bd6ffeba1c528733030f7d9cd56d599a"
+        if name.endswith(".png"):
+            images.update(name.encode())
+            images.update(data)
+    # the PNGs alone: unchanged since the json gained info["profile"] (issue 31)
+    assert images.hexdigest() == (
+        "0ea131f10ce4318fa033b0046d358db8ad1b16d5bedce51b39f8c5be0b7163c5"
+    )
+    # every file, the json included (re-pinned when info["profile"] was added, issue 31)
+    assert h.hexdigest() == "fcf96abfce6d8ad66b5ec7708853e3cc8a276d6c62582801e83b91cd23db0d49"

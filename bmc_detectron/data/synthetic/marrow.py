@@ -16,7 +16,8 @@ photos have 0.114 um/px (measured on their red cells, see ``cutouts``), so the b
 cell is 0.114 / 0.25 = 0.456, and the jitter spreads nucleated cells over 0.27-0.73 of their
 photo size: a segmented neutrophil of 12 um (105 px in PBC) becomes 29-77 px. The exact pixel
 size, the base scale and the distribution of the nucleated-cell diameters (equivalent-circle
-diameter of each pasted mask, px) are written to the split's COCO ``info["profile"]``.
+diameter of each pasted mask, px) are written to the split's COCO ``info["profile"]`` (the schema
+of :mod:`bmc_detectron.smear.known_scale`).
 
 **Boxes and occlusion** (:class:`~bmc_detectron.data.synthetic.composer.CellLayer`): cells may
 touch; each cell shares at most ``max_overlap`` (0.25) of its pixels with other cells, a later
@@ -71,6 +72,7 @@ from bmc_detectron.data.synthetic.cutouts import (
     read_pbc_cell,
 )
 from bmc_detectron.data.synthetic.procedural import rgb_to_od
+from bmc_detectron.smear.known_scale import generator_profile, mask_diameter
 from bmc_detectron.smear.stain import stain_shift
 
 logger = logging.getLogger(__name__)
@@ -253,7 +255,7 @@ def generate_field(
             if layer.place(cell, cx, cy) is not None:
                 paste_patch(od, cell.od, cell.alpha, cx, cy, 1.0)
                 classes.append(int(cls))
-                diameter = 2.0 * np.sqrt(np.count_nonzero(cell.mask) / np.pi)
+                diameter = mask_diameter(cell.mask)
                 source = pbc_relative(cut.source)
                 extras.append({"diameter_px": round(float(diameter), 2), "source": source})
                 break
@@ -264,19 +266,6 @@ def generate_field(
         np.stack(layer.boxes).astype(np.float32) if layer.boxes else np.zeros((0, 4), np.float32)
     )
     return image, boxes, np.asarray(classes, np.int64), extras
-
-
-def size_profile(diameters: Sequence[float]) -> Dict[str, float]:
-    """Summary of nucleated-cell diameters (px): count, mean, sd and percentiles."""
-    d = np.asarray(diameters, np.float64)
-    if d.size == 0:
-        return {"n": 0}
-    q = np.percentile(d, [0, 5, 25, 50, 75, 95, 100])
-    out = {"n": int(d.size), "mean": float(d.mean()), "sd": float(d.std())}
-    out.update(
-        {k: float(v) for k, v in zip(("min", "p5", "p25", "median", "p75", "p95", "max"), q)}
-    )
-    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in out.items()}
 
 
 def split_inputs(
@@ -349,14 +338,14 @@ def generate_dataset(
                 crowding[e["crowding"]] += 1
             yield image, boxes, classes, extras
         # write_coco_split serialises info after the last sample: complete it here
-        info["profile"] = {
-            "microns_per_pixel": spec.microns_per_pixel,
-            "base_scale": round(spec.base_scale, 4),
-            "source_microns_per_pixel": PBC_MICRONS_PER_PIXEL,
-            "rbc_diameter_px": round(RBC_MICRONS / spec.microns_per_pixel, 2),
-            "cell_diameter_px": size_profile(diameters),
-            "crowding": crowding,
-        }
+        info["profile"] = generator_profile(
+            spec.microns_per_pixel,
+            RBC_MICRONS / spec.microns_per_pixel,
+            diameters,
+            base_scale=round(spec.base_scale, 4),
+            source_microns_per_pixel=PBC_MICRONS_PER_PIXEL,
+            crowding=crowding,
+        )
         info["skipped_cells"] = {pbc_relative(k): v for k, v in sorted(pool.skipped.items())}
 
     return write_coco_split(out_dir, split, samples(), info)
