@@ -47,7 +47,9 @@ class ModelScale:
 
     Attributes:
         microns_per_pixel: pixel size of the training images.
-        rbc_diameter_px: their median red-cell diameter, classical estimate.
+        rbc_diameter_px: their median red-cell diameter as the classical ruler reads it (the
+            field's ruler reading is divided by it, so the ruler's bias cancels; a generator's
+            exact diameter is used only where no ruler reading was recorded).
         rbc_box_diameter_px: median longer side of their red-cell boxes (annotations).
         image_size: their median (height, width).
         source: the profile's path, ``"ONNX sidecar"`` or ``"config"``.
@@ -64,7 +66,7 @@ class ModelScale:
         """The scale recorded in a training profile."""
         return cls(
             profile.microns_per_pixel,
-            profile.rbc_diameter_px,
+            profile.rbc_ruler_px or profile.rbc_diameter_px,
             profile.rbc_box_diameter_px,
             profile.image_size,
             source,
