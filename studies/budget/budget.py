@@ -118,7 +118,9 @@ def budget_table(runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Seq
     return markdown_table(headers, rows)
 
 
-def plot_budget(runs: Sequence[BudgetRun], configs: Sequence[str], path: Path) -> Path:
+def plot_budget(
+    runs: Sequence[BudgetRun], configs: Sequence[str], path: Path, dataset: str = "val"
+) -> Path:
     """AP against the budget: a line through each detector's means, its seeds as dots."""
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -137,7 +139,7 @@ def plot_budget(runs: Sequence[BudgetRun], configs: Sequence[str], path: Path) -
             color=line.get_color(),
         )
     ax.set_xlabel("training iterations (batch 4)")
-    ax.set_ylabel("COCO AP on the test split (%)")
+    ax.set_ylabel(f"COCO AP on {dataset} (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
@@ -149,7 +151,12 @@ def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
     configs = [name for name, _ in planned_runs(manifest)]
     budgets = [int(b) for b in manifest.get("budgets") or []]
     runs = collect(runs_root, manifest)
-    plot = plot_budget(runs, configs, output.with_name(f"{output.stem}_ap_vs_budget.png"))
+    plot = plot_budget(
+        runs,
+        configs,
+        output.with_name(f"{output.stem}_ap_vs_budget.png"),
+        str(manifest["test_dataset"]),
+    )
     now = datetime.datetime.now()
     status = "\n".join(
         f"### {b} iterations\n\n" + study_status(manifest, runs_root / f"budget_{b}")
