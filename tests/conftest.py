@@ -24,6 +24,10 @@ def shared_root() -> Path:
     return root
 
 
+# The loggers the project's commands set up with detectron2's ``setup_logger`` (propagate off).
+OWN_LOGGERS = ("bmc_detectron", "detectron2")
+
+
 def _all_loggers() -> list:
     named = [v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)]
     return [logging.getLogger(), *named]
@@ -34,7 +38,9 @@ def _restore_logging_handlers():
     """Take back the handlers a test's in-process command added to any logger (detectron2's
     ``setup_logger`` or ``logging.basicConfig`` bound to that test's captured stdout / stderr,
     which is closed after it: a later test's log record would hit a closed stream), and the
-    ``propagate`` flag it switched off (a later test's ``caplog`` would see nothing)."""
+    ``propagate`` flag it switched off (a later test's ``caplog`` would see nothing). The
+    project's own loggers always propagate again afterwards, also when a module-scoped fixture
+    ran the command before this test's snapshot."""
     before = {id(lg): (list(lg.handlers), lg.propagate) for lg in _all_loggers()}
     yield
     for lg in _all_loggers():
@@ -43,3 +49,5 @@ def _restore_logging_handlers():
             if handler not in kept:
                 lg.removeHandler(handler)
         lg.propagate = propagate
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).propagate = True
