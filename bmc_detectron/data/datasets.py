@@ -37,7 +37,7 @@ from bmc_detectron.data.classes import BASO, MARROW_COLORS, marrow_metadata
 from bmc_detectron.data.convert import read_image_list, voc_to_coco, yolo_to_coco
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
 from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
-from bmc_detectron.utils.io import write_json_atomic
+from bmc_detectron.utils.io import shown_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,23 +87,15 @@ MARROW_REAL_SPLITS: Tuple[str, ...] = ("train", "val")
 _PREPARERS: Dict[str, Callable[[], None]] = {}
 
 
-def _shown(out: Path) -> str:
-    try:
-        return str(out.relative_to(Path.cwd()))
-    except ValueError:
-        return str(out)
-
-
 def synth_command() -> str:
     """The command that generates ``bmc_synth`` where :func:`datasets_root` points."""
-    return (
-        f"python -m bmc_detectron.tools.synthetic --output {_shown(datasets_root() / 'bmc_synth')}"
-    )
+    out = shown_path(datasets_root() / "bmc_synth")
+    return f"python -m bmc_detectron.tools.synthetic --output {out}"
 
 
 def marrow_real_command() -> str:
     """The command that generates ``marrow_real`` (needs the shared PBC data)."""
-    out = _shown(datasets_root() / "marrow_real")
+    out = shown_path(datasets_root() / "marrow_real")
     return f"python -m bmc_detectron.tools.marrow_fields --output {out}"
 
 

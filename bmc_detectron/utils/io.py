@@ -77,6 +77,16 @@ def write_png_atomic(path: PathLike, image: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def shown_path(path: PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it (as a command or page
+    names a repository path), else as given."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def file_sha256(path: PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()

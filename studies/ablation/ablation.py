@@ -30,6 +30,7 @@ from typing import Sequence
 
 from detectron2.utils.logger import setup_logger
 
+from bmc_detectron.utils.io import shown_path
 from studies.ablation.runs import RunPlan, run_one
 from studies.ablation.study import PageSpec, run_ablation
 
@@ -40,10 +41,7 @@ REFERENCE_CONFIG = (
 
 def default_reference_config() -> str:
     """The stock-RetinaNet config of this checkout, relative to the working directory if below."""
-    try:
-        return str(REFERENCE_CONFIG.relative_to(Path.cwd()))
-    except ValueError:
-        return str(REFERENCE_CONFIG)
+    return shown_path(REFERENCE_CONFIG)
 
 
 def _worker_main(spec_path: str) -> int:

@@ -26,7 +26,7 @@ from typing import List, Mapping, Optional, Sequence
 from bmc_detectron.reporting.plots import new_figure, save_figure
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
-from bmc_detectron.utils.io import atomic_write_text
+from bmc_detectron.utils.io import atomic_write_text, shown_path
 from studies.status import load_manifest, planned_runs, study_status
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -77,14 +77,6 @@ def collect(runs_root: Path, manifest: Mapping[str, object]) -> List[BudgetRun]:
                     )
                 )
     return out
-
-
-def _shown(path: Path) -> Path:
-    """``path`` relative to the working folder when it lies below it (pages name repo paths)."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -147,7 +139,7 @@ def plot_budget(
 
 def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
     """The results page (and its plot beside it) from the runs that exist."""
-    manifest = load_manifest(_shown(MANIFEST))
+    manifest = load_manifest(shown_path(MANIFEST))
     configs = [name for name, _ in planned_runs(manifest)]
     budgets = [int(b) for b in manifest.get("budgets") or []]
     runs = collect(runs_root, manifest)

@@ -38,6 +38,7 @@ from bmc_detectron.bench.side_by_side import (
 )
 from bmc_detectron.config import ConfigError
 from bmc_detectron.reporting.provenance import shell_join
+from bmc_detectron.utils.io import shown_path
 from studies.ablation.runs import RunPlan
 from studies.ablation.study import PageSpec, run_ablation
 
@@ -53,18 +54,11 @@ BENCHMARK = "python -m bmc_detectron.analysis_tools.benchmark "
 TITLE = "Detectors compared: Faster R-CNN, FCOS, RetinaNet and the full model"
 
 
-def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", help="default: reference, Faster R-CNN, FCOS + --full")
-    p.add_argument("--full", default=_rel(DEFAULT_FULL), help="the full model's config")
+    p.add_argument("--full", default=shown_path(DEFAULT_FULL), help="the full model's config")
     p.add_argument("--train-dataset", required=True)
     p.add_argument("--test-dataset", required=True)
     p.add_argument("--num-classes", type=int, required=True)
@@ -91,7 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--manifest", help="the study's study.yaml: the page's status section")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides KEY VALUE ... for all runs")
     args = p.parse_args(argv)
-    args.configs = args.configs or [*(_rel(c) for c in DEFAULT_CONFIGS), args.full]
+    args.configs = args.configs or [*(shown_path(c) for c in DEFAULT_CONFIGS), args.full]
     args.names = {Path(c).stem: c for c in args.configs}
     for task in args.tasks or []:
         name, _, seed = task.rpartition(":")
@@ -117,7 +111,7 @@ def _plan(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) ->
 def _ablation_argv(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -> list:
     """The ``studies.ablation.ablation`` command line equivalent to the runs of ``configs`` x
     ``seeds`` (logged with the runs and named on the page), without the overrides."""
-    argv = ["--configs", *configs, "--reference-config", _rel(REFERENCE)]
+    argv = ["--configs", *configs, "--reference-config", shown_path(REFERENCE)]
     argv += ["--train-dataset", args.train_dataset, "--test-dataset", args.test_dataset]
     argv += ["--num-classes", str(args.num_classes), "--seeds", *map(str, seeds)]
     argv += ["--output", args.output, "--threads", str(args.threads)]
@@ -129,7 +123,7 @@ def _train(args: argparse.Namespace, configs: List[str], seeds: Sequence[int]) -
     """Train the runs of ``configs`` x ``seeds`` that have no result (no page)."""
     return run_ablation(
         _plan(args, configs, seeds),
-        _rel(REFERENCE),
+        shown_path(REFERENCE),
         PageSpec(),
         argv=_ablation_argv(args, configs, seeds) + list(args.opts),
         in_process=args.in_process,
@@ -200,7 +194,7 @@ def _report(args: argparse.Namespace, rc: int) -> int:
     plan = _plan(args, args.configs, args.seeds)
     argv += list(args.opts)
     return rc | run_ablation(
-        plan, _rel(REFERENCE), page, argv=argv, no_run=True, in_process=args.in_process
+        plan, shown_path(REFERENCE), page, argv=argv, no_run=True, in_process=args.in_process
     )
 
 
