@@ -1,13 +1,15 @@
 """How right was a count? A finished count report against expert boxes and labels.
 
     bmc count-eval --report reports/case01 --dataset NAME \\
-        [--output DIR] [--uncertain-below 0.5]
+        [--output DIR] [--uncertain-below 0.5] [--fields-per-case 10]
 
 The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
 registered COCO dataset ``NAME`` by file name; the cells are scored against its annotations with
 the measures of :mod:`bmc_detectron.evaluation.count` (detection AP with the counter's labels,
 class-agnostic AP, recall / precision / label accuracy of the counted cells matched at IoU 0.5,
-the differential's mean absolute error in percentage points, M:E). Writes
+the differential's mean absolute error in percentage points, M:E; where the truth marks crowding,
+recall of isolated / touching / overlapping cells and touching pairs counted as two; with
+``--fields-per-case``, the differential's error per case of that many fields). Writes
 ``count_eval.json`` and ``count_eval.md`` into ``--output`` (default: the report folder). Exit
 status 2 when the report or the dataset cannot be used (named in a one-line error).
 """
@@ -34,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="registered COCO dataset with the truth")
     p.add_argument("--output", help="folder for count_eval.json / .md (default: --report)")
     p.add_argument("--uncertain-below", type=float, help="default: the report's own threshold")
+    p.add_argument(
+        "--fields-per-case",
+        type=int,
+        default=0,
+        help="also measure the differential per case of this many fields (by image id)",
+    )
     return p
 
 
@@ -64,6 +72,31 @@ def by_image_id(
     if len(missing) == len(images):
         raise ValueError(f"no field of the report is an image of dataset '{dataset}'")
     return out, missing
+
+
+def crowding_rows(result: Dict[str, Any]) -> List[List[str]]:
+    """Rows of the crowding and per-case measures, where measured."""
+    rows = []
+    for kind, r in result.get("crowding", {}).get("recall", {}).items():
+        rows.append([f"recall, {kind} cells (n)", f"{fmt(100 * r['recall'])} % ({r['cells']})"])
+    if "crowding" in result:
+        p = result["crowding"]["pairs"]
+        rows.append(
+            [
+                "touching pairs counted as two (pairs)",
+                f"{fmt(100 * p['share'])} % ({p['pairs']})",
+            ]
+        )
+    if "cases" in result:
+        k = result["cases"]
+        rows.append(
+            [
+                f"differential % MAE per case of {k['fields_per_case']} fields, mean / worst",
+                f"{fmt(k['mae_mean'], 2)} / {fmt(k['mae_max'], 2)} ({k['cases']} cases, "
+                f"{fmt(k['cells_per_case'], 0)} cells each)",
+            ]
+        )
+    return rows
 
 
 def markdown(result: Dict[str, Any], command: str) -> str:
@@ -100,6 +133,7 @@ def markdown(result: Dict[str, Any], command: str) -> str:
                 f"{fmt(c['me']['ratio'], 3)} / {fmt(c['true_me']['ratio'], 3)}",
             ]
         )
+    rows += crowding_rows(result)
     classes = [
         [k, fmt(c["true_percent"][k]), fmt(c["percent"].get(k, math.nan))]
         for k in c["true_percent"]
@@ -137,7 +171,14 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     below = summary.get("uncertain_below", 0.5)
     below = args.uncertain_below if args.uncertain_below is not None else below
     score = "product" if summary.get("settings", {}).get("classifier") else "detector"
-    result = evaluate_cells(keyed, gt, score, count_threshold=-math.inf, uncertain_below=below)
+    result = evaluate_cells(
+        keyed,
+        gt,
+        score,
+        count_threshold=-math.inf,
+        uncertain_below=below,
+        fields_per_case=args.fields_per_case,
+    )
     result.update(report=str(report), dataset=args.dataset, images=len(images), missing=missing)
     return result
 
