@@ -59,12 +59,15 @@ class CellLike(Protocol):
 
 
 def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
-    """The COCO json of a registered dataset and its (image_id, file path) pairs."""
+    """The COCO json of a registered dataset (converted first where it is a built-in one not
+    yet converted) and its (image_id, file path) pairs."""
     import json
 
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
-    with open(MetadataCatalog.get(name).json_file) as fh:
+    from bmc_detectron.data.datasets import prepare_dataset
+
+    with open(prepare_dataset(name)) as fh:
         gt = json.load(fh)
     images = [(int(d["image_id"]), str(d["file_name"])) for d in DatasetCatalog.get(name)]
     return gt, images
