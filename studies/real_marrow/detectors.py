@@ -100,9 +100,11 @@ def choose(rows: Dict[str, Dict[str, Any]]) -> str:
 
 def crowd_cells(m: Dict[str, Any]) -> List[str]:
     """Recall per crowding kind and the pairs' share, formatted."""
-    c = m.get("crowding") or {}
+    c = m.get("crowding")
+    if not c:
+        return ["-"] * 4
     kinds = [fmt(100 * c["recall"][k]["recall"]) for k in ("isolated", "touching", "overlapping")]
-    return kinds + [fmt(100 * c["pairs"]["share"])] if c else ["-"] * 4
+    return kinds + [fmt(100 * c["pairs"]["share"])]
 
 
 def page(results: Dict[str, Any], command: str, count_threshold: float) -> str:
