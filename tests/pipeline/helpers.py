@@ -19,6 +19,8 @@ import torch
 from bmc_detectron.data.synthetic import generate_image
 from bmc_detectron.pipeline import CellClassifier, Detections
 from bmc_detectron.smear import PROFILE_FILE, TrainingProfile, profile_from_records
+from bmc_detectron.smear.ranges import TrainingRanges
+from bmc_detectron.smear.stain import ReinhardTarget
 
 BACKGROUND = 235
 # BGR colours of the stand-in classes: the dominant channel is the class index.
@@ -88,6 +90,24 @@ class SelectiveDetector:
                 peaked = max(0.05, 1.0 - 0.05 * abs(size - TRAINED_PX))
                 scores.append(self.score or peaked)
         return Detections(boxes, scores, [0] * len(boxes))
+
+
+# the pixel size of the scale tests' training images
+MODEL_MPP = 0.2
+
+
+def probe_profile() -> TrainingProfile:
+    """Training images of 480 px at :data:`MODEL_MPP` whose cells were :data:`TRAINED_PX`
+    across (no red cells measured)."""
+    ranges = TrainingRanges(lab_mean=[], lab_std=[], rbc_diameter_px=float("nan"))
+    profile = TrainingProfile(
+        ranges,
+        ReinhardTarget((0, 0, 0), (1, 1, 1)),
+        image_size=(480, 480),
+        microns_per_pixel=MODEL_MPP,
+    )
+    profile.cell_diameter_px = {"n": 100, "median": TRAINED_PX}
+    return profile
 
 
 def disc_fields(diameters: Sequence[float], n: int = 4, size: int = 480) -> list:

@@ -35,26 +35,15 @@ from bmc_detectron.pipeline.scale_decision import (
 )
 from bmc_detectron.pipeline.scale_plan import ScaleOptions, make_setup
 from bmc_detectron.pipeline.scale_probe import ScaleProbe
-from bmc_detectron.smear.profile import TrainingProfile
-from bmc_detectron.smear.ranges import TrainingRanges
 from bmc_detectron.smear.ruler import rescaled
-from bmc_detectron.smear.stain import ReinhardTarget
-from tests.pipeline.helpers import BACKGROUND, TRAINED_PX, SelectiveDetector, disc_fields
-
-MODEL_MPP = 0.2
-
-
-def _profile() -> TrainingProfile:
-    """Training images of 480 px at 0.2 um/px whose cells were 30 px across (no red cells)."""
-    ranges = TrainingRanges(lab_mean=[], lab_std=[], rbc_diameter_px=float("nan"))
-    profile = TrainingProfile(
-        ranges,
-        ReinhardTarget((0, 0, 0), (1, 1, 1)),
-        image_size=(480, 480),
-        microns_per_pixel=MODEL_MPP,
-    )
-    profile.cell_diameter_px = {"n": 100, "median": TRAINED_PX}
-    return profile
+from tests.pipeline.helpers import (
+    BACKGROUND,
+    MODEL_MPP,
+    TRAINED_PX,
+    SelectiveDetector,
+    disc_fields,
+    probe_profile,
+)
 
 
 def _case(folder: Path, enlarged: float, n: int = 3, dpi: float = 0.0) -> int:
@@ -75,7 +64,7 @@ def _case(folder: Path, enlarged: float, n: int = 3, dpi: float = 0.0) -> int:
 def _count(tmp_path: Path, options: ScaleOptions, detector=None, **case) -> tuple:
     discs = _case(tmp_path / "case", **case)
     detector = detector or SelectiveDetector()
-    setup = make_setup(options, _profile(), "p.json")
+    setup = make_setup(options, probe_profile(), "p.json")
     inputs = sorted((tmp_path / "case").glob("*.png"))
     counter = CellCounter(detector, score_threshold=0.3, tile_size=0)
     summary = run_count(counter, inputs, tmp_path / "out", progress=False, scale=setup)
