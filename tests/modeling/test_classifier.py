@@ -194,6 +194,8 @@ def test_predict_crops_shapes_probabilities_and_empty_input():
     torch.testing.assert_close(logits.softmax(1), probs[:2], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"expected \(N, 3, S, S\)"):
         model.predict_crops(torch.zeros(3, 32, 32))
+    torch.testing.assert_close(model.predict_logits(crops).softmax(1), probs)
+    assert model.predict_logits(crops[:0]).shape == (0, 3)
 
 
 def _discs(n_per_class: int, size: int, seed: int):
