@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell, CellCounter
 from bmc_detectron.pipeline.detector_view import detector_view
@@ -112,9 +113,10 @@ def case_records(
 ) -> List[FieldRecord]:
     """The fields' records with only the visible cells: score >= ``min_score``, class on.
 
-    Raises :class:`ApiError` (422) for a cell whose class the model does not have.
+    Raises :class:`ApiError` (422) for a cell whose class the model does not have (Other, the
+    open-set outcome, is always allowed).
     """
-    known = set(class_names)
+    known = {*class_names, OTHER.abbr}
     excluded = set(request.excluded_classes)
     records = []
     for field in request.fields:

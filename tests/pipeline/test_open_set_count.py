@@ -152,3 +152,37 @@ def test_count_command_lists_other_cells(tmp_path, monkeypatch):
     assert count_tool.main(off) == 0
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert (summary["counted"], summary["other"]) == (3, 0)
+
+
+def test_count_evaluation_keeps_other_cells_out_of_classes_and_differential():
+    from bmc_detectron.evaluation.count import evaluate_cells
+
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 80, "width": 80}],
+        "categories": [{"id": 1, "name": "Lym"}, {"id": 2, "name": "Red"}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": c, "bbox": b, "area": 400, "iscrowd": 0}
+            for i, (c, b) in enumerate(
+                [(1, [10, 10, 20, 20]), (2, [40, 40, 20, 20]), (1, [10, 50, 20, 20])]
+            )
+        ],
+    }
+    cells = {
+        1: [
+            Cell((10, 10, 30, 30), 0.9, "cell", "Lym", 0.9, [0.9, 0.1]),
+            Cell((40, 40, 60, 60), 0.9, "cell", "Red", 0.9, [0.1, 0.9]),
+            Cell((10, 50, 30, 70), 0.9, "cell", "Other", 0.6, [0.6, 0.4]),
+        ]
+    }
+    result = evaluate_cells(cells, gt, "detector")
+    assert result["agnostic"]["AP50"] == pytest.approx(100.0)  # the Other cell is a found cell
+    matching = result["matching"]
+    assert (matching["matched"], matching["matched_certain"], matching["matched_other"]) == (
+        3,
+        2,
+        1,
+    )
+    assert matching["accuracy_certain"] == 1.0
+    certain = result["counts"]["certain"]
+    assert (certain["counted"], certain["other"]) == (2, 1)
+    assert certain["percent"] == {"Lym": 50.0, "Red": 50.0}
