@@ -109,6 +109,8 @@ def choose_open_set_threshold(
     model (default: ``weights`` loaded as the count loads them). Returns the file's path.
     """
     clf = cfg.MODEL.BMC.CLASSIFIER
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: classifier weights not found")
     if dataset_name is None:
         if not cfg.DATASETS.TEST:
             raise ConfigError("no dataset to choose the open-set threshold on (DATASETS.TEST)")

@@ -34,6 +34,7 @@ from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation import ClassificationEvaluator, classification_metrics
 from bmc_detectron.evaluation.open_set import open_set_score, read_threshold
 from bmc_detectron.modeling import classifier_class_names
+from bmc_detectron.tools import open_set_threshold as open_set_tool
 from bmc_detectron.utils.io import file_sha256
 from tests.helpers import CONFIGS, register_synthetic
 
@@ -377,7 +378,7 @@ def test_train_net_main_trains_evaluates_and_resumes(tiny_synth):
     assert res["macro_f1"] == pytest.approx(final["macro_f1"])
 
 
-def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth):
+def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth, capsys):
     opts = _opts(tiny_synth, "MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", 0.25)
     cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE", "max_softmax"])
     torch.manual_seed(0)
@@ -393,6 +394,14 @@ def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth):
     assert stored.known_lost == np.mean(scores < stored.threshold) <= 0.25
     with pytest.raises(ConfigError, match="OPEN_SET_SCORE 'odin'"):
         build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE", "odin"])
+    # the command does the same for a model trained before
+    argv = ["--config-file", SYNTH_CPU, "--weights", str(weights), "--max-known-lost", "0"]
+    argv += ["--score", "max_softmax"]
+    assert open_set_tool.main([*argv, *map(str, opts)]) == 0
+    assert read_threshold(weights).threshold == scores[0]  # nothing flagged
+    missing = ["--config-file", SYNTH_CPU, "--weights", str(tiny_synth / "none.pth")]
+    assert open_set_tool.main(missing) == 2
+    assert "none.pth: classifier weights not found" in capsys.readouterr().err
 
 
 def test_a_dataset_may_have_the_classifiers_first_classes(tiny_synth):
