@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 # e.g. make serve SERVE_ARGS="--backend torch" (models: BMC_DETECTOR_ONNX, ... or flags)
 SERVE_ARGS ?=
 
-.PHONY: setup demo serve test lint format docs
+.PHONY: setup demo demo-real serve test lint format docs
 
 setup: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): setup.cfg pyproject.toml dev/bootstrap.sh
 
 demo: $(STAMP)
 	$(PY) -m bmc_detectron.tools.demo $(DEMO_ARGS)
+
+# The same on marrow-like fields of real PBC cells (needs the shared data, $$BMC_SHARED_DATASETS):
+# compose the fields (once), train the detector and the classifier, count and score the val
+# fields; DEMO_ARGS="--count DIR" counts your own marrow fields with the models instead.
+demo-real: $(STAMP)
+	$(PY) -m bmc_detectron.tools.demo --data marrow_real $(DEMO_ARGS)
 
 # The lab web page on http://127.0.0.1:8000, with the models `make demo` wrote (ONNX Runtime).
 serve: $(STAMP)

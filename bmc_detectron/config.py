@@ -178,6 +178,18 @@ def _add_data_config(cfg: CN) -> None:
     bmc.AUG.SATURATION = [0.8, 1.2]
     # H&E stain jitter [scale_range, shift_range] (smear/stain.py), [] to disable.
     bmc.AUG.STAIN_HED = []
+    # Scale jitter: resize by a factor drawn log-uniformly from [low, high], [] to disable.
+    bmc.AUG.SCALE_RANGE = []
+    # After the scale jitter, a random crop of at most this side in pixels (0 = no crop).
+    bmc.AUG.SCALE_CROP = 0
+    # Gaussian blur sigma range in pixels [low, high], [] to disable.
+    bmc.AUG.BLUR_SIGMA = []
+    # Resolution loss (scanner): downsample by a factor in [low, high] (>= 1) and back, [] = off.
+    bmc.AUG.RESOLUTION_LOSS = []
+    # JPEG compression quality range [low, high] (1-100), [] to disable.
+    bmc.AUG.JPEG_QUALITY = []
+    # Probability that each of BLUR_SIGMA, RESOLUTION_LOSS and JPEG_QUALITY is applied to an image.
+    bmc.AUG.DEGRADE_PROB = 0.5
 
     bmc.DATA = CN()
     # Validate every image (readable, size) and box before training starts.

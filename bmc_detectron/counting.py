@@ -22,6 +22,7 @@ from bmc_detectron.config import build_cfg
 from bmc_detectron.deploy.runtime import build_onnx_counter
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.run import check_output
+from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
 from bmc_detectron.pipeline.scale_plan import (
     ModelScale,
     ScaleOptions,
@@ -188,11 +189,15 @@ def prepare_count(
 def scale_line(scale: Dict[str, Any]) -> str:
     """What scale the count used, in one line (from ``summary["scale"]``)."""
     source, mpp = scale.get("source"), scale.get("microns_per_pixel")
-    text = {"given": "given", "estimated": "estimated from the red cells"}.get(source, "none")
+    text = SOURCE_WORDS.get(source, "none")
+    if source == "none" and scale.get("asked"):
+        text = "not settled, fields at the model's scale"
     if mpp:
         text = f"{mpp:.4g} um/px ({text})"
-    elif scale.get("microns_per_pixel_nominal") and source == "estimated":
+    elif scale.get("microns_per_pixel_nominal") and source == "ruler":
         text += f", about {scale['microns_per_pixel_nominal']:.4g} um/px for 7.5 um red cells"
+    if source not in (None, "none", "given") and scale.get("confidence") is not None:
+        text += f", confidence {100 * scale['confidence']:.0f} %"
     ruler = scale.get("red_cells")
     if ruler:
         text += (

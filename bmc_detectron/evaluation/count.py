@@ -32,6 +32,13 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from bmc_detectron.evaluation.coco import coco_ap
+from bmc_detectron.evaluation.crowding import (
+    case_errors,
+    crowding_recall,
+    has_crowding,
+    image_crowding,
+    touching_pairs,
+)
 from bmc_detectron.structures.boxes import box_iou
 from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.structures.matching import match_by_score
@@ -57,12 +64,15 @@ def _is_other(cell: CellLike) -> bool:
 
 
 def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
-    """The COCO json of a registered dataset and its (image_id, file path) pairs."""
+    """The COCO json of a registered dataset (converted first where it is a built-in one not
+    yet converted) and its (image_id, file path) pairs."""
     import json
 
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
-    with open(MetadataCatalog.get(name).json_file) as fh:
+    from bmc_detectron.data.datasets import prepare_dataset
+
+    with open(prepare_dataset(name)) as fh:
         gt = json.load(fh)
     images = [(int(d["image_id"]), str(d["file_name"])) for d in DatasetCatalog.get(name)]
     return gt, images
@@ -228,16 +238,20 @@ def evaluate_cells(
     count_threshold: float = 0.5,
     uncertain_below: float = 0.5,
     lineage: Optional[Lineage] = None,
+    fields_per_case: int = 0,
 ) -> Dict[str, Any]:
     """Every measure of one counter's cells (by image id) against the COCO ground truth ``gt``
-    (module docstring)."""
+    (module docstring); where the truth marks each cell's crowding, also ``crowding`` (recall per
+    kind, touching pairs counted as two: :mod:`bmc_detectron.evaluation.crowding`); with
+    ``fields_per_case`` >= 1, ``cases``: the certain differential's error per case of that many
+    fields."""
     lineage = lineage or Lineage()
     cat_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
     class_names = list(cat_ids)
     preds = coco_predictions(cells, cat_ids, score)
     counted = {k: [c for c in v if c.det_score >= count_threshold] for k, v in cells.items()}
     truth = image_truth(gt)
-    return {
+    result = {
         "score": score,
         "detection": coco_ap(gt, preds),
         "agnostic": coco_ap(*merge_classes(gt, coco_predictions(cells, cat_ids, "detector"))),
@@ -247,3 +261,16 @@ def evaluate_cells(
             "all": count_errors(counted, truth, class_names, lineage, -math.inf),
         },
     }
+    crowding = image_crowding(gt)
+    if has_crowding(crowding):
+        result["crowding"] = {
+            "recall": crowding_recall(counted, truth, crowding),
+            "pairs": touching_pairs(counted, truth, crowding),
+        }
+    if fields_per_case >= 1:
+
+        def errors(c: Mapping[int, Sequence[CellLike]], t: Mapping[int, Any]) -> Dict[str, Any]:
+            return count_errors(c, t, class_names, lineage, uncertain_below)
+
+        result["cases"] = case_errors(counted, truth, fields_per_case, errors)
+    return result

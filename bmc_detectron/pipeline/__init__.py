@@ -6,9 +6,10 @@
   Wilson intervals, M:E ratio;
 - :func:`~.run.run_count` counts a case's fields into a resumable report folder
   (``python -m bmc_detectron.tools.count``);
-- :mod:`.field_prep`, :mod:`.field_checks` and :mod:`.scale_plan`: fields resized to the model's
-  scale (given, or estimated from the red cells) and stain-normalised before detection, each
-  field measured and flagged when it lies outside the training data (``training_profile.json``,
+- :mod:`.field_prep`, :mod:`.field_checks`, :mod:`.auto_scale` and :mod:`.scale_plan`: fields
+  resized to the model's scale (given, or found: the files' pixel size, the detector probe, the
+  red cells; :mod:`.scale_decision`) and stain-normalised before detection, each field measured
+  and flagged when it lies outside the training data (``training_profile.json``,
   :mod:`bmc_detectron.smear.profile`), and the case's scale plan.
 """
 

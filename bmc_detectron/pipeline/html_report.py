@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.drawing import class_info
+from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
 
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
@@ -182,16 +183,30 @@ def _skipped(summary: Dict[str, Any]) -> str:
 def _scale_used(scale: Dict[str, Any]) -> str:
     source, mpp = scale.get("source", "none"), scale.get("microns_per_pixel")
     nominal = scale.get("microns_per_pixel_nominal")
-    if source == "given":
-        text = f"{_fmt(mpp, 4)} &micro;m/px, given"
-    elif source == "estimated":
-        text = "estimated from the red cells"
-        text += f": {_fmt(mpp, 4)} &micro;m/px" if mpp else ""
-    else:
+    if source == "none":
         text = "not set: each field detected at its own size"
+        if scale.get("asked"):
+            text = "not settled: each field detected at the model's scale (factor 1)"
+    else:
+        words = SOURCE_WORDS.get(source, source)
+        text = f"{_fmt(mpp, 4)} &micro;m/px, {words}" if mpp else words
+        if scale.get("confidence") is not None:
+            text += f" (confidence {100 * scale['confidence']:.0f} %)"
+    if scale.get("decision"):
+        text += f"; {escape(scale['decision'])}"
     if nominal and source != "given":
         text += f" (red cells of 7.5 &micro;m would make it {_fmt(nominal, 4)} &micro;m/px)"
     return text
+
+
+def _probe_text(probe: Dict[str, Any]) -> str:
+    found = "settled" if probe.get("settled") else f"not settled ({escape(probe['reason'])})"
+    factor = probe.get("factor")
+    at = f"x{factor:.3g}" if factor else "no factor"
+    return (
+        f"{at} field to detector input, {found}, by {escape(probe['method'])}, confidence "
+        f"{100 * probe['confidence']:.0f} %, {len(probe['evidence'])} factor(s) tried"
+    )
 
 
 def _ruler_text(ruler: Dict[str, Any]) -> str:
@@ -219,6 +234,15 @@ def _scale(summary: Dict[str, Any]) -> str:
             f"{escape(scale.get('detector_resize', ''))}); boxes in the fields' own pixels",
         )
     )
+    evidence = scale.get("evidence") or {}
+    if evidence.get("file"):
+        file = evidence["file"]
+        mpp = file["microns_per_pixel"]
+        read = f"{_fmt(mpp, 4)} &micro;m/px" if mpp else ""
+        note = escape(file["note"]) if file["note"] else escape(file["how"])
+        items.append(("files' pixel size", f"{read} {note}".strip()))
+    if evidence.get("probe"):
+        items.append(("detector probe", _probe_text(evidence["probe"])))
     if scale.get("red_cells"):
         items.append(("red cells", _ruler_text(scale["red_cells"])))
     if model:

@@ -20,9 +20,10 @@ configs and weights, thresholds, tiling, and the fields' rescale factor and stai
 are unchanged; otherwise it is counted again. A non-empty folder with neither file is refused
 unless ``overwrite``.
 
-Scale and stain (:mod:`.field_checks`, :mod:`.scale_plan`, :mod:`.field_prep`): with a
-:class:`~.scale_plan.ScaleSetup` every field is first measured (red cells, colour); the case's
-rescale factor follows (given micrometres per pixel, or the red cells' median), fields are
+Scale and stain (:mod:`.field_checks`, :mod:`.auto_scale`, :mod:`.scale_plan`,
+:mod:`.field_prep`): with a :class:`~.scale_plan.ScaleSetup` every field is first measured (red
+cells, colour); the case's rescale factor follows (given micrometres per pixel, or found: the
+files' pixel size, the detector probe, the red cells' median), fields are
 counted at it, and each field gets the reasons it lies outside the training data (``flags``),
 which the summary and the report show.
 """
@@ -44,6 +45,7 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from bmc_detectron.pipeline.auto_scale import check_settled, find_scale
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.detector_view import DetectorView, check_strict, detector_view
 from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
@@ -62,7 +64,7 @@ from bmc_detectron.pipeline.field_checks import (
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.html_report import render_html
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
-from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup, plan_scale
+from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
 from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import (
     IMAGE_SUFFIXES,
@@ -344,6 +346,38 @@ def view_of_fields(
     )
 
 
+def _read(path: Path) -> Optional[bytes]:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _decoded(path: Path) -> Optional[np.ndarray]:
+    raw = _read(path)
+    try:
+        return None if raw is None else decode_image(raw, path)
+    except SkippedInput:
+        return None
+
+
+def find_case_scale(
+    counter: CellCounter,
+    inputs: Sequence[Path],
+    setup: ScaleSetup,
+    surveys: Dict[str, FieldSurvey],
+) -> ScalePlan:
+    """The case's scale plan (:func:`~.auto_scale.find_scale`) from the input files."""
+    return find_scale(
+        setup,
+        counter.detector,
+        surveys,
+        names=field_names(inputs),
+        data=lambda i: _read(inputs[i]),
+        image=lambda i: _decoded(inputs[i]),
+    )
+
+
 def _found_cells(records: Sequence[FieldRecord]) -> List[Tuple[str, Optional[float], float]]:
     return [
         (r.name, r.nucleus_fraction, boxes_fraction([c.box for c in r.cells], r.height, r.width))
@@ -369,8 +403,9 @@ def run_count(
 
     Raises ValueError for an empty input list, :class:`OutputExistsError` for a finished
     report without ``overwrite`` and :class:`~.detector_view.ScaleMismatchError` when the
-    detector would see a field's cells far from their training size and the options are
-    ``strict_scale``. Returns the summary (as written to summary.json).
+    options are ``strict_scale`` and the detector would see a field's cells far from their
+    training size or (with ``auto``) the scale is not settled
+    (:class:`~.auto_scale.ScaleUnsettledError`). Returns the summary (as written to summary.json).
     """
     if not inputs:
         raise ValueError("no input images")
@@ -382,7 +417,8 @@ def run_count(
     surveys = {}
     if setup.survey_needed:
         surveys = survey_fields(counter, inputs, output, setup, progress)
-    plan = plan_scale(setup, surveys, counter.detector)
+    plan = find_case_scale(counter, inputs, setup, surveys)
+    check_settled(plan, setup)
     view = view_of_fields(counter, inputs, plan, setup)
     check_strict(view, setup.options.strict_scale)
     plan.summary["detector_input"] = view.to_json()

@@ -5,10 +5,12 @@ factor every field of the case is resized by before detection.
    (:func:`locate_profile`), an ONNX detector's sidecar (:func:`sidecar_scale`) or the config;
 2. :func:`make_setup`: the options (:class:`ScaleOptions`) checked against what they need, as a
    :class:`ScaleSetup`;
-3. :func:`plan_scale`: from the given micrometres per pixel or from the red cells measured in each
-   field (:mod:`bmc_detectron.pipeline.field_checks`; the case's median size relative to the
-   training images'), the :class:`~bmc_detectron.pipeline.field_prep.FieldPrep` of every field,
-   with the per-field spread and the fields that disagree.
+3. :func:`plan_scale`: from the given micrometres per pixel, the files' own pixel size, the
+   detector probe or the red cells measured in each field
+   (:mod:`bmc_detectron.pipeline.field_checks`; the case's median size relative to the training
+   images'), as :mod:`bmc_detectron.pipeline.scale_decision` decides, the
+   :class:`~bmc_detectron.pipeline.field_prep.FieldPrep` of every field, with the per-field spread
+   and the fields that disagree.
 """
 
 from __future__ import annotations
@@ -22,15 +24,13 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from bmc_detectron.pipeline.count_warnings import (
-    RULER_NONE,
     RULER_OUTLIERS,
-    RULER_SPREAD,
-    SCALE_DISAGREES,
     TRAINING_SIZE_UNKNOWN,
     CountWarning,
 )
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
 from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.pipeline.scale_decision import ScaleDecision, ScaleEvidence, decide_scale
 from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import case_scale
 from bmc_detectron.smear.stain import STAIN_METHODS
@@ -127,7 +127,8 @@ class ScaleOptions:
 
     Attributes:
         microns_per_pixel: the input's pixel size, when known.
-        auto: estimate the scale from the red cells (used unless ``microns_per_pixel``).
+        auto: find the scale (unless ``microns_per_pixel``): the files' own pixel size, the
+            detector probe, the red cells (:mod:`.scale_decision`).
         stain: ``"reinhard"`` to normalise the fields' colours to the training data's, or None.
         tolerance: relative red-cell size difference from the case median that is warned; a
             case whose fields' spread exceeds it is not resized by the red cells.
@@ -178,11 +179,6 @@ def make_setup(
             "the input's microns per pixel was given but the model's is unknown: no "
             "microns_per_pixel in its training profile nor BMC.DATA.MICRONS_PER_PIXEL in its "
             f"config ({MAKE_PROFILE} --microns-per-pixel X)"
-        )
-    if options.auto and (model is None or not model.rbc_diameter_px):
-        raise ValueError(
-            "--auto-scale: the training images' red-cell diameter is unknown: none in a "
-            f"training profile nor BMC.DATA.RBC_DIAMETER_PX in the config ({MAKE_PROFILE})"
         )
     if options.stain is not None:
         if options.stain not in STAIN_METHODS:
@@ -334,71 +330,78 @@ def _measure_case(plan: ScalePlan, setup: ScaleSetup, surveys: Mapping[str, RedC
     plan.spread = case.spread
 
 
-def _choose_factor(plan: ScalePlan, setup: ScaleSetup) -> Optional[float]:
-    """The factor to the training scale (None: none) and its source in ``plan.summary``."""
+def _input_factor(
+    plan: ScalePlan, setup: ScaleSetup, decision: ScaleDecision, detector: Any
+) -> float:
+    """Field to detector-input pixels: the probe's own, else ``to_training`` times the
+    detector's test resize of a training-sized image (assumed 1, warned, when unknown)."""
+    if decision.input_factor is not None:
+        return decision.input_factor
+    k = None if setup.model is None else setup.model.input_factor(detector)
+    if k is None:
+        plan.warnings.append(
+            CountWarning(
+                TRAINING_SIZE_UNKNOWN,
+                "the training images' size is unknown (no training profile): assumed that "
+                "the detector saw them at their own size",
+            )
+        )
+        k = 1.0
+    return float(decision.to_training) * k
+
+
+def _decide(plan: ScalePlan, setup: ScaleSetup, evidence: Optional[ScaleEvidence]) -> ScaleDecision:
     opts, model = setup.options, setup.model
-    estimated = 1.0 / plan.median if _finite(plan.median) else None
-    plan.summary["source"] = "none"
-    if opts.microns_per_pixel is not None and model is not None and model.microns_per_pixel:
-        factor = opts.microns_per_pixel / model.microns_per_pixel
-        plan.summary.update(source="given", microns_per_pixel=opts.microns_per_pixel)
-        if estimated and abs(estimated / factor - 1.0) > opts.tolerance:
-            plan.warnings.append(
-                CountWarning(
-                    SCALE_DISAGREES,
-                    f"the red cells suggest resizing the fields by {estimated:.2f} but the given "
-                    f"scale resizes them by {factor:.2f}: check the microns per pixel given",
-                )
-            )
-        return factor
-    if not opts.auto:
-        return None
-    if estimated is None:
-        plan.warnings.append(
-            CountWarning(
-                RULER_NONE,
-                "no red cells measured in any field: the scale could not be estimated, the "
-                "fields were counted at their own size",
-            )
-        )
-        return None
-    if _finite(plan.spread) and plan.spread > opts.tolerance:
+    evidence = evidence or ScaleEvidence()
+    decision = decide_scale(
+        given_mpp=opts.microns_per_pixel,
+        auto=opts.auto,
+        tolerance=opts.tolerance,
+        model_mpp=None if model is None else model.microns_per_pixel,
+        evidence=evidence,
+        ruler_relative=plan.median,
+        ruler_spread=plan.spread,
+    )
+    mpp = decision.microns_per_pixel
+    if mpp is None and decision.to_training and model is not None and model.microns_per_pixel:
+        mpp = round(model.microns_per_pixel * decision.to_training, 5)
+    plan.summary.update(
+        source=decision.source,
+        asked=opts.auto or opts.microns_per_pixel is not None,
+        microns_per_pixel=mpp,
+        settled=decision.settled,
+        confidence=round(decision.confidence, 3),
+        decision=decision.reason,
+        evidence={
+            "file": None if evidence.file is None else evidence.file.to_json(),
+            "probe": None if evidence.probe is None else evidence.probe.to_json(),
+        },
+    )
+    if opts.auto and _finite(plan.spread) and plan.spread > opts.tolerance:
         plan.summary["ruler_rejected"] = True
-        plan.warnings.append(
-            CountWarning(
-                RULER_SPREAD,
-                f"the red cells' sizes disagree over the fields (spread {plan.spread:.0%}, "
-                f"tolerance {opts.tolerance:.0%}): the red-cell ruler cannot read this case, "
-                "the fields were counted at their own size (give --microns-per-pixel)",
-            )
-        )
-        return None
-    plan.summary["source"] = "estimated"
-    if model is not None and model.microns_per_pixel:
-        plan.summary["microns_per_pixel"] = round(model.microns_per_pixel * estimated, 5)
-    return estimated
+    return decision
 
 
-def plan_scale(setup: ScaleSetup, surveys: Mapping[str, RedCells], detector: Any) -> ScalePlan:
-    """The case's rescale factor and stain normalisation from the options and measurements."""
+def plan_scale(
+    setup: ScaleSetup,
+    surveys: Mapping[str, RedCells],
+    detector: Any,
+    evidence: Optional[ScaleEvidence] = None,
+) -> ScalePlan:
+    """The case's rescale factor and stain normalisation from the options, the red cells
+    measured in ``surveys`` and the other ``evidence`` (the files' pixel size, the detector
+    probe: :func:`~.auto_scale.find_scale` gathers it), decided by
+    :func:`~.scale_decision.decide_scale`."""
     opts = setup.options
     stain = setup.profile.reinhard if opts.stain and setup.profile is not None else None
     plan = ScalePlan(FieldPrep(stain=stain))
-    plan.summary["microns_per_pixel"] = None
     _measure_case(plan, setup, surveys)
-    factor = _choose_factor(plan, setup)
+    decision = _decide(plan, setup, evidence)
+    plan.warnings.extend(decision.warnings)
+    factor = decision.to_training
     if factor is not None:
-        k = setup.model.input_factor(detector)
-        if k is None:
-            plan.warnings.append(
-                CountWarning(
-                    TRAINING_SIZE_UNKNOWN,
-                    "the training images' size is unknown (no training profile): assumed that "
-                    "the detector saw them at their own size",
-                )
-            )
-            k = 1.0
-        plan.prep, plan.to_training = FieldPrep(factor * k, True, stain), factor
+        plan.prep = FieldPrep(_input_factor(plan, setup, decision, detector), True, stain)
+        plan.to_training = factor
     if plan.outliers:
         plan.warnings.append(
             CountWarning(

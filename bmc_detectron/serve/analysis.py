@@ -1,9 +1,12 @@
 """The work behind the API: count uploaded fields, and the case report of the visible cells.
 
-:func:`analyze_uploads` runs in a worker thread; it decodes and counts one field at a time, so a
-request holds at most one decoded image. :func:`case_records` turns what the page shows (cells
-above the confidence slider, classes switched on) into the pipeline's records, so the summary
-JSON and cells CSV are made by the same code as the count tool's (:mod:`..pipeline.report`).
+:func:`analyze_case` runs in a worker thread: it finds the case's scale
+(:func:`plan_uploads`, the count command's :func:`~bmc_detectron.pipeline.auto_scale.find_scale`)
+then decodes and counts one field at a time (:func:`analyze_uploads`), so a request holds at
+most one decoded image (the probe's sample aside, at most four). :func:`case_records` turns
+what the page shows (cells above the confidence slider, classes switched on) into the
+pipeline's records, so the summary JSON and cells CSV are made by the same code as the count
+tool's (:mod:`..pipeline.report`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bmc_detectron.data.classes import OTHER
+from bmc_detectron.pipeline.auto_scale import ScaleUnsettledError, check_settled, find_scale
 from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell, CellCounter
 from bmc_detectron.pipeline.detector_view import detector_view
@@ -61,6 +65,43 @@ def _checks(
     survey = measure_field(image, "", "serve", counter, setup, detector_ruler=False)
     rbc = round(survey.rbc_px, 2) if np.isfinite(survey.rbc_px) else None
     return {"rbc_diameter_px": rbc, "flags": field_flags(name, survey, plan, setup)}
+
+
+def plan_uploads(
+    counter: CellCounter, uploads: Sequence[Upload], settings: ServeSettings, setup: ScaleSetup
+) -> ScalePlan:
+    """The uploads' scale plan, found as the count command finds a case's
+    (:func:`~bmc_detectron.pipeline.auto_scale.find_scale`: the given pixel size, the files'
+    own, the detector probe on a sample of the uploads; no red-cell survey here)."""
+    taken: set = set()
+    names = [field_name(u.filename, u.index, taken) for u in uploads]
+    return find_scale(
+        setup,
+        counter.detector,
+        {},
+        names=names,
+        data=lambda i: uploads[i].data,
+        image=lambda i: decode_image(uploads[i], settings.max_pixels),
+    )
+
+
+def analyze_case(
+    counter: CellCounter,
+    uploads: Sequence[Upload],
+    probes: Sequence[Probe],
+    settings: ServeSettings,
+    preview: bool,
+    setup: ScaleSetup,
+) -> Tuple[ScalePlan, List[Dict[str, Any]]]:
+    """The uploads' scale plan (:func:`plan_uploads`) and their fields counted at it
+    (:func:`analyze_uploads`). Raises :class:`ApiError` (422 ``scale_unsettled``) when the
+    scale is not settled and ``setup`` is strict."""
+    plan = plan_uploads(counter, uploads, settings, setup)
+    try:
+        check_settled(plan, setup)
+    except ScaleUnsettledError as e:
+        raise ApiError(422, "scale_unsettled", str(e)) from None
+    return plan, analyze_uploads(counter, uploads, probes, settings, preview, plan, setup)
 
 
 def analyze_uploads(

@@ -26,6 +26,7 @@ import numpy as np
 # Grid of disc radii (pixels) of the opening transform: geometric, 4 % steps.
 _RADII = np.exp(np.arange(np.log(2.0), np.log(400.0), np.log(1.04)))
 _MIN_MASK_FRACTION = 0.02  # fewer red-cell pixels than this: no estimate
+_MIN_CELLS = 3  # a mask holding fewer discs of the median size than this: no estimate
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def opening_transform(mask: np.ndarray, radii: Sequence[float] = tuple(_RADII)) 
 
 def estimate_rbc_diameter(image: np.ndarray, channel_order: str = "RGB") -> RBCEstimate:
     """(median diameter px, relative spread, number of red cells) of one field; a median of
-    ``nan`` and ``n = 0`` when the field has too few red-cell pixels."""
+    ``nan`` when the field has too few red-cell pixels, or when its mask holds fewer than three
+    discs of the median size (one large blob, e.g. a stain patch: no red cells to measure)."""
     mask = red_cell_mask(image, channel_order)
     if mask.mean() < _MIN_MASK_FRACTION:
         return RBCEstimate(float("nan"), float("nan"), 0)
@@ -104,6 +106,8 @@ def estimate_rbc_diameter(image: np.ndarray, channel_order: str = "RGB") -> RBCE
     # +1: a disc of radius R covers pixels whose centres lie within R, so its width is 2R + 1.
     diameter = 2.0 * float(med) + 1.0
     n = int(round(mask.sum() / (np.pi * (diameter / 2.0) ** 2)))
+    if n < _MIN_CELLS:
+        return RBCEstimate(float("nan"), float("nan"), n)
     return RBCEstimate(diameter, float((q3 - q1) / med), n)
 
 

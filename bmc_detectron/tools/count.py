@@ -8,8 +8,11 @@
 Writes ``report.html``, ``summary.json``, ``counts.csv``, ``cells.csv``, drawings in ``fields/``
 and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`).
 
-Scale and stain: ``--microns-per-pixel`` gives the input's pixel size, ``--auto-scale`` estimates
-it from the red cells (the case's median; fields that disagree are warned); either way every field
+Scale and stain: ``--microns-per-pixel`` gives the input's pixel size (it always wins),
+``--auto-scale`` finds it (:mod:`bmc_detectron.pipeline.scale_decision`: the files' own pixel
+size, else the detector probe, else the red cells where they agree with each other; a case none
+settles is counted at the model's scale with a warning, refused with ``--strict-scale``); either
+way every field
 is resized to the scale the detector was trained at and the boxes mapped back. The model's scale
 and colours come from ``training_profile.json`` (``--training-profile``, default: beside the
 detector's weights or in the ONNX sidecar; made by training or by ``estimate_scale --dataset``),
@@ -85,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("scale and stain")
     g.add_argument("--microns-per-pixel", type=float, help="the input's pixel size (um/px)")
     g.add_argument(
-        "--auto-scale", action="store_true", help="estimate the scale from the red cells"
+        "--auto-scale",
+        action="store_true",
+        help="find the scale: the files' pixel size, the detector probe, the red cells",
     )
     g.add_argument(
         "--scale-tolerance", type=float, default=0.15, help="red-cell disagreement warned"
@@ -99,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--strict-scale",
         action="store_true",
-        help="refuse (exit 2) instead of warning when the detector scale is off",
+        help="refuse (exit 2) instead of warning when the detector scale is off or not settled",
     )
     g.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     g.add_argument("--training-profile", help="default: training_profile.json beside the model")

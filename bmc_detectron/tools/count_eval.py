@@ -1,13 +1,15 @@
 """How right was a count? A finished count report against expert boxes and labels.
 
     bmc count-eval --report reports/case01 --dataset NAME \\
-        [--output DIR] [--uncertain-below 0.5]
+        [--output DIR] [--uncertain-below 0.5] [--fields-per-case 10]
 
 The report's fields (``cells/<field>.json`` of ``tools/count``) are matched to the images of the
 registered COCO dataset ``NAME`` by file name; the cells are scored against its annotations with
 the measures of :mod:`bmc_detectron.evaluation.count` (detection AP with the counter's labels,
 class-agnostic AP, recall / precision / label accuracy of the counted cells matched at IoU 0.5,
-the differential's mean absolute error in percentage points, M:E). Writes
+the differential's mean absolute error in percentage points, M:E; where the truth marks crowding,
+recall of isolated / touching / overlapping cells and touching pairs counted as two; with
+``--fields-per-case``, the differential's error per case of that many fields). Writes
 ``count_eval.json`` and ``count_eval.md`` into ``--output`` (default: the report folder). Exit
 status 2 when the report or the dataset cannot be used (named in a one-line error).
 """
@@ -15,13 +17,12 @@ status 2 when the report or the dataset cannot be used (named in a one-line erro
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.pipeline.report_eval import evaluate_report
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
@@ -34,36 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="registered COCO dataset with the truth")
     p.add_argument("--output", help="folder for count_eval.json / .md (default: --report)")
     p.add_argument("--uncertain-below", type=float, help="default: the report's own threshold")
+    p.add_argument(
+        "--fields-per-case",
+        type=int,
+        default=0,
+        help="also measure the differential per case of this many fields (by image id)",
+    )
     return p
 
 
-def report_cells(report: Path) -> Tuple[Dict[str, List[Cell]], Dict[str, Any]]:
-    """Cells of every field of a finished report, by image file name, and its summary."""
-    summary_file = report / "summary.json"
-    if not summary_file.is_file():
-        raise ValueError(f"{report}: no summary.json (not a finished count report)")
-    summary = json.loads(summary_file.read_text())
-    cells: Dict[str, List[Cell]] = {}
-    for field in summary["fields"]:
-        record = json.loads((report / "cells" / f"{field['name']}.json").read_text())
-        cells[Path(record["image"]).name] = [Cell.from_json(c) for c in record["cells"]]
-    return cells, summary
-
-
-def by_image_id(
-    cells: Dict[str, List[Cell]], images: Sequence[Tuple[int, str]], dataset: str
-) -> Tuple[Dict[int, List[Cell]], List[str]]:
-    """The report's cells keyed by the dataset's image ids; the dataset's images the report
-    does not have (they count as fields with no cell found)."""
-    out, missing = {}, []
-    for image_id, path in images:
-        name = Path(path).name
-        out[image_id] = cells.get(name, [])
-        if name not in cells:
-            missing.append(name)
-    if len(missing) == len(images):
-        raise ValueError(f"no field of the report is an image of dataset '{dataset}'")
-    return out, missing
+def crowding_rows(result: Dict[str, Any]) -> List[List[str]]:
+    """Rows of the crowding and per-case measures, where measured."""
+    rows = []
+    for kind, r in result.get("crowding", {}).get("recall", {}).items():
+        rows.append([f"recall, {kind} cells (n)", f"{fmt(100 * r['recall'])} % ({r['cells']})"])
+    if "crowding" in result:
+        p = result["crowding"]["pairs"]
+        rows.append(
+            [
+                "touching pairs counted as two (pairs)",
+                f"{fmt(100 * p['share'])} % ({p['pairs']})",
+            ]
+        )
+    if "cases" in result:
+        k = result["cases"]
+        rows.append(
+            [
+                f"differential % MAE per case of {k['fields_per_case']} fields, mean / worst",
+                f"{fmt(k['mae_mean'], 2)} / {fmt(k['mae_max'], 2)} ({k['cases']} cases, "
+                f"{fmt(k['cells_per_case'], 0)} cells each)",
+            ]
+        )
+    return rows
 
 
 def markdown(result: Dict[str, Any], command: str) -> str:
@@ -100,6 +103,7 @@ def markdown(result: Dict[str, Any], command: str) -> str:
                 f"{fmt(c['me']['ratio'], 3)} / {fmt(c['true_me']['ratio'], 3)}",
             ]
         )
+    rows += crowding_rows(result)
     classes = [
         [k, fmt(c["true_percent"][k]), fmt(c["percent"].get(k, math.nan))]
         for k in c["true_percent"]
@@ -120,32 +124,15 @@ def markdown(result: Dict[str, Any], command: str) -> str:
     )
 
 
-def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
-    """Match the report to the dataset and measure it."""
-    from bmc_detectron.data.datasets import register_builtin_datasets
-    from bmc_detectron.evaluation.count import dataset_images, evaluate_cells
-
-    register_builtin_datasets()
-    report = Path(args.report)
-    cells, summary = report_cells(report)
-    from detectron2.data import DatasetCatalog
-
-    if args.dataset not in DatasetCatalog.list():
-        raise ValueError(f"dataset '{args.dataset}' is not registered")
-    gt, images = dataset_images(args.dataset)
-    keyed, missing = by_image_id(cells, images, args.dataset)
-    below = summary.get("uncertain_below", 0.5)
-    below = args.uncertain_below if args.uncertain_below is not None else below
-    score = "product" if summary.get("settings", {}).get("classifier") else "detector"
-    result = evaluate_cells(keyed, gt, score, count_threshold=-math.inf, uncertain_below=below)
-    result.update(report=str(report), dataset=args.dataset, images=len(images), missing=missing)
-    return result
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = evaluate(args)
+        result = evaluate_report(
+            Path(args.report),
+            args.dataset,
+            uncertain_below=args.uncertain_below,
+            fields_per_case=args.fields_per_case,
+        )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,17 @@
 """The main job on the embedded default data (``make demo``): detect, recognise, count.
 
-1. generates the synthetic marrow smears (once);
+    bmc demo [--data synth | marrow_real] [--output DIR] [--count DIR] ...
+
+1. generates the synthetic marrow smears (once); with ``--data marrow_real`` (``make
+   demo-real``, needs the shared PBC and BCCD data) the marrow-like fields of real PBC cells
+   instead (:mod:`bmc_detectron.data.synthetic.marrow`, about 5 min once);
 2. trains the class-agnostic detector (the full CPU model, all 11 classes merged into "cell")
    and evaluates it with COCOEvaluator;
 3. trains the cell classifier on crops of the annotated cells and evaluates it;
-4. counts the synthetic test fields with both models (as ``count`` does): differential, M:E ratio,
-   report.html;
+4. counts the held-out fields (synthetic test; composite val) with both models (as ``count``
+   does): differential, M:E ratio, report.html; or the fields of ``--count DIR`` (your own marrow
+   photographs); the held-out fields are scored against their truth (``count-eval``: recall,
+   precision, recall of touching and overlapping cells, the differential's error per case);
 5. exports both models to ONNX for ``make serve``;
 
 then prints where everything is. On a CPU with native bfloat16 (AVX-512 BF16 / AMX) both models
@@ -28,6 +34,7 @@ from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
 from bmc_detectron.data.datasets import register_builtin_datasets
 from bmc_detectron.data.paths import datasets_root
+from bmc_detectron.data.synthetic.marrow import MARROW_SPLIT_SIZES
 from bmc_detectron.engine import trainer_class
 from bmc_detectron.engine.precision import cpu_supports_bf16
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
@@ -38,6 +45,18 @@ from bmc_detectron.utils.io import expand_inputs
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR_CONFIG = REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_synth_cpu.yaml"
 CLASSIFIER_CONFIG = REPO_ROOT / "configs/recognition/demo_classifier_synth.yaml"
+#: per ``--data``: the detector and classifier configs, the held-out split and its dataset name
+DATA = {
+    "synth": (DETECTOR_CONFIG, CLASSIFIER_CONFIG, "test", "bmc_synth_test"),
+    "marrow_real": (
+        REPO_ROOT / "configs/cpu/agnostic/retinanet_R_18_full_agnostic_marrow_real_cpu.yaml",
+        REPO_ROOT / "configs/recognition/cell_classifier_R_18_marrow_real_cpu.yaml",
+        "val",
+        "marrow_real_val",
+    ),
+}
+#: fields per case when the held-out fields are scored (about 300 cells on marrow_real)
+FIELDS_PER_CASE = 10
 
 
 def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed: int) -> None:
@@ -52,6 +71,23 @@ def ensure_synthetic(root: Path, num_train: int, num_test: int, size: int, seed:
         t0 = time.perf_counter()
         generate_dataset(root, split, n, seed=s, height=size, width=size)
         print(f"[demo] generated {n} synthetic {split} images in {time.perf_counter() - t0:.1f}s")
+
+
+def ensure_marrow_real(root: Path, sizes: Dict[str, int], seed: int) -> None:
+    """Generate ``root/{train,val}`` (the real-cell composites, ``sizes[split]`` fields each)
+    unless they already exist."""
+    from bmc_detectron.data.synthetic.marrow import generate_dataset
+
+    for split, n in sizes.items():
+        ann = root / "annotations" / f"{split}.json"
+        if ann.is_file() and len(json.loads(ann.read_text())["images"]) == n:
+            print(f"[demo] real-cell composites, {split} split present: {ann}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        generate_dataset(root, split, n, seed)
+        print(
+            f"[demo] composed {n} {split} fields of real cells in {time.perf_counter() - t0:.0f}s"
+        )
 
 
 def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, float]:
@@ -71,9 +107,11 @@ def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, fl
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default="output/demo")
-    p.add_argument("--num-train", type=int, default=240)
-    p.add_argument("--num-test", type=int, default=40)
+    p.add_argument("--data", choices=tuple(DATA), default="synth", help="what to train on")
+    p.add_argument("--output", help="default: output/demo (synth), output/demo_real")
+    p.add_argument("--count", help="count this folder of fields instead of the held-out ones")
+    p.add_argument("--num-train", type=int, help="training images (240 synth, 400 marrow_real)")
+    p.add_argument("--num-test", type=int, help="held-out images (40 synth, 100 marrow_real)")
     p.add_argument("--size", type=int, default=256, help="synthetic image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector-iters", type=int, help="override the detector's SOLVER.MAX_ITER")
@@ -141,23 +179,46 @@ def export_checked(config: str, weights: str, output: Path) -> bool:
     return check_passed(meta)
 
 
+def prepare_data(args: argparse.Namespace) -> Path:
+    """The training data of ``--data`` generated where missing; the held-out fields' folder."""
+    if args.data == "marrow_real":
+        root = datasets_root() / "marrow_real"
+        sizes = {"train": args.num_train or MARROW_SPLIT_SIZES["train"]}
+        sizes["val"] = args.num_test or MARROW_SPLIT_SIZES["val"]
+        ensure_marrow_real(root, sizes, args.seed)
+    else:
+        root = datasets_root() / "bmc_synth"
+        ensure_synthetic(root, args.num_train or 240, args.num_test or 40, args.size, args.seed)
+    return root / DATA[args.data][2]
+
+
+def score_count(report: Path, dataset: str) -> Optional[Dict]:
+    """``count-eval`` of the held-out fields' report (None, with the reason, if it failed)."""
+    from bmc_detectron.pipeline.report_eval import evaluate_report
+
+    try:
+        return evaluate_report(report, dataset, fields_per_case=FIELDS_PER_CASE)
+    except (ValueError, OSError) as e:
+        print(f"[demo] the count was not scored: {e}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.output).resolve()
+    out = Path(args.output or ("output/demo" if args.data == "synth" else "output/demo_real"))
+    out = out.resolve()
     register_builtin_datasets()  # honour $BMC_DATASETS as it is now
-    synth = datasets_root() / "bmc_synth"
     t_start = time.perf_counter()
-    ensure_synthetic(synth, args.num_train, args.num_test, args.size, args.seed)
+    held_out = prepare_data(args)
+    det_config, cls_config, _, held_out_name = DATA[args.data]
     common = ["SEED", str(args.seed), *_precision_opts(args.precision)]
     times: Dict[str, float] = {}
 
     t0 = time.perf_counter()
-    det = train_and_evaluate(
-        DETECTOR_CONFIG, out / "detector", common + _schedule(args.detector_iters)
-    )
+    det = train_and_evaluate(det_config, out / "detector", common + _schedule(args.detector_iters))
     times["detector"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cls = train_and_evaluate(
-        CLASSIFIER_CONFIG, out / "classifier", common + _schedule(args.classifier_iters)
+        cls_config, out / "classifier", common + _schedule(args.classifier_iters)
     )
     times["classifier"] = time.perf_counter() - t0
 
@@ -170,10 +231,12 @@ def run(args: argparse.Namespace) -> int:
         classifier_config=models[2],
         classifier_weights=models[3],
     )
-    status = count_test_fields(spec, synth / "test", out / "count")
+    fields = Path(args.count) if args.count else held_out
+    status = count_test_fields(spec, fields, out / "count")
     times["count"] = time.perf_counter() - t0
     if status not in (0, 1):
         return status
+    scored = None if args.count else score_count(out / "count", held_out_name)
     t0 = time.perf_counter()
     for name, (config, weights) in (("detector", models[:2]), ("classifier", models[2:])):
         if not export_checked(config, weights, out / "onnx" / f"{name}.onnx"):
@@ -181,7 +244,32 @@ def run(args: argparse.Namespace) -> int:
             return 1
     times["onnx"] = time.perf_counter() - t0
     print_summary(out, det, cls, times, time.perf_counter() - t_start)
+    if scored:
+        print_scores(scored)
     return 0
+
+
+def print_scores(result: Dict) -> None:
+    """The held-out count against its truth, in a few lines."""
+    m, cases = result["matching"], result.get("cases")
+    print(
+        f"count vs truth ({result['dataset']}): recall {100 * m['recall']:.1f} %  precision "
+        f"{100 * m['precision']:.1f} %  label accuracy {100 * m['accuracy']:.1f} %"
+    )
+    crowd = result.get("crowding")
+    if crowd:
+        kinds = "  ".join(
+            f"{k} {100 * r['recall']:.1f} %" for k, r in crowd["recall"].items() if r["cells"]
+        )
+        print(
+            f"  recall by crowding: {kinds}; touching pairs counted as two: "
+            f"{100 * crowd['pairs']['share']:.1f} %"
+        )
+    if cases:
+        print(
+            f"  differential MAE per case of {cases['fields_per_case']} fields: mean "
+            f"{cases['mae_mean']:.2f} pp, worst {cases['mae_max']:.2f} pp ({cases['cases']} cases)"
+        )
 
 
 def print_summary(

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic.marrow import (
     FIELD_MICRONS_PER_PIXEL,
+    MARROW_SPLIT_SIZES,
     FieldSpec,
     generate_dataset,
 )
@@ -36,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(datasets_root() / "marrow_real"),
         help="output folder (default: $BMC_DATASETS/marrow_real)",
     )
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-val", type=int, default=100)
+    parser.add_argument("--num-train", type=int, default=MARROW_SPLIT_SIZES["train"])
+    parser.add_argument("--num-val", type=int, default=MARROW_SPLIT_SIZES["val"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=512, help="field height and width, px")
     parser.add_argument("--cells", type=int, nargs=2, default=[20, 40], metavar=("MIN", "MAX"))

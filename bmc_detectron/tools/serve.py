@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DETECTOR_SCALE_TOLERANCE,
         help="warn when the detector sees cells more than this factor from their training size",
     )
+    p.add_argument(
+        "--auto-scale",
+        action="store_true",
+        help="find each request's scale (files' pixel size, detector probe) unless it gives one",
+    )
     return p
 
 
@@ -212,7 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = build_settings(args)
         spec = counter_spec(args)
         counter = build_counter(spec)
-        options = ScaleOptions(detector_scale_tolerance=args.detector_scale_tolerance)
+        options = ScaleOptions(
+            auto=args.auto_scale, detector_scale_tolerance=args.detector_scale_tolerance
+        )
         scale = counting.scale_setup(spec, counter, options, per_request=True)
     except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

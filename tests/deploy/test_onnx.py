@@ -181,6 +181,22 @@ def test_bccd_images_match_pytorch(det, shared_root):
         _assert_same(det, cv2.imread(str(path)), min_count=1)
 
 
+def test_unresized_detection_matches_pytorch(det):
+    """The scale probe and a fixed-scale count detect with the test resize off: the graph then
+    takes the image at its own size (dynamic H and W), as the PyTorch detector does."""
+    from bmc_detectron.pipeline.detector import Detector
+    from bmc_detectron.pipeline.field_prep import unresized
+
+    torch_det = unresized(Detector.from_config(DET_CONFIG, str(det["weights"]), DET_OPTS))
+    onnx_det = unresized(det["runtime"])
+    assert onnx_det.min_size == 0 and det["runtime"].min_size > 0
+    image = _smear(300, 420, 6)
+    tensor, _ = onnx_det.preprocess(image)
+    assert tensor.shape[1:] == (300, 420)  # not resized to the test size
+    result = compare_detections(torch_det(image), onnx_det(image))
+    assert result.count_a >= 1 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+
+
 def test_blank_image_gives_no_detections(det):
     blank = np.full((150, 210, 3), 255, dtype=np.uint8)
     runtime = OnnxDetector(det["onnx"], threads=1, score_threshold=0.99)
@@ -373,5 +389,11 @@ def test_count_command_runs_on_onnx_runtime_alone(det, clf, tmp_path):
     assert set(summary["class_names"]) == set(CLS_NAMES)
     assert summary["scale"]["profile"].endswith("(ONNX sidecar)")
     assert summary["scale"]["ood_checked"] and summary["scale"]["source"] == "none"
+    # --auto-scale: the same scale finder, the detector probe run on ONNX Runtime
+    auto = [*args, "--no-progress", "--auto-scale", "--overwrite"]
+    assert count.main(auto) == 0
+    scale = json.loads((out / "summary.json").read_text())["scale"]
+    assert scale["evidence"]["probe"] is not None and len(scale["evidence"]["probe"]["evidence"])
+    assert scale["source"] in ("probe", "ruler", "none") and "settled" in scale
     # neither a config nor ONNX for the detector: a one-line error
     assert count.main(["--input", str(fields), "--output", str(tmp_path / "x")]) == 2

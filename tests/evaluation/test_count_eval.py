@@ -90,6 +90,17 @@ def test_count_eval_scores_the_report(case, capsys):
     assert "recall / precision" in (case / "count_eval.md").read_text()
 
 
+def test_count_eval_per_case(case):
+    argv = ["--report", str(case), "--dataset", "count_eval_case", "--fields-per-case", "2"]
+    assert count_eval.main(argv) == 0
+    cases = json.loads((case / "count_eval.json").read_text())["cases"]
+    # one case of both images: certain cells Lym, Red, Red vs truth Lym, Red, Red, Red
+    assert cases["cases"] == 1 and cases["cells_per_case"] == 4.0
+    assert cases["mae_per_case"] == [pytest.approx(75.0 - 200 / 3)]  # both classes 8.3 pp off
+    assert "per case of 2 fields" in (case / "count_eval.md").read_text()
+    assert count_eval.main(argv[:4] + ["--fields-per-case", "-1"]) == 0  # off, as the default
+
+
 def test_count_eval_bad_input_is_a_one_line_error(case, tmp_path, capsys):
     assert count_eval.main(["--report", str(tmp_path), "--dataset", "count_eval_case"]) == 2
     assert "not a finished count report" in capsys.readouterr().err

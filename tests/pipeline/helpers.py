@@ -8,6 +8,7 @@ Synthetic smears and a training profile of them serve the scale and stain tests.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -18,6 +19,8 @@ import torch
 from bmc_detectron.data.synthetic import generate_image
 from bmc_detectron.pipeline import CellClassifier, Detections
 from bmc_detectron.smear import PROFILE_FILE, TrainingProfile, profile_from_records
+from bmc_detectron.smear.ranges import TrainingRanges
+from bmc_detectron.smear.stain import ReinhardTarget
 
 BACKGROUND = 235
 # BGR colours of the stand-in classes: the dominant channel is the class index.
@@ -57,6 +60,71 @@ class DiscDetector:
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         boxes = [[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:]]
         return Detections(boxes, [self.score] * (n - 1), [0] * (n - 1))
+
+
+# the stand-in of the scale tests was "trained" on discs this wide (px in its input)
+TRAINED_PX = 30.0
+
+
+class SelectiveDetector:
+    """Finds the disc blobs whose size in its input is within [low, high] px, scoring 1 at
+    ``TRAINED_PX`` and 0.5 at the edges of a +-10 px band (lower beyond it), or ``score``: as a
+    trained detector finds cells only near the size it was trained at."""
+
+    min_size = 0
+    class_names = ["cell"]
+
+    def __init__(self, low: float = 20.0, high: float = 40.0, score: float = 0.0) -> None:
+        self.low, self.high, self.score = low, high, score
+        self.inputs: list = []
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        self.inputs.append(image.shape[:2])
+        mask = (np.abs(image.astype(np.int16) - BACKGROUND).max(axis=2) > 60).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        boxes, scores = [], []
+        for x, y, w, h, _ in stats[1:]:
+            size = math.sqrt(w * h)
+            if self.low <= size <= self.high:
+                boxes.append([x, y, x + w, y + h])
+                peaked = max(0.05, 1.0 - 0.05 * abs(size - TRAINED_PX))
+                scores.append(self.score or peaked)
+        return Detections(boxes, scores, [0] * len(boxes))
+
+
+# the pixel size of the scale tests' training images
+MODEL_MPP = 0.2
+
+
+def probe_profile() -> TrainingProfile:
+    """Training images of 480 px at :data:`MODEL_MPP` whose cells were :data:`TRAINED_PX`
+    across (no red cells measured)."""
+    ranges = TrainingRanges(lab_mean=[], lab_std=[], rbc_diameter_px=float("nan"))
+    profile = TrainingProfile(
+        ranges,
+        ReinhardTarget((0, 0, 0), (1, 1, 1)),
+        image_size=(480, 480),
+        microns_per_pixel=MODEL_MPP,
+    )
+    profile.cell_diameter_px = {"n": 100, "median": TRAINED_PX}
+    return profile
+
+
+def disc_fields(diameters: Sequence[float], n: int = 4, size: int = 480) -> list:
+    """``n`` fields of discs with the given diameters (cycled over a grid), jittered by seed."""
+    fields = []
+    step = int(max(diameters) * 1.6)
+    for seed in range(n):
+        rng = np.random.default_rng(seed)
+        discs, i = [], 0
+        for cy in range(step // 2, size - step // 2, step):
+            for cx in range(step // 2, size - step // 2, step):
+                r = diameters[i % len(diameters)] / 2
+                jx, jy = rng.integers(-3, 4, 2)
+                discs.append((cx + jx, cy + jy, r, "A"))
+                i += 1
+        fields.append(disc_field(size, size, discs)[0])
+    return fields
 
 
 class ChannelModel(torch.nn.Module):

@@ -140,7 +140,7 @@ def test_auto_scale_estimates_a_known_scale_and_a_rescaled_copy(profile):
         ([smear_bgr(s, 320, 2.5) for s in (4, 5)], 2.0 / 2.5),  # drawn at another scale
     ):
         plan = plan_scale(setup, _surveys(fields, setup, counter), DiscDetector())
-        assert plan.summary["source"] == "estimated"
+        assert plan.summary["source"] == "ruler"
         assert abs(plan.to_training / truth - 1) < 0.1, (truth, plan.to_training)
         ruler = plan.summary["red_cells"]
         assert ruler["fields_measured"] == len(fields) and ruler["spread"] < 0.1
@@ -180,7 +180,6 @@ def test_unknown_model_scale_is_a_clear_error(profile):
     for options, prof, match in (
         (ScaleOptions(microns_per_pixel=0.1), None, "model's is unknown"),
         (ScaleOptions(microns_per_pixel=0.1), no_mpp, "model's is unknown"),
-        (ScaleOptions(auto=True), None, "red-cell diameter is unknown"),
         (ScaleOptions(stain="reinhard"), None, "needs the training profile"),
         (ScaleOptions(microns_per_pixel=-1.0), profile, "positive"),
     ):
@@ -228,7 +227,7 @@ def test_count_command_with_auto_scale_and_stain_normalisation(scale_case, capsy
     assert count_tool.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     scale = summary["scale"]
-    assert scale["source"] == "estimated" and abs(scale["to_training_scale"] * 1.5 - 1) < 0.1
+    assert scale["source"] == "ruler" and abs(scale["to_training_scale"] * 1.5 - 1) < 0.1
     assert scale["microns_per_pixel"] == pytest.approx(0.2 * scale["to_training_scale"], 1e-3)
     assert scale["stain_normalize"] == "reinhard" and scale["ood_checked"]
     assert scale["profile"].endswith(PROFILE_FILE) and scale["red_cells"]["fields_measured"] == 3
@@ -274,7 +273,6 @@ def test_count_command_errors_when_the_models_scale_is_unknown(scale_case, tmp_p
     (tmp_path / "model" / PROFILE_FILE).unlink()
     for extra, words in (
         (["--microns-per-pixel", "0.1"], "BMC.DATA.MICRONS_PER_PIXEL"),
-        (["--auto-scale"], "red-cell diameter is unknown"),
         (["--stain-normalize", "reinhard"], "needs the training profile"),
         (["--training-profile", str(tmp_path / "none.json")], "not found"),
     ):
@@ -316,7 +314,7 @@ def test_a_detectors_red_cell_class_is_the_ruler(profile):
     survey = measure_field(field, "0", "k", counter, setup)
     assert survey.rbc_box_px == 24.0 and not np.isfinite(survey.rbc_px)
     plan = plan_scale(setup, {"f0": survey}, counter.detector)
-    assert plan.to_training == pytest.approx(16 / 24) and plan.summary["source"] == "estimated"
+    assert plan.to_training == pytest.approx(16 / 24) and plan.summary["source"] == "ruler"
     assert plan.summary["red_cells"]["method"] == "detected red cells"
     # too few detected red cells: the classical estimate stands in
     survey = measure_field(smear_bgr(1), "1", "k", CellCounter(RedCellBoxes(24.0, 3)), setup)

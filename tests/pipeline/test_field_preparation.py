@@ -150,7 +150,7 @@ def test_the_plan_of_a_case_measured_by_hand():
     assert plan.to_training == pytest.approx(1 / median)
     assert plan.prep.fixed_scale and plan.prep.factor == round(0.5 / median, 4)
     summary = plan.summary
-    assert summary["source"] == "estimated" and summary["red_cells"]["fields_measured"] == 4
+    assert summary["source"] == "ruler" and summary["red_cells"]["fields_measured"] == 4
     assert summary["red_cells"]["method"] == "classical (OpenCV)"
     assert summary["microns_per_pixel"] == round(0.2 / median, 5)
     assert summary["detector_resize"] == "off (fixed scale)" and summary["ood_checked"] is False
@@ -173,7 +173,8 @@ def test_auto_scale_without_red_cells_counts_fields_at_their_own_size():
     setup = ScaleSetup(ScaleOptions(auto=True), MODEL)
     plan = plan_scale(setup, {"a": _survey(NAN)}, SimpleNamespace(min_size=0))
     assert plan.prep.identity and plan.summary["source"] == "none"
-    assert plan.summary["red_cells"] is None and "could not be estimated" in plan.warnings[0]
+    assert plan.summary["red_cells"] is None and "no red cells measured" in plan.warnings[0]
+    assert "could not be settled (no red cells measured)" in plan.warnings[1]
 
 
 def test_sidecar_scale_of_an_onnx_detector():

@@ -7,10 +7,6 @@ discs to that size.
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
-import cv2
 import numpy as np
 import pytest
 
@@ -23,34 +19,13 @@ from bmc_detectron.pipeline.scale_probe import (
 from bmc_detectron.smear.profile import TrainingProfile
 from bmc_detectron.smear.ranges import TrainingRanges
 from bmc_detectron.smear.stain import ReinhardTarget
-from tests.pipeline.helpers import BACKGROUND, DiscDetector, disc_field
-
-# the stand-in was "trained" on discs this wide (px in its input)
-TRAINED_PX = 30.0
-
-
-class SelectiveDetector:
-    """Finds the disc blobs whose size in its input is within [low, high] px, scoring 1 at
-    ``TRAINED_PX`` and 0.5 at the edges of a +-10 px band (lower beyond it), or ``score``."""
-
-    min_size = 0
-
-    def __init__(self, low: float = 20.0, high: float = 40.0, score: float = 0.0) -> None:
-        self.low, self.high, self.score = low, high, score
-        self.inputs: list = []
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        self.inputs.append(image.shape[:2])
-        mask = (np.abs(image.astype(np.int16) - BACKGROUND).max(axis=2) > 60).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        boxes, scores = [], []
-        for x, y, w, h, _ in stats[1:]:
-            size = math.sqrt(w * h)
-            if self.low <= size <= self.high:
-                boxes.append([x, y, x + w, y + h])
-                peaked = max(0.05, 1.0 - 0.05 * abs(size - TRAINED_PX))
-                scores.append(self.score or peaked)
-        return Detections(boxes, scores, [0] * len(boxes))
+from tests.pipeline.helpers import (
+    BACKGROUND,
+    TRAINED_PX,
+    DiscDetector,
+    SelectiveDetector,
+    disc_fields,
+)
 
 
 class ConstantDetector:
@@ -58,23 +33,6 @@ class ConstantDetector:
 
     def __call__(self, image: np.ndarray) -> Detections:
         return Detections([[0, 0, 30, 30], [40, 40, 70, 70]], [0.9, 0.9], [0, 0])
-
-
-def disc_fields(diameters: Sequence[float], n: int = 4, size: int = 480) -> list:
-    """``n`` fields of discs with the given diameters (cycled over a grid), jittered by seed."""
-    fields = []
-    step = int(max(diameters) * 1.6)
-    for seed in range(n):
-        rng = np.random.default_rng(seed)
-        discs, i = [], 0
-        for cy in range(step // 2, size - step // 2, step):
-            for cx in range(step // 2, size - step // 2, step):
-                r = diameters[i % len(diameters)] / 2
-                jx, jy = rng.integers(-3, 4, 2)
-                discs.append((cx + jx, cy + jy, r, "A"))
-                i += 1
-        fields.append(disc_field(size, size, discs)[0])
-    return fields
 
 
 @pytest.mark.parametrize("true_factor", [0.5, 0.75, 1.0, 2.0])

@@ -18,6 +18,7 @@ from bmc_detectron.pipeline.count_warnings import (
     DETECTOR_SCALE,
     FEW_CELLS_FOUND,
     RULER_SPREAD,
+    SCALE_UNSETTLED,
     CountWarning,
     warning_entries,
 )
@@ -121,7 +122,9 @@ def test_a_ruler_that_disagrees_with_itself_does_not_resize():
     assert plan.summary["source"] == "none" and plan.summary["ruler_rejected"]
     assert plan.summary["red_cells"]["spread"] == round(plan.spread, 4)
     codes = [w.code for w in plan.warnings]
-    assert codes[0] == RULER_SPREAD and "counted at their own size" in plan.warnings[0]
+    assert codes[:2] == [RULER_SPREAD, SCALE_UNSETTLED] and "cannot read" in plan.warnings[0]
+    assert "counted at the model's scale (factor 1" in plan.warnings[1]
+    assert not plan.summary["settled"] and plan.summary["confidence"] == 0
     # a given microns per pixel still wins
     given = ScaleSetup(ScaleOptions(microns_per_pixel=0.4, tolerance=0.15), model)
     plan = plan_scale(given, surveys, SimpleNamespace(min_size=0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -288,3 +289,16 @@ def test_robust_training_configs_at_r50():
     augs = build_bmc_augmentations(hed, True)
     assert isinstance(augs[-1], RandomStainJitter) and augs[-1].shift_range == 0.15
     assert tuple(augs[0].short_edge_length) == (640, 672, 704, 736, 768, 800)
+
+
+def test_one_large_blob_is_no_red_cell_reading():
+    # a grey field with a pure-green corner or half: the mask is one large blob, not red cells
+    # (it read a 'diameter' of hundreds of px from zero cells, and the count resized by it)
+    for patch in ((slice(0, 60), slice(0, 60)), (slice(0, 256), slice(0, 128))):
+        field = np.full((256, 256, 3), 200, np.uint8)
+        field[patch] = (0, 255, 0)
+        est = estimate_rbc_diameter(field, "RGB")
+        assert math.isnan(est.median_px) and est.n < 3
+    # the same field with a few discs is measured as before
+    smear = _smear(seed=0)
+    assert np.isfinite(estimate_rbc_diameter(smear, "RGB").median_px)

@@ -26,3 +26,6 @@ def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     assert (out / "count" / "report.html").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "count report:" in printed and str(out / "count" / "report.html") in printed
+    # the held-out fields' count scored against their truth, per case of 10 fields
+    assert "count vs truth (bmc_synth_test): recall" in printed
+    assert "differential MAE per case of 10 fields" in printed

@@ -81,6 +81,8 @@ logger = logging.getLogger(__name__)
 FIELD_MICRONS_PER_PIXEL = 0.25
 #: the splits and the BCCD split their backgrounds come from (PBC: :data:`PBC_MARROW_SPLITS`)
 MARROW_SPLITS: Dict[str, str] = {"train": "train", "val": "val"}
+#: fields per split of the ``marrow_real`` datasets (``bmc marrow-fields``, ``bmc demo``)
+MARROW_SPLIT_SIZES: Dict[str, int] = {"train": 400, "val": 100}
 #: a cell is tried at this many random positions before it is left out
 PLACEMENT_TRIES = 60
 

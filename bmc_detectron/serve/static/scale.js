@@ -70,16 +70,36 @@
     return rows;
   }
 
+  /** How each source of the scale is said (as the count's report says it). */
+  const SOURCE_WORDS = {
+    given: "given",
+    file: "read from the image files",
+    probe: "found by the detector probe",
+    ruler: "estimated from the red cells",
+  };
+
   /** A key telling apart the scales fields were analysed at. */
   function key(scale) {
-    if (!scale || !scale.source || scale.source === "none") return "own";
+    if (!scale || !scale.source || scale.source === "none") {
+      return scale && scale.asked ? "unsettled" : "own";
+    }
     return `${scale.source}:${scale.microns_per_pixel}:${scale.to_training_scale}`;
+  }
+
+  /** " (confidence 80 %)" for a found scale, "" for a given one or none. */
+  function confidence(scale) {
+    if (!scale || scale.source === "given" || !Number.isFinite(scale.confidence)) return "";
+    return ` (confidence ${Math.round(100 * scale.confidence)} %)`;
   }
 
   /** What a field's scale was, in words ("0.4 µm/px given, resized ×2.00 to …"). */
   function describe(scale) {
     if (key(scale) === "own") return "images analysed at their own size";
-    const how = scale.source === "given" ? "given" : "estimated from the red cells";
+    if (key(scale) === "unsettled") {
+      const why = scale.decision ? ` (${scale.decision})` : "";
+      return `scale not settled${why}: images analysed at the model's scale (factor 1)`;
+    }
+    const how = SOURCE_WORDS[scale.source] || scale.source;
     const target = modelMicrons({ scale: scale.model });
     const to = target === null ? "" : ` to the model's ${short(target)} µm/px`;
     const mpp = Number.isFinite(scale.microns_per_pixel)
@@ -87,12 +107,13 @@
       : how;
     const factor = Number(scale.to_training_scale);
     const resized = Number.isFinite(factor) ? `resized ×${factor.toFixed(2)}` : "resized";
-    return `${mpp}; fields ${resized}${to}`;
+    return `${mpp}${confidence(scale)}; fields ${resized}${to}`;
   }
 
   /** A field's scale in a few words for its details line ("" at its own size). */
   function brief(scale) {
     if (key(scale) === "own") return "";
+    if (key(scale) === "unsettled") return "scale not settled";
     const factor = Number(scale.to_training_scale);
     const mpp = Number.isFinite(scale.microns_per_pixel)
       ? `${short(scale.microns_per_pixel)} µm/px`
@@ -127,5 +148,6 @@
     caseLine,
     key,
     short,
+    SOURCE_WORDS,
   };
 })(window);

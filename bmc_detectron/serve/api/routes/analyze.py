@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, Tuple
+from dataclasses import replace
+from typing import Dict
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.run import run_fingerprint
-from bmc_detectron.pipeline.scale_plan import (
-    ScaleOptions,
-    ScalePlan,
-    ScaleSetup,
-    plan_scale,
-    with_options,
-)
-from bmc_detectron.serve.analysis import analyze_uploads, scale_summary
+from bmc_detectron.pipeline.scale_plan import ScaleSetup, with_options
+from bmc_detectron.serve.analysis import analyze_case, scale_summary
 from bmc_detectron.serve.api.deps import (
     CounterDep,
     GateDep,
@@ -57,6 +51,12 @@ ANALYZE_BODY = {
                             "description": "the images' pixel size: fields are resized to the "
                             "model's scale before detection (boxes in the images' pixels)",
                         },
+                        "auto_scale": {
+                            "type": "boolean",
+                            "description": "find the images' scale (their files' own pixel "
+                            "size, the detector probe) when no microns_per_pixel is given; "
+                            "default: the server's --auto-scale",
+                        },
                     },
                 }
             }
@@ -65,13 +65,17 @@ ANALYZE_BODY = {
 }
 
 
-def _request_scale(
-    form_fields: Dict[str, str], counter: CellCounter, base: ScaleSetup
-) -> Tuple[ScaleSetup, ScalePlan]:
-    """The request's scale setup and plan from its ``microns_per_pixel`` form field."""
+def _flag(form_fields: Dict[str, str], name: str, default: bool) -> bool:
+    raw = form_fields.get(name, "").strip().lower()
+    return default if not raw else raw in ("1", "true", "yes", "on")
+
+
+def _request_scale(form_fields: Dict[str, str], base: ScaleSetup) -> ScaleSetup:
+    """The request's scale setup: its ``microns_per_pixel`` and ``auto_scale`` form fields
+    (``auto_scale`` defaults to the server's ``--auto-scale``), the server's other options."""
     raw = form_fields.get("microns_per_pixel", "").strip()
-    tolerance = base.options.detector_scale_tolerance
-    options = ScaleOptions(detector_scale_tolerance=tolerance)
+    auto = _flag(form_fields, "auto_scale", base.options.auto)
+    options = replace(base.options, microns_per_pixel=None, auto=auto, stain=None)
     if raw:
         try:
             value = float(raw)
@@ -80,12 +84,11 @@ def _request_scale(
         if not (math.isfinite(value) and value > 0):
             message = f"microns_per_pixel {raw[:40]!r} is not a positive number"
             raise ApiError(400, "bad_scale", message)
-        options = ScaleOptions(microns_per_pixel=value, detector_scale_tolerance=tolerance)
+        options = replace(options, microns_per_pixel=value)
     try:
-        setup = with_options(base, options)
+        return with_options(base, options)
     except ValueError as e:
         raise ApiError(422, "scale_unknown", str(e)) from None
-    return setup, plan_scale(setup, {}, counter.detector)
 
 
 @router.post(
@@ -118,10 +121,10 @@ async def analyze(
             raise ApiError(400, "no_files", "no image in the request (form field 'files')")
         probes = [probe_image(upload, settings.max_pixels) for upload in form.files]
         preview = form.fields.get("preview", "").strip().lower() in ("1", "true", "yes", "on")
-        setup, plan = _request_scale(form.fields, counter, scale)
+        setup = _request_scale(form.fields, scale)
         run_start = time.perf_counter()
-        fields, waited = await gate.run(
-            analyze_uploads, counter, form.files, probes, settings, preview, plan, setup
+        (plan, fields), waited = await gate.run(
+            analyze_case, counter, form.files, probes, settings, preview, setup
         )
     timing = {
         "read_s": round(read_s, 4),
