@@ -27,6 +27,7 @@ COMMANDS: Dict[str, str] = {
     "count-eval": "count_eval",
     "serve": "serve",
     "export-onnx": "export_onnx",
+    "open-set-threshold": "open_set_threshold",
     "demo": "demo",
     "visualize": "visualize",
     "select": "select",

@@ -240,6 +240,11 @@ def _add_classifier_config(cfg: CN) -> None:
     clf.LABEL_SMOOTHING = 0.0
     # Crops per forward pass at inference (test loader batches, predict_crops chunks).
     clf.BATCH_SIZE_TEST = 64
+    # Open-set score of the "Other" outcome (evaluation/open_set.py): "energy" or "max_softmax".
+    clf.OPEN_SET_SCORE = "energy"
+    # Share of DATASETS.TEST[0]'s crops the open-set threshold may flag, chosen after training
+    # and stored beside model_final.pth; negative: no threshold is chosen.
+    clf.OPEN_SET_MAX_KNOWN_LOST = 0.05
 
     # Training augmentation of the crops (the smear augmentation of data/augment.py).
     aug = cfg.BMC.CLASSIFIER_AUG = CN()
@@ -344,6 +349,14 @@ def _check_classifier(cfg: CN) -> None:
         "CROP_SIZE": (clf.CROP_SIZE < 32, "must be >= 32 (the ResNet's stride)"),
         "CROP_MARGIN": (clf.CROP_MARGIN < 0, "must be >= 0"),
         "LABEL_SMOOTHING": (not 0 <= clf.LABEL_SMOOTHING < 1, "must be in [0, 1)"),
+        "OPEN_SET_SCORE": (
+            clf.OPEN_SET_SCORE not in ("energy", "max_softmax"),
+            "must be 'energy' or 'max_softmax'",
+        ),
+        "OPEN_SET_MAX_KNOWN_LOST": (
+            clf.OPEN_SET_MAX_KNOWN_LOST >= 1,
+            "must be below 1 (negative: no threshold)",
+        ),
     }
     for key, (bad, why) in problems.items():
         if bad:

@@ -55,6 +55,8 @@ class CounterSpec:
         score_threshold: detections scoring below it are dropped (the detector's own test
             threshold is set to it too).
         tile_size, tile_overlap, nms_threshold, batch_size, detector_classes: the counter's.
+        open_set_threshold: a cell whose open-set score is below it is Other (None: the
+            threshold stored with the classifier, if any; ``-inf``: no open-set outcome).
     """
 
     backend: str = "torch"
@@ -75,6 +77,7 @@ class CounterSpec:
     nms_threshold: float = 0.5
     batch_size: int = 64
     detector_classes: Tuple[str, ...] = ()
+    open_set_threshold: Optional[float] = None
 
     def counter_settings(self) -> Dict[str, Any]:
         """The :class:`CellCounter` keyword arguments."""
@@ -99,6 +102,13 @@ def build_counter(spec: CounterSpec) -> CellCounter:
     Missing files raise FileNotFoundError, bad configs :class:`~bmc_detectron.config.ConfigError`;
     the ONNX backend raises ImportError without ``onnxruntime``.
     """
+    counter = _build_counter(spec)
+    if counter.classifier is not None:
+        counter.classifier = counter.classifier.with_open_set_threshold(spec.open_set_threshold)
+    return counter
+
+
+def _build_counter(spec: CounterSpec) -> CellCounter:
     settings = spec.counter_settings()
     if spec.backend == "onnx":
         if not spec.detector_onnx:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
 from bmc_detectron.deploy import sidecar as sc
 from bmc_detectron.engine.loading import load_model
+from bmc_detectron.evaluation.open_set import read_threshold
 from bmc_detectron.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -290,6 +291,9 @@ def export_onnx(
         crop = int(cfg.MODEL.BMC.CLASSIFIER.CROP_SIZE)
         export_classifier(model, crop, output)
         meta = sc.classifier_sidecar(cfg, _classifier_names(cfg), source, OPSET)
+        open_set = read_threshold(weights, source.get("weights_sha256"))
+        if open_set is not None:  # the count on ONNX Runtime flags Other cells as on torch
+            meta["open_set"] = open_set.to_json()
     else:
         meta = _export_detector_with_sidecar(cfg, model, output, source)
         profile = sc.training_profile_beside(weights)

@@ -21,6 +21,7 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from bmc_detectron.deploy.sidecar import CLASSIFIER, DETECTOR, read_sidecar
+from bmc_detectron.evaluation.open_set import threshold_from_json
 from bmc_detectron.pipeline.detector import Detections
 from bmc_detectron.utils.io import PathLike, file_sha256
 
@@ -157,6 +158,9 @@ class OnnxCellClassifier:
         self.input_format: str = self.meta["input"]["format"]
         self.batch_size = max(1, int(batch_size))
         self.identity = _identity(path, self.meta)
+        self.open_set = None  # the threshold the export stored (evaluation.open_set)
+        if self.meta.get("open_set") is not None:
+            self.open_set = threshold_from_json(self.meta["open_set"], f"{path}.json open_set")
 
     @property
     def num_classes(self) -> int:
@@ -196,6 +200,7 @@ class OnnxCellClassifier:
             input_format=self.input_format,
             device="cpu",
             identity=dict(self.identity),
+            open_set=self.open_set,
         )
 
 

@@ -5,13 +5,23 @@
 checkpoints, ``--resume`` and multi-GPU ``launch`` work as for the detector. The datasets are
 ordinary registered detection datasets: every annotated box becomes one training sample (a crop,
 :mod:`bmc_detectron.data.crop_mapper`), e.g. ``pbc_marrow_train`` or ``bmc_synth_train``.
+A dataset may have fewer classes than the classifier when they are its first ones, in order (the
+11 marrow classes of ``marrow_real_*`` for the 12-class marrow + basophil classifier).
+
+At the end of training the open-set threshold is chosen on ``DATASETS.TEST[0]``'s crops and
+written beside ``model_final.pth`` (:func:`choose_open_set_threshold`;
+:mod:`bmc_detectron.evaluation.open_set`), so the count can call cells of no known type Other.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import List, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
@@ -19,13 +29,25 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
+from detectron2.utils import comm
 
 from bmc_detectron.config import ConfigError
 from bmc_detectron.data.checks import check_dataset_dicts
 from bmc_detectron.data.crop_mapper import CellCropMapper, crop_records
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.engine.trainer import BMCTrainer
 from bmc_detectron.evaluation.classification import ClassificationEvaluator
+from bmc_detectron.evaluation.open_set import (
+    OpenSetThreshold,
+    choose_threshold,
+    flagged_share,
+    open_set_score,
+    write_threshold,
+)
 from bmc_detectron.modeling.classifier import classifier_class_names
+from bmc_detectron.utils.io import file_sha256
+
+logger = logging.getLogger(__name__)
 
 
 def load_crop_records(cfg: CfgNode, names: Sequence[str]) -> List[dict]:
@@ -43,10 +65,11 @@ def load_crop_records(cfg: CfgNode, names: Sequence[str]) -> List[dict]:
             raise ConfigError(f"dataset {name!r} is not registered; known: {DatasetCatalog.list()}")
         dicts = DatasetCatalog.get(name)
         thing_classes = MetadataCatalog.get(name).get("thing_classes")
-        if thing_classes is not None and list(thing_classes) != class_names:
+        if thing_classes is not None and list(thing_classes) != class_names[: len(thing_classes)]:
             raise ConfigError(
                 f"dataset {name!r} has the classes {list(thing_classes)} but the classifier "
-                f"has {class_names} (MODEL.BMC.CLASSIFIER.NUM_CLASSES / CLASS_NAMES)"
+                f"has {class_names} (MODEL.BMC.CLASSIFIER.NUM_CLASSES / CLASS_NAMES); a "
+                "dataset's classes must be the classifier's first ones, in the same order"
             )
         dicts = check_dataset_dicts(
             dicts, name, num_classes, check_images=cfg.BMC.DATA.CHECK_IMAGES
@@ -55,12 +78,87 @@ def load_crop_records(cfg: CfgNode, names: Sequence[str]) -> List[dict]:
     return records
 
 
+def dataset_logits(
+    cfg: CfgNode, model: torch.nn.Module, dataset_name: str
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, K) float32 logits and (N,) int64 labels of the test crops (exact boxes, no
+    augmentation) of a registered dataset, from a model with ``predict_logits``."""
+    records = load_crop_records(cfg, [dataset_name])
+    mapper = CellCropMapper(cfg, False)
+    batch = max(1, int(cfg.MODEL.BMC.CLASSIFIER.BATCH_SIZE_TEST))
+    logits = []
+    for start in range(0, len(records), batch):
+        crops = torch.stack([mapper(r)["image"] for r in records[start : start + batch]])
+        logits.append(torch.as_tensor(model.predict_logits(crops)).float().cpu().numpy())
+    labels = np.asarray([r["label"] for r in records], dtype=np.int64)
+    return np.concatenate(logits), labels
+
+
+def choose_open_set_threshold(
+    cfg: CfgNode,
+    weights: str,
+    dataset_name: Optional[str] = None,
+    *,
+    model: Optional[torch.nn.Module] = None,
+) -> Path:
+    """Choose the open-set threshold of a trained classifier and write it beside ``weights``.
+
+    The score is ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE``; at most
+    ``MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST`` of the crops of ``dataset_name`` (default
+    ``DATASETS.TEST[0]``; every crop is of a known type) fall below it. ``model``: the loaded
+    model (default: ``weights`` loaded as the count loads them). Returns the file's path.
+    """
+    clf = cfg.MODEL.BMC.CLASSIFIER
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: classifier weights not found")
+    if dataset_name is None:
+        if not cfg.DATASETS.TEST:
+            raise ConfigError("no dataset to choose the open-set threshold on (DATASETS.TEST)")
+        dataset_name = cfg.DATASETS.TEST[0]
+    model = load_model(cfg, weights) if model is None else model
+    logits, _ = dataset_logits(cfg, model, dataset_name)
+    scores = open_set_score(logits, clf.OPEN_SET_SCORE)
+    max_lost = float(clf.OPEN_SET_MAX_KNOWN_LOST)
+    value = choose_threshold(scores, max_lost)
+    threshold = OpenSetThreshold(
+        threshold=value,
+        score=clf.OPEN_SET_SCORE,
+        max_known_lost=max_lost,
+        known_lost=float(flagged_share(scores, value)),
+        dataset=dataset_name,
+        crops=int(scores.size),
+        weights_sha256=file_sha256(weights),
+    )
+    path = write_threshold(weights, threshold)
+    logger.info(
+        "open-set threshold %.4g (%s) on %s: %.1f %% of %d known crops flagged -> %s",
+        value,
+        threshold.score,
+        dataset_name,
+        100 * threshold.known_lost,
+        threshold.crops,
+        path,
+    )
+    return path
+
+
 class BMCClassifierTrainer(BMCTrainer):
     """:class:`BMCTrainer` for the cell classifier: crop loaders and classification metrics.
 
     The model, optimizer, schedule, checkpoints, hooks and CPU precision options are
     ``BMCTrainer``'s (detectron2's DefaultTrainer).
     """
+
+    def train(self):
+        """Training, then the open-set threshold beside ``model_final.pth`` (main process;
+        ``OPEN_SET_MAX_KNOWN_LOST`` < 0 or no ``DATASETS.TEST``: none)."""
+        results = super().train()
+        final = Path(self.cfg.OUTPUT_DIR) / "model_final.pth"
+        clf = self.cfg.MODEL.BMC.CLASSIFIER
+        if comm.is_main_process() and self.cfg.DATASETS.TEST and clf.OPEN_SET_MAX_KNOWN_LOST >= 0:
+            if final.is_file():
+                choose_open_set_threshold(self.cfg, str(final))
+        return results
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

@@ -58,6 +58,11 @@ class CellLike(Protocol):
     def is_uncertain(self, threshold: float) -> bool: ...
 
 
+def _is_other(cell: CellLike) -> bool:
+    """A cell the classifier called Other (no known type; ``Cell.is_other``)."""
+    return bool(getattr(cell, "is_other", False))
+
+
 def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
     """The COCO json of a registered dataset (converted first where it is a built-in one not
     yet converted) and its (image_id, file path) pairs."""
@@ -76,18 +81,20 @@ def dataset_images(name: str) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
 def coco_predictions(
     cells: Mapping[int, Sequence[CellLike]], cat_ids: Mapping[str, int], score: str
 ) -> List[Dict[str, Any]]:
-    """COCO result dicts (XYWH boxes); ``score`` ``"product"`` scores det_score x prob."""
+    """COCO result dicts (XYWH boxes); ``score`` ``"product"`` scores det_score x prob. A cell
+    called Other gets category id 0, no class of the dataset: the class-aware AP ignores it, the
+    class-agnostic AP (:func:`merge_classes`) counts it as the cell it is."""
     out = []
     for image_id, image_cells in cells.items():
         for c in image_cells:
-            if c.label not in cat_ids:
+            if c.label not in cat_ids and not _is_other(c):
                 raise ValueError(f"label {c.label!r} is not a class of the dataset")
             x0, y0, x1, y1 = (float(v) for v in c.box)
             s = c.det_score * c.prob if score == "product" else c.det_score
             out.append(
                 {
                     "image_id": int(image_id),
-                    "category_id": cat_ids[c.label],
+                    "category_id": cat_ids.get(c.label, 0),
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "score": float(s),
                 }
@@ -123,8 +130,10 @@ def matched_accuracy(
     truth: Mapping[int, Tuple[np.ndarray, List[str]]],
     uncertain_below: float,
 ) -> Dict[str, Any]:
-    """Accuracy of the labels of the cells matched to a ground-truth box (all / certain ones)."""
-    n_pred = n_matched = correct = n_certain = correct_certain = 0
+    """Accuracy of the labels of the cells matched to a ground-truth box (all / certain ones;
+    a cell called Other is wrong in ``accuracy``, in no certain one, and counted in
+    ``matched_other``)."""
+    n_pred = n_matched = correct = n_certain = correct_certain = n_other = 0
     for image_id, (gt_boxes, gt_labels) in truth.items():
         image_cells = list(cells.get(image_id, []))
         n_pred += len(image_cells)
@@ -135,7 +144,9 @@ def matched_accuracy(
             hit = image_cells[i].label == gt_labels[j]
             n_matched += 1
             correct += hit
-            if not image_cells[i].is_uncertain(uncertain_below):
+            if _is_other(image_cells[i]):
+                n_other += 1
+            elif not image_cells[i].is_uncertain(uncertain_below):
                 n_certain += 1
                 correct_certain += hit
     n_gt = sum(len(lab) for _, lab in truth.values())
@@ -148,6 +159,7 @@ def matched_accuracy(
         "accuracy": correct / n_matched if n_matched else math.nan,
         "matched_certain": n_certain,
         "accuracy_certain": correct_certain / n_certain if n_certain else math.nan,
+        "matched_other": n_other,
     }
 
 
@@ -165,7 +177,11 @@ def percent_mae(pred: Mapping[str, float], true: Mapping[str, float]) -> float:
 
 def _differential(cells: Sequence[CellLike], names: Sequence[str], lineage: Lineage, below: float):
     return differential(
-        [c.label for c in cells], [c.is_uncertain(below) for c in cells], names, lineage
+        [c.label for c in cells],
+        [c.is_uncertain(below) for c in cells],
+        names,
+        lineage,
+        [_is_other(c) for c in cells],
     )
 
 
@@ -199,6 +215,7 @@ def count_errors(
     return {
         "counted": pred["counted"],
         "uncertain": pred["uncertain"]["total"],
+        "other": pred["other"],
         "true_counted": true["counted"],
         "percent": percentages(pred),
         "true_percent": percentages(true),

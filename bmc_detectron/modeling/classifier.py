@@ -186,25 +186,26 @@ class BMCCellClassifier(nn.Module):
         ]
 
     @torch.no_grad()
-    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities of a stack of crops, in eval mode, batched.
+    def predict_logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """Class logits of a stack of crops, in eval mode, batched (what the open-set score of
+        :mod:`bmc_detectron.evaluation.open_set` is computed from).
 
         Args:
             crops: (N, 3, S, S) uint8 or float crops (0..255) in ``input_format``, on any device;
                 N may be 0.
 
         Returns:
-            (N, K) float32 probabilities (rows sum to 1) on ``crops``' device.
+            (N, K) float32 logits on ``crops``' device.
         """
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(
-                f"predict_crops: expected (N, 3, S, S) crops, got {tuple(crops.shape)}"
+                f"predict_logits: expected (N, 3, S, S) crops, got {tuple(crops.shape)}"
             )
         was_training = self.training
         self.eval()
         try:
             out = [
-                self.forward_logits(chunk.to(self.device, torch.float32)).float().softmax(dim=1)
+                self.forward_logits(chunk.to(self.device, torch.float32)).float()
                 for chunk in crops.split(max(1, self.test_batch_size))
             ]
         finally:
@@ -212,3 +213,12 @@ class BMCCellClassifier(nn.Module):
         if not out:
             return torch.zeros((0, self.num_classes), device=crops.device)
         return torch.cat(out).to(crops.device)
+
+    @torch.no_grad()
+    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities of a stack of crops (as :meth:`predict_logits`).
+
+        Returns:
+            (N, K) float32 probabilities (rows sum to 1) on ``crops``' device.
+        """
+        return self.predict_logits(crops).softmax(dim=1)

@@ -7,7 +7,10 @@ Without a classifier the detector's own classes are counted and a cell's class p
 detector score. A :class:`~.field_prep.FieldPrep` rescales the field to the model's scale and / or
 normalises its stain before detection; boxes and crops stay in the field's own pixels. Whether a
 cell is *uncertain* (class probability below a threshold) is decided when the report is made
-(:meth:`Cell.is_uncertain`), so the threshold can change without detecting again.
+(:meth:`Cell.is_uncertain`), so the threshold can change without detecting again. A classifier
+with an open-set threshold labels a cell of no known type ``Other`` (``data.classes.OTHER``;
+:mod:`bmc_detectron.evaluation.open_set`): such a cell is listed, never uncertain, and in no
+percentage of the differential.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.detector import Detections, Detector
 from bmc_detectron.pipeline.field_prep import FieldPrep, detect_rescaled, unresized
 from bmc_detectron.pipeline.recognition import CellClassifier
@@ -32,8 +36,9 @@ class Cell:
         box: (x0, y0, x1, y1) in field pixels.
         det_score: the detector's score.
         det_class: the detector's class (``"cell"`` for a class-agnostic detector).
-        label: the cell's class (the classifier's, else the detector's).
-        prob: probability of ``label`` (the detector score when there is no classifier).
+        label: the cell's class (the classifier's, else the detector's), or ``"Other"`` when
+            the classifier's open-set score says it is of no type it knows.
+        prob: probability of the most likely class (the detector score without a classifier).
         probs: the classifier's probabilities of every class, or None.
     """
 
@@ -44,9 +49,14 @@ class Cell:
     prob: float
     probs: Optional[List[float]] = None
 
+    @property
+    def is_other(self) -> bool:
+        """True for a cell of no type the classifier knows (listed as Other)."""
+        return self.label == OTHER.abbr
+
     def is_uncertain(self, threshold: float) -> bool:
-        """True when the class probability is below ``threshold``."""
-        return self.prob < threshold
+        """True when the class probability is below ``threshold`` (never for an Other cell)."""
+        return not self.is_other and self.prob < threshold
 
     def to_json(self) -> Dict[str, Any]:
         """A JSON-ready dict (floats rounded to what matters)."""
@@ -170,6 +180,7 @@ class CellCounter:
                 "class_names": list(self.classifier.class_names),
                 "crop_size": self.classifier.crop_size,
                 "crop_margin": self.classifier.crop_margin,
+                **self._open_set_settings(),
             },
             "score_threshold": self.score_threshold,
             "tile_size": self.tile_size,
@@ -178,6 +189,12 @@ class CellCounter:
             "edge_margin": self.edge_margin,
             **({"kept_detector_classes": self.detector_classes} if self.detector_classes else {}),
         }
+
+    def _open_set_settings(self) -> Dict[str, Any]:
+        open_set = self.classifier.open_set if self.classifier is not None else None
+        if open_set is None:
+            return {}
+        return {"open_set": {"score": open_set.score, "threshold": open_set.threshold}}
 
     def sources(self) -> Dict[str, Any]:
         """Config and weights paths of both models (for the report; not in the fingerprint)."""
@@ -224,7 +241,9 @@ class CellCounter:
 
         return detect_rescaled(tiled, image, prep.factor)
 
-    def _cells(self, dets: Detections, probs: Optional[np.ndarray]) -> List[Cell]:
+    def _cells(
+        self, dets: Detections, probs: Optional[np.ndarray], other: Optional[np.ndarray] = None
+    ) -> List[Cell]:
         det_names = list(self.detector.class_names)
         cells = []
         for i in range(len(dets)):
@@ -235,6 +254,8 @@ class CellCounter:
             else:
                 k = int(np.argmax(probs[i]))
                 label = self.classifier.class_names[k]
+                if other is not None and other[i]:
+                    label = OTHER.abbr
                 row = [float(p) for p in probs[i]]
                 cell = Cell(box, float(dets.scores[i]), det_class, label, row[k], row)
             cells.append(cell)
@@ -253,10 +274,10 @@ class CellCounter:
         dets, tiles = self.detect(image, prep)
         detect_s = time.perf_counter() - start
         start = time.perf_counter()
-        probs = None
+        probs = other = None
         if self.classifier is not None:
-            probs = self.classifier.classify(image, dets.boxes, self.batch_size)
-        cells = self._cells(dets, probs)
+            probs, other = self.classifier.recognise(image, dets.boxes, self.batch_size)
+        cells = self._cells(dets, probs, other)
         return FieldCount(cells, detect_s, time.perf_counter() - start, tiles)
 
     def count_image(self, image: np.ndarray, prep: Optional[FieldPrep] = None) -> List[Cell]:

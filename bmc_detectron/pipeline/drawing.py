@@ -10,7 +10,7 @@ import numpy as np
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from bmc_detectron.data.classes import KNOWN_CLASSES
+from bmc_detectron.data.classes import KNOWN_CLASSES, OTHER
 
 Color = Tuple[int, int, int]
 
@@ -46,9 +46,11 @@ def field_metadata(class_names: Sequence[str]) -> Metadata:
 def draw_field(
     image_bgr: np.ndarray, cells: Sequence, class_names: Sequence[str], uncertain_below: float
 ) -> np.ndarray:
-    """The field (RGB) with each cell's box and label; uncertain cells grey and marked "?"."""
+    """The field (RGB) with each cell's box and label; uncertain cells grey and marked "?", cells
+    of no known type labelled Other in its colour."""
     meta = field_metadata(class_names)
     colors = dict(zip(meta.thing_classes, meta.thing_colors))
+    colors.setdefault(OTHER.abbr, OTHER.color)
     vis = Visualizer(image_bgr[:, :, ::-1], meta, scale=1.0)
     if not cells:
         return vis.output.get_image()

@@ -9,6 +9,7 @@ import math
 from html import escape
 from typing import Any, Dict, List, Optional, Sequence
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.drawing import class_info
 from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
 
@@ -121,6 +122,13 @@ def _counts_table(summary: Dict[str, Any]) -> str:
         f'<td class="n">{summary["counted"]}</td><td class="n">{total_pct}</td><td></td>'
         f'<td class="n">{summary["uncertain"]["total"]}</td></tr>'
     )
+    if summary.get("other"):
+        body.append(
+            f'<tr class="other"><td><span class="sw" style="background:{_rgb(OTHER.color)}">'
+            f"</span>{OTHER.abbr}</td><td>{escape(OTHER.name)}: no known type, "
+            f'for review</td><td></td><td class="n">{summary["other"]}</td>'
+            '<td class="n">not in %</td><td></td><td></td></tr>'
+        )
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -130,6 +138,7 @@ def _cards(summary: Dict[str, Any]) -> str:
     items = [
         (str(summary["counted"]), "nucleated cells counted"),
         (str(summary["uncertain"]["total"]), f"uncertain (p < {summary['uncertain_below']:g})"),
+        *([(str(summary["other"]), "Other: no known type")] if summary.get("other") else []),
         (ratio, f"M:E ratio ({me['myeloid']} : {me['erythroid']})"),
         (str(len(summary["fields"])), f"fields ({len(summary['skipped'])} skipped)"),
     ]
@@ -149,11 +158,16 @@ def _fields(summary: Dict[str, Any], thumbnails: Dict[str, str]) -> str:
         figures.append(
             f"<figure>{img}<figcaption><b>{escape(f['name'])}</b>{flag} &middot; "
             f"{f['cells']} cells, "
-            f"{f['uncertain']} uncertain<br><span class='muted'>{f['width']}x{f['height']} px, "
+            f"{f['uncertain']} uncertain{_other_text(f)}<br>"
+            f"<span class='muted'>{f['width']}x{f['height']} px, "
             f"{f['tiles']} tile(s), detection {f['detect_s']:.2f} s, "
             f"recognition {f['recognise_s']:.2f} s</span></figcaption></figure>"
         )
     return f'<div class="fields">{"".join(figures)}</div>'
+
+
+def _other_text(entry: Dict[str, Any]) -> str:
+    return f", {entry['other']} Other" if entry.get("other") else ""
 
 
 def _skipped(summary: Dict[str, Any]) -> str:
@@ -279,6 +293,16 @@ def _model_text(source: Optional[Dict[str, str]], identity: Optional[Dict[str, A
     )
 
 
+def _open_set_text(cls: Optional[Dict[str, Any]]) -> str:
+    open_set = (cls or {}).get("open_set")
+    if not open_set:
+        return "off: the classifier has no open-set threshold, every cell gets a known type"
+    return (
+        f"open-set score ({escape(open_set['score'])}) &lt; {open_set['threshold']:.4g}: "
+        "no known type; listed, in no percentage and not uncertain"
+    )
+
+
 def _method(summary: Dict[str, Any]) -> str:
     s, me, t = summary["settings"], summary["me"], summary["timing"]
     sources = s.get("sources") or {}
@@ -293,6 +317,7 @@ def _method(summary: Dict[str, Any]) -> str:
         ("detection score", f"&ge; {s['score_threshold']:g}"),
         ("tiles", f"{s['tile_size']} px, overlap {s['tile_overlap']} px (0 = whole fields)"),
         ("uncertain", f"class probability &lt; {summary['uncertain_below']:g}"),
+        ("Other", _open_set_text(cls)),
         ("myeloid", escape(", ".join(me["lineage"]["myeloid"]))),
         ("erythroid", escape(", ".join(me["lineage"]["erythroid"]))),
         ("time", f"detection {t['detect_s']:.1f} s, recognition {t['recognise_s']:.1f} s"),

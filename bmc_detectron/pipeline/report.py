@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.drawing import class_info
@@ -89,14 +90,16 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
 
 def _field_entry(rec: FieldRecord, uncertain_below: float, drawing: Optional[str]) -> Dict:
     unsure = sum(c.is_uncertain(uncertain_below) for c in rec.cells)
+    other = sum(c.is_other for c in rec.cells)
     return {
         "name": rec.name,
         "image": rec.image,
         "height": rec.height,
         "width": rec.width,
         "tiles": rec.tiles,
-        "cells": len(rec.cells) - unsure,
+        "cells": len(rec.cells) - unsure - other,
         "uncertain": unsure,
+        "other": other,
         "detect_s": round(rec.detect_s, 4),
         "recognise_s": round(rec.recognise_s, 4),
         "reused": rec.reused,
@@ -121,13 +124,15 @@ def build_summary(
     """Everything ``summary.json`` holds; ``drawings`` maps a field name to its drawing's path,
     ``scale`` is the scale and stain entry (:class:`~.scale_plan.ScalePlan`), ``warnings`` are
     added to the differential's (sentences under ``warnings``, with their codes under
-    ``warning_codes``)."""
+    ``warning_codes``). Cells labelled Other (open-set) are counted under ``other``, apart from
+    the uncertain ones and from every percentage."""
     cells = [c for r in records for c in r.cells]
     diff = differential(
         [c.label for c in cells],
         [c.is_uncertain(uncertain_below) for c in cells],
         class_names,
         lineage,
+        [c.is_other for c in cells],
     )
     info = class_info(class_names)
     for row in diff["classes"]:
@@ -152,6 +157,7 @@ def build_summary(
         "class_names": list(class_names),
         "counted": diff["counted"],
         "uncertain": diff["uncertain"],
+        "other": diff["other"],
         "detected": len(cells),
         "uncertain_below": uncertain_below,
         "classes": diff["classes"],
@@ -181,7 +187,9 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def cells_csv(
     records: Sequence[FieldRecord], class_names: Sequence[str], uncertain_below: float
 ) -> str:
-    """One row per cell: field, box, detector score and class, class, probability, uncertain."""
+    """One row per cell: field, box, detector score and class, class (``Other`` for a cell of no
+    known type; its ``p_`` columns still say which type it is closest to), probability of the
+    most likely class, uncertain."""
     header = ["field", "image", "x0", "y0", "x1", "y1", "det_score", "det_class"]
     header += ["class", "class_prob", "uncertain"] + [f"p_{c}" for c in class_names]
     rows = []
@@ -198,7 +206,8 @@ def cells_csv(
 
 
 def counts_csv(summary: Dict[str, Any]) -> str:
-    """One row per class (count, percent, Wilson 95 % interval in percent, lineage) + a total."""
+    """One row per class (count, percent, Wilson 95 % interval in percent, lineage) + a total,
+    then (when there are any) the Other cells, which are in no percentage."""
     header = ["class", "name", "lineage", "count", "percent", "ci95_low", "ci95_high", "uncertain"]
     rows = [
         [r["class"], r["name"], r["lineage"], r["count"], r["percent"], *r["ci95_percent"]]
@@ -208,6 +217,8 @@ def counts_csv(summary: Dict[str, Any]) -> str:
     total_pct = 100.0 if summary["counted"] else None
     rows.append(["all", "all nucleated cells", "", summary["counted"], total_pct, "", ""])
     rows[-1].append(summary["uncertain"]["total"])
+    if summary.get("other"):  # open-set: cells of no known type, in no percentage
+        rows.append([OTHER.abbr, OTHER.name, "", summary["other"], None, "", "", ""])
     return _csv_text(header, [["" if v is None else v for v in row] for row in rows])
 
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.auto_scale import ScaleUnsettledError, check_settled, find_scale
 from bmc_detectron.pipeline.count_warnings import warning_entries
 from bmc_detectron.pipeline.counter import Cell, CellCounter
@@ -153,9 +154,10 @@ def case_records(
 ) -> List[FieldRecord]:
     """The fields' records with only the visible cells: score >= ``min_score``, class on.
 
-    Raises :class:`ApiError` (422) for a cell whose class the model does not have.
+    Raises :class:`ApiError` (422) for a cell whose class the model does not have (Other, the
+    open-set outcome, is always allowed).
     """
-    known = set(class_names)
+    known = {*class_names, OTHER.abbr}
     excluded = set(request.excluded_classes)
     records = []
     for field in request.fields:

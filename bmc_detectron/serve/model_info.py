@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.drawing import class_info
 from bmc_detectron.pipeline.run import run_fingerprint
@@ -45,6 +46,18 @@ def class_table(counter: CellCounter, lineage: Lineage) -> List[Dict[str, Any]]:
         }
         for i, name in enumerate(names)
     ]
+
+
+def other_class() -> Dict[str, Any]:
+    """The Other outcome as a class entry (a cell of no known type: open-set)."""
+    return {"name": OTHER.abbr, "full_name": OTHER.name, "color": _hex(OTHER.color), "lineage": ""}
+
+
+def _open_set(counter: CellCounter) -> Optional[Dict[str, Any]]:
+    open_set = getattr(counter.classifier, "open_set", None)
+    if open_set is None:
+        return None
+    return {"score": open_set.score, "threshold": open_set.threshold}
 
 
 def _model_entry(model: Any, kind: str) -> Dict[str, Any]:
@@ -115,11 +128,13 @@ def model_payload(
         **model_info,
         "class_names": names,
         "classes": class_table(counter, settings.lineage),
+        "other_class": other_class(),
         "lineage": lineage_notes(names, settings.lineage),
         "settings": {
             "default_threshold": settings.default_threshold,
             "min_score": counter.score_threshold,
             "uncertain_below": settings.uncertain_below,
+            "open_set": _open_set(counter),
             **settings.limits(),
         },
     }

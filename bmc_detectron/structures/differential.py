@@ -2,8 +2,10 @@
 
 Percentages are of the nucleated cells counted with confidence; cells whose class probability is
 below the threshold are *uncertain*: listed and counted separately, in no percentage and in no
-lineage. ICSH (Lee et al. 2008, Int J Lab Hematol 30:349) asks for at least 500 nucleated cells in
-a marrow differential; fewer gives a warning.
+lineage. Cells the classifier's open-set score calls *Other* (of no type it knows) are likewise
+counted apart (``other``), in no percentage, in no lineage, and not uncertain. ICSH (Lee et al.
+2008, Int J Lab Hematol 30:349) asks for at least 500 nucleated cells in a marrow differential;
+fewer gives a warning.
 
 The myeloid : erythroid (M:E) ratio divides the myeloid cells by the nucleated red cells. Which
 classes are myeloid differs between laboratories (blasts, monocytes), so the lineage map is a
@@ -137,16 +139,24 @@ def differential(
     uncertain: Iterable[bool],
     class_names: Sequence[str],
     lineage: Lineage,
+    other: Optional[Iterable[bool]] = None,
 ) -> Dict[str, object]:
     """The differential count of cells given by their labels and uncertain flags.
 
-    Returns ``counted`` (certain cells), ``uncertain`` (total and per class), ``classes`` (one
-    row per class: count, percent of counted, 95 % Wilson interval in percent, lineage), ``me``
-    (:func:`me_ratio`) and ``warnings``.
+    ``other`` (None: none) flags the cells of no known type: counted in ``other`` only.
+    Returns ``counted`` (certain cells), ``uncertain`` (total and per class), ``other`` (the
+    number of Other cells), ``classes`` (one row per class: count, percent of counted, 95 %
+    Wilson interval in percent, lineage), ``me`` (:func:`me_ratio`) and ``warnings``.
     """
     counts = {c: 0 for c in class_names}
     unsure = {c: 0 for c in class_names}
-    for label, flag in zip(labels, uncertain):
+    labels = list(labels)
+    other_flags = [False] * len(labels) if other is None else list(other)
+    n_other = 0
+    for label, flag, is_other in zip(labels, uncertain, other_flags):
+        if is_other:
+            n_other += 1
+            continue
         target = unsure if flag else counts
         target[label] = target.get(label, 0) + 1
     n = sum(counts.values())
@@ -175,6 +185,7 @@ def differential(
     return {
         "counted": n,
         "uncertain": {"total": sum(unsure.values()), "per_class": unsure},
+        "other": n_other,
         "classes": rows,
         "me": me_ratio(counts, lineage),
         "warnings": warnings,

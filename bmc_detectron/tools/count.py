@@ -38,6 +38,7 @@ from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
+from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, ScaleMismatchError
 from bmc_detectron.pipeline.run import OutputExistsError, run_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms-threshold", type=float, default=0.5, help="class-agnostic NMS IoU")
     p.add_argument(
         "--uncertain-below", type=float, default=0.5, help="class probability below: uncertain"
+    )
+    p.add_argument(
+        "--open-set-threshold",
+        type=threshold_value,
+        help="open-set score below: Other (default: the classifier's stored threshold; "
+        "'off': no Other outcome)",
     )
     p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
     p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
@@ -126,6 +133,7 @@ def counter_spec(args: argparse.Namespace) -> CounterSpec:
         nms_threshold=args.nms_threshold,
         batch_size=args.batch_size,
         detector_classes=tuple(args.detector_classes),
+        open_set_threshold=args.open_set_threshold,
     )
 
 

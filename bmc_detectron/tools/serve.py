@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from bmc_detectron import counting
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec
+from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.structures.differential import Lineage
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--uncertain-below", type=float, default=0.5, help="class probability below: uncertain"
+    )
+    p.add_argument(
+        "--open-set-threshold",
+        type=threshold_value,
+        help="open-set score below: Other (default: the classifier's stored threshold; "
+        "'off': no Other outcome)",
     )
     p.add_argument("--lineage", help="JSON/YAML file {myeloid: [...], erythroid: [...]}")
     p.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
@@ -141,6 +148,7 @@ def counter_spec(args: argparse.Namespace) -> CounterSpec:
         device=args.device,
         threads=args.threads,
         score_threshold=args.score_floor,
+        open_set_threshold=args.open_set_threshold,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         **dict(files),

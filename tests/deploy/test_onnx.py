@@ -266,6 +266,31 @@ def test_classifier_sidecar(clf):
     assert (runtime.class_names, runtime.crop_size, runtime.crop_margin) == (CLS_NAMES, 32, 0.15)
 
 
+def test_open_set_threshold_travels_with_the_export(clf, tmp_path):
+    from bmc_detectron.evaluation.open_set import (
+        OpenSetThreshold,
+        open_set_score,
+        write_threshold,
+    )
+
+    weights = tmp_path / "cls.pth"
+    weights.write_bytes(Path(clf["weights"]).read_bytes())
+    assert CellClassifier.from_config(CLS_CONFIG, str(weights), CLS_OPTS).open_set is None
+    gen = torch.Generator().manual_seed(2)
+    crops = torch.randint(0, 256, (21, 3, 32, 32), generator=gen).to(torch.uint8)
+    scores = np.sort(open_set_score(clf["model"].predict_logits(crops)))
+    threshold = float(scores[9] + scores[10]) / 2  # 10 of the 21 crops below it
+    write_threshold(weights, OpenSetThreshold(threshold, weights_sha256=file_sha256(weights)))
+    onnx_path = tmp_path / "cls.onnx"
+    _export(CLS_CONFIG, weights, onnx_path, CLS_OPTS)
+    runtime = OnnxCellClassifier(onnx_path, threads=1).as_cell_classifier()
+    torch_clf = CellClassifier.from_config(CLS_CONFIG, str(weights), CLS_OPTS)
+    assert runtime.open_set == torch_clf.open_set and runtime.open_set.threshold == threshold
+    ours = runtime.open_set.flags(runtime.model.predict_logits(crops))
+    theirs = torch_clf.open_set.flags(torch_clf.model.predict_logits(crops))
+    assert ours.sum() == 10 and (ours == theirs).all()
+
+
 def _cells_as_detections(cells: List, names: Sequence[str]) -> Detections:
     return Detections(
         [c.box for c in cells], [c.prob for c in cells], [list(names).index(c.label) for c in cells]

@@ -25,8 +25,17 @@ from bmc_detectron.data.datasets import (
 )
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES, pbc_marrow_class, pbc_marrow_coco
 from bmc_detectron.engine import BMCClassifierTrainer, main, trainer_class
+from bmc_detectron.engine.classifier_trainer import (
+    choose_open_set_threshold,
+    dataset_logits,
+    load_crop_records,
+)
+from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation import ClassificationEvaluator, classification_metrics
+from bmc_detectron.evaluation.open_set import open_set_score, read_threshold
 from bmc_detectron.modeling import classifier_class_names
+from bmc_detectron.tools import open_set_threshold as open_set_tool
+from bmc_detectron.utils.io import file_sha256
 from tests.helpers import CONFIGS, register_synthetic
 
 PBC_CPU = str(CONFIGS / "recognition" / "cell_classifier_R_18_pbc_cpu.yaml")
@@ -194,6 +203,8 @@ def test_predict_crops_shapes_probabilities_and_empty_input():
     torch.testing.assert_close(logits.softmax(1), probs[:2], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"expected \(N, 3, S, S\)"):
         model.predict_crops(torch.zeros(3, 32, 32))
+    torch.testing.assert_close(model.predict_logits(crops).softmax(1), probs)
+    assert model.predict_logits(crops[:0]).shape == (0, 3)
 
 
 def _discs(n_per_class: int, size: int, seed: int):
@@ -346,6 +357,10 @@ def test_train_net_main_trains_evaluates_and_resumes(tiny_synth):
         json.loads((tiny_synth / "annotations" / "clf_tiny_test.json").read_text())["annotations"]
     )
     assert json.loads(metrics_file.read_text())["num_samples"] == n_cells
+    # the open-set threshold is chosen on DATASETS.TEST[0] and stored beside the weights
+    stored = read_threshold(out / "model_final.pth", file_sha256(out / "model_final.pth"))
+    assert (stored.dataset, stored.crops, stored.score) == ("clf_tiny_test", n_cells, "energy")
+    assert stored.known_lost <= 0.05 == stored.max_known_lost
     # --resume continues from the last checkpoint
     cfg = build_cfg(SYNTH_CPU, _opts(out, "SOLVER.MAX_ITER", 4))
     assert trainer_class(cfg) is BMCClassifierTrainer
@@ -361,6 +376,43 @@ def test_train_net_main_trains_evaluates_and_resumes(tiny_synth):
     res = main(args)["classification"]
     assert res["accuracy"] == pytest.approx(final["accuracy"])
     assert res["macro_f1"] == pytest.approx(final["macro_f1"])
+
+
+def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth, capsys):
+    opts = _opts(tiny_synth, "MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", 0.25)
+    cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE", "max_softmax"])
+    torch.manual_seed(0)
+    weights = tiny_synth / "random.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    path = choose_open_set_threshold(cfg, str(weights))
+    assert path == tiny_synth / "random.open_set.json"
+    stored = read_threshold(weights)
+    logits, labels = dataset_logits(cfg, load_model(cfg, str(weights)), "clf_tiny_test")
+    assert len(labels) == stored.crops and logits.shape == (stored.crops, 11)
+    scores = np.sort(open_set_score(logits, "max_softmax"))
+    assert stored.threshold == scores[int(0.25 * len(scores))]
+    assert stored.known_lost == np.mean(scores < stored.threshold) <= 0.25
+    with pytest.raises(ConfigError, match="OPEN_SET_SCORE 'odin'"):
+        build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE", "odin"])
+    # the command does the same for a model trained before
+    argv = ["--config-file", SYNTH_CPU, "--weights", str(weights), "--max-known-lost", "0"]
+    argv += ["--score", "max_softmax"]
+    assert open_set_tool.main([*argv, *map(str, opts)]) == 0
+    assert read_threshold(weights).threshold == scores[0]  # nothing flagged
+    missing = ["--config-file", SYNTH_CPU, "--weights", str(tiny_synth / "none.pth")]
+    assert open_set_tool.main(missing) == 2
+    assert "none.pth: classifier weights not found" in capsys.readouterr().err
+
+
+def test_a_dataset_may_have_the_classifiers_first_classes(tiny_synth):
+    names = [*MARROW_ABBRS, "Baso"]  # the 11-class synthetic data, a 12-class classifier
+    opts = _opts(tiny_synth, "MODEL.BMC.CLASSIFIER.NUM_CLASSES", 12)
+    cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.CLASS_NAMES", json.dumps(names)])
+    assert {r["label"] for r in load_crop_records(cfg, ["clf_tiny_train"])} <= set(range(11))
+    shuffled = [names[1], names[0], *names[2:]]
+    cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.CLASS_NAMES", json.dumps(shuffled)])
+    with pytest.raises(ConfigError, match="must be the classifier's first ones"):
+        load_crop_records(cfg, ["clf_tiny_train"])
 
 
 def test_classes_of_the_data_must_match_the_classifier(tiny_synth):

@@ -128,19 +128,23 @@ def disc_fields(diameters: Sequence[float], n: int = 4, size: int = 480) -> list
 
 
 class ChannelModel(torch.nn.Module):
-    """``predict_crops``: softmax over the centre pixel's channels (3 classes); records calls."""
+    """``predict_crops``: softmax over the centre pixel's channels (3 classes); records calls.
+    ``predict_logits``: the channels / temperature (energy 5.6 for a grey (90, 90, 90) centre,
+    10.0 for a class colour)."""
 
     def __init__(self, temperature: float = 20.0) -> None:
         super().__init__()
         self.temperature = temperature
         self.batches: List[torch.Tensor] = []
 
-    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
+    def predict_logits(self, crops: torch.Tensor) -> torch.Tensor:
         assert crops.dtype == torch.uint8 and crops.ndim == 4 and crops.shape[1] == 3
         self.batches.append(crops.clone())
         s = crops.shape[-1]
-        centre = crops[:, :, s // 2, s // 2].float()
-        return torch.softmax(centre / self.temperature, dim=1)
+        return crops[:, :, s // 2, s // 2].float() / self.temperature
+
+    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.predict_logits(crops), dim=1)
 
 
 def channel_classifier(input_format: str = "BGR", crop_size: int = 16) -> CellClassifier:

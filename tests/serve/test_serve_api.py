@@ -306,6 +306,17 @@ def test_summary_and_csv_agree_with_pipeline_stats(client, analyzed):
     assert len(csv_text.strip().splitlines()) == 1 + len(cells)
 
 
+def test_summary_lists_other_cells_apart(client, analyzed):
+    field = {k: v for k, v in analyzed["fields"][0].items() if k != "preview"}
+    cells = [{**c, "det_score": 0.9} for c in field["cells"][:2]]
+    cells[1]["label"] = "Other"  # the open-set outcome of a classifier with a threshold
+    summary = client.post("/api/v1/summary", json={"fields": [{**field, "cells": cells}]}).json()
+    assert (summary["detected"], summary["counted"] + summary["uncertain"]["total"]) == (2, 1)
+    assert summary["other"] == 1 and summary["fields"][0]["other"] == 1
+    model = client.get("/api/v1/model").json()
+    assert model["other_class"]["name"] == "Other" and model["settings"]["open_set"] is None
+
+
 def test_summary_bad_requests(client, analyzed):
     field = {k: v for k, v in analyzed["fields"][0].items() if k != "preview"}
     bad = {**field, "cells": [{**field["cells"][0], "label": "Nope"}]}

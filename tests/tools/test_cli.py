@@ -14,8 +14,8 @@ import pytest
 from bmc_detectron import cli
 
 USER_JOBS = (
-    "train count count-eval serve export-onnx demo visualize select merge-labels estimate-scale "
-    "convert split synthetic marrow-fields"
+    "train count count-eval serve export-onnx open-set-threshold demo visualize select "
+    "merge-labels estimate-scale convert split synthetic marrow-fields"
 ).split()
 
 

@@ -70,6 +70,7 @@
     state.model = model;
     state.classNames = model.class_names;
     state.classes = Object.fromEntries(model.classes.map((c) => [c.name, c]));
+    if (model.other_class) state.classes[model.other_class.name] = model.other_class;
     state.lineage = model.lineage.map;
     state.uncertainBelow = model.settings.uncertain_below;
     state.threshold = model.settings.default_threshold;
@@ -80,7 +81,12 @@
     $("limit-size").textContent = megabytes(model.settings.max_file_bytes);
     $("uncertain-rule").textContent =
       `Uncertain: class probability below ${state.uncertainBelow}; counted apart, in no ` +
-      "percentage. Dashed boxes in the field.";
+      "percentage. Dashed boxes in the field." +
+      (model.settings.open_set
+        ? " Other: a cell of no type the classifier knows (open-set score below " +
+          `${model.settings.open_set.threshold.toPrecision(4)}); listed for review, in no ` +
+          "percentage."
+        : "");
     window.BMCModelPanel.render(model, $("model-badge"), $("model-info"));
     const entry = Scale.entryState(model);
     state.pixelHint = entry.hint;
@@ -329,6 +335,9 @@
     $("total-percent").textContent = diff.counted ? "100" : "—";
     $("uncertain-count").textContent = String(diff.uncertain.total);
     $("uncertain-count").dataset.value = diff.uncertain.total;
+    $("other-row").hidden = !diff.other;
+    $("other-count").textContent = String(diff.other);
+    $("other-count").dataset.value = diff.other;
     const me = diff.me;
     const applies = state.model && state.model.lineage.me_applies;
     $("me-ratio").textContent = applies && me.ratio !== null ? `${me.ratio.toFixed(2)} : 1` : "—";
@@ -354,7 +363,8 @@
     $("warnings").replaceChildren(...warnings.map((w) => el("li", { textContent: w })));
     $("summary-line").textContent = fields.length
       ? `${diff.counted} cells counted in ${fields.length} field${fields.length === 1 ? "" : "s"}` +
-        ` · ${diff.uncertain.total} uncertain`
+        ` · ${diff.uncertain.total} uncertain` +
+        (diff.other ? ` · ${diff.other} Other` : "")
       : "No cells yet.";
     $("download-csv").disabled = $("download-json").disabled = !fields.length;
   }

@@ -9,6 +9,8 @@
   const Z95 = 1.959963984540054;
   // ICSH 2008: a marrow differential counts at least this many nucleated cells.
   const MIN_DIFFERENTIAL_CELLS = 500;
+  // The label of a cell of no known type (data/classes.py OTHER).
+  const OTHER = "Other";
 
   /** Wilson score interval [lo, hi] of k / n ([NaN, NaN] when n is 0). */
   function wilson(k, n, z = Z95) {
@@ -39,7 +41,9 @@
 
   /**
    * The differential of cells ({label, prob}) over classNames, as stats.differential:
-   * a cell whose prob is below uncertainBelow is uncertain (counted apart, in no percentage).
+   * a cell whose prob is below uncertainBelow is uncertain (counted apart, in no percentage);
+   * a cell labelled OTHER (no known type, the classifier's open-set outcome) is counted under
+   * `other` only: neither uncertain nor in any percentage.
    */
   function differential(cells, classNames, lineage, uncertainBelow) {
     const counts = {};
@@ -48,7 +52,12 @@
       counts[name] = 0;
       unsure[name] = 0;
     }
+    let other = 0;
     for (const cell of cells) {
+      if (cell.label === OTHER) {
+        other += 1;
+        continue;
+      }
       const target = cell.prob < uncertainBelow ? unsure : counts;
       target[cell.label] = (target[cell.label] || 0) + 1;
     }
@@ -76,11 +85,12 @@
     return {
       counted: n,
       uncertain: { total: uncertainTotal, per_class: unsure },
+      other,
       classes,
       me: meRatio(counts, lineage),
       warnings,
     };
   }
 
-  global.BMCStats = { Z95, MIN_DIFFERENTIAL_CELLS, wilson, lineageOf, meRatio, differential };
+  global.BMCStats = { Z95, MIN_DIFFERENTIAL_CELLS, OTHER, wilson, lineageOf, meRatio, differential };
 })(window);

@@ -13,6 +13,11 @@
     return el;
   }
 
+  /** Uncertain: class probability below the rule, and not an Other cell (stats.js). */
+  function isUncertain(cell, uncertainBelow) {
+    return cell.label !== global.BMCStats.OTHER && cell.prob < uncertainBelow;
+  }
+
   function percent(p) {
     return `${(100 * p).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1)} %`;
   }
@@ -54,7 +59,7 @@
           width: Math.max(0, x1 - x0),
           height: Math.max(0, y1 - y0),
           stroke: color,
-          class: cell.prob < uncertainBelow ? "cell uncertain" : "cell",
+          class: isUncertain(cell, uncertainBelow) ? "cell uncertain" : "cell",
           "data-index": index,
           "data-label": cell.label,
           "data-score": cell.det_score,
@@ -131,7 +136,9 @@
       const lines = [
         [
           "class probability",
-          percent(cell.prob) + (cell.prob < this.uncertainBelow ? " — uncertain" : ""),
+          percent(cell.prob) +
+            (isUncertain(cell, this.uncertainBelow) ? " — uncertain" : "") +
+            (cell.label === global.BMCStats.OTHER ? " of the closest type; no known type" : ""),
         ],
         ["detection score", cell.det_score.toFixed(3)],
       ];
