@@ -21,7 +21,7 @@ import torch
 from bmc_detectron.config import build_cfg
 from bmc_detectron.deploy.runtime import build_onnx_counter
 from bmc_detectron.pipeline.counter import CellCounter
-from bmc_detectron.pipeline.run import check_output
+from bmc_detectron.pipeline.run_io import check_output
 from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
 from bmc_detectron.pipeline.scale_plan import (
     ModelScale,
@@ -180,7 +180,7 @@ def prepare_count(
     spec: CounterSpec, output: Path, options: ScaleOptions, *, overwrite: bool = False
 ) -> Tuple[CellCounter, ScaleSetup]:
     """Before a count run: the report folder checked (see
-    :func:`~bmc_detectron.pipeline.run.check_output`), the counter built, its scale set up."""
+    :func:`~bmc_detectron.pipeline.run_io.check_output`), the counter built, its scale set up."""
     check_output(output, overwrite)
     counter = build_counter(spec)
     return counter, scale_setup(spec, counter, options)

@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from bmc_detectron.pipeline.detector import Detections, Detector
-from bmc_detectron.pipeline.run import SkippedInput, decode_image
+from bmc_detectron.pipeline.run_io import SkippedInput, decode_image
 from bmc_detectron.utils.io import atomic_write_bytes, file_sha256
 
 # BGR gains of the stain-jittered view: a little more blue/eosin, less green.

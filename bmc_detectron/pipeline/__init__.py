@@ -16,7 +16,8 @@
 from bmc_detectron.pipeline.counter import Cell, CellCounter, FieldCount
 from bmc_detectron.pipeline.detector import Detections, Detector
 from bmc_detectron.pipeline.recognition import CellClassifier
-from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.run import run_count
+from bmc_detectron.pipeline.run_io import OutputExistsError
 from bmc_detectron.structures.differential import Lineage, wilson_interval
 
 __all__ = [

@@ -31,18 +31,12 @@ which the summary and the report show.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import re
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from detectron2.data.detection_utils import convert_PIL_to_numpy
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from bmc_detectron.pipeline.auto_scale import check_settled, find_scale
@@ -64,109 +58,28 @@ from bmc_detectron.pipeline.field_checks import (
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.html_report import render_html
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
+from bmc_detectron.pipeline.run_io import (
+    DRAWINGS_DIR,
+    RESULTS_DIR,
+    SkippedInput,
+    decode_image,
+    field_names,
+    image_shape,
+    prepare_output,
+    read_bytes,
+    read_field,
+    run_fingerprint,
+    write_state,
+)
 from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
 from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import (
-    IMAGE_SUFFIXES,
     atomic_write_text,
     write_json_atomic,
     write_png_atomic,
 )
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "run.json"
-SUMMARY_FILE = "summary.json"
-RESULTS_DIR = "cells"
-DRAWINGS_DIR = "fields"
-REPORT_FILES = (SUMMARY_FILE, "report.html", "counts.csv", "cells.csv")
-
-
-class OutputExistsError(RuntimeError):
-    """The output folder holds a finished report (or other files) and overwrite was not given."""
-
-
-class SkippedInput(Exception):
-    """An input file that is not a readable image; the message is the reason."""
-
-
-def run_fingerprint(settings: Dict[str, Any]) -> str:
-    """SHA-256 of the settings that decide a field's cells (canonical JSON)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def field_names(paths: Sequence[Path]) -> List[str]:
-    """A file-name-safe, unique name per input: its stem, + a path hash when stems collide."""
-    stems = [re.sub(r"[^A-Za-z0-9._-]", "_", p.stem) or "field" for p in paths]
-    repeated = {s for s, n in Counter(stems).items() if n > 1}
-    return [
-        f"{s}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}" if s in repeated else s
-        for s, p in zip(stems, paths)
-    ]
-
-
-def decode_image(data: bytes, path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR image from a file's bytes (EXIF orientation applied).
-
-    Raises :class:`SkippedInput` with the reason when the bytes are not a readable image.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            image = convert_PIL_to_numpy(ImageOps.exif_transpose(img), "BGR")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): leave that out
-        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)) or type(e).__name__
-        suffix = path.suffix.lower()
-        if suffix not in IMAGE_SUFFIXES:
-            raise SkippedInput(f"not an image file ({suffix or 'no suffix'}): {why}") from None
-        raise SkippedInput(f"unreadable image: {why}") from None
-    return np.ascontiguousarray(image)
-
-
-def check_output(output: Path, overwrite: bool) -> str:
-    """The folder's state: "finished", "unfinished", "foreign" (other files) or "new".
-
-    Raises :class:`OutputExistsError` for "finished" and "foreign" unless ``overwrite``.
-    """
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise OutputExistsError(f"{output} is a file, not a report folder")
-    if (output / SUMMARY_FILE).exists():
-        state = "finished"
-    elif (output / STATE_FILE).exists():
-        state = "unfinished"
-    elif output.is_dir() and any(output.iterdir()):
-        state = "foreign"
-    else:
-        state = "new"
-    if state == "finished" and not overwrite:
-        raise OutputExistsError(
-            f"{output} holds a finished report ({SUMMARY_FILE}); pass --overwrite to replace it"
-        )
-    if state == "foreign" and not overwrite:
-        raise OutputExistsError(
-            f"{output} is not empty and holds no count run; pass --overwrite to write into it"
-        )
-    return state
-
-
-def prepare_output(output: Path, fingerprint: str, overwrite: bool) -> str:
-    """Check the output folder (see the module doc), clear a finished report when overwriting and
-    write ``run.json``; returns the folder's state before (:func:`check_output`)."""
-    state = check_output(output, overwrite)
-    if state == "finished":
-        for name in REPORT_FILES:  # summary.json first: from here on the run is unfinished
-            (output / name).unlink(missing_ok=True)
-        for drawing in (output / DRAWINGS_DIR).glob("*.png"):
-            drawing.unlink()
-    write_state(output, fingerprint)
-    return state
-
-
-def write_state(output: Path, fingerprint: str) -> None:
-    """Write ``run.json`` (the run's fingerprint and start time)."""
-    run_state = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_json_atomic(run_state, output / STATE_FILE, indent=1)
 
 
 def _load_record(path: Path) -> Optional[FieldRecord]:
@@ -318,16 +231,6 @@ def draw_fields(
     return drawings, thumbs
 
 
-def image_shape(path: Path) -> Optional[Tuple[int, int]]:
-    """(height, width) of an image file from its header (None: not a readable image)."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
-    return height, width
-
-
 def view_of_fields(
     counter: CellCounter, inputs: Sequence[Path], plan: ScalePlan, setup: ScaleSetup
 ) -> DetectorView:
@@ -346,21 +249,6 @@ def view_of_fields(
     )
 
 
-def _read(path: Path) -> Optional[bytes]:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def _decoded(path: Path) -> Optional[np.ndarray]:
-    raw = _read(path)
-    try:
-        return None if raw is None else decode_image(raw, path)
-    except SkippedInput:
-        return None
-
-
 def find_case_scale(
     counter: CellCounter,
     inputs: Sequence[Path],
@@ -373,8 +261,8 @@ def find_case_scale(
         counter.detector,
         surveys,
         names=field_names(inputs),
-        data=lambda i: _read(inputs[i]),
-        image=lambda i: _decoded(inputs[i]),
+        data=lambda i: read_bytes(inputs[i]),
+        image=lambda i: read_field(inputs[i]),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from bmc_detectron.data.classes import OTHER
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.drawing import class_info
-from bmc_detectron.pipeline.run import run_fingerprint
+from bmc_detectron.pipeline.run_io import run_fingerprint
 from bmc_detectron.serve.core.config import ServeSettings
 from bmc_detectron.structures.differential import Lineage
 

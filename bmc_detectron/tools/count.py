@@ -40,7 +40,8 @@ from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
 from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, ScaleMismatchError
-from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.run import run_count
+from bmc_detectron.pipeline.run_io import OutputExistsError
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage

@@ -37,7 +37,8 @@ from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic.marrow import MARROW_SPLIT_SIZES
 from bmc_detectron.engine import trainer_class
 from bmc_detectron.engine.precision import cpu_supports_bf16
-from bmc_detectron.pipeline.run import OutputExistsError, run_count
+from bmc_detectron.pipeline.run import run_count
+from bmc_detectron.pipeline.run_io import OutputExistsError
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs

@@ -7,7 +7,8 @@ detectron2's RetinaNet trained on the real-cell composites, measured where cells
 
 Each run folder ``RUNS/NAME`` (``train_net.py --config-file configs/cpu/agnostic/NAME.yaml
 OUTPUT_DIR RUNS/NAME``; ``studies/real_marrow/detectors.sh``) holds ``config.yaml`` and
-``model_final.pth``. Every run is counted through the product's counter (score threshold 0.05 so
+``model_final.pth``; the measurements are kept in ``real_marrow_eval.json`` beside them (for
+those weights). Every run is counted through the product's counter (score threshold 0.05 so
 that AP sees every detection; the count itself keeps the cells scoring ``--count-threshold``) at
 each NMS IoU threshold of ``--nms`` (the detector's own and the counter's), on
 
@@ -38,7 +39,12 @@ from bmc_detectron.data.synthetic.backgrounds import BCCD_MICRONS_PER_PIXEL
 from bmc_detectron.evaluation.count import dataset_images, evaluate_cells, merge_classes
 from bmc_detectron.pipeline.scale_plan import ScaleOptions, plan_scale
 from bmc_detectron.reporting.tables import fmt, markdown_table
-from bmc_detectron.utils.io import atomic_write_text, shown_path, write_json_atomic
+from bmc_detectron.utils.io import (
+    atomic_write_text,
+    file_sha256,
+    shown_path,
+    write_json_atomic,
+)
 
 NAMES = (
     "retinanet_R_18_full_agnostic_marrow_real_cpu",
@@ -46,6 +52,7 @@ NAMES = (
 )
 LABELS = {NAMES[0]: "full model", NAMES[1]: "detectron2 RetinaNet"}
 VAL = "marrow_real_val"
+CACHE_FILE = "real_marrow_eval.json"
 CHECKS = {VAL: None, "bccd_test": BCCD_MICRONS_PER_PIXEL}
 
 
@@ -90,6 +97,23 @@ def measure(
         "crowding": result.get("crowding"),
         "field_factor": prep.factor,
     }
+
+
+def cached_measure(
+    run: Path, nms: float, dataset: str, data: Dict[str, Any], args: argparse.Namespace
+) -> Dict[str, Any]:
+    """:func:`measure`, kept in ``RUN/real_marrow_eval.json`` for the run's weights (SHA-256): a
+    page rebuilt from finished runs counts nothing again."""
+    cache_file = run / CACHE_FILE
+    weights = file_sha256(run / "model_final.pth")
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    if cache.get("weights_sha256") != weights:
+        cache = {"weights_sha256": weights, "results": {}}
+    key = f"{dataset}|nms={nms}|count={args.count_threshold}|limit={args.limit}"
+    if key not in cache["results"]:
+        cache["results"][key] = measure(run, nms, dataset, data, args.count_threshold)
+        write_json_atomic(cache, cache_file, indent=1)
+    return cache["results"][key]
 
 
 def choose(rows: Dict[str, Dict[str, Any]]) -> str:
@@ -180,10 +204,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not (run / "model_final.pth").is_file():
             print(f"[real_marrow] {shown_path(run)}: no model_final.pth, left out")
             continue
-        thresh = args.count_threshold
-        val = {str(n): measure(run, n, "marrow_real_val", data[VAL], thresh) for n in args.nms}
+        val = {str(n): cached_measure(run, n, VAL, data[VAL], args) for n in args.nms}
         chosen = choose(val)
-        bccd = measure(run, float(chosen), "bccd_test", data["bccd_test"], thresh)
+        bccd = cached_measure(run, float(chosen), "bccd_test", data["bccd_test"], args)
         results["runs"][name] = {VAL: val, "chosen": chosen, "bccd_test": {chosen: bccd}}
         print(f"[real_marrow] {name}: NMS {chosen}: {json.dumps(val[chosen], default=str)[:300]}")
     if not results["runs"]:

@@ -38,7 +38,7 @@ from bmc_detectron.data.augment import ResolutionLossTransform
 from bmc_detectron.evaluation.count import matched_accuracy
 from bmc_detectron.pipeline import CellCounter, run_count
 from bmc_detectron.pipeline.counter import Cell
-from bmc_detectron.pipeline.run import SUMMARY_FILE, field_names, image_shape
+from bmc_detectron.pipeline.run_io import SUMMARY_FILE, field_names, image_shape
 from bmc_detectron.pipeline.scale_plan import ScaleSetup
 from bmc_detectron.utils.io import write_json_atomic
 

@@ -10,7 +10,7 @@ from typing import Dict
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bmc_detectron.pipeline.run import run_fingerprint
+from bmc_detectron.pipeline.run_io import run_fingerprint
 from bmc_detectron.pipeline.scale_plan import ScaleSetup, with_options
 from bmc_detectron.serve.analysis import analyze_case, scale_summary
 from bmc_detectron.serve.api.deps import (
