@@ -2,7 +2,8 @@
 
 :func:`evaluate_report` reads the report's fields (``cells/<field>.json``), matches them to the
 images of a registered COCO dataset by file name and measures them with
-:func:`bmc_detectron.evaluation.count.evaluate_cells`. ``bmc count-eval`` and ``bmc demo`` call it.
+:func:`bmc_detectron.evaluation.count.evaluate_cells`. ``bmc count-eval`` and ``bmc demo`` call it;
+:func:`count_eval_markdown` writes the result as a page.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bmc_detectron.evaluation.count import dataset_images, evaluate_cells
 from bmc_detectron.pipeline.counter import Cell
+from bmc_detectron.reporting.tables import fmt, markdown_table
 
 
 def report_cells(report: Path) -> Tuple[Dict[str, List[Cell]], Dict[str, Any]]:
@@ -78,3 +80,83 @@ def evaluate_report(
     )
     result.update(report=str(report), dataset=dataset, images=len(images), missing=missing)
     return result
+
+
+def crowding_rows(result: Dict[str, Any]) -> List[List[str]]:
+    """Rows of the crowding and per-case measures, where measured."""
+    rows = []
+    for kind, r in result.get("crowding", {}).get("recall", {}).items():
+        rows.append([f"recall, {kind} cells (n)", f"{fmt(100 * r['recall'])} % ({r['cells']})"])
+    if "crowding" in result:
+        p = result["crowding"]["pairs"]
+        rows.append(
+            [
+                "touching pairs counted as two (pairs)",
+                f"{fmt(100 * p['share'])} % ({p['pairs']})",
+            ]
+        )
+    if "cases" in result:
+        k = result["cases"]
+        rows.append(
+            [
+                f"differential % MAE per case of {k['fields_per_case']} fields, mean / worst",
+                f"{fmt(k['mae_mean'], 2)} / {fmt(k['mae_max'], 2)} ({k['cases']} cases, "
+                f"{fmt(k['cells_per_case'], 0)} cells each)",
+            ]
+        )
+    return rows
+
+
+def count_eval_markdown(result: Dict[str, Any], command: str) -> str:
+    """The evaluation (:func:`evaluate_report`) as a short page; ``command`` made it."""
+    m, c = result["matching"], result["counts"]["certain"]
+    rows = [
+        [
+            "AP / AP50 (counter's labels)",
+            f"{fmt(result['detection']['AP'])} / {fmt(result['detection']['AP50'])}",
+        ],
+        [
+            "class-agnostic AP / AP50",
+            f"{fmt(result['agnostic']['AP'])} / {fmt(result['agnostic']['AP50'])}",
+        ],
+        ["true cells / counted cells", f"{m['ground_truth']} / {m['predicted']}"],
+        [
+            "recall / precision (IoU 0.5)",
+            f"{fmt(100 * m['recall'])} / {fmt(100 * m['precision'])} %",
+        ],
+        ["label accuracy, matched cells (n)", f"{fmt(100 * m['accuracy'])} % ({m['matched']})"],
+        [
+            "label accuracy, certain matched cells (n)",
+            f"{fmt(100 * m['accuracy_certain'])} % ({m['matched_certain']})",
+        ],
+        [
+            "differential % MAE pooled / per image",
+            f"{fmt(c['mae_pooled'], 2)} / {fmt(c['mae_per_image'], 2)}",
+        ],
+    ]
+    if c["me"]["ratio"] is not None or c["true_me"]["ratio"] is not None:
+        rows.append(
+            [
+                "M:E predicted / true",
+                f"{fmt(c['me']['ratio'], 3)} / {fmt(c['true_me']['ratio'], 3)}",
+            ]
+        )
+    rows += crowding_rows(result)
+    classes = [
+        [k, fmt(c["true_percent"][k]), fmt(c["percent"].get(k, math.nan))]
+        for k in c["true_percent"]
+    ]
+    return "\n".join(
+        [
+            f"# Count vs truth: `{result['report']}` on `{result['dataset']}`",
+            "",
+            f"{result['images']} images; {len(result['missing'])} of them not in the report.",
+            "",
+            markdown_table(["measure", "value"], rows),
+            "",
+            markdown_table(["class", "true %", "counted %"], classes),
+            "",
+            f"`{command}`",
+            "",
+        ]
+    )

@@ -17,14 +17,12 @@ status 2 when the report or the dataset cannot be used (named in a one-line erro
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-from bmc_detectron.pipeline.report_eval import evaluate_report
+from bmc_detectron.pipeline.report_eval import count_eval_markdown, evaluate_report
 from bmc_detectron.reporting.provenance import shell_join
-from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 
@@ -44,86 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def crowding_rows(result: Dict[str, Any]) -> List[List[str]]:
-    """Rows of the crowding and per-case measures, where measured."""
-    rows = []
-    for kind, r in result.get("crowding", {}).get("recall", {}).items():
-        rows.append([f"recall, {kind} cells (n)", f"{fmt(100 * r['recall'])} % ({r['cells']})"])
-    if "crowding" in result:
-        p = result["crowding"]["pairs"]
-        rows.append(
-            [
-                "touching pairs counted as two (pairs)",
-                f"{fmt(100 * p['share'])} % ({p['pairs']})",
-            ]
-        )
-    if "cases" in result:
-        k = result["cases"]
-        rows.append(
-            [
-                f"differential % MAE per case of {k['fields_per_case']} fields, mean / worst",
-                f"{fmt(k['mae_mean'], 2)} / {fmt(k['mae_max'], 2)} ({k['cases']} cases, "
-                f"{fmt(k['cells_per_case'], 0)} cells each)",
-            ]
-        )
-    return rows
-
-
-def markdown(result: Dict[str, Any], command: str) -> str:
-    """The evaluation as a short page."""
-    m, c = result["matching"], result["counts"]["certain"]
-    rows = [
-        [
-            "AP / AP50 (counter's labels)",
-            f"{fmt(result['detection']['AP'])} / {fmt(result['detection']['AP50'])}",
-        ],
-        [
-            "class-agnostic AP / AP50",
-            f"{fmt(result['agnostic']['AP'])} / {fmt(result['agnostic']['AP50'])}",
-        ],
-        ["true cells / counted cells", f"{m['ground_truth']} / {m['predicted']}"],
-        [
-            "recall / precision (IoU 0.5)",
-            f"{fmt(100 * m['recall'])} / {fmt(100 * m['precision'])} %",
-        ],
-        ["label accuracy, matched cells (n)", f"{fmt(100 * m['accuracy'])} % ({m['matched']})"],
-        [
-            "label accuracy, certain matched cells (n)",
-            f"{fmt(100 * m['accuracy_certain'])} % ({m['matched_certain']})",
-        ],
-        [
-            "differential % MAE pooled / per image",
-            f"{fmt(c['mae_pooled'], 2)} / {fmt(c['mae_per_image'], 2)}",
-        ],
-    ]
-    if c["me"]["ratio"] is not None or c["true_me"]["ratio"] is not None:
-        rows.append(
-            [
-                "M:E predicted / true",
-                f"{fmt(c['me']['ratio'], 3)} / {fmt(c['true_me']['ratio'], 3)}",
-            ]
-        )
-    rows += crowding_rows(result)
-    classes = [
-        [k, fmt(c["true_percent"][k]), fmt(c["percent"].get(k, math.nan))]
-        for k in c["true_percent"]
-    ]
-    return "\n".join(
-        [
-            f"# Count vs truth: `{result['report']}` on `{result['dataset']}`",
-            "",
-            f"{result['images']} images; {len(result['missing'])} of them not in the report.",
-            "",
-            markdown_table(["measure", "value"], rows),
-            "",
-            markdown_table(["class", "true %", "counted %"], classes),
-            "",
-            f"`{command}`",
-            "",
-        ]
-    )
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -141,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python -m bmc_detectron.tools.count_eval " + shell_join(
         sys.argv[1:] if argv is None else list(argv)
     )
-    page = markdown(result, command)
+    page = count_eval_markdown(result, command)
     atomic_write_text(out / "count_eval.md", page)
     print(page)
     return 0
