@@ -32,12 +32,14 @@ CACHE_BYTES = 512 * 2**20
 def crop_records(dicts: Sequence[dict], dataset_name: str, num_classes: int) -> List[dict]:
     """One record per (non-crowd) annotation of ``dicts``.
 
-    Each record has ``file_name``, ``image_id``, ``height``, ``width``, ``box`` (XYXY pixels)
-    and ``label`` (the ``category_id``). Raises :class:`DatasetError` naming the file for a
-    class outside ``[0, num_classes)``, and naming the dataset when it has no box at all.
+    Each record has ``file_name``, ``image_id``, ``height``, ``width``, ``box`` (XYXY pixels),
+    ``label`` (the ``category_id``) and ``cells_in_image`` (the image's records). Raises
+    :class:`DatasetError` naming the file for a class outside ``[0, num_classes)``, and naming
+    the dataset when it has no box at all.
     """
     records = []
     for rec in dicts:
+        first = len(records)
         for ann in rec.get("annotations", []):
             if ann.get("iscrowd", 0):
                 continue
@@ -59,6 +61,8 @@ def crop_records(dicts: Sequence[dict], dataset_name: str, num_classes: int) -> 
                     "label": int(label),
                 }
             )
+        for r in records[first:]:
+            r["cells_in_image"] = len(records) - first
     if not records:
         raise DatasetError(f"{dataset_name}: no annotated cells to crop (0 boxes)")
     return records
@@ -111,9 +115,10 @@ class CellCropMapper:
             image_format: channel order of the crops (detectron2's ``INPUT.FORMAT``).
             box_jitter: see :func:`jitter_box` (training only).
             augmentations: applied to each crop in training.
-            cache_bytes: decoded images are kept (least recently used first out) up to this many
-                bytes: a field holds many cells, and decoding it again for each crop cost more
-                than the classifier's step on the composite fields.
+            cache_bytes: decoded images of more than one cell (a record's ``cells_in_image``)
+                are kept, least recently used first out, up to this many bytes: a field holds
+                many cells, and decoding it again for each crop cost more than the classifier's
+                step on the composite fields.
         """
         self.is_train = is_train
         self.crop_size, self.crop_margin = int(crop_size), float(crop_margin)
@@ -136,7 +141,7 @@ class CellCropMapper:
             "augmentations": smear_augmentations(aug, "BMC.CLASSIFIER_AUG") if is_train else [],
         }
 
-    def _read(self, file_name: str) -> np.ndarray:
+    def _read(self, file_name: str, keep: bool) -> np.ndarray:
         if file_name in self._images:
             self._images.move_to_end(file_name)
             return self._images[file_name]
@@ -146,6 +151,8 @@ class CellCropMapper:
             raise DatasetError(
                 f"{file_name}: cannot read image ({type(e).__name__}: {e})"
             ) from None
+        if not keep:
+            return image
         self._images[file_name] = image
         self._held += image.nbytes
         while self._held > self.cache_bytes and len(self._images) > 1:
@@ -153,7 +160,7 @@ class CellCropMapper:
         return image
 
     def __call__(self, record: dict) -> dict:
-        image = self._read(record["file_name"])
+        image = self._read(record["file_name"], record.get("cells_in_image", 2) > 1)
         box = np.asarray(record["box"], dtype=np.float64)
         if self.box_jitter > 0:
             box = jitter_box(box, self.box_jitter)

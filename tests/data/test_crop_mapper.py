@@ -9,6 +9,15 @@ from bmc_detectron.data import crop_mapper
 from bmc_detectron.data.crop_mapper import CellCropMapper
 
 
+def test_crop_records_count_the_cells_of_their_image():
+    dicts = [
+        {"file_name": "a", "annotations": [{"bbox": [0, 0, 4, 4], "category_id": 0}] * 3},
+        {"file_name": "b", "annotations": [{"bbox": [0, 0, 4, 4], "category_id": 1}]},
+    ]
+    records = crop_mapper.crop_records(dicts, "d", 2)
+    assert [r["cells_in_image"] for r in records] == [3, 3, 3, 1]
+
+
 def test_fields_are_decoded_once_and_evicted_least_recently_used(tmp_path, monkeypatch):
     files = []
     for i in range(3):
@@ -28,6 +37,11 @@ def test_fields_are_decoded_once_and_evicted_least_recently_used(tmp_path, monke
         assert out["image"].shape == (3, 8, 8)
     # f0 f1 decoded; f0 reused; f2 evicts f1 (least recent); f1 again evicts f0; f0 again
     assert reads == [files[0], files[1], files[2], files[1], files[0]]
+    # an image of one cell is not kept (it is read once per epoch anyway)
+    reads.clear()
+    for _ in range(2):
+        mapper({**rec, "file_name": files[2], "cells_in_image": 1})
+    assert reads == [files[2], files[2]]
     # crops of a cached field are not views into it
     out = mapper({**rec, "file_name": files[0]})
     out["image"][:] = 255
