@@ -97,6 +97,7 @@ def page(result: Dict[str, Any], summary: Dict[str, Any], command: str) -> str:
         "",
         "## The whole evaluation",
         "",
+        "",
     ]
     body = count_eval_markdown(result, "bmc count-eval --fields-per-case 10").split("\n", 2)[2]
     return "\n".join(head) + body
