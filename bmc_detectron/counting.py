@@ -211,7 +211,8 @@ def scale_line(scale: Dict[str, Any]) -> str:
 def summary_lines(summary: Dict[str, Any], output: Path) -> List[str]:
     """A finished count in a few lines: cells, fields, the report, the scale, the warnings."""
     head = (
-        f"{summary['counted']} cells counted, {summary['uncertain']['total']} uncertain, in "
+        f"{summary['counted']} cells counted, {summary['uncertain']['total']} uncertain, "
+        f"{summary.get('other', 0)} other (no known type), in "
         f"{len(summary['fields'])} field(s), {len(summary['skipped'])} skipped: "
         f"{Path(output) / 'report.html'}"
     )

@@ -195,10 +195,11 @@ def field_flags(
             colour = [f"{r} (before stain normalisation)" for r in colour]
         out += colour
         why = scale_reason(survey.rbc_px * plan.to_training, setup.profile.ood)
+        why = why if plan.ruler_agrees else None  # the ruler cannot read this case
         if why and plan.to_training != 1.0:
             why = f"after the rescale by {plan.to_training:.2f}: {why}"
         out += [why] if why else []
-    if name in plan.outliers:
+    if name in plan.outliers and plan.ruler_agrees:
         ratio = plan.relative[name] / plan.median
         out.append(
             f"red cells {ratio:.2f}x the case median (tolerance {setup.options.tolerance:.0%})"

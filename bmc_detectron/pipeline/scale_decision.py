@@ -142,17 +142,49 @@ class ScaleDecision:
     warnings: List[CountWarning] = field(default_factory=list)
 
 
+#: a case with more of its measured fields than this off the red cells' median is one the ruler
+#: cannot read (crowded marrow: touching cells read as large red cells)
+RULER_MAX_OUTLIER_SHARE = 0.25
+#: ... counted from this many fields off the median on (a few of a small case are flagged singly)
+RULER_MIN_OUTLIERS = 3
+
+
 def _disagree(a: float, b: float, tolerance: float) -> bool:
     return abs(a / b - 1.0) > tolerance
 
 
-def _ruler(relative: float, spread: float, tolerance: float) -> Optional[float]:
+def ruler_agrees(spread: float, outlier_share: float, tolerance: float) -> bool:
+    """Whether the red cells of a case agree with themselves: their relative spread over the
+    fields within ``tolerance`` and at most :data:`RULER_MAX_OUTLIER_SHARE` of the measured
+    fields off the case median by more than it (crowded fields, where the ruler misreads;
+    ``outlier_share`` as :func:`outlier_share` gives it)."""
+    if math.isfinite(spread) and spread > tolerance:
+        return False
+    return not (math.isfinite(outlier_share) and outlier_share > RULER_MAX_OUTLIER_SHARE)
+
+
+def outlier_share(outliers: int, measured: int) -> float:
+    """The share of the measured fields off the red cells' median, 0 with fewer than
+    :data:`RULER_MIN_OUTLIERS` of them."""
+    return outliers / measured if measured and outliers >= RULER_MIN_OUTLIERS else 0.0
+
+
+def ruler_spread_warning(spread: float, outlier_share: float, tolerance: float) -> CountWarning:
+    """The case-level warning of red cells that do not agree with themselves."""
+    return CountWarning(
+        RULER_SPREAD,
+        f"the red cells' sizes disagree over the fields (spread {spread:.0%}, "
+        f"{outlier_share:.0%} of the fields off the median by more than {tolerance:.0%}): the "
+        "red-cell ruler cannot read this case; red-cell sizes neither set the scale nor flag "
+        "single fields",
+    )
+
+
+def _ruler(relative: float, spread: float, share: float, tolerance: float) -> Optional[float]:
     """The red cells' factor when they agree with themselves (None otherwise)."""
     if not (math.isfinite(relative) and relative > 0):
         return None
-    if math.isfinite(spread) and spread > tolerance:
-        return None
-    return 1.0 / relative
+    return 1.0 / relative if ruler_agrees(spread, share, tolerance) else None
 
 
 def _given(mpp: float, model_mpp: float, ruler: Optional[float], tol: float) -> ScaleDecision:
@@ -229,11 +261,13 @@ def decide_scale(
     evidence: ScaleEvidence,
     ruler_relative: float = float("nan"),
     ruler_spread: float = float("nan"),
+    ruler_outliers: float = 0.0,
 ) -> ScaleDecision:
     """The case's scale from the evidence (module doc). ``ruler_relative``: the case's median
     red-cell size over the training images' (``nan``: none measured), ``ruler_spread`` its
-    relative spread over the fields."""
-    ruler = _ruler(ruler_relative, ruler_spread, tolerance)
+    relative spread over the fields, ``ruler_outliers`` the share of the measured fields off
+    the median by more than ``tolerance``."""
+    ruler = _ruler(ruler_relative, ruler_spread, ruler_outliers, tolerance)
     if given_mpp is not None and model_mpp:
         return _given(given_mpp, model_mpp, ruler, tolerance)
     if not auto:
@@ -243,14 +277,11 @@ def decide_scale(
     if not math.isfinite(ruler_relative):
         why.append("no red cells measured")
     elif ruler is None:
-        why.append(f"the red cells disagree over the fields (spread {ruler_spread:.0%})")
-        ruler_warnings.append(
-            CountWarning(
-                RULER_SPREAD,
-                f"the red cells' sizes disagree over the fields (spread {ruler_spread:.0%}, "
-                f"tolerance {tolerance:.0%}): the red-cell ruler cannot read this case",
-            )
+        why.append(
+            f"the red cells disagree over the fields (spread {ruler_spread:.0%}, "
+            f"{ruler_outliers:.0%} of the fields off the median)"
         )
+        ruler_warnings.append(ruler_spread_warning(ruler_spread, ruler_outliers, tolerance))
     file = evidence.file
     if file is not None and file.microns_per_pixel and model_mpp:
         return _from_file(file, model_mpp, ruler, tolerance)

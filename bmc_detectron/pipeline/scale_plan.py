@@ -25,12 +25,21 @@ from detectron2.data import transforms as T
 
 from bmc_detectron.pipeline.count_warnings import (
     RULER_OUTLIERS,
+    RULER_SPREAD,
     TRAINING_SIZE_UNKNOWN,
     CountWarning,
+    warning_code,
 )
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
 from bmc_detectron.pipeline.field_prep import FieldPrep
-from bmc_detectron.pipeline.scale_decision import ScaleDecision, ScaleEvidence, decide_scale
+from bmc_detectron.pipeline.scale_decision import (
+    ScaleDecision,
+    ScaleEvidence,
+    decide_scale,
+    outlier_share,
+    ruler_agrees,
+    ruler_spread_warning,
+)
 from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import case_scale
 from bmc_detectron.smear.stain import STAIN_METHODS
@@ -280,6 +289,11 @@ class ScalePlan:
         median: the case's median of ``relative`` (``nan``: unknown).
         spread: its relative spread (median absolute deviation / median).
         outliers: the fields whose red cells disagree with the case median.
+        outlier_share: their share of the fields measured (0 for fewer than three,
+            :func:`~.scale_decision.outlier_share`).
+        ruler_agrees: the red cells agree with themselves over the case
+            (:func:`~.scale_decision.ruler_agrees`); when they do not, they neither choose the
+            scale nor flag single fields.
     """
 
     prep: FieldPrep
@@ -290,6 +304,8 @@ class ScalePlan:
     median: float = float("nan")
     spread: float = float("nan")
     outliers: List[str] = field(default_factory=list)
+    outlier_share: float = 0.0
+    ruler_agrees: bool = True
 
 
 def _finite(value: Optional[float]) -> bool:
@@ -328,6 +344,9 @@ def _measure_case(plan: ScalePlan, setup: ScaleSetup, surveys: Mapping[str, RedC
     plan.median = case.median_px
     plan.outliers = [names[i] for i in case.outliers]
     plan.spread = case.spread
+    measured = sum(math.isfinite(v) for v in plan.relative.values())
+    plan.outlier_share = outlier_share(len(case.outliers), measured)
+    plan.ruler_agrees = ruler_agrees(plan.spread, plan.outlier_share, setup.options.tolerance)
 
 
 def _input_factor(
@@ -361,6 +380,7 @@ def _decide(plan: ScalePlan, setup: ScaleSetup, evidence: Optional[ScaleEvidence
         evidence=evidence,
         ruler_relative=plan.median,
         ruler_spread=plan.spread,
+        ruler_outliers=plan.outlier_share,
     )
     mpp = decision.microns_per_pixel
     if mpp is None and decision.to_training and model is not None and model.microns_per_pixel:
@@ -377,7 +397,7 @@ def _decide(plan: ScalePlan, setup: ScaleSetup, evidence: Optional[ScaleEvidence
             "probe": None if evidence.probe is None else evidence.probe.to_json(),
         },
     )
-    if opts.auto and _finite(plan.spread) and plan.spread > opts.tolerance:
+    if opts.auto and not plan.ruler_agrees:
         plan.summary["ruler_rejected"] = True
     return decision
 
@@ -402,7 +422,7 @@ def plan_scale(
     if factor is not None:
         plan.prep = FieldPrep(_input_factor(plan, setup, decision, detector), True, stain)
         plan.to_training = factor
-    if plan.outliers:
+    if plan.outliers and plan.ruler_agrees:
         plan.warnings.append(
             CountWarning(
                 RULER_OUTLIERS,
@@ -410,6 +430,12 @@ def plan_scale(
                 f"more than {opts.tolerance:.0%}: {', '.join(plan.outliers)}",
             )
         )
+    elif (
+        not plan.ruler_agrees
+        and opts.microns_per_pixel is None
+        and all(warning_code(w) != RULER_SPREAD for w in plan.warnings)
+    ):
+        plan.warnings.append(ruler_spread_warning(plan.spread, plan.outlier_share, opts.tolerance))
     px = [s.rbc_px for s in surveys.values() if math.isfinite(s.rbc_px)]
     ruler = _ruler_summary(plan, surveys, opts.tolerance)
     plan.summary.update(

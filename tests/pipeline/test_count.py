@@ -416,13 +416,15 @@ def test_summary_lines_say_cells_scale_and_warnings():
     summary = {
         "counted": 7,
         "uncertain": {"total": 2},
+        "other": 1,
         "fields": [{}, {}],
         "skipped": [{}],
         "scale": {"source": "given", "microns_per_pixel": 0.25, "factor": 0.5},
         "warnings": ["field3 is off scale"],
     }
     assert summary_lines(summary, Path("out")) == [
-        f"7 cells counted, 2 uncertain, in 2 field(s), 1 skipped: {Path('out') / 'report.html'}",
+        "7 cells counted, 2 uncertain, 1 other (no known type), in 2 field(s), 1 skipped: "
+        f"{Path('out') / 'report.html'}",
         "scale: 0.25 um/px (given); fields resized by 0.5 before detection",
         "warning: field3 is off scale",
     ]

@@ -17,6 +17,7 @@ from bmc_detectron.pipeline import CellCounter, Detections
 from bmc_detectron.pipeline.count_warnings import (
     DETECTOR_SCALE,
     FEW_CELLS_FOUND,
+    RULER_OUTLIERS,
     RULER_SPREAD,
     SCALE_UNSETTLED,
     CountWarning,
@@ -129,6 +130,23 @@ def test_a_ruler_that_disagrees_with_itself_does_not_resize():
     given = ScaleSetup(ScaleOptions(microns_per_pixel=0.4, tolerance=0.15), model)
     plan = plan_scale(given, surveys, SimpleNamespace(min_size=0))
     assert plan.to_training == 2.0 and RULER_SPREAD not in [w.code for w in plan.warnings]
+
+
+def test_many_fields_off_the_median_mean_the_ruler_cannot_read_the_case():
+    # six fields agree, four read 1.5x: the spread (MAD / median) is 0, but 40 % of the fields
+    # are off the median: crowded fields the ruler misreads; one case-level line, no field flags
+    model = ModelScale(0.2, 30.0, None, (480, 640), "hand-built")
+    setup = ScaleSetup(ScaleOptions(tolerance=0.15), model)
+    surveys = {f"f{i}": _reading(30.0 if i < 6 else 45.0) for i in range(10)}
+    plan = plan_scale(setup, surveys, SimpleNamespace(min_size=0))
+    assert plan.spread == 0 and plan.outlier_share == pytest.approx(0.4)
+    assert not plan.ruler_agrees and [w.code for w in plan.warnings] == [RULER_SPREAD]
+    assert "40% of the fields off the median" in plan.warnings[0]
+    # two fields off the median of ten: the ruler reads the case, and flags them singly
+    surveys = {f"f{i}": _reading(30.0 if i < 8 else 45.0) for i in range(10)}
+    plan = plan_scale(setup, surveys, SimpleNamespace(min_size=0))
+    assert plan.ruler_agrees and plan.outlier_share == 0.0
+    assert [w.code for w in plan.warnings] == [RULER_OUTLIERS]
 
 
 def test_nucleus_stain_without_cells_is_warned():
