@@ -50,7 +50,11 @@ NAMES = (
     "retinanet_R_18_full_agnostic_marrow_real_cpu",
     "d2_retinanet_R_18_FPN_agnostic_marrow_real_cpu",
 )
-LABELS = {NAMES[0]: "full model", NAMES[1]: "detectron2 RetinaNet"}
+LABELS = {
+    NAMES[0]: "full model",
+    NAMES[1]: "detectron2 RetinaNet",
+    "retinanet_R_18_full_agnostic_marrow_real_SCANNER_cpu": "full model, scanner augmentation",
+}
 VAL = "marrow_real_val"
 CACHE_FILE = "real_marrow_eval.json"
 CHECKS = {VAL: None, "bccd_test": BCCD_MICRONS_PER_PIXEL}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Detectors of crowded real cells (issue 24, section 2): the class-agnostic full model and
-# detectron2's RetinaNet trained on the real-cell composites, then measured on their val split
+# Detectors of crowded real cells (issue 24, section 2): the class-agnostic full model (also with
+# the scanner augmentation of issue 31) and detectron2's RetinaNet trained on the real-cell
+# composites, then measured on their val split
 # and on BCCD test's white cells (studies/real_marrow/detectors.py). Resumable: a finished run is
 # skipped, an interrupted one continues from its last checkpoint. One thread per run.
 #
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-output/marrow_real}
 THREADS=${THREADS:-1}
-NAMES=${NAMES:-retinanet_R_18_full_agnostic_marrow_real_cpu d2_retinanet_R_18_FPN_agnostic_marrow_real_cpu}
+NAMES=${NAMES:-retinanet_R_18_full_agnostic_marrow_real_cpu d2_retinanet_R_18_FPN_agnostic_marrow_real_cpu retinanet_R_18_full_agnostic_marrow_real_SCANNER_cpu}
 if [[ -z "${REPORT:-}" ]]; then
   for name in $NAMES; do
     [[ -f "$OUT/$name/model_final.pth" ]] && continue
