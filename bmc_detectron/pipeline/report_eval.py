@@ -160,3 +160,26 @@ def count_eval_markdown(result: Dict[str, Any], command: str) -> str:
             "",
         ]
     )
+
+
+def score_lines(result: Dict[str, Any]) -> List[str]:
+    """The evaluation (:func:`evaluate_report`) in a few printable lines."""
+    m = result["matching"]
+    lines = [
+        f"count vs truth ({result['dataset']}): recall {100 * m['recall']:.1f} %  precision "
+        f"{100 * m['precision']:.1f} %  label accuracy {100 * m['accuracy']:.1f} %"
+    ]
+    crowd = result.get("crowding")
+    if crowd:
+        kinds = "  ".join(
+            f"{k} {100 * r['recall']:.1f} %" for k, r in crowd["recall"].items() if r["cells"]
+        )
+        share = 100 * crowd["pairs"]["share"]
+        lines.append(f"  recall by crowding: {kinds}; touching pairs counted as two: {share:.1f} %")
+    cases = result.get("cases")
+    if cases:
+        lines.append(
+            f"  differential MAE per case of {cases['fields_per_case']} fields: mean "
+            f"{cases['mae_mean']:.2f} pp, worst {cases['mae_max']:.2f} pp ({cases['cases']} cases)"
+        )
+    return lines

@@ -37,6 +37,7 @@ from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic.marrow import MARROW_SPLIT_SIZES
 from bmc_detectron.engine import trainer_class
 from bmc_detectron.engine.precision import cpu_supports_bf16
+from bmc_detectron.pipeline.report_eval import score_lines
 from bmc_detectron.pipeline.run import run_count
 from bmc_detectron.pipeline.run_io import OutputExistsError
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
@@ -246,31 +247,8 @@ def run(args: argparse.Namespace) -> int:
     times["onnx"] = time.perf_counter() - t0
     print_summary(out, det, cls, times, time.perf_counter() - t_start)
     if scored:
-        print_scores(scored)
+        print("\n".join(score_lines(scored)))
     return 0
-
-
-def print_scores(result: Dict) -> None:
-    """The held-out count against its truth, in a few lines."""
-    m, cases = result["matching"], result.get("cases")
-    print(
-        f"count vs truth ({result['dataset']}): recall {100 * m['recall']:.1f} %  precision "
-        f"{100 * m['precision']:.1f} %  label accuracy {100 * m['accuracy']:.1f} %"
-    )
-    crowd = result.get("crowding")
-    if crowd:
-        kinds = "  ".join(
-            f"{k} {100 * r['recall']:.1f} %" for k, r in crowd["recall"].items() if r["cells"]
-        )
-        print(
-            f"  recall by crowding: {kinds}; touching pairs counted as two: "
-            f"{100 * crowd['pairs']['share']:.1f} %"
-        )
-    if cases:
-        print(
-            f"  differential MAE per case of {cases['fields_per_case']} fields: mean "
-            f"{cases['mae_mean']:.2f} pp, worst {cases['mae_max']:.2f} pp ({cases['cases']} cases)"
-        )
 
 
 def print_summary(
