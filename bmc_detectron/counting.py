@@ -21,16 +21,10 @@ import torch
 from bmc_detectron.config import build_cfg
 from bmc_detectron.deploy.runtime import build_onnx_counter
 from bmc_detectron.pipeline.counter import CellCounter
+from bmc_detectron.pipeline.model_scale import ModelScale, locate_profile, sidecar_scale
 from bmc_detectron.pipeline.run_io import check_output
 from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
-from bmc_detectron.pipeline.scale_plan import (
-    ModelScale,
-    ScaleOptions,
-    ScaleSetup,
-    locate_profile,
-    make_setup,
-    sidecar_scale,
-)
+from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScaleSetup, make_setup
 
 BACKENDS = ("torch", "onnx")
 

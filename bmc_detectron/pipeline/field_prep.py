@@ -11,7 +11,7 @@ estimated from its red cells) the field is therefore resized once, by ``factor =
 - ``f`` brings it to the training images' pixels: the input's micrometres per pixel over the
   training images', or the training images' red-cell diameter over the case's;
 - ``k`` is the detector's test resize of a training-sized image
-  (:meth:`~bmc_detectron.pipeline.scale_plan.ModelScale.input_factor`);
+  (:meth:`~bmc_detectron.pipeline.model_scale.ModelScale.input_factor`);
 
 and the detector's own resize is switched off for it (:func:`unresized`). Large fields are tiled
 *after* the rescale (tiles in detector-input pixels), and the boxes come back in the original

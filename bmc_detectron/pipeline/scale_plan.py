@@ -1,8 +1,8 @@
 """The case's scale plan: the scale the model saw, the count's scale and stain options, and the
 factor every field of the case is resized by before detection.
 
-1. :class:`ModelScale`: the training images' scale, read from the training profile
-   (:func:`locate_profile`), an ONNX detector's sidecar (:func:`sidecar_scale`) or the config;
+1. :class:`~bmc_detectron.pipeline.model_scale.ModelScale`: the training images' scale
+   (:mod:`bmc_detectron.pipeline.model_scale`);
 2. :func:`make_setup`: the options (:class:`ScaleOptions`) checked against what they need, as a
    :class:`ScaleSetup`;
 3. :func:`plan_scale`: from the given micrometres per pixel, the files' own pixel size, the
@@ -16,12 +16,10 @@ factor every field of the case is resized by before detection.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Protocol
 
 import numpy as np
-from detectron2.data import transforms as T
 
 from bmc_detectron.pipeline.count_warnings import (
     RULER_OUTLIERS,
@@ -32,6 +30,7 @@ from bmc_detectron.pipeline.count_warnings import (
 )
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE
 from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.pipeline.model_scale import MAKE_PROFILE, ModelScale
 from bmc_detectron.pipeline.scale_decision import (
     ScaleDecision,
     ScaleEvidence,
@@ -40,94 +39,9 @@ from bmc_detectron.pipeline.scale_decision import (
     ruler_agrees,
     ruler_spread_warning,
 )
-from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, PROFILE_FILE, TrainingProfile
+from bmc_detectron.smear.profile import NOMINAL_RBC_MICRONS, TrainingProfile
 from bmc_detectron.smear.ruler import case_scale
 from bmc_detectron.smear.stain import STAIN_METHODS
-
-MAKE_PROFILE = (
-    "make one with `python -m bmc_detectron.tools.estimate_scale --dataset TRAIN_SET "
-    "--output DIR/training_profile.json` or give --training-profile"
-)
-
-
-@dataclass(frozen=True)
-class ModelScale:
-    """The training images' scale (each None when unknown) and where it was read.
-
-    Attributes:
-        microns_per_pixel: pixel size of the training images.
-        rbc_diameter_px: their median red-cell diameter as the classical ruler reads it (the
-            field's ruler reading is divided by it, so the ruler's bias cancels; a generator's
-            exact diameter is used only where no ruler reading was recorded).
-        rbc_box_diameter_px: median longer side of their red-cell boxes (annotations).
-        image_size: their median (height, width).
-        source: the profile's path, ``"ONNX sidecar"`` or ``"config"``.
-    """
-
-    microns_per_pixel: Optional[float] = None
-    rbc_diameter_px: Optional[float] = None
-    rbc_box_diameter_px: Optional[float] = None
-    image_size: Optional[Tuple[int, int]] = None
-    source: str = ""
-
-    @classmethod
-    def from_profile(cls, profile: TrainingProfile, source: str) -> ModelScale:
-        """The scale recorded in a training profile."""
-        return cls(
-            profile.microns_per_pixel,
-            profile.rbc_ruler_px or profile.rbc_diameter_px,
-            profile.rbc_box_diameter_px,
-            profile.image_size,
-            source,
-        )
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Optional[ModelScale]:
-        """``BMC.DATA.MICRONS_PER_PIXEL`` / ``RBC_DIAMETER_PX`` of a config (None if both 0)."""
-        data = cfg.BMC.DATA
-        mpp, rbc = float(data.MICRONS_PER_PIXEL), float(data.RBC_DIAMETER_PX)
-        if mpp <= 0 and rbc <= 0:
-            return None
-        return cls(mpp if mpp > 0 else None, rbc if rbc > 0 else None, source="config")
-
-    def filled(self, other: Optional[ModelScale]) -> ModelScale:
-        """This scale with its unknown values taken from ``other`` (e.g. the config's)."""
-        if other is None:
-            return self
-        values = {k: getattr(self, k) for k in ("microns_per_pixel", "rbc_diameter_px")}
-        missing = {k: getattr(other, k) for k, v in values.items() if v is None}
-        missing = {k: v for k, v in missing.items() if v is not None}
-        if not missing:
-            return self
-        return replace(self, **missing, source=f"{self.source} + {other.source}")
-
-    def input_factor(self, detector: Any) -> Optional[float]:
-        """``k``: the detector's test resize of a training-sized image; 1 for a detector that
-        does not resize; None when it does and the training image size is unknown."""
-        min_size = int(getattr(detector, "min_size", 0) or 0)
-        if min_size <= 0:
-            return 1.0
-        if self.image_size is None:
-            return None
-        h, w = self.image_size
-        max_size = int(getattr(detector, "max_size", 0) or 0)
-        nh, _ = T.ResizeShortestEdge.get_output_shape(h, w, min_size, max_size)
-        return nh / h
-
-    def to_json(self) -> Dict[str, Any]:
-        """A JSON-ready dict."""
-        size = None if self.image_size is None else list(self.image_size)
-        return {
-            "microns_per_pixel": self.microns_per_pixel,
-            "rbc_diameter_px": _round(self.rbc_diameter_px),
-            "rbc_box_diameter_px": _round(self.rbc_box_diameter_px),
-            "image_size": size,
-            "source": self.source,
-        }
-
-
-def _round(value: Optional[float], digits: int = 3) -> Optional[float]:
-    return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
 @dataclass(frozen=True)
@@ -208,47 +122,6 @@ def with_options(setup: ScaleSetup, options: ScaleOptions) -> ScaleSetup:
     """``setup``'s model scale and profile with other options (checked as by make_setup)."""
     make_setup(options, setup.profile, setup.profile_source, setup.model)  # raises if unusable
     return ScaleSetup(options, setup.model, setup.profile, setup.profile_source)
-
-
-def locate_profile(
-    explicit: Optional[str],
-    detector_weights: Optional[str] = None,
-    detector_onnx: Optional[str] = None,
-    detector: Any = None,
-) -> Tuple[Optional[TrainingProfile], Optional[str]]:
-    """The training profile and where it was read: ``explicit`` (must exist), else the ONNX
-    sidecar's copy, else ``training_profile.json`` beside the detector's weights or ``.onnx``;
-    (None, None) when there is none. ValueError for a file that is not a profile."""
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: training profile not found")
-        return TrainingProfile.load(path), str(path)
-    meta = getattr(detector, "meta", None)
-    if detector_onnx and isinstance(meta, dict) and meta.get("training_profile"):
-        where = f"{detector_onnx}.json (ONNX sidecar)"
-        try:
-            return TrainingProfile.from_dict(meta["training_profile"]), where
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{where}: bad training profile ({e})") from None
-    model_file = detector_onnx or detector_weights
-    if model_file:
-        beside = Path(model_file).parent / PROFILE_FILE
-        if beside.is_file():
-            return TrainingProfile.load(beside), str(beside)
-    return None, None
-
-
-def sidecar_scale(detector: Any) -> Optional[ModelScale]:
-    """The config's scale recorded in an ONNX detector's sidecar (None if not recorded)."""
-    meta = getattr(detector, "meta", None)
-    scale = meta.get("scale") if isinstance(meta, dict) else None
-    if not scale:
-        return None
-    mpp, rbc = scale.get("microns_per_pixel"), scale.get("rbc_diameter_px")
-    if not mpp and not rbc:
-        return None
-    return ModelScale(mpp or None, rbc or None, source="ONNX sidecar (config)")
 
 
 class RedCells(Protocol):

@@ -23,7 +23,11 @@ geometric midpoint (``refine``).
 
 The probe is ``settled`` only when some candidate finds cells, its ``confidence`` is at least
 ``min_confidence`` and, by size, the best median box is within a factor ``max_size_error`` of the
-training diameter. The confidence is, by score, the best candidate's relative margin over the
+training diameter and is the median of at least ``min_cells`` boxes: nucleated cells vary by
+about a third in size (coefficient of variation of the composites' cells: 0.33), so the median of
+``n`` of them is known to about ``+-1.96 * 1.25 * 0.33 / sqrt(n)``, +-16 % at
+:data:`MIN_PROBE_CELLS` = 25 (sparse fields, e.g. a few white cells among red cells, leave the
+scale to the red cells). The confidence is, by score, the best candidate's relative margin over the
 best factor that is not its neighbour (a peak, not a plateau); by size, how closely the median
 box follows the factor between the two best candidates (1: in proportion; 0: boxes that do not
 change with the factor say nothing).
@@ -44,6 +48,8 @@ from bmc_detectron.smear.profile import TrainingProfile, sample_indices
 from bmc_detectron.smear.ruler import rescaled
 
 CANDIDATES = (0.4, 0.5, 0.7, 1.0, 1.4, 2.0, 2.5)
+#: the fewest boxes whose median size settles the probe by size (module doc)
+MIN_PROBE_CELLS = 25
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ def probe_scale(
     min_found: float = 0.2,
     min_confidence: float = 0.1,
     max_size_error: float = 1.5,
+    min_cells: int = MIN_PROBE_CELLS,
     refine: bool = True,
     window: int = 1024,
 ) -> ScaleProbe:
@@ -237,5 +244,10 @@ def probe_scale(
         reason = (
             f"no candidate sees cells at the training size ({target:.1f} px; closest "
             f"{ranked[0].median_box_px:.1f} px at x{ranked[0].factor:g})"
+        )
+    elif target is not None and ranked[0].n < min_cells:
+        reason = (
+            f"too few cells to read their size ({ranked[0].n} at x{ranked[0].factor:g}, "
+            f"fewer than {min_cells})"
         )
     return ScaleProbe(factor, not reason, confidence, method, reason, tuple(evidence), target)

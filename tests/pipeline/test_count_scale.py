@@ -13,14 +13,9 @@ import pytest
 from bmc_detectron.pipeline import CellCounter, Detections
 from bmc_detectron.pipeline.field_checks import field_flags, measure_field
 from bmc_detectron.pipeline.field_prep import FieldPrep, unresized
+from bmc_detectron.pipeline.model_scale import ModelScale
 from bmc_detectron.pipeline.recognition import CellClassifier
-from bmc_detectron.pipeline.scale_plan import (
-    ModelScale,
-    ScaleOptions,
-    make_setup,
-    plan_scale,
-    with_options,
-)
+from bmc_detectron.pipeline.scale_plan import ScaleOptions, make_setup, plan_scale, with_options
 from bmc_detectron.smear import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.ruler import rescaled
 from bmc_detectron.smear.stain import stain_shift

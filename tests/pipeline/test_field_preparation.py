@@ -22,14 +22,8 @@ from bmc_detectron.pipeline.field_checks import (
     survey_key,
 )
 from bmc_detectron.pipeline.field_prep import FieldPrep, detect_rescaled, map_boxes_back
-from bmc_detectron.pipeline.scale_plan import (
-    ModelScale,
-    ScaleOptions,
-    ScaleSetup,
-    plan_scale,
-    relative_size,
-    sidecar_scale,
-)
+from bmc_detectron.pipeline.model_scale import ModelScale, sidecar_scale
+from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScaleSetup, plan_scale, relative_size
 from bmc_detectron.smear.ruler import RBCEstimate
 from bmc_detectron.smear.stain import ReinhardTarget
 

@@ -133,3 +133,14 @@ def test_training_cell_input_px():
 
     assert training_cell_input_px(profile, SelectiveDetector()) == pytest.approx(30.0)
     assert training_cell_input_px(profile, Resizing()) == pytest.approx(15.0)
+
+
+def test_too_few_cells_do_not_settle_the_probe_by_size():
+    # one field of a few big discs, one of them whole: the size of one cell is no measurement
+    fields = disc_fields([TRAINED_PX / 0.75], n=1, size=int(TRAINED_PX / 0.75 * 3.2))
+    probe = probe_scale(SelectiveDetector(), fields, training_cell_px=TRAINED_PX)
+    assert not probe.settled
+    assert probe.reason.startswith("too few cells to read their size"), probe.reason
+    assert abs(probe.factor / 0.75 - 1) < 0.15  # the estimate is kept, but not trusted
+    many = probe_scale(SelectiveDetector(), fields, training_cell_px=TRAINED_PX, min_cells=1)
+    assert many.settled, many.reason

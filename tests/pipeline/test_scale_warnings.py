@@ -36,8 +36,9 @@ from bmc_detectron.pipeline.field_checks import (
     nucleus_fraction,
 )
 from bmc_detectron.pipeline.field_prep import FieldPrep
+from bmc_detectron.pipeline.model_scale import ModelScale
 from bmc_detectron.pipeline.run import run_count
-from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleOptions, ScaleSetup, plan_scale
+from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScaleSetup, plan_scale
 from bmc_detectron.smear.ruler import RBCEstimate
 from bmc_detectron.tools import count as count_tool
 from tests.helpers import CONFIGS

@@ -81,7 +81,8 @@ def smears(tmp_path_factory) -> List[Path]:
 def scaled_server(tmp_path_factory):
     """The tiny counter with a training profile of synthetic smears drawn at twice the scale
     of ``smears`` (0.2 µm per pixel): unscaled fields are flagged, at 0.4 µm per pixel not."""
-    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
+    from bmc_detectron.pipeline.model_scale import ModelScale
+    from bmc_detectron.pipeline.scale_plan import ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
     from tests.pipeline.helpers import write_profile
 
@@ -394,7 +395,8 @@ def test_flagged_field_shows_its_warning(scaled_server, browser, smears, tmp_pat
 
 def test_scale_warnings_are_shown(browser, smears):
     """A scale from the config only (no training profile): the API warns, the page shows it."""
-    from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleSetup
+    from bmc_detectron.pipeline.model_scale import ModelScale
+    from bmc_detectron.pipeline.scale_plan import ScaleSetup
     from bmc_detectron.serve import ServeSettings, create_app
 
     setup = ScaleSetup(model=ModelScale(microns_per_pixel=0.2, source="config"))

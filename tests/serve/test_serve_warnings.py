@@ -14,7 +14,8 @@ import pytest
 
 from bmc_detectron.pipeline import CellCounter, Detections
 from bmc_detectron.pipeline.count_warnings import DETECTOR_SCALE, FEW_CELLS_FOUND
-from bmc_detectron.pipeline.scale_plan import ModelScale, ScaleOptions, ScaleSetup, make_setup
+from bmc_detectron.pipeline.model_scale import ModelScale
+from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScaleSetup, make_setup
 from bmc_detectron.smear.ruler import rescaled
 from tests.pipeline.helpers import (
     MODEL_MPP,

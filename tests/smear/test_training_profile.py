@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bmc_detectron.config import build_cfg
-from bmc_detectron.pipeline.scale_plan import locate_profile
+from bmc_detectron.pipeline.model_scale import locate_profile
 from bmc_detectron.smear import PROFILE_FILE, TrainingProfile
 from bmc_detectron.smear.profile import box_diameters, red_cell_class, sample_indices
 from bmc_detectron.tools import estimate_scale
