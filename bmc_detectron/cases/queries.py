@@ -121,9 +121,7 @@ def _model_uncertain(cell: Cell, below: float) -> bool:
     return cell.model_class != OTHER.abbr and prob < below
 
 
-def case_differential(
-    case: Case, lineage: Optional[Lineage] = None
-) -> Dict[str, Dict[str, Any]]:
+def case_differential(case: Case, lineage: Optional[Lineage] = None) -> Dict[str, Dict[str, Any]]:
     """``{"model": ..., "reviewed": ...}``, each :func:`~bmc_detectron.structures.differential.
     differential` of the case's cells: the model's classes of every cell it found, and the
     final classes (reviewed, else the model's) of the cells kept. A reviewed cell is never
