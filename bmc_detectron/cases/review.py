@@ -58,12 +58,12 @@ def _check_class(case: Case, name: str) -> None:
         raise CaseError(f"class {name!r} is not a class of case {case.case_id!r}: {choices}")
 
 
-def _flush(session: Session, cell: Cell) -> None:
+def _flush(session: Session, cell_id: int) -> None:
     try:
         session.flush()
     except StaleDataError:
         raise ConflictError(
-            f"cell {cell.id} was changed by someone else meanwhile; reload the case: "
+            f"cell {cell_id} was changed by someone else meanwhile; reload the case: "
             "nothing was written"
         ) from None
 
@@ -86,7 +86,7 @@ def reclassify(
     old = cell_state(cell)
     cell.reviewed_class = new_class
     _reviewed(case, cell, acting)
-    _flush(session, cell)
+    _flush(session, cell_id)
     record(session, acting.name, "reclassify", "cell", cell.id, case, old, cell_state(cell))
     return cell
 
@@ -102,7 +102,7 @@ def delete_cell(
     old = cell_state(cell)
     cell.deleted = True
     _reviewed(case, cell, acting)
-    _flush(session, cell)
+    _flush(session, cell_id)
     record(session, acting.name, "delete", "cell", cell.id, case, old, cell_state(cell))
     return cell
 

@@ -20,7 +20,7 @@ from bmc_detectron.cases.models import Base
 from .helpers import make_report, new_db
 
 # A later schema revision, as a future bmc-detectron would ship it (test only).
-NEXT_REVISION = '''
+NEXT_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,7 +38,7 @@ def upgrade():
 def downgrade():
     with op.batch_alter_table("cases") as batch:
         batch.drop_column("note")
-'''
+"""
 
 
 @pytest.fixture
