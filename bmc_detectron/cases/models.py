@@ -34,8 +34,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STATUSES = ("counted", "in_review", "signed")
-ROLES = ("reviewer", "admin")
+from bmc_detectron.cases.states import ROLES, STATUSES
+
+__all__ = ["ROLES", "STATUSES", "AuditEntry", "Base", "Case", "Cell", "Field", "SignOff", "User"]
 
 
 def utcnow() -> dt.datetime:

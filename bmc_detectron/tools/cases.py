@@ -23,18 +23,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from bmc_detectron.cases.db import CaseDB, default_url, schema_state
 from bmc_detectron.cases.errors import CaseError
-from bmc_detectron.cases.export import export_coco, rank_unreviewed
-from bmc_detectron.cases.models import ROLES, STATUSES
-from bmc_detectron.cases.queries import case_differential, case_json, find_cases, get_case
-from bmc_detectron.cases.users import add_user
+from bmc_detectron.cases.states import ROLES, STATUSES
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from bmc_detectron.cases.db import CaseDB
 
 PASSWORD_ENV = "BMC_CASES_PASSWORD"
 RANK_STRATEGIES = ("entropy", "margin", "least_confidence")
@@ -97,6 +94,8 @@ def _login() -> str:
 
 
 def _init(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.db import schema_state
+
     state, current = schema_state(db.engine)
     if state == "older":
         raise CaseError(f"{db.url}: a case database at revision {current}; run `bmc cases upgrade`")
@@ -110,6 +109,8 @@ def _init(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _upgrade(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.db import schema_state
+
     before = schema_state(db.engine)[1]
     after = db.upgrade()
     print(f"{db.url}: revision {before or 'none'} -> {after}")
@@ -117,7 +118,7 @@ def _upgrade(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _import(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.importer import import_report  # the count's records: torch
+    from bmc_detectron.cases.importer import import_report
 
     with db.session() as s:
         case = import_report(s, db.store, Path(args.report), args.user or _login(), args.case_id)
@@ -130,6 +131,8 @@ def _import(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _list(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.queries import find_cases
+
     with db.session() as s:
         cases = find_cases(s, args.search, args.status, args.since, args.until, args.all_versions)
         rows = [
@@ -142,6 +145,8 @@ def _list(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _show(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.queries import case_differential, case_json, get_case
+
     with db.session() as s:
         case = get_case(s, args.case, args.version)
         if args.json:
@@ -164,6 +169,8 @@ def _show(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _export(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.export import export_coco
+
     images_dir = None if args.images_dir is None else Path(args.images_dir)
     with db.session() as s:
         coco = export_coco(s, db.store, args.cases, images_dir)
@@ -191,6 +198,8 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _add_user(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.users import add_user
+
     password = _password(args)
     with db.session() as s:
         add_user(s, args.name, password, args.role, args.user or _login())
@@ -199,6 +208,8 @@ def _add_user(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _next(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.export import rank_unreviewed
+
     with db.session() as s:
         ranked = rank_unreviewed(s, args.strategy, args.aggregate)[: max(args.budget, 0)]
     rows = [[i + 1, cid, f"{score:.4f}", cells] for i, (cid, score, cells) in enumerate(ranked)]
@@ -221,6 +232,17 @@ JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    try:  # the cases extra: imported here, so that --help works without it
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from bmc_detectron.cases.db import CaseDB, default_url
+    except ImportError as e:
+        print(
+            f"error: bmc cases needs the cases extra ({e.name} is missing): "
+            "pip install -e '.[cases]'",
+            file=sys.stderr,
+        )
+        return 2
     url = args.db or default_url()
     images = None if args.images is None else Path(args.images)
     try:
