@@ -3,7 +3,8 @@
 What is read: ``summary.json`` (the classes, the uncertainty threshold, the models and the
 counted fields) and ``cells/<field>.json`` of every counted field (its cells, exactly as the
 count saved them). Each field's image is read from where the count found it, checked against the
-SHA-256 the count recorded, and stored once (:mod:`.store`). Anything missing or corrupt is a
+SHA-256 the count recorded (a relative path is also looked for under the report folder's parents
+and a given ``inputs_root``), and stored once (:mod:`.store`). Anything missing or corrupt is a
 :class:`~.errors.ReportError` naming the file; nothing is written then.
 """
 
@@ -71,18 +72,31 @@ def read_field(report: Path, name: str) -> FieldRecord:
         raise ReportError(f"{path}: corrupt field record ({type(e).__name__}: {e})") from None
 
 
-def _image_bytes(rec: FieldRecord, report: Path) -> bytes:
+def _image_bytes(rec: FieldRecord, report: Path, inputs_root: Optional[Path]) -> bytes:
+    """The field's image bytes: its path as the count recorded it; a relative one (the count ran
+    elsewhere) is also looked for under ``inputs_root`` and the report folder's parents. Only a
+    file with the SHA-256 the count recorded is taken."""
     path = Path(rec.image)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ReportError(
-            f"{report}: field {rec.name!r}: its image {path} cannot be read "
-            f"({e.strerror or e}); the count's input must still be there to import the case"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != rec.image_sha256:
-        raise ReportError(f"{report}: field {rec.name!r}: {path} changed since the count")
-    return data
+    candidates = [path]
+    if inputs_root is not None:
+        candidates += [Path(inputs_root) / path, Path(inputs_root) / path.name]
+    if not path.is_absolute():
+        candidates += [parent / path for parent in report.resolve().parents]
+    changed = None
+    for candidate in candidates:
+        try:
+            data = candidate.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() == rec.image_sha256:
+            return data
+        changed = changed or candidate
+    if changed is not None:
+        raise ReportError(f"{report}: field {rec.name!r}: {changed} changed since the count")
+    raise ReportError(
+        f"{report}: field {rec.name!r}: its image {path} is not there (the count's inputs must "
+        "still be there to import the case; --inputs-root DIR says where they are now)"
+    )
 
 
 def _model_name(source: Any) -> str:
@@ -116,11 +130,13 @@ def import_report(
     report: Path,
     actor: str,
     case_id: Optional[str] = None,
+    inputs_root: Optional[Path] = None,
 ) -> Case:
     """Import the count in ``report`` as a new case (status counted, version 1).
 
     ``case_id``: default the report folder's name; a case id already in the database is refused.
-    ``actor``: who imports it (written to the audit log).
+    ``actor``: who imports it (written to the audit log); ``inputs_root``: where the count's
+    input images are now, when they moved (see :func:`_image_bytes`).
     """
     report = Path(report)
     summary = read_summary(report)
@@ -128,7 +144,7 @@ def import_report(
     if session.scalar(select(Case.id).where(Case.case_id == case_id)) is not None:
         raise CaseError(f"case {case_id!r} is in the database already")
     records = [read_field(report, str(f["name"])) for f in summary["fields"]]
-    images = [_image_bytes(rec, report) for rec in records]
+    images = [_image_bytes(rec, report, inputs_root) for rec in records]
     settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
     sources = settings.get("sources") or {}
     case = Case(

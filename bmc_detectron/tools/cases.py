@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("report", help="a finished `bmc count` output folder")
     imp.add_argument("--case-id", default=None, help="the case id (default: the folder's name)")
     imp.add_argument("--user", default=None, help="who imports (default: the login name)")
+    imp.add_argument("--inputs-root", default=None, help="where the count's images are now")
     ls = sub.add_parser("list", parents=[common], help="list cases, newest first")
     ls.add_argument("--search", default="", help="part of the case id")
     ls.add_argument("--status", choices=STATUSES, default=None)
@@ -121,7 +122,9 @@ def _import(db: CaseDB, args: argparse.Namespace) -> int:
     from bmc_detectron.cases.importer import import_report
 
     with db.session() as s:
-        case = import_report(s, db.store, Path(args.report), args.user or _login(), args.case_id)
+        inputs = None if args.inputs_root is None else Path(args.inputs_root)
+        actor = args.user or _login()
+        case = import_report(s, db.store, Path(args.report), actor, args.case_id, inputs)
         cells = sum(len(f.cells) for f in case.fields)
         print(
             f"imported {args.report} as case {case.case_id}: {len(case.fields)} field(s), "

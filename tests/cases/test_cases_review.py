@@ -89,12 +89,36 @@ def test_bad_reports_are_refused_by_name(db, tmp_path: Path) -> None:
         import_report(s, db.store, bad, "x")
     gone = make_report(tmp_path, "gone", offset=2)
     (tmp_path / "inputs-gone" / "f2.png").unlink()
-    with db.session() as s, pytest.raises(ReportError, match="field 'f2': its image .*f2.png"):
+    with (
+        db.session() as s,
+        pytest.raises(ReportError, match="field 'f2': its image .*f2.png is not there"),
+    ):
         import_report(s, db.store, gone, "x")
     with db.session() as s, pytest.raises(CaseError, match="case id '../x'"):
         import_report(s, db.store, tmp_path / "case42", "x", case_id="../x")
     with db.session() as s:
         assert [c.case_id for c in find_cases(s)] == ["case42"]  # nothing half-imported
+
+
+def test_images_found_where_the_count_ran_or_under_inputs_root(db, tmp_path: Path) -> None:
+    report = make_report(tmp_path, "rel", offset=4)
+    for field in ("f1", "f2"):  # as a count run from tmp_path records them: relative paths
+        path = report / "cells" / f"{field}.json"
+        record = json.loads(path.read_text())
+        record["image"] = f"inputs-rel/{field}.png"
+        path.write_text(json.dumps(record))
+    with db.session() as s:  # found under a parent of the report folder
+        assert len(import_report(s, db.store, report, "x").fields) == 2
+    moved = tmp_path / "archive" / "inputs"
+    moved.parent.mkdir()
+    (tmp_path / "inputs-rel").rename(moved)
+    with db.session() as s, pytest.raises(ReportError, match="inputs-rel/f1.png is not there"):
+        import_report(s, db.store, report, "x", case_id="rel2")
+    with db.session() as s:
+        assert import_report(s, db.store, report, "x", "rel2", inputs_root=moved).case_id == "rel2"
+    (moved / "f2.png").write_bytes((moved / "f1.png").read_bytes())
+    with db.session() as s, pytest.raises(ReportError, match="f2.png changed since the count"):
+        import_report(s, db.store, report, "x", case_id="rel3", inputs_root=moved)
 
 
 def test_list_searches_by_id_status_and_date(db, tmp_path: Path) -> None:
