@@ -127,6 +127,8 @@ def test_list_searches_by_id_status_and_date(db, tmp_path: Path) -> None:
         today = dt.datetime.now(dt.timezone.utc).date()
         assert [c.case_id for c in find_cases(s, search="b-2025")] == ["B-2025_7"]
         assert [c.case_id for c in find_cases(s, search="%")] == []  # taken literally
+        assert find_cases(s, search="'; DROP TABLE cases; --") == []
+        assert len(find_cases(s)) == 2
         assert len(find_cases(s, status="counted", since=today, until=today)) == 2
         assert find_cases(s, until=today - dt.timedelta(days=1)) == []
         assert find_cases(s, status="signed") == []

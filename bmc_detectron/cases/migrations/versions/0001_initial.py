@@ -35,6 +35,15 @@ def _id() -> sa.Column:
 
 def upgrade() -> None:
     """Create the tables, their indexes and the audit log's triggers."""
+    _users_and_cases()
+    _fields_and_cells()
+    _sign_offs_and_audit_log()
+    dialect = op.get_bind().dialect.name
+    for statement in {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRES_TRIGGERS}.get(dialect, []):
+        op.execute(statement)
+
+
+def _users_and_cases() -> None:
     op.create_table(
         "users",
         _id(),
@@ -67,6 +76,9 @@ def upgrade() -> None:
     )
     for column in ("case_id", "status", "created"):
         op.create_index(f"ix_cases_{column}", "cases", [column])
+
+
+def _fields_and_cells() -> None:
     op.create_table(
         "fields",
         _id(),
@@ -105,6 +117,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_cells"),
     )
     op.create_index("ix_cells_field_id", "cells", ["field_id"])
+
+
+def _sign_offs_and_audit_log() -> None:
     op.create_table(
         "sign_offs",
         _id(),
@@ -133,9 +148,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_case_pk", "audit_log", ["case_pk"])
-    dialect = op.get_bind().dialect.name
-    for statement in {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRES_TRIGGERS}.get(dialect, []):
-        op.execute(statement)
 
 
 def downgrade() -> None:
