@@ -32,6 +32,7 @@ COMMANDS: Dict[str, str] = {
     "visualize": "visualize",
     "select": "select",
     "merge-labels": "merge_labels",
+    "cases": "cases",
     "estimate-scale": "estimate_scale",
     "convert": "convert",
     "split": "split",

@@ -1,8 +1,14 @@
-"""The case database (a room named now, filled later).
+"""The case database: counts kept as cases, reviewed cell by cell, signed, exported to training.
 
-What goes here: ``models`` (cases, their fields and cells, counts, who reviewed what and when),
-``repository`` (reading and writing them, one place for the queries), ``audit`` (an append-only
-trail of every change to a case) and ``migrations`` (the schema's versions, applied in order).
+What goes here: ``models`` (the tables: cases and their versions, fields, cells, users,
+sign-offs, the audit log), ``db`` (where the database is, its engine, its schema version checked at
+every open, ``upgrade``), ``migrations`` (Alembic: the schema's revisions, applied in order),
+``store`` (the fields' images, once each by SHA-256), ``importer`` (a count's report folder as a
+case), ``queries`` (the case list, one case as stored, the model-vs-reviewer differential),
+``review`` (reclassify / delete / add a cell, sign, re-open: each with its audit entry, stale row
+versions refused), ``audit``, ``users`` (argon2 password hashes) and ``export`` (signed cases as
+COCO for ``merge-labels``, unreviewed cases ranked for active learning). The command is
+``bmc cases`` (:mod:`bmc_detectron.tools.cases`); the guide is ``docs/guides/cases.md``.
 
 Import rules:
 
@@ -10,7 +16,7 @@ Import rules:
   tools use the case database, never the other way round, and it works without the ``serve``
   extra;
 * it may import the floors below it (``data``, ``structures``, ``utils``, ``pipeline``'s report
-  records); never ``serve``, ``tools``, ``batch`` or ``studies``.
+  records, ``active``'s acquisition scores); never ``serve``, ``tools``, ``batch`` or ``studies``.
 
 ``tests/test_layout.py`` enforces the rules that can be checked on the imports.
 """

@@ -15,7 +15,7 @@ from bmc_detectron import cli
 
 USER_JOBS = (
     "train count count-eval serve export-onnx open-set-threshold demo visualize select "
-    "merge-labels estimate-scale convert split synthetic marrow-fields"
+    "merge-labels cases estimate-scale convert split synthetic marrow-fields"
 ).split()
 
 

@@ -1,0 +1,1 @@
+"""The case database's schema versions (Alembic); applied by ``bmc cases init`` / ``upgrade``."""

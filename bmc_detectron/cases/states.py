@@ -1,0 +1,9 @@
+"""The case database's fixed vocabularies (no SQLAlchemy here: the command's ``--help`` reads
+them without the ``cases`` extra)."""
+
+from __future__ import annotations
+
+#: a case's status: just imported, being reviewed, signed (read-only)
+STATUSES = ("counted", "in_review", "signed")
+#: a user's role
+ROLES = ("reviewer", "admin")

@@ -1,0 +1,55 @@
+"""Local accounts: a name, a role (reviewer or admin) and an argon2 password hash
+(argon2-cffi's defaults)."""
+
+from __future__ import annotations
+
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bmc_detectron.cases.audit import record
+from bmc_detectron.cases.errors import CaseError, NotFoundError
+from bmc_detectron.cases.models import ROLES, User
+
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MIN_PASSWORD = 8
+_HASHER = PasswordHasher()
+
+
+def get_user(session: Session, name: str) -> User:
+    """The user called ``name``; :class:`NotFoundError` if there is none."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFoundError(f"unknown user {name!r} (add one with `bmc cases add-user`)")
+    return user
+
+
+def add_user(session: Session, name: str, password: str, role: str, actor: str) -> User:
+    """A new account; ``actor``: who adds it (written to the audit log)."""
+    if not USER_NAME.fullmatch(name):
+        raise CaseError(f"user name {name!r}: letters, digits and . _ @ - only, up to 64")
+    if role not in ROLES:
+        raise CaseError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise CaseError(f"the password of {name!r} is shorter than {MIN_PASSWORD} characters")
+    if session.scalar(select(User).where(User.name == name)) is not None:
+        raise CaseError(f"user {name!r} exists already")
+    user = User(name=name, role=role, password_hash=_HASHER.hash(password))
+    session.add(user)
+    session.flush()
+    record(session, actor, "add_user", "user", user.id, new={"name": name, "role": role})
+    return user
+
+
+def verify_password(session: Session, name: str, password: str) -> bool:
+    """True when ``password`` is the user's (False for an unknown user or a wrong password)."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        return False
+    try:
+        return _HASHER.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,268 @@
+"""Cases that last: import counts into the case database, list, show and export them.
+
+    bmc cases init                                   # create the database (default location)
+    bmc cases upgrade                                # migrate it (alembic upgrade head)
+    bmc cases import reports/case42 [--case-id C42]  # a finished count's report folder
+    bmc cases list [--search 42] [--status signed] [--since 2025-01-01] [--until 2025-12-31]
+    bmc cases show C42 [--version 1] [--json]
+    bmc cases export-coco C42 C43 --output reviewed.json [--images-dir DIR]
+    bmc cases add-user alice --role reviewer          # password from a prompt or --password-file
+    bmc cases next [--strategy entropy] [--budget 10] # unreviewed cases, for active learning
+
+Every subcommand takes ``--db URL`` (default ``$BMC_CASES_DB``, else an SQLite file in the user's
+data folder) and ``--images DIR`` (the image store; default beside an SQLite file). The library is
+:mod:`bmc_detectron.cases`. Exit status: 0 done, 2 refused (one line on stderr naming why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
+
+from bmc_detectron.cases.errors import CaseError
+from bmc_detectron.cases.states import ROLES, STATUSES
+from bmc_detectron.reporting.tables import markdown_table
+from bmc_detectron.utils.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from bmc_detectron.cases.db import CaseDB
+
+PASSWORD_ENV = "BMC_CASES_PASSWORD"
+RANK_STRATEGIES = ("entropy", "margin", "least_confidence")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (one subparser per job)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    db_help = "SQLAlchemy URL (default: $BMC_CASES_DB, else SQLite in the user's data folder)"
+    common.add_argument("--db", default=None, help=db_help)
+    images_help = "image store folder (default: beside an SQLite file, else $BMC_CASES_IMAGES)"
+    common.add_argument("--images", default=None, help=images_help)
+    sub = p.add_subparsers(dest="job", required=True, metavar="JOB")
+    sub.add_parser("init", parents=[common], help="create the case database")
+    sub.add_parser("upgrade", parents=[common], help="migrate the database (alembic upgrade head)")
+    imp = sub.add_parser("import", parents=[common], help="import a count's report folder")
+    imp.add_argument("report", help="a finished `bmc count` output folder")
+    imp.add_argument("--case-id", default=None, help="the case id (default: the folder's name)")
+    imp.add_argument("--user", default=None, help="who imports (default: the login name)")
+    imp.add_argument("--inputs-root", default=None, help="where the count's images are now")
+    ls = sub.add_parser("list", parents=[common], help="list cases, newest first")
+    ls.add_argument("--search", default="", help="part of the case id")
+    ls.add_argument("--status", choices=STATUSES, default=None)
+    ls.add_argument("--since", type=_date, default=None, help="created on or after (YYYY-MM-DD)")
+    ls.add_argument("--until", type=_date, default=None, help="created on or before")
+    ls.add_argument("--all-versions", action="store_true", help="every version, not the latest")
+    show = sub.add_parser("show", parents=[common], help="one case: fields, counts, sign-offs")
+    show.add_argument("case", help="case id")
+    show.add_argument("--version", type=int, default=None, help="default: the latest")
+    show.add_argument("--json", action="store_true", help="the whole case as stored, as JSON")
+    exp = sub.add_parser("export-coco", parents=[common], help="signed cases' cells as COCO")
+    exp.add_argument("cases", nargs="+", help="case ids (each one's latest signed version)")
+    exp.add_argument("--output", required=True, help="COCO json to write")
+    exp.add_argument("--images-dir", default=None, help="also copy the images here")
+    user = sub.add_parser("add-user", parents=[common], help="add a local account")
+    user.add_argument("name")
+    user.add_argument("--role", choices=ROLES, default="reviewer")
+    pw_help = f"file holding the password (else ${PASSWORD_ENV}, else a prompt)"
+    user.add_argument("--password-file", default=None, help=pw_help)
+    user.add_argument("--user", default=None, help="who adds it (default: the login name)")
+    nxt = sub.add_parser("next", parents=[common], help="unreviewed cases, most uncertain first")
+    nxt.add_argument("--strategy", choices=RANK_STRATEGIES, default="entropy")
+    nxt.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max")
+    nxt.add_argument("--budget", type=int, default=10, help="how many to list")
+    return p
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _init(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.db import schema_state
+
+    state, current = schema_state(db.engine)
+    if state == "older":
+        raise CaseError(f"{db.url}: a case database at revision {current}; run `bmc cases upgrade`")
+    if state == "current":
+        print(f"case database at {db.url} already there (revision {current})")
+    else:
+        current = db.upgrade()  # a database newer than this package is refused there
+        print(f"created the case database at {db.url} (revision {current})")
+    print(f"images stored in {db.store.root}")
+    return 0
+
+
+def _upgrade(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.db import schema_state
+
+    before = schema_state(db.engine)[1]
+    after = db.upgrade()
+    print(f"{db.url}: revision {before or 'none'} -> {after}")
+    return 0
+
+
+def _import(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.importer import import_report
+
+    with db.session() as s:
+        inputs = None if args.inputs_root is None else Path(args.inputs_root)
+        actor = args.user or _login()
+        case = import_report(s, db.store, Path(args.report), actor, args.case_id, inputs)
+        cells = sum(len(f.cells) for f in case.fields)
+        print(
+            f"imported {args.report} as case {case.case_id}: {len(case.fields)} field(s), "
+            f"{cells} cell(s)"
+        )
+    return 0
+
+
+def _list(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.queries import find_cases
+
+    with db.session() as s:
+        cases = find_cases(s, args.search, args.status, args.since, args.until, args.all_versions)
+        rows = [
+            [c.case_id, c.version, c.status, c.created.strftime("%Y-%m-%d %H:%M"), c.source]
+            for c in cases
+        ]
+    print(markdown_table(["case", "version", "status", "created (UTC)", "imported from"], rows))
+    print(f"{len(rows)} case(s)")
+    return 0
+
+
+def _show(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.queries import case_differential, case_json, get_case
+
+    with db.session() as s:
+        case = get_case(s, args.case, args.version)
+        if args.json:
+            print(json.dumps(case_json(case), indent=1))
+            return 0
+        diff = case_differential(case)
+        cells = [c for f in case.fields for c in f.cells]
+        print(
+            f"case {case.case_id} version {case.version}: {case.status}, "
+            f"{len(case.fields)} field(s), {len(cells)} cell(s) "
+            f"({sum(c.reviewed_by is not None for c in cells)} reviewed)"
+        )
+        model = {r["class"]: r["count"] for r in diff["model"]["classes"]}
+        rows = [[r["class"], model[r["class"]], r["count"]] for r in diff["reviewed"]["classes"]]
+        rows.append(["counted", diff["model"]["counted"], diff["reviewed"]["counted"]])
+        print(markdown_table(["class", "model", "reviewed"], rows))
+        for sign_off in case.sign_offs:
+            print(f"signed by {sign_off.user.name} at {sign_off.at:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def _export(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.export import export_coco
+
+    images_dir = None if args.images_dir is None else Path(args.images_dir)
+    with db.session() as s:
+        coco = export_coco(s, db.store, args.cases, images_dir)
+    write_json_atomic(coco, args.output, indent=1)
+    root = images_dir or db.store.root
+    print(
+        f"wrote {args.output}: {len(coco['images'])} image(s), {len(coco['annotations'])} "
+        f"cell(s); merge with `bmc merge-labels --images-root` over {root}"
+    )
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as e:
+            raise CaseError(f"{args.password_file}: cannot read ({e.strerror or e})") from None
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise CaseError("the two passwords differ")
+    return first
+
+
+def _add_user(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.users import add_user
+
+    password = _password(args)
+    with db.session() as s:
+        add_user(s, args.name, password, args.role, args.user or _login())
+    print(f"added {args.role} {args.name}")
+    return 0
+
+
+def _next(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.export import rank_unreviewed
+
+    with db.session() as s:
+        ranked = rank_unreviewed(s, args.strategy, args.aggregate)[: max(args.budget, 0)]
+    rows = [[i + 1, cid, f"{score:.4f}", cells] for i, (cid, score, cells) in enumerate(ranked)]
+    print(markdown_table(["rank", "case", f"{args.strategy} ({args.aggregate})", "cells"], rows))
+    return 0
+
+
+JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
+    "init": _init,
+    "upgrade": _upgrade,
+    "import": _import,
+    "list": _list,
+    "show": _show,
+    "export-coco": _export,
+    "add-user": _add_user,
+    "next": _next,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:  # the cases extra: imported here, so that --help works without it
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from bmc_detectron.cases.db import CaseDB, default_url
+    except ImportError as e:
+        print(
+            f"error: bmc cases needs the cases extra ({e.name} is missing): "
+            "pip install -e '.[cases]'",
+            file=sys.stderr,
+        )
+        return 2
+    url = args.db or default_url()
+    images = None if args.images is None else Path(args.images)
+    try:
+        db = CaseDB(url, images, check=args.job not in ("init", "upgrade"))
+        try:
+            return JOBS[args.job](db, args)
+        finally:
+            db.close()
+    except CaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except SQLAlchemyError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: the case database {url}: {first}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {getattr(e, 'filename', None) or url}: {e.strerror or e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

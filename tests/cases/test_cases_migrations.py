@@ -1,0 +1,112 @@
+"""The case database's schema: created by the migrations as the models say, checked at every
+open (empty, older, newer), upgraded on a copy, and its audit log append-only in the database."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DatabaseError
+
+from bmc_detectron.cases.db import MIGRATIONS, CaseDB, make_engine, revision_of, upgrade
+from bmc_detectron.cases.errors import SchemaError
+from bmc_detectron.cases.importer import import_report
+from bmc_detectron.cases.models import Base
+
+from .helpers import make_report, new_db
+
+# A later schema revision, as a future bmc-detectron would ship it (test only).
+NEXT_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("cases") as batch:
+        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table("cases") as batch:
+        batch.drop_column("note")
+"""
+
+
+@pytest.fixture
+def later_migrations(tmp_path: Path) -> Path:
+    """The package's migrations plus revision 0002."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "versions" / "0002_note.py").write_text(NEXT_REVISION)
+    return folder
+
+
+def test_upgrade_from_empty_gives_the_models_schema(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'cases.db'}")
+    assert revision_of(engine) is None
+    assert upgrade(engine) == "0001"
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+        tables = set(inspect(conn).get_table_names())
+        assert {"cases", "fields", "cells", "users", "sign_offs", "audit_log"} <= tables
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    assert upgrade(engine) == "0001"  # again: nothing to do
+    engine.dispose()
+
+
+def test_an_empty_database_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="no case database there yet; run `bmc cases init`"):
+        CaseDB(f"sqlite:///{tmp_path / 'cases.db'}")
+
+
+def test_older_database_refused_then_upgraded_on_a_copy(tmp_path, later_migrations) -> None:
+    db = new_db(tmp_path)
+    with db.session() as s:
+        import_report(s, db.store, make_report(tmp_path), "tester")
+    db.close()
+    original = tmp_path / "db" / "cases.db"
+    copy = tmp_path / "copy" / "cases.db"
+    copy.parent.mkdir()
+    shutil.copyfile(original, copy)
+    url = f"sqlite:///{copy}"
+    with pytest.raises(SchemaError, match=r"revision 0001, older .* run `bmc cases upgrade`"):
+        CaseDB(url, migrations=later_migrations)
+    older = CaseDB(url, check=False, migrations=later_migrations)
+    assert older.upgrade() == "0002"
+    older.close()
+    db = CaseDB(url, migrations=later_migrations)  # now current: opens
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT case_id, note FROM cases")).all() == [("case42", None)]
+        assert conn.execute(text("SELECT count(*) FROM cells")).scalar() == 4
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    db.close()
+    assert revision_of(make_engine(f"sqlite:///{original}")) == "0001"  # the original untouched
+    with pytest.raises(SchemaError, match=r"revision 0002, unknown to this .*Refused"):
+        CaseDB(url)  # this package's head is 0001: a newer database is refused
+    with pytest.raises(SchemaError, match="Refused"):
+        upgrade(make_engine(url))
+
+
+def test_audit_log_is_append_only_in_the_database(tmp_path: Path) -> None:
+    db = new_db(tmp_path)
+    with db.session() as s:
+        import_report(s, db.store, make_report(tmp_path), "tester")
+    for statement in ("UPDATE audit_log SET user_name = 'x'", "DELETE FROM audit_log"):
+        with pytest.raises(DatabaseError, match="append-only"):
+            with db.engine.begin() as conn:
+                conn.execute(text(statement))
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT user_name FROM audit_log")).all() == [("tester",)]
+    db.close()
