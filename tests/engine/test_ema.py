@@ -16,9 +16,11 @@ from bmc_detectron.config import ConfigError, build_cfg
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
 from bmc_detectron.data.synthetic import generate_dataset
+from bmc_detectron.deploy.export import load_for_export
 from bmc_detectron.engine import BMCTrainer
 from bmc_detectron.engine.ema import RAW_WEIGHTS_KEY, TrainingCheckpointer, WeightEMA
 from bmc_detectron.engine.loading import load_model
+from bmc_detectron.pipeline.detector import Detector
 from tests.helpers import CONFIGS
 
 CPU = str(CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml")
@@ -189,13 +191,18 @@ def test_the_final_checkpoint_ships_the_average_and_keeps_the_trained_weights(em
     assert len(seen) == 1 and _same(seen[0], ckpt["model"])  # the final evaluation's weights
 
 
-def test_load_model_and_eval_only_load_the_average(ema_run):
+def test_load_model_eval_only_the_count_and_the_export_load_the_average(ema_run, tmp_path):
     trainer, out, _ = ema_run
-    average = torch.load(out / "model_final.pth")["model"]
-    assert _same(_state(load_model(trainer.cfg, str(out / "model_final.pth"))), average)
+    weights = str(out / "model_final.pth")
+    average = torch.load(weights)["model"]
+    assert _same(_state(load_model(trainer.cfg, weights)), average)
     model = build_model(trainer.cfg)  # as `bmc train --eval-only` loads it
-    DetectionCheckpointer(model).resume_or_load(str(out / "model_final.pth"), resume=False)
+    DetectionCheckpointer(model).resume_or_load(weights, resume=False)
     assert _same(_state(model), average)
+    config = tmp_path / "run.yaml"
+    config.write_text(trainer.cfg.dump())
+    assert _same(_state(Detector.from_config(str(config), weights).model), average)
+    assert _same(_state(load_for_export(str(config), weights)[1]), average)
 
 
 def test_resume_continues_the_same_average(ema_run):
