@@ -18,7 +18,8 @@ every checkpoint's ``model`` holds the average, the weights that ship, so everyt
 --eval-only``; a new run's ``MODEL.WEIGHTS``) gets the average; ``model_raw`` holds the
 optimiser's weights, which only ``--resume`` reads back (and the average's step count is in the
 trainer state, ``trainer/hooks/EMAHook``). Evaluation during and after training
-(``TEST.EVAL_PERIOD`` and the final one) runs on the average too.
+(``TEST.EVAL_PERIOD`` and the final one) runs on the average too, and after ``train()`` the
+trainer's model holds it (so a driver that evaluates ``trainer.model`` measures what ships).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ class WeightEMA:
                 average.mul_(d).add_(value.detach().to(average.dtype), alpha=1.0 - d)
             else:
                 average.copy_(value)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Put the average into ``model`` for good (nothing before the first update)."""
+        if self.weights:
+            model.load_state_dict(self.weights)
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:

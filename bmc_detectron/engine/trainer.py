@@ -91,7 +91,8 @@ class BMCTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP, the
     CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last) and the weight
     average of ``BMC.EMA`` (attribute ``ema``: a :class:`~bmc_detectron.engine.ema.WeightEMA` or
-    None; after ``train()`` the model holds the trained weights, ``model_final.pth`` the average).
+    None). After ``train()`` the model holds the weights that ship, as ``model_final.pth``'s
+    ``model`` does: the average when there is one (the trained ones are its ``model_raw``).
     """
 
     @classmethod
@@ -99,8 +100,11 @@ class BMCTrainer(DefaultTrainer):
         return apply_precision(super().build_model(cfg), cfg)
 
     def train(self):
-        """detectron2's training loop, then the training data's profile beside the weights."""
+        """detectron2's training loop, the average (if any) into the model, then the training
+        data's profile beside the weights."""
         results = super().train()
+        if self.ema is not None:
+            self.ema.copy_to(self.checkpointer.model)
         write_training_profile(self.cfg)
         return results
 

@@ -163,7 +163,7 @@ def _cfg(out, max_iter: int, *opts):
 
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
-    """3 iterations with the average; the model each evaluation saw."""
+    """3 iterations with the average; the weights each evaluation saw; the trained weights."""
     root = tmp_path_factory.mktemp("ema_data")
     json_file = generate_dataset(root, "train", 3, seed=0, height=64, width=64)
     register_coco_dataset("ema_train", json_file, root / "train", marrow_metadata())
@@ -173,18 +173,21 @@ def ema_run(tmp_path_factory):
         record = classmethod(lambda cls, cfg, model, evaluators=None: seen.append(_state(model)))
         mp.setattr(BMCTrainer, "test", record)
         trainer = BMCTrainer(_cfg(out, 3, *EMA))
+        recorder = Recorder()
+        trainer.register_hooks([recorder])
         trainer.resume_or_load(resume=False)
         trainer.train()
-    yield trainer, out, seen
+    yield trainer, out, seen, recorder
     unregister_dataset("ema_train")
 
 
 def test_the_final_checkpoint_ships_the_average_and_keeps_the_trained_weights(ema_run):
-    trainer, out, seen = ema_run
+    trainer, out, seen, recorder = ema_run
     ckpt = torch.load(out / "model_final.pth")
     assert {"model", RAW_WEIGHTS_KEY, "trainer", "iteration"} <= set(ckpt)
     assert _same(ckpt["model"], trainer.ema.weights)
-    assert _same(ckpt[RAW_WEIGHTS_KEY], _state(trainer.model))  # train() leaves the trained ones
+    assert _same(ckpt[RAW_WEIGHTS_KEY], recorder.states[-1])  # the last step's
+    assert _same(ckpt["model"], _state(trainer.model))  # train() ends with the average in it
     differ = [k for k, v in ckpt["model"].items() if not torch.equal(v, ckpt[RAW_WEIGHTS_KEY][k])]
     assert any(k.startswith("head.") for k in differ), differ
     assert ckpt["trainer"]["hooks"]["EMAHook"] == {"updates": 3}
@@ -192,7 +195,7 @@ def test_the_final_checkpoint_ships_the_average_and_keeps_the_trained_weights(em
 
 
 def test_load_model_eval_only_the_count_and_the_export_load_the_average(ema_run, tmp_path):
-    trainer, out, _ = ema_run
+    trainer, out, _, _ = ema_run
     weights = str(out / "model_final.pth")
     average = torch.load(weights)["model"]
     assert _same(_state(load_model(trainer.cfg, weights)), average)
@@ -206,7 +209,7 @@ def test_load_model_eval_only_the_count_and_the_export_load_the_average(ema_run,
 
 
 def test_resume_continues_the_same_average(ema_run):
-    first, out, _ = ema_run
+    _, out, _, _ = ema_run
     saved = torch.load(out / "model_final.pth")
     trainer = BMCTrainer(_cfg(out, 5, *EMA))
     recorder = Recorder()
