@@ -221,6 +221,16 @@ def _add_data_config(cfg: CN) -> None:
     # Channels-last (NHWC) conv weights and backbone input, oneDNN's preferred CPU layout.
     bmc.PRECISION.CHANNELS_LAST = False
 
+    # Exponential moving average of the detector's weights while it trains (engine/ema.py).
+    bmc.EMA = CN()
+    # Keep the average: checkpoints hold it as "model" (what evaluation, load_model, the count and
+    # the ONNX export read) and the trained weights as "model_raw" (read back by --resume).
+    bmc.EMA.ENABLED = False
+    # Decay of the average after warm-up (mmdetection's ExpMomentumEMA: 1 - 0.0002), in [0, 1).
+    bmc.EMA.DECAY = 0.9998
+    # Warm-up in iterations: step n keeps DECAY * (1 - exp(-n / WARMUP)) of the average; 0 = none.
+    bmc.EMA.WARMUP = 2000.0
+
 
 def _add_classifier_config(cfg: CN) -> None:
     # ---- Recognition stage: the cell classifier (META_ARCHITECTURE "BMCCellClassifier") on crops
@@ -373,6 +383,9 @@ def check_cfg(cfg: CN) -> None:
     _check_classifier(cfg)
     if int(cfg.BMC.CHECKPOINTS_TO_KEEP) < 0:
         raise ConfigError(f"BMC.CHECKPOINTS_TO_KEEP {cfg.BMC.CHECKPOINTS_TO_KEEP!r}: must be >= 0")
+    ema = cfg.BMC.EMA
+    if not 0 <= ema.DECAY < 1 or ema.WARMUP < 0:
+        raise ConfigError(f"BMC.EMA: DECAY {ema.DECAY!r} not in [0, 1) or WARMUP {ema.WARMUP} < 0")
     weights = cfg.MODEL.WEIGHTS
     if weights and "://" in weights:
         raise ConfigError(

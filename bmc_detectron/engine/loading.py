@@ -29,7 +29,9 @@ def load_model(
     Built as the trainer builds it (detectron2's ``build_model``, then the ``BMC.PRECISION``
     options) but without printing it; ``precision=False`` leaves the model in float32 whatever the
     config says. ``checkpointer(model).load(path)`` loads the weights (detectron2's
-    ``DetectionCheckpointer``: .pth or Detectron .pkl). The model gets an attribute
+    ``DetectionCheckpointer``: .pth or Detectron .pkl) from the checkpoint's ``model``, which
+    in a run with ``BMC.EMA.ENABLED`` is the weight average (engine/ema.py; the trained weights
+    are ``model_raw``, for resuming only). The model gets an attribute
     ``bmc_weights``: the file loaded, or "" for an untrained model.
     """
     model = build_model(cfg)

@@ -1,6 +1,6 @@
-"""The detector's trainer: a DefaultTrainer subclass with checked data and per-class COCO AP;
-after training it writes the training data's profile (``training_profile.json``) beside the
-weights."""
+"""The detector's trainer: a DefaultTrainer subclass with checked data and per-class COCO AP, an
+optional weight average (``BMC.EMA``, engine/ema.py); after training it writes the training data's
+profile (``training_profile.json``) beside the weights."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from detectron2.utils import comm
 from bmc_detectron.config import ConfigError
 from bmc_detectron.data.augment import build_bmc_augmentations
 from bmc_detectron.data.checks import DatasetError, check_dataset_dicts
+from bmc_detectron.engine.ema import EMAHook, TrainingCheckpointer, build_weight_ema
 from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.evaluation import BMCCOCOEvaluator
 from bmc_detectron.smear.profile import PROFILE_FILE, profile_from_dataset
@@ -87,21 +88,35 @@ def periodic_checkpoints(output_dir: str) -> List[str]:
 
 
 class BMCTrainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP and
-    the CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last)."""
+    """detectron2's DefaultTrainer with checked data, smear augmentation, per-class COCO AP, the
+    CPU precision options of ``BMC.PRECISION`` (bf16 network body, channels-last) and the weight
+    average of ``BMC.EMA`` (attribute ``ema``: a :class:`~bmc_detectron.engine.ema.WeightEMA` or
+    None). After ``train()`` the model holds the weights that ship, as ``model_final.pth``'s
+    ``model`` does: the average when there is one (the trained ones are its ``model_raw``).
+    """
 
     @classmethod
     def build_model(cls, cfg):
         return apply_precision(super().build_model(cfg), cfg)
 
     def train(self):
-        """detectron2's training loop, then the training data's profile beside the weights."""
+        """detectron2's training loop, the average (if any) into the model, then the training
+        data's profile beside the weights."""
         results = super().train()
+        if self.ema is not None:
+            self.ema.copy_to(self.checkpointer.model)
         write_training_profile(self.cfg)
         return results
 
     def build_hooks(self):
-        """DefaultTrainer's hooks; the periodic checkpointer keeps ``BMC.CHECKPOINTS_TO_KEEP``."""
+        """DefaultTrainer's hooks; the periodic checkpointer keeps ``BMC.CHECKPOINTS_TO_KEEP``;
+        with ``BMC.EMA.ENABLED`` the average is updated after each step, checkpointed as
+        ``model`` and evaluated. The checkpointer is replaced first, as the hooks hold it."""
+        self.ema = build_weight_ema(self.cfg)
+        old = self.checkpointer
+        self.checkpointer = TrainingCheckpointer(
+            old.model, old.save_dir, ema=self.ema, **old.checkpointables
+        )
         hook_list = super().build_hooks()
         keep = int(self.cfg.BMC.CHECKPOINTS_TO_KEEP)
         for hook in hook_list:
@@ -109,7 +124,27 @@ class BMCTrainer(DefaultTrainer):
                 hook.max_to_keep = keep
                 # Those of an earlier (resumed) run count too, oldest first.
                 hook.recent_checkpoints = periodic_checkpoints(self.cfg.OUTPUT_DIR)
+        if self.ema is not None:
+            hook_list = self._with_average(hook_list)
         return hook_list
+
+    def _with_average(self, hook_list: List[hooks.HookBase]) -> List[hooks.HookBase]:
+        """The EMA hook right after the LR scheduler (before PreciseBN, the checkpointer and the
+        evaluation, which then see this step's average); evaluation on the average."""
+
+        def test_average():
+            with self.ema.applied(self.checkpointer.model):
+                self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        out: List[hooks.HookBase] = []
+        for hook in hook_list:
+            if isinstance(hook, hooks.EvalHook):
+                hook = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_average)
+            out.append(hook)
+            if isinstance(hook, hooks.LRScheduler):
+                out.append(EMAHook(self.ema, self.checkpointer.model))
+        return out
 
     @classmethod
     def build_train_loader(cls, cfg):
