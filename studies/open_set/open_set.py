@@ -73,7 +73,7 @@ def register_split(source: str, name: str, keep: Sequence[int]) -> str:
     return name
 
 
-def _cfg(config: str, opts: Sequence[str]):
+def leave_out_cfg(config: str, opts: Sequence[str]):
     names = json.dumps(list(PBC_MARROW_CLASSES))
     return build_cfg(config, ["MODEL.BMC.CLASSIFIER.CLASS_NAMES", names, *opts])
 
@@ -101,7 +101,7 @@ def leave_one_out(
     opts += ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100"]
     opts += ["SOLVER.WARMUP_ITERS", str(min(100, iterations // 5)), "OUTPUT_DIR", str(run)]
     opts += ["MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", "-1.0", "DATALOADER.NUM_WORKERS", "0"]
-    cfg = _cfg(config, opts)
+    cfg = leave_out_cfg(config, opts)
     torch.set_num_threads(threads)
     start = time.perf_counter()
     trainer = BMCClassifierTrainer(cfg)
