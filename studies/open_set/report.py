@@ -53,7 +53,7 @@ def runs_table(results: Mapping[str, Mapping]) -> str:
     for t, r in results.items():
         first = next(iter(r["scores"].values()))
         rows.append(
-            [t, r["iterations"], _pct(r["known_top1"]), first["known"], first["unseen"]]
+            [t, r["iterations"], _pct(r["known_top1"]), first.get("known"), first.get("unseen")]
             + [r.get("train_crops")]
         )
     headers = ["left out", "iterations", "known top-1 (%)", "known val crops", "unseen crops"]
