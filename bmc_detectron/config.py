@@ -250,8 +250,15 @@ def _add_classifier_config(cfg: CN) -> None:
     clf.LABEL_SMOOTHING = 0.0
     # Crops per forward pass at inference (test loader batches, predict_crops chunks).
     clf.BATCH_SIZE_TEST = 64
-    # Open-set score of the "Other" outcome (evaluation/open_set.py): "energy" or "max_softmax".
-    clf.OPEN_SET_SCORE = "energy"
+    # Open-set score of the "Other" outcome (evaluation/open_set.py): "knn" or "mahalanobis" (the
+    # pooled features against statistics of the training crops', evaluation/feature_scores.py),
+    # "energy" or "max_softmax" (the logits).
+    clf.OPEN_SET_SCORE = "knn"
+    # k of the "knn" score: the distance to the k-th nearest training feature.
+    clf.OPEN_SET_KNN_K = 10
+    # At most this many DATASETS.TRAIN crops (a seeded random sample) feed a feature score's
+    # statistics (the kNN bank's size).
+    clf.OPEN_SET_FIT_CROPS = 4000
     # Share of DATASETS.TEST[0]'s crops the open-set threshold may flag, chosen after training
     # and stored beside model_final.pth; negative: no threshold is chosen.
     clf.OPEN_SET_MAX_KNOWN_LOST = 0.05
@@ -360,9 +367,11 @@ def _check_classifier(cfg: CN) -> None:
         "CROP_MARGIN": (clf.CROP_MARGIN < 0, "must be >= 0"),
         "LABEL_SMOOTHING": (not 0 <= clf.LABEL_SMOOTHING < 1, "must be in [0, 1)"),
         "OPEN_SET_SCORE": (
-            clf.OPEN_SET_SCORE not in ("energy", "max_softmax"),
-            "must be 'energy' or 'max_softmax'",
+            clf.OPEN_SET_SCORE not in ("knn", "mahalanobis", "energy", "max_softmax"),
+            "must be 'knn', 'mahalanobis', 'energy' or 'max_softmax'",
         ),
+        "OPEN_SET_KNN_K": (clf.OPEN_SET_KNN_K < 1, "must be >= 1"),
+        "OPEN_SET_FIT_CROPS": (clf.OPEN_SET_FIT_CROPS < 1, "must be >= 1"),
         "OPEN_SET_MAX_KNOWN_LOST": (
             clf.OPEN_SET_MAX_KNOWN_LOST >= 1,
             "must be below 1 (negative: no threshold)",

@@ -20,7 +20,8 @@ the model's scores on the tracing image. Scaling the boxes to the original image
 ``detector_postprocess``) is left to the runtime (:mod:`.runtime`).
 
 Classifier graph (:func:`export_classifier`): ``crops`` (N, 3, S, S) float32 raw pixels, N
-dynamic -> ``probs`` (N, K) softmax and ``logits`` (N, K).
+dynamic -> ``probs`` (N, K) softmax, ``logits`` (N, K) and ``features`` (N, C), the pooled
+features the feature open-set scores read (their statistics are copied beside the ``.onnx``).
 
 Deformable convolutions (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, ``MODEL.BMC.HEAD.DEFORM_LAST``)
 export through their CPU form (bilinear sampling, ONNX ``GridSample``, + a matrix product).
@@ -32,6 +33,7 @@ import io
 import logging
 import pickle
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -44,6 +46,7 @@ from torch import Tensor, nn
 from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
 from bmc_detectron.deploy import sidecar as sc
 from bmc_detectron.engine.loading import load_model
+from bmc_detectron.evaluation.feature_scores import statistics_path, write_statistics
 from bmc_detectron.evaluation.open_set import read_threshold
 from bmc_detectron.utils.io import atomic_write_bytes
 
@@ -230,21 +233,24 @@ def export_detector(model: DenseDetector, output: Path, image: Tensor | None = N
     return atomic_write_bytes(output, data)
 
 
-def _classifier_outputs(model: nn.Module, crops: Tensor) -> Tuple[Tensor, Tensor]:
-    logits = model.forward_logits(crops)
-    return logits.softmax(dim=1), logits
+def _classifier_outputs(model: nn.Module, crops: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    features = model.forward_features(crops)
+    logits = model.cls_score(features)
+    return logits.softmax(dim=1), logits, features
 
 
 def export_classifier(model: nn.Module, crop_size: int, output: Path) -> Path:
-    """Trace a classifier's ``forward_logits`` (+ softmax) and write the graph to ``output``."""
-    if not hasattr(model, "forward_logits"):
-        raise ExportError(f"{type(model).__name__} has no forward_logits(x) to export")
+    """Trace a classifier's ``forward_features`` + linear layer (outputs ``probs``, ``logits``
+    and ``features``, the pooled features a feature open-set score reads) and write the graph to
+    ``output``."""
+    if not hasattr(model, "forward_features"):
+        raise ExportError(f"{type(model).__name__} has no forward_features(x) to export")
     crops = torch.rand(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
     adapter = TracingAdapter(model, crops * 255, inference_func=_classifier_outputs)
     names = {
         "input_names": ["crops"],
-        "output_names": ["probs", "logits"],
-        "dynamic_axes": {"crops": {0: "batch"}, "probs": {0: "batch"}, "logits": {0: "batch"}},
+        "output_names": ["probs", "logits", "features"],
+        "dynamic_axes": {name: {0: "batch"} for name in ("crops", "probs", "logits", "features")},
     }
     data = _serialise(adapter, names)
     _check_graph(data)
@@ -293,6 +299,9 @@ def export_onnx(
         meta = sc.classifier_sidecar(cfg, _classifier_names(cfg), source, OPSET)
         open_set = read_threshold(weights, source.get("weights_sha256"))
         if open_set is not None:  # the count on ONNX Runtime flags Other cells as on torch
+            if open_set.needs_features:  # the statistics travel beside the .onnx
+                stats = write_statistics(statistics_path(output), open_set.statistics)
+                open_set = replace(open_set, statistics_file=stats.name)
             meta["open_set"] = open_set.to_json()
     else:
         meta = _export_detector_with_sidecar(cfg, model, output, source)

@@ -21,7 +21,7 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from bmc_detectron.deploy.sidecar import CLASSIFIER, DETECTOR, read_sidecar
-from bmc_detectron.evaluation.open_set import threshold_from_json
+from bmc_detectron.evaluation.open_set import OpenSetError, threshold_from_json
 from bmc_detectron.pipeline.detector import Detections
 from bmc_detectron.utils.io import PathLike, file_sha256
 
@@ -158,35 +158,53 @@ class OnnxCellClassifier:
         self.input_format: str = self.meta["input"]["format"]
         self.batch_size = max(1, int(batch_size))
         self.identity = _identity(path, self.meta)
+        self.outputs = [o.name for o in self.session.get_outputs()]
         self.open_set = None  # the threshold the export stored (evaluation.open_set)
         if self.meta.get("open_set") is not None:
-            self.open_set = threshold_from_json(self.meta["open_set"], f"{path}.json open_set")
+            source = f"{path}.json open_set"
+            self.open_set = threshold_from_json(self.meta["open_set"], source, path.parent)
+            if self.open_set.needs_features and "features" not in self.outputs:
+                raise OpenSetError(
+                    f"{path}: its {self.open_set.score!r} open-set score needs the graph's "
+                    "'features' output, which this export lacks; export the model again"
+                )
 
     @property
     def num_classes(self) -> int:
         """K, the number of classes."""
         return len(self.class_names)
 
-    def _run(self, crops: Any, output: str) -> np.ndarray:
+    def _run(self, crops: Any, *outputs: str) -> List[np.ndarray]:
         array = crops.detach().cpu().numpy() if hasattr(crops, "detach") else np.asarray(crops)
         s = self.crop_size
         if array.ndim != 4 or array.shape[1:] != (3, s, s):
             raise ValueError(f"expected (N, 3, {s}, {s}) crops, got shape {array.shape}")
         array = array.astype(np.float32, copy=False)
-        out = [
-            self.session.run([output], {"crops": array[i : i + self.batch_size]})[0]
+        runs = [
+            self.session.run(list(outputs), {"crops": array[i : i + self.batch_size]})
             for i in range(0, len(array), self.batch_size)
         ]
-        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+        if not runs:  # shapes of an empty batch: (0, width of the output)
+            runs = [self.session.run(list(outputs), {"crops": np.zeros((1, 3, s, s), np.float32)})]
+            return [out[:0] for out in runs[0]]
+        return [np.concatenate([r[j] for r in runs]) for j in range(len(outputs))]
 
     def predict_crops(self, crops: Any) -> np.ndarray:
         """(N, K) float32 softmax probabilities of (N, 3, S, S) crops (uint8 or float 0..255, a
         numpy array or a torch tensor) in :attr:`input_format`; N may be 0."""
-        return self._run(crops, "probs")
+        return self._run(crops, "probs")[0]
 
     def predict_logits(self, crops: Any) -> np.ndarray:
         """(N, K) float32 logits of the crops (as :meth:`predict_crops`)."""
-        return self._run(crops, "logits")
+        return self._run(crops, "logits")[0]
+
+    def predict_logits_and_features(self, crops: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """(N, K) float32 logits and (N, C) pooled features of the crops (as
+        :meth:`predict_crops`; graphs exported with a ``features`` output)."""
+        if "features" not in self.outputs:
+            raise ValueError("this ONNX classifier was exported without its 'features' output")
+        logits, features = self._run(crops, "logits", "features")
+        return logits, features
 
     def as_cell_classifier(self) -> Any:
         """This model as the count pipeline's :class:`~bmc_detectron.pipeline.CellClassifier`."""

@@ -68,21 +68,25 @@ def verify_detector(cfg: CfgNode, model: nn.Module, onnx_path: Path) -> Dict[str
 def verify_classifier(
     model: nn.Module, onnx_path: Path, crop_size: int, batch: int = 3
 ) -> Dict[str, Any]:
-    """Probabilities and logits of ``model`` and of the exported graph on random crops."""
+    """Probabilities, logits and pooled features of ``model`` and of the exported graph on
+    random crops."""
     gen = torch.Generator().manual_seed(0)
     crops = torch.randint(0, 256, (batch, 3, crop_size, crop_size), generator=gen)
     crops = crops.to(torch.uint8)
     with torch.no_grad():
         logits = model.forward_logits(crops.float()).numpy()
+        features = model.forward_features(crops.float()).numpy()
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     runtime = OnnxCellClassifier(onnx_path)
     prob_diff = float(np.abs(runtime.predict_crops(crops) - probs).max())
     logit_diff = float(np.abs(runtime.predict_logits(crops) - logits).max())
+    feature_diff = float(np.abs(runtime.predict_logits_and_features(crops)[1] - features).max())
     return {
-        "passed": prob_diff <= SCORE_TOL and logit_diff <= SCORE_TOL,
+        "passed": max(prob_diff, logit_diff, feature_diff) <= SCORE_TOL,
         "batch": batch,
         "max_prob_diff": prob_diff,
         "max_logit_diff": logit_diff,
+        "max_feature_diff": feature_diff,
     }
 
 

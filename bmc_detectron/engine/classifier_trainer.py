@@ -10,7 +10,9 @@ A dataset may have fewer classes than the classifier when they are its first one
 
 At the end of training the open-set threshold is chosen on ``DATASETS.TEST[0]``'s crops and
 written beside ``model_final.pth`` (:func:`choose_open_set_threshold`;
-:mod:`bmc_detectron.evaluation.open_set`), so the count can call cells of no known type Other.
+:mod:`bmc_detectron.evaluation.open_set`), so the count can call cells of no known type Other; for
+a feature score (the default, kNN) with the statistics of the training crops' features
+(``model_final.open_set.npz``, :mod:`bmc_detectron.evaluation.feature_scores`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +39,11 @@ from bmc_detectron.data.crop_mapper import CellCropMapper, crop_records
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.engine.trainer import BMCTrainer
 from bmc_detectron.evaluation.classification import ClassificationEvaluator
+from bmc_detectron.evaluation.feature_scores import (
+    FEATURE_SCORES,
+    FeatureStatistics,
+    fit_statistics,
+)
 from bmc_detectron.evaluation.open_set import (
     OpenSetThreshold,
     choose_threshold,
@@ -78,20 +85,61 @@ def load_crop_records(cfg: CfgNode, names: Sequence[str]) -> List[dict]:
     return records
 
 
+def _crop_batches(cfg: CfgNode, records: Sequence[dict]) -> Iterator[torch.Tensor]:
+    """(B, 3, S, S) uint8 test crops (exact boxes, no augmentation) of crop records."""
+    mapper = CellCropMapper(cfg, False)
+    batch = max(1, int(cfg.MODEL.BMC.CLASSIFIER.BATCH_SIZE_TEST))
+    for start in range(0, len(records), batch):
+        yield torch.stack([mapper(r)["image"] for r in records[start : start + batch]])
+
+
+def _numpy(x: object) -> np.ndarray:
+    return torch.as_tensor(x).float().cpu().numpy()
+
+
+def crop_outputs(
+    cfg: CfgNode, model: torch.nn.Module, records: Sequence[dict]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, K) float32 logits and (N, C) float32 pooled features of crop records' test crops,
+    from a model with ``predict_logits_and_features``; ValueError for no records."""
+    if not hasattr(model, "predict_logits_and_features"):
+        raise ValueError(f"{type(model).__name__} has no predict_logits_and_features")
+    outs = [model.predict_logits_and_features(c) for c in _crop_batches(cfg, records)]
+    if not outs:
+        raise ValueError("crop_outputs: no crops")
+    return np.concatenate([_numpy(o[0]) for o in outs]), np.concatenate(
+        [_numpy(o[1]) for o in outs]
+    )
+
+
 def dataset_logits(
     cfg: CfgNode, model: torch.nn.Module, dataset_name: str
 ) -> Tuple[np.ndarray, np.ndarray]:
     """(N, K) float32 logits and (N,) int64 labels of the test crops (exact boxes, no
     augmentation) of a registered dataset, from a model with ``predict_logits``."""
     records = load_crop_records(cfg, [dataset_name])
-    mapper = CellCropMapper(cfg, False)
-    batch = max(1, int(cfg.MODEL.BMC.CLASSIFIER.BATCH_SIZE_TEST))
-    logits = []
-    for start in range(0, len(records), batch):
-        crops = torch.stack([mapper(r)["image"] for r in records[start : start + batch]])
-        logits.append(torch.as_tensor(model.predict_logits(crops)).float().cpu().numpy())
+    logits = [_numpy(model.predict_logits(c)) for c in _crop_batches(cfg, records)]
     labels = np.asarray([r["label"] for r in records], dtype=np.int64)
     return np.concatenate(logits), labels
+
+
+def fit_open_set_statistics(
+    cfg: CfgNode, model: torch.nn.Module, seed: int = 0
+) -> FeatureStatistics:
+    """The statistics of the feature score ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`` fitted on the
+    features of ``DATASETS.TRAIN``'s crops (test crops; a seeded random ``OPEN_SET_FIT_CROPS`` of
+    them when more; the kNN's k at most the crops there are)."""
+    clf = cfg.MODEL.BMC.CLASSIFIER
+    records = load_crop_records(cfg, cfg.DATASETS.TRAIN)
+    if not records:
+        raise ConfigError("no training crops to fit the open-set statistics on (DATASETS.TRAIN)")
+    if len(records) > clf.OPEN_SET_FIT_CROPS:
+        keep = np.random.default_rng(seed).choice(len(records), clf.OPEN_SET_FIT_CROPS, False)
+        records = [records[i] for i in np.sort(keep)]
+    _, features = crop_outputs(cfg, model, records)
+    labels = np.asarray([r["label"] for r in records], dtype=np.int64)
+    k = min(int(clf.OPEN_SET_KNN_K), len(records))
+    return fit_statistics(clf.OPEN_SET_SCORE, features, labels, knn_k=k)
 
 
 def choose_open_set_threshold(
@@ -103,10 +151,11 @@ def choose_open_set_threshold(
 ) -> Path:
     """Choose the open-set threshold of a trained classifier and write it beside ``weights``.
 
-    The score is ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE``; at most
+    The score is ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`` (a feature score's statistics are fitted
+    first, :func:`fit_open_set_statistics`, and written beside the weights too); at most
     ``MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST`` of the crops of ``dataset_name`` (default
     ``DATASETS.TEST[0]``; every crop is of a known type) fall below it. ``model``: the loaded
-    model (default: ``weights`` loaded as the count loads them). Returns the file's path.
+    model (default: ``weights`` loaded as the count loads them). Returns the JSON's path.
     """
     clf = cfg.MODEL.BMC.CLASSIFIER
     if not Path(weights).is_file():
@@ -116,8 +165,14 @@ def choose_open_set_threshold(
             raise ConfigError("no dataset to choose the open-set threshold on (DATASETS.TEST)")
         dataset_name = cfg.DATASETS.TEST[0]
     model = load_model(cfg, weights) if model is None else model
-    logits, _ = dataset_logits(cfg, model, dataset_name)
-    scores = open_set_score(logits, clf.OPEN_SET_SCORE)
+    stats = None
+    if clf.OPEN_SET_SCORE in FEATURE_SCORES:
+        stats = fit_open_set_statistics(cfg, model)
+        _, features = crop_outputs(cfg, model, load_crop_records(cfg, [dataset_name]))
+        scores = stats.scores(features)
+    else:
+        logits, _ = dataset_logits(cfg, model, dataset_name)
+        scores = open_set_score(logits, clf.OPEN_SET_SCORE)
     max_lost = float(clf.OPEN_SET_MAX_KNOWN_LOST)
     value = choose_threshold(scores, max_lost)
     threshold = OpenSetThreshold(
@@ -128,6 +183,7 @@ def choose_open_set_threshold(
         dataset=dataset_name,
         crops=int(scores.size),
         weights_sha256=file_sha256(weights),
+        statistics=stats,
     )
     path = write_threshold(weights, threshold)
     logger.info(

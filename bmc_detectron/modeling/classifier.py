@@ -10,7 +10,7 @@ CellCropMapper`; the count pipeline: detector boxes).
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -142,9 +142,21 @@ class BMCCellClassifier(nn.Module):
         Returns:
             (N, K) logits.
         """
+        return self.cls_score(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features of raw crops: ``IN_FEATURE`` (res5) averaged over
+        space, what the linear layer reads (the feature-space open-set scores of
+        :mod:`bmc_detectron.evaluation.feature_scores` are computed from them).
+
+        Args:
+            x: (N, 3, S, S) raw crops, as :meth:`forward_logits`.
+
+        Returns:
+            (N, C) features (C: the channels of ``in_feature``, 512 for R-18).
+        """
         x = (x - self.pixel_mean) / self.pixel_std
-        feature = self.backbone(x)[self.in_feature]
-        return self.cls_score(feature.mean(dim=(2, 3)))
+        return self.backbone(x)[self.in_feature].mean(dim=(2, 3))
 
     def _stack(self, batched_inputs: List[dict]) -> torch.Tensor:
         """(N, 3, S, S) float32 on the model's device from the inputs' ``"image"`` tensors."""
@@ -197,22 +209,39 @@ class BMCCellClassifier(nn.Module):
         Returns:
             (N, K) float32 logits on ``crops``' device.
         """
+        return self.predict_logits_and_features(crops)[0]
+
+    @torch.no_grad()
+    def predict_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, C) float32 pooled features (:meth:`forward_features`) of a stack of crops (as
+        :meth:`predict_logits`)."""
+        return self.predict_logits_and_features(crops)[1]
+
+    @torch.no_grad()
+    def predict_logits_and_features(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(N, K) logits and (N, C) pooled features of a stack of crops in one pass, in eval
+        mode, batched; both float32 on ``crops``' device (crops as :meth:`predict_logits`)."""
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(
                 f"predict_logits: expected (N, 3, S, S) crops, got {tuple(crops.shape)}"
             )
         was_training = self.training
         self.eval()
+        logits, features = [], []
         try:
-            out = [
-                self.forward_logits(chunk.to(self.device, torch.float32)).float()
-                for chunk in crops.split(max(1, self.test_batch_size))
-            ]
+            for chunk in crops.split(max(1, self.test_batch_size)):
+                feature = self.forward_features(chunk.to(self.device, torch.float32))
+                logits.append(self.cls_score(feature).float())
+                features.append(feature.float())
         finally:
             self.train(was_training)
-        if not out:
-            return torch.zeros((0, self.num_classes), device=crops.device)
-        return torch.cat(out).to(crops.device)
+        if not logits:
+            channels = self.cls_score.in_features
+            return (
+                torch.zeros((0, self.num_classes), device=crops.device),
+                torch.zeros((0, channels), device=crops.device),
+            )
+        return torch.cat(logits).to(crops.device), torch.cat(features).to(crops.device)
 
     @torch.no_grad()
     def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:

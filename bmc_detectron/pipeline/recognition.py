@@ -6,9 +6,10 @@ session wrapper, a test stand-in) together with what the crops need: class names
 margin, and the channel order the classifier expects.
 
 With an open-set threshold (:class:`~bmc_detectron.evaluation.open_set.OpenSetThreshold`, stored
-beside the weights) the model must also have ``predict_logits(crops) -> logits``; the
-probabilities are then the logits' softmax and a cell whose open-set score is below the threshold
-is flagged (the count lists it as Other). Without one, nothing changes.
+beside the weights) the model must also have ``predict_logits(crops) -> logits`` (for a
+feature score, kNN or Mahalanobis: ``predict_logits_and_features(crops) -> (logits, features)``);
+the probabilities are then the logits' softmax and a cell whose open-set score is below the
+threshold is flagged (the count lists it as Other). Without one, nothing changes.
 """
 
 from __future__ import annotations
@@ -112,9 +113,12 @@ class CellClassifier:
         k = len(self.class_names)
         if len(boxes) == 0:
             return np.zeros((0, k), dtype=np.float32), np.zeros(0, dtype=bool)
-        if self.open_set is not None and not hasattr(self.model, "predict_logits"):
+        needs = None if self.open_set is None else "predict_logits"
+        if self.open_set is not None and self.open_set.needs_features:
+            needs = "predict_logits_and_features"
+        if needs is not None and not hasattr(self.model, needs):
             raise ValueError(
-                f"an open-set threshold needs a classifier with predict_logits; "
+                f"an open-set threshold ({self.open_set.score}) needs a classifier with {needs}; "
                 f"{type(self.model).__name__} has none"
             )
         if self.input_format == "RGB":
@@ -129,10 +133,17 @@ class CellClassifier:
                 if self.open_set is None:
                     out = self._checked(self.model.predict_crops(tensor), len(crops), k)
                     flags.append(np.zeros(len(crops), dtype=bool))
+                    probs.append(out)
+                    continue
+                features = None
+                if self.open_set.needs_features:
+                    raw, features = self.model.predict_logits_and_features(tensor)
+                    features = torch.as_tensor(features).detach().to("cpu", torch.float32)
                 else:
-                    logits = self._checked(self.model.predict_logits(tensor), len(crops), k)
-                    flags.append(self.open_set.flags(logits))
-                    out = torch.from_numpy(logits).softmax(dim=1).numpy()
+                    raw = self.model.predict_logits(tensor)
+                logits = self._checked(raw, len(crops), k)
+                flags.append(self.open_set.flags(logits, features))
+                out = torch.from_numpy(logits).softmax(dim=1).numpy()
             probs.append(out)
         return np.concatenate(probs), np.concatenate(flags)
 

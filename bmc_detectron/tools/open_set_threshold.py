@@ -1,10 +1,12 @@
 """Choose a trained classifier's open-set ("Other") threshold on known-type val crops.
 
     bmc open-set-threshold --config-file C --weights output/clf/model_final.pth \
-        [--dataset pbc_marrow_val] [--max-known-lost 0.05] [--score energy] [KEY VALUE ...]
+        [--dataset pbc_marrow_val] [--max-known-lost 0.05] [--score knn] [KEY VALUE ...]
 
-Writes ``<weights stem>.open_set.json`` beside the weights (what ``bmc train`` does at the end of
-training; this command is for a model trained before, or another dataset or share). The count then
+Writes ``<weights stem>.open_set.json`` beside the weights (for a feature score, kNN or
+Mahalanobis, also the statistics of the training crops' features, ``<weights stem>.open_set.npz``):
+what ``bmc train`` does at the end of training; this command is for a model trained before, or
+another dataset, share or score. The count then
 calls a cell whose open-set score is below the threshold Other
 (:mod:`bmc_detectron.evaluation.open_set`). Exit 2 with a one-line error for bad input.
 """
@@ -15,6 +17,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from bmc_detectron.evaluation.open_set import SCORE_KINDS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -22,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="its weights (.pth)")
     p.add_argument("--dataset", help="registered dataset of known-type crops (default: TEST[0])")
     p.add_argument("--max-known-lost", type=float, help="share of them flagged (default: config)")
-    p.add_argument("--score", choices=("energy", "max_softmax"), help="default: the config's")
+    p.add_argument("--score", choices=SCORE_KINDS, help="default: the config's")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
 

@@ -12,7 +12,8 @@ is chosen on the known types' val crops (at most ``--max-known-lost`` flagged,
 :func:`bmc_detectron.evaluation.open_set.open_set_metrics`) and the share of T's val crops below
 it is the measurement, for each score (energy, max-softmax). ``--full-run`` evaluates the full
 model (trained by ``bmc train`` with the marrow_real config) on PBC val and on the crops of the
-composite val fields: top-1, and the share its stored threshold flags, into ``<output>/full/``.
+composite val fields: top-1, and the share its stored threshold flags, into ``<output>/full/``
+(``--full-name``: another folder, e.g. for the same model with a kNN threshold).
 The page: ``python -m studies.open_set.report``.
 """
 
@@ -32,7 +33,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.datasets import register_builtin_datasets
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
-from bmc_detectron.engine.classifier_trainer import BMCClassifierTrainer, dataset_logits
+from bmc_detectron.engine.classifier_trainer import (
+    BMCClassifierTrainer,
+    crop_outputs,
+    dataset_logits,
+    load_crop_records,
+)
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation.open_set import (
     OPEN_SET_SCORES,
@@ -73,7 +79,7 @@ def register_split(source: str, name: str, keep: Sequence[int]) -> str:
     return name
 
 
-def _cfg(config: str, opts: Sequence[str]):
+def leave_out_cfg(config: str, opts: Sequence[str]):
     names = json.dumps(list(PBC_MARROW_CLASSES))
     return build_cfg(config, ["MODEL.BMC.CLASSIFIER.CLASS_NAMES", names, *opts])
 
@@ -101,7 +107,7 @@ def leave_one_out(
     opts += ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100"]
     opts += ["SOLVER.WARMUP_ITERS", str(min(100, iterations // 5)), "OUTPUT_DIR", str(run)]
     opts += ["MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", "-1.0", "DATALOADER.NUM_WORKERS", "0"]
-    cfg = _cfg(config, opts)
+    cfg = leave_out_cfg(config, opts)
     torch.set_num_threads(threads)
     start = time.perf_counter()
     trainer = BMCClassifierTrainer(cfg)
@@ -130,10 +136,11 @@ def leave_one_out(
 
 
 def evaluate_full(
-    run: Path, output: Path, config: str, datasets: Sequence[str] = ()
+    run: Path, output: Path, config: str, datasets: Sequence[str] = (), name: str = "full"
 ) -> Dict[str, object]:
-    """The full model's top-1 (and the share its stored open-set threshold flags) on the crops
-    of ``datasets`` (default: PBC val and the composite val fields); writes ``full/result.json``."""
+    """The full model's top-1 (and the share its stored open-set threshold flags, whichever its
+    score) on the crops of ``datasets`` (default: PBC val and the composite val fields); writes
+    ``<output>/<name>/result.json``."""
     register_builtin_datasets()
     weights = run / "model_final.pth"
     cfg = build_cfg(config, ["OUTPUT_DIR", str(run)])
@@ -142,15 +149,15 @@ def evaluate_full(
     result: Dict[str, object] = {"run": str(run), "threshold": None, "datasets": {}}
     if threshold is not None:
         result["threshold"] = {"score": threshold.score, "threshold": threshold.threshold}
-    for name in datasets or ("pbc_marrow_val", "marrow_real_val"):
-        logits, labels = dataset_logits(cfg, model, name)
+    for dataset in datasets or ("pbc_marrow_val", "marrow_real_val"):
+        records = load_crop_records(cfg, [dataset])
+        logits, features = crop_outputs(cfg, model, records)
+        labels = np.asarray([r["label"] for r in records])
         entry = {"crops": int(len(labels)), "top1": float((logits.argmax(1) == labels).mean())}
         if threshold is not None:
-            entry["other"] = flagged_share(
-                open_set_score(logits, threshold.score), threshold.threshold
-            )
-        result["datasets"][name] = entry
-    write_json_atomic(result, output / "full" / RESULT, indent=1)
+            entry["other"] = flagged_share(threshold.scores(logits, features), threshold.threshold)
+        result["datasets"][dataset] = entry
+    write_json_atomic(result, output / name / RESULT, indent=1)
     return result
 
 
@@ -165,6 +172,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--full-run", help="the full model's OUTPUT_DIR: evaluate it instead")
     p.add_argument("--full-config", default=str(manifest["full_config"]))
+    p.add_argument("--full-name", default="full", help="its results folder under --output")
     return p.parse_args(argv)
 
 
@@ -172,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
     if args.full_run:
-        result = evaluate_full(Path(args.full_run), output, args.full_config)
+        result = evaluate_full(Path(args.full_run), output, args.full_config, name=args.full_name)
         for name, entry in result["datasets"].items():
             print(f"{name}: top-1 {100 * entry['top1']:.1f} % of {entry['crops']} crops")
         return 0

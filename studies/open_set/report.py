@@ -3,8 +3,9 @@
     python -m studies.open_set.report --runs output/open_set \
         --output docs/results/open_set/RESULTS_open_set.md
 
-Reads ``<runs>/without_<TYPE>/result.json`` and ``<runs>/full/result.json`` (written by
-``studies/open_set/open_set.py``); a run not finished yet is listed as missing. No training here.
+Reads ``<runs>/without_<TYPE>/result.json`` and ``<runs>/full*/result.json`` (written by
+``studies/open_set/open_set.py``) and ``<runs>/without_<TYPE>/feature_scores.json`` (every score,
+``studies/open_set/features.py``); a run not finished yet is listed as missing. No training here.
 """
 
 from __future__ import annotations
@@ -30,29 +31,71 @@ def _pct(value: Optional[float]) -> object:
 
 
 def collect(runs: Path, types: Sequence[str]) -> Dict[str, Dict]:
-    """``type -> result`` of the finished leave-one-out runs, in ``types`` order."""
+    """``type -> result`` of the finished leave-one-out runs, in ``types`` order; the scores
+    measured by ``features.py`` (``feature_scores.json``: every score from the cached features)
+    replace the driver's (energy and max-softmax only) where they exist."""
     out = {}
     for t in types:
         path = runs / f"without_{t}" / "result.json"
         if path.is_file():
             out[t] = json.loads(path.read_text())
+            measured = path.with_name("feature_scores.json")
+            if measured.is_file():
+                extra = json.loads(measured.read_text())
+                out[t] |= {"scores": extra["scores"], "train_crops": extra["train_crops"]}
+                out[t] |= {"knn_k": extra["knn_k"], "knn_by_k": extra.get("knn_by_k")}
     return out
 
 
-def leave_out_table(results: Mapping[str, Mapping]) -> str:
-    """One row per left-out type: flagged share, known lost and AUROC per score."""
+def runs_table(results: Mapping[str, Mapping]) -> str:
+    """One row per left-out type: the run and its crops."""
     rows = []
     for t, r in results.items():
-        e, m = r["scores"]["energy"], r["scores"]["max_softmax"]
+        first = next(iter(r["scores"].values()))
         rows.append(
-            [t, r["iterations"], _pct(r["known_top1"]), _pct(e["unseen_flagged"])]
-            + [_pct(e["known_lost"]), e["auroc"], _pct(m["unseen_flagged"])]
-            + [_pct(m["known_lost"]), m["auroc"], e["unseen"]]
+            [t, r["iterations"], _pct(r["known_top1"]), first.get("known"), first.get("unseen")]
+            + [r.get("train_crops")]
         )
-    headers = ["left out", "iterations", "known top-1 (%)", "flagged, energy (%)"]
-    headers += ["known lost, energy (%)", "AUROC energy", "flagged, max-softmax (%)"]
-    headers += ["known lost, max-softmax (%)", "AUROC max-softmax", "unseen crops"]
+    headers = ["left out", "iterations", "known top-1 (%)", "known val crops", "unseen crops"]
+    headers += ["training crops (feature statistics)"]
     return markdown_table(headers, rows).replace("| None |", "| - |")
+
+
+def scores_of(results: Mapping[str, Mapping]) -> List[str]:
+    """The scores measured in every run, in the order of the first."""
+    kinds = list(next(iter(results.values()))["scores"]) if results else []
+    return [k for k in kinds if all(k in r["scores"] for r in results.values())]
+
+
+def score_table(results: Mapping[str, Mapping], key: str, percent: bool) -> str:
+    """One row per score: ``key`` (``unseen_flagged``, ``known_lost`` or ``auroc``) for each
+    left-out type and their mean."""
+    rows = []
+    for kind in scores_of(results):
+        values = [r["scores"][kind][key] for r in results.values()]
+        shown = [_pct(v) if percent else f"{v:.2f}" for v in values + [_mean(values)]]
+        rows.append([kind, *shown])
+    return markdown_table(["score", *results, "mean"], rows)
+
+
+def knn_k_table(results: Mapping[str, Mapping]) -> str:
+    """The kNN score with other k (mean over the runs that measured them)."""
+    by_k: Dict[str, List[Mapping]] = {}
+    for r in results.values():
+        for k, metrics in (r.get("knn_by_k") or {}).items():
+            by_k.setdefault(k, []).append(metrics)
+    rows = [
+        [k, len(m), _pct(_mean([x["unseen_flagged"] for x in m]))]
+        + [_pct(_mean([x["known_lost"] for x in m])), f"{_mean([x['auroc'] for x in m]):.2f}"]
+        for k, m in sorted(by_k.items(), key=lambda item: int(item[0]))
+    ]
+    headers = ["k", "runs", "flagged, mean (%)", "known lost, mean (%)", "AUROC, mean"]
+    return markdown_table(headers, rows) if rows else "Not measured."
+
+
+def _knn_k(results: Mapping[str, Mapping]) -> object:
+    ks = sorted({r["knn_k"] for r in results.values() if "knn_k" in r})
+    return ", ".join(map(str, ks)) or "-"
 
 
 def _mean(values: List[float]) -> Optional[float]:
@@ -61,8 +104,10 @@ def _mean(values: List[float]) -> Optional[float]:
 
 def targets_table(results: Mapping[str, Mapping], full: Optional[Mapping], targets: Mapping) -> str:
     """The issue's targets against the measurements (mean over the left-out types)."""
-    flagged = _mean([r["scores"]["energy"]["unseen_flagged"] for r in results.values()])
-    lost = _mean([r["scores"]["energy"]["known_lost"] for r in results.values()])
+    score = str(targets.get("score", "energy"))
+    score = score if score in scores_of(results) else "energy"
+    flagged = _mean([r["scores"][score]["unseen_flagged"] for r in results.values()])
+    lost = _mean([r["scores"][score]["known_lost"] for r in results.values()])
     rows = []
 
     def verdict(value: Optional[float], ok: bool) -> str:
@@ -70,11 +115,11 @@ def targets_table(results: Mapping[str, Mapping], full: Optional[Mapping], targe
 
     goal = float(targets["unseen_flagged"])
     rows.append(
-        [f">= {100 * goal:.0f} % of unseen-type crops flagged (energy, mean)", _pct(flagged)]
+        [f">= {100 * goal:.0f} % of unseen-type crops flagged ({score}, mean)", _pct(flagged)]
         + [verdict(flagged, flagged is not None and flagged >= goal)]
     )
     rows.append(
-        ["<= 5 % of known crops lost (energy, mean)", _pct(lost)]
+        [f"<= 5 % of known crops lost ({score}, mean)", _pct(lost)]
         + [verdict(lost, lost is not None and lost <= 0.05 + 1e-12)]
     )
     top1 = float(targets["top1"])
@@ -88,22 +133,36 @@ def targets_table(results: Mapping[str, Mapping], full: Optional[Mapping], targe
     return markdown_table(["target", "measured (%)", "verdict"], rows)
 
 
-def full_table(full: Optional[Mapping]) -> str:
-    if not full:
+def full_table(fulls: Mapping[str, Mapping]) -> str:
+    """One row per dataset and evaluated threshold (``full/``: the model as trained; other
+    ``full_*/`` folders: the same model with another stored threshold)."""
+    if not fulls:
         return "The full model has not been evaluated yet (`--full-run`)."
-    rows = [
-        [name, e["crops"], _pct(e["top1"]), _pct(e.get("other"))]
-        for name, e in full["datasets"].items()
-    ]
-    return markdown_table(["dataset", "crops", "top-1 (%)", "flagged Other (%)"], rows)
+    rows = []
+    for folder, full in fulls.items():
+        threshold = full.get("threshold") or {}
+        for name, e in full["datasets"].items():
+            rows.append(
+                [name, threshold.get("score"), folder, e["crops"], _pct(e["top1"])]
+                + [_pct(e.get("other"))]
+            )
+    headers = ["dataset", "open-set score", "results", "crops", "top-1 (%)"]
+    headers += ["known crops flagged Other (%)"]
+    return markdown_table(headers, rows).replace("| None |", "| - |")
+
+
+def collect_full(runs: Path) -> Dict[str, Mapping]:
+    """``folder -> result`` of ``<runs>/full*/result.json``, ``full`` first."""
+    paths = sorted(runs.glob("full*/result.json"), key=lambda p: (p.parent.name != "full", p))
+    return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
 
 def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
     manifest = load_manifest(MANIFEST)
     types = list(manifest["types"])
     results = collect(runs, types)
-    full_file = runs / "full" / "result.json"
-    full = json.loads(full_file.read_text()) if full_file.is_file() else None
+    fulls = collect_full(runs)
+    full = fulls.get("full")
     missing = [t for t in types if t not in results]
     now = datetime.datetime.now()
     lines = [
@@ -115,10 +174,17 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         "Each run trains the PBC classifier (`" + str(manifest["config"]) + "`, a short schedule)"
         " without one type; the threshold is chosen on the known types' val crops so that at most"
         f" {100 * float(manifest['max_known_lost']):.0f} % of them are flagged, and the share of"
-        " the left-out type's val crops (30 per type in PBC val) below it is reported. The"
-        " count uses the energy score"
-        " (`logsumexp` of the logits; `bmc_detectron/evaluation/open_set.py`); max-softmax is shown"
-        " for comparison. A cell flagged Other is listed apart from the uncertain cells and is in"
+        " the left-out type's val crops (30 per type in PBC val) below it is reported. Scores"
+        " (higher = more like a known type): `energy` (`logsumexp` of the logits) and"
+        " `max_softmax` from the logits (`bmc_detectron/evaluation/open_set.py`); `mahalanobis`"
+        " (minus the smallest Mahalanobis distance to a class mean, one Ledoit-Wolf-shrunk"
+        " covariance shared by the classes) and `knn` (minus the distance to the k-th nearest"
+        f" training feature, both L2-normalised, k = {_knn_k(results)}) from the pooled res5"
+        " features (`bmc_detectron/evaluation/feature_scores.py`), fitted on the run's own"
+        " training crops (`python -m studies.open_set.features`, which caches the features)."
+        f" New classifiers store `{manifest['targets'].get('score', 'energy')}` (the targets"
+        " below read it; `MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`), threshold files of other scores"
+        " keep working. A cell flagged Other is listed apart from the uncertain cells and is in"
         " no percentage of the differential.",
         "",
         "## Targets",
@@ -127,15 +193,39 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         "",
         "## Leaving one type out",
         "",
-        leave_out_table(results) if results else "No finished run yet.",
+        "Share of the left-out type's val crops flagged Other (%):",
+        "",
+        score_table(results, "unseen_flagged", True) if results else "No finished run yet.",
+        "",
+        "Share of the known types' val crops flagged (lost, %):",
+        "",
+        score_table(results, "known_lost", True) if results else "No finished run yet.",
+        "",
+        "AUROC, known vs left-out crops (0.5 = chance, 1 = every unseen crop scores lower):",
+        "",
+        score_table(results, "auroc", False) if results else "No finished run yet.",
+        "",
+        f"The kNN score's k was fixed at {_knn_k(results)} before these runs (Sun et al. use 50"
+        " for 50,000 training images; these banks hold about 4,000); other k, shown and not"
+        " chosen on them:",
+        "",
+        knn_k_table(results),
+        "",
+        "The runs:",
+        "",
+        runs_table(results) if results else "No finished run yet.",
         "",
         f"Not finished yet: {', '.join(missing)}." if missing else "Every planned type is done.",
         "",
         "## The full model (composites + PBC)",
         "",
-        "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops:",
+        "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"
+        " (chosen on `pbc_marrow_val`, so 5 % there by construction; the composite crops are"
+        " all of known types too, so every one flagged is lost to the differential). `full`:"
+        " the model as trained (energy); `full_knn`: the same weights with a kNN threshold"
+        " (`bmc open-set-threshold --score knn`):",
         "",
-        full_table(full),
+        full_table(fulls),
         "",
     ]
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ detectron2's ``DefaultPredictor`` / the PyTorch classifier: detections as sets (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -289,6 +290,32 @@ def test_open_set_threshold_travels_with_the_export(clf, tmp_path):
     ours = runtime.open_set.flags(runtime.model.predict_logits(crops))
     theirs = torch_clf.open_set.flags(torch_clf.model.predict_logits(crops))
     assert ours.sum() == 10 and (ours == theirs).all()
+
+
+def test_a_knn_threshold_and_its_statistics_travel_with_the_export(clf, tmp_path):
+    from bmc_detectron.evaluation.feature_scores import fit_knn, statistics_path
+    from bmc_detectron.evaluation.open_set import OpenSetError, OpenSetThreshold, write_threshold
+
+    weights = tmp_path / "cls.pth"
+    weights.write_bytes(Path(clf["weights"]).read_bytes())
+    gen = torch.Generator().manual_seed(3)
+    crops = torch.randint(0, 256, (21, 3, 32, 32), generator=gen).to(torch.uint8)
+    stats = fit_knn(clf["model"].predict_features(crops[:11]), k=1)  # 11 crops in the bank
+    # those 11 score 0 (their own feature); the 10 others lie further
+    threshold = OpenSetThreshold(-1e-3, score="knn", statistics=stats)
+    write_threshold(weights, dataclasses.replace(threshold, weights_sha256=file_sha256(weights)))
+    onnx_path = tmp_path / "cls.onnx"
+    _export(CLS_CONFIG, weights, onnx_path, CLS_OPTS)
+    assert statistics_path(onnx_path).is_file()  # cls.open_set.npz beside cls.onnx
+    runtime = OnnxCellClassifier(onnx_path, threads=1).as_cell_classifier()
+    torch_clf = CellClassifier.from_config(CLS_CONFIG, str(weights), CLS_OPTS)
+    assert runtime.open_set.score == torch_clf.open_set.score == "knn"
+    ours = runtime.open_set.flags(None, runtime.model.predict_logits_and_features(crops)[1])
+    theirs = torch_clf.open_set.flags(None, torch_clf.model.predict_features(crops))
+    assert ours.sum() == 10 and (ours == theirs).all() and not ours[:11].any()
+    statistics_path(onnx_path).write_bytes(b"broken")  # a damaged copy names itself
+    with pytest.raises(OpenSetError, match="cls.open_set.npz"):
+        OnnxCellClassifier(onnx_path, threads=1)
 
 
 def _cells_as_detections(cells: List, names: Sequence[str]) -> Detections:

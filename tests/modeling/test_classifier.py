@@ -27,6 +27,7 @@ from bmc_detectron.data.pbc import PBC_MARROW_CLASSES, pbc_marrow_class, pbc_mar
 from bmc_detectron.engine import BMCClassifierTrainer, main, trainer_class
 from bmc_detectron.engine.classifier_trainer import (
     choose_open_set_threshold,
+    crop_outputs,
     dataset_logits,
     load_crop_records,
 )
@@ -207,6 +208,21 @@ def test_predict_crops_shapes_probabilities_and_empty_input():
     assert model.predict_logits(crops[:0]).shape == (0, 3)
 
 
+def test_the_pooled_features_feed_the_linear_layer():
+    torch.manual_seed(0)
+    model = build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.BATCH_SIZE_TEST", 4))
+    crops = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    logits, features = model.predict_logits_and_features(crops)  # 2 chunks of <= 4
+    assert features.shape == (6, 512) and features.dtype == torch.float32
+    torch.testing.assert_close(model.cls_score(features), logits)
+    torch.testing.assert_close(model.predict_features(crops), features)
+    torch.testing.assert_close(model.predict_logits(crops), logits)
+    model.eval()  # predict_* run in eval mode (BatchNorm statistics), whatever the mode
+    torch.testing.assert_close(model.forward_features(crops[:2].float()), features[:2])
+    empty = model.predict_logits_and_features(crops[:0])
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 512)
+
+
 def _discs(n_per_class: int, size: int, seed: int):
     """Coloured discs (red / green / blue = class 0 / 1 / 2) on a noisy grey background, BGR."""
     g = torch.Generator().manual_seed(seed)
@@ -359,7 +375,8 @@ def test_train_net_main_trains_evaluates_and_resumes(tiny_synth):
     assert json.loads(metrics_file.read_text())["num_samples"] == n_cells
     # the open-set threshold is chosen on DATASETS.TEST[0] and stored beside the weights
     stored = read_threshold(out / "model_final.pth", file_sha256(out / "model_final.pth"))
-    assert (stored.dataset, stored.crops, stored.score) == ("clf_tiny_test", n_cells, "energy")
+    assert (stored.dataset, stored.crops, stored.score) == ("clf_tiny_test", n_cells, "knn")
+    assert stored.statistics is not None  # the training crops' kNN bank, beside the weights
     assert stored.known_lost <= 0.05 == stored.max_known_lost
     # --resume continues from the last checkpoint
     cfg = build_cfg(SYNTH_CPU, _opts(out, "SOLVER.MAX_ITER", 4))
@@ -423,3 +440,24 @@ def test_classes_of_the_data_must_match_the_classifier(tiny_synth):
     victim.write_bytes(victim.read_bytes()[:60])
     with pytest.raises(DatasetError, match=r"000001\.png"):
         BMCClassifierTrainer.build_train_loader(build_cfg(SYNTH_CPU, _opts(tiny_synth)))
+
+
+def test_the_knn_threshold_is_the_default_and_stores_its_statistics(tiny_synth):
+    opts = _opts(tiny_synth, "MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", 0.25)
+    cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_FIT_CROPS", 7])
+    assert cfg.MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE == "knn"
+    torch.manual_seed(0)
+    weights = tiny_synth / "random.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    choose_open_set_threshold(cfg, str(weights))
+    assert (tiny_synth / "random.open_set.npz").is_file()
+    stored = read_threshold(weights)
+    stats = stored.statistics
+    # 7 of the training crops in the bank, k = min(OPEN_SET_KNN_K, 7)
+    assert stored.score == "knn" and stats.crops == 7 and stats.k == 7
+    assert stats.arrays["bank"].shape == (7, 512)
+    model = load_model(cfg, str(weights))
+    _, features = crop_outputs(cfg, model, load_crop_records(cfg, ["clf_tiny_test"]))
+    scores = np.sort(stats.scores(features))
+    assert stored.crops == len(scores) and stored.threshold == scores[int(0.25 * len(scores))]
+    assert stored.known_lost == np.mean(scores < stored.threshold) <= 0.25

@@ -8,8 +8,10 @@ import dataclasses
 import json
 
 import cv2
+import numpy as np
 import pytest
 
+from bmc_detectron.evaluation.feature_scores import fit_knn
 from bmc_detectron.evaluation.open_set import OpenSetThreshold
 from bmc_detectron.pipeline import CellCounter, Lineage
 from bmc_detectron.pipeline.counter import Cell
@@ -19,6 +21,8 @@ from bmc_detectron.pipeline.report import FieldRecord, build_summary, cells_csv,
 from bmc_detectron.tools import count as count_tool
 from tests.helpers import CONFIGS
 from tests.pipeline.helpers import (
+    CLASS_COLORS,
+    ChannelModel,
     DiscDetector,
     channel_classifier,
     disc_field,
@@ -67,6 +71,34 @@ def test_a_threshold_needs_logits():
     image, _ = disc_field(32, 32, DISCS[:1])
     with pytest.raises(ValueError, match="needs a classifier with predict_logits"):
         CellCounter(DiscDetector(), clf).count_image(image)
+
+
+class FeatureChannelModel(ChannelModel):
+    """:class:`ChannelModel` whose pooled features are the centre pixel's channels."""
+
+    def predict_logits_and_features(self, crops):
+        logits = self.predict_logits(crops)
+        return logits, logits * self.temperature
+
+
+def test_a_knn_threshold_reads_the_features():
+    # the bank: the A and B colours; the grey X is sqrt(2 - 2 cos) ~ 0.67 from its nearest (k=1)
+    bank = fit_knn(np.array([CLASS_COLORS["A"], CLASS_COLORS["B"]], dtype=float), k=1)
+    threshold = OpenSetThreshold(-0.3, score="knn", statistics=bank)
+    clf = dataclasses.replace(
+        channel_classifier(crop_size=16), model=FeatureChannelModel(), open_set=threshold
+    )
+    image, _ = disc_field(64, 64, DISCS)
+    cells = CellCounter(DiscDetector(), clf).count_image(image)
+    assert [c.label for c in sorted(cells, key=lambda c: (c.box[1], c.box[0]))] == [
+        "A",
+        "B",
+        "Other",
+    ]
+    # a model without features cannot serve a feature score: a clear error
+    without = dataclasses.replace(clf, model=ChannelModel())
+    with pytest.raises(ValueError, match="needs a classifier with predict_logits_and_features"):
+        CellCounter(DiscDetector(), without).count_image(image)
 
 
 def _summary():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from detectron2.data import DatasetCatalog
 
 from bmc_detectron.data.datasets import unregister_dataset
-from studies.open_set import open_set, report
+from studies.open_set import features, open_set, report
 from tests.helpers import register_synthetic
 
 
@@ -33,22 +34,36 @@ def test_register_split_keeps_only_the_classes_asked_for(tmp_path):
                 unregister_dataset(name)
 
 
-def _result(t, flagged, lost):
-    scores = {
+def _scores(kinds, flagged, lost):
+    return {
         kind: {"unseen_flagged": flagged, "known_lost": lost, "auroc": 0.9, "unseen": 30}
-        for kind in ("energy", "max_softmax")
+        for kind in kinds
     }
+
+
+def _result(t, flagged, lost):
+    scores = _scores(("energy", "max_softmax"), flagged, lost)
     return {"left_out": t, "iterations": 10, "known_top1": 0.9, "scores": scores}
+
+
+def _write_runs(runs, with_features):
+    for t, flagged in (("Baso", 0.9), ("Eosl", 0.7)):
+        (runs / f"without_{t}").mkdir(parents=True)
+        (runs / f"without_{t}" / "result.json").write_text(json.dumps(_result(t, flagged, 0.04)))
+        if with_features:  # what features.py writes: every score, knn by k
+            scores = _scores(("energy", "max_softmax", "mahalanobis"), flagged / 2, 0.04)
+            scores |= _scores(("knn",), flagged - 0.5, 0.045)
+            extra = {"knn_k": 10, "train_crops": 4000, "scores": scores}
+            extra["knn_by_k"] = {"1": scores["knn"], "10": scores["knn"]}
+            (runs / f"without_{t}" / "feature_scores.json").write_text(json.dumps(extra))
+    (runs / "full").mkdir()
+    full = {"datasets": {"pbc_marrow_val": {"crops": 300, "top1": 0.93, "other": 0.05}}}
+    (runs / "full" / "result.json").write_text(json.dumps(full))
 
 
 def test_page_from_hand_made_results(tmp_path):
     runs = tmp_path / "runs"
-    for t, flagged in (("Baso", 0.9), ("Eosl", 0.7)):
-        (runs / f"without_{t}").mkdir(parents=True)
-        (runs / f"without_{t}" / "result.json").write_text(json.dumps(_result(t, flagged, 0.04)))
-    (runs / "full").mkdir()
-    full = {"datasets": {"pbc_marrow_val": {"crops": 300, "top1": 0.93, "other": 0.05}}}
-    (runs / "full" / "result.json").write_text(json.dumps(full))
+    _write_runs(runs, with_features=False)
     page = tmp_path / "RESULTS_open_set.md"
     assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
     text = page.read_text()
@@ -56,8 +71,48 @@ def test_page_from_hand_made_results(tmp_path):
     assert "| <= 5 % of known crops lost (energy, mean) | 4.0 | met |" in text
     assert "| full model top-1 >= 90 % on pbc_marrow_val | 93.0 | met |" in text
     assert "on marrow_real_val | - | not measured yet |" in text
-    assert "| Baso | 10 | 90.0 | 90.0 | 4.0 | 0.9 |" in text
+    assert "| energy | 70.0 | 90.0 | 80.0 |" in text  # flagged per type (manifest order), mean
+    assert "| max_softmax | 0.90 | 0.90 | 0.90 |" in text  # AUROC
+    assert "| Baso | 10 | 90.0 | - | 30 | - |" in text
     assert "Not finished yet: Lym, Mono" in text
+
+
+def test_page_with_the_feature_scores(tmp_path):
+    runs = tmp_path / "runs"
+    _write_runs(runs, with_features=True)
+    page = tmp_path / "RESULTS_open_set.md"
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    text = page.read_text()
+    # the manifest's score (knn) is the one the targets read
+    assert "| >= 80 % of unseen-type crops flagged (knn, mean) | 30.0 | not met |" in text
+    assert "| <= 5 % of known crops lost (knn, mean) | 4.5 | met |" in text
+    assert "| mahalanobis | 35.0 | 45.0 | 40.0 |" in text
+    assert "| knn | 20.0 | 40.0 | 30.0 |" in text
+    assert "| knn | 4.5 | 4.5 | 4.5 |" in text  # known lost
+    assert "| 10 | 2 | 30.0 | 4.5 | 0.90 |" in text  # k sensitivity
+    assert "| Baso | 10 | 90.0 | - | 30 | 4000 |" in text
+
+
+def test_features_measure_every_score_on_a_hand_made_cache():
+    rng = np.random.default_rng(0)
+    known = rng.normal(0, 1, (200, 4)) + np.repeat([[6, 0, 0, 0], [0, 6, 0, 0]], 100, axis=0)
+    labels = np.repeat([0, 1], 100)
+    val = np.concatenate([known[::4] + 0.01, rng.normal(0, 1, (10, 4)) + [0, 0, 6, 0]])
+    val_labels = np.concatenate([labels[::4], np.full(10, 2)])
+    cache = {
+        "train_features": known,
+        "train_labels": labels,
+        "val_features": val,
+        "val_labels": val_labels,
+        "val_logits": np.zeros((len(val), 3)),  # the logits know nothing: chance
+        "left_out": np.asarray(2),
+    }
+    results = features.measure(cache, 0.05, knn_k=5)
+    assert list(results) == ["energy", "max_softmax", "mahalanobis", "knn"]
+    assert results["energy"]["auroc"] == 0.5 and results["energy"]["unseen_flagged"] == 0.0
+    for kind in ("mahalanobis", "knn"):  # the third cluster is far from both known ones
+        assert results[kind]["auroc"] == 1.0 and results[kind]["unseen_flagged"] == 1.0
+        assert results[kind]["known_lost"] <= 0.05
 
 
 def test_driver_refuses_an_unknown_type(tmp_path, capsys):
