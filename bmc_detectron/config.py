@@ -259,7 +259,7 @@ def _add_classifier_config(cfg: CN) -> None:
     # At most this many DATASETS.TRAIN crops (a seeded random sample) feed a feature score's
     # statistics (the kNN bank's size).
     clf.OPEN_SET_FIT_CROPS = 4000
-    # Share of DATASETS.TEST[0]'s crops the open-set threshold may flag, chosen after training
+    # Share of each DATASETS.TEST's crops the open-set threshold may flag, chosen after training
     # and stored beside model_final.pth; negative: no threshold is chosen.
     clf.OPEN_SET_MAX_KNOWN_LOST = 0.05
 

@@ -8,7 +8,7 @@ ordinary registered detection datasets: every annotated box becomes one training
 A dataset may have fewer classes than the classifier when they are its first ones, in order (the
 11 marrow classes of ``marrow_real_*`` for the 12-class marrow + basophil classifier).
 
-At the end of training the open-set threshold is chosen on ``DATASETS.TEST[0]``'s crops and
+At the end of training the open-set threshold is chosen on every ``DATASETS.TEST``'s crops and
 written beside ``model_final.pth`` (:func:`choose_open_set_threshold`;
 :mod:`bmc_detectron.evaluation.open_set`), so the count can call cells of no known type Other; for
 a feature score (the default, kNN) with the statistics of the training crops' features
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -142,10 +142,19 @@ def fit_open_set_statistics(
     return fit_statistics(clf.OPEN_SET_SCORE, features, labels, knn_k=k)
 
 
+def _known_scores(cfg: CfgNode, model: torch.nn.Module, dataset: str, stats) -> np.ndarray:
+    """The open-set scores of the (known-type) crops of ``dataset``."""
+    if stats is not None:
+        _, features = crop_outputs(cfg, model, load_crop_records(cfg, [dataset]))
+        return stats.scores(features)
+    logits, _ = dataset_logits(cfg, model, dataset)
+    return open_set_score(logits, cfg.MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE)
+
+
 def choose_open_set_threshold(
     cfg: CfgNode,
     weights: str,
-    dataset_name: Optional[str] = None,
+    datasets: Union[None, str, Sequence[str]] = None,
     *,
     model: Optional[torch.nn.Module] = None,
 ) -> Path:
@@ -153,46 +162,41 @@ def choose_open_set_threshold(
 
     The score is ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`` (a feature score's statistics are fitted
     first, :func:`fit_open_set_statistics`, and written beside the weights too); at most
-    ``MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST`` of the crops of ``dataset_name`` (default
-    ``DATASETS.TEST[0]``; every crop is of a known type) fall below it. ``model``: the loaded
-    model (default: ``weights`` loaded as the count loads them). Returns the JSON's path.
+    ``MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST`` of the crops of EACH of ``datasets``
+    (default: every ``DATASETS.TEST``; every crop is of a known type) fall below it: the lowest
+    of the per-dataset thresholds, so that single PBC cells and crops cut from crowded fields
+    both keep their known cells. ``model``: the loaded model (default: ``weights`` loaded as
+    the count loads them). Returns the JSON's path.
     """
     clf = cfg.MODEL.BMC.CLASSIFIER
     if not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: classifier weights not found")
-    if dataset_name is None:
-        if not cfg.DATASETS.TEST:
-            raise ConfigError("no dataset to choose the open-set threshold on (DATASETS.TEST)")
-        dataset_name = cfg.DATASETS.TEST[0]
+    names = [datasets] if isinstance(datasets, str) else list(datasets or cfg.DATASETS.TEST)
+    if not names:
+        raise ConfigError("no dataset to choose the open-set threshold on (DATASETS.TEST)")
     model = load_model(cfg, weights) if model is None else model
-    stats = None
-    if clf.OPEN_SET_SCORE in FEATURE_SCORES:
-        stats = fit_open_set_statistics(cfg, model)
-        _, features = crop_outputs(cfg, model, load_crop_records(cfg, [dataset_name]))
-        scores = stats.scores(features)
-    else:
-        logits, _ = dataset_logits(cfg, model, dataset_name)
-        scores = open_set_score(logits, clf.OPEN_SET_SCORE)
+    stats = fit_open_set_statistics(cfg, model) if clf.OPEN_SET_SCORE in FEATURE_SCORES else None
+    per_set = {name: _known_scores(cfg, model, name, stats) for name in names}
     max_lost = float(clf.OPEN_SET_MAX_KNOWN_LOST)
-    value = choose_threshold(scores, max_lost)
+    value = min(choose_threshold(s, max_lost) for s in per_set.values())
+    lost = {name: float(flagged_share(s, value)) for name, s in per_set.items()}
     threshold = OpenSetThreshold(
         threshold=value,
         score=clf.OPEN_SET_SCORE,
         max_known_lost=max_lost,
-        known_lost=float(flagged_share(scores, value)),
-        dataset=dataset_name,
-        crops=int(scores.size),
+        known_lost=max(lost.values()),
+        dataset=", ".join(names),
+        crops=int(sum(s.size for s in per_set.values())),
         weights_sha256=file_sha256(weights),
         statistics=stats,
     )
     path = write_threshold(weights, threshold)
+    shares = ", ".join(f"{100 * v:.1f} % of {per_set[k].size} on {k}" for k, v in lost.items())
     logger.info(
-        "open-set threshold %.4g (%s) on %s: %.1f %% of %d known crops flagged -> %s",
+        "open-set threshold %.4g (%s): known crops flagged %s -> %s",
         value,
         threshold.score,
-        dataset_name,
-        100 * threshold.known_lost,
-        threshold.crops,
+        shares,
         path,
     )
     return path

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", required=True, help="the classifier's config")
     p.add_argument("--weights", required=True, help="its weights (.pth)")
-    p.add_argument("--dataset", help="registered dataset of known-type crops (default: TEST[0])")
+    p.add_argument(
+        "--dataset", nargs="+", help="registered datasets of known-type crops (default: every TEST)"
+    )
     p.add_argument("--max-known-lost", type=float, help="share of them flagged (default: config)")
     p.add_argument("--score", choices=SCORE_KINDS, help="default: the config's")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")

@@ -409,6 +409,18 @@ def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth, ca
     scores = np.sort(open_set_score(logits, "max_softmax"))
     assert stored.threshold == scores[int(0.25 * len(scores))]
     assert stored.known_lost == np.mean(scores < stored.threshold) <= 0.25
+    # on two datasets: the lower of their thresholds, so neither loses more than asked
+    model = load_model(cfg, str(weights))
+    per_set = {}
+    for name in ("clf_tiny_test", "clf_tiny_train"):
+        logits, _ = dataset_logits(cfg, model, name)
+        per_set[name] = open_set_score(logits, "max_softmax")
+    choose_open_set_threshold(cfg, str(weights), ["clf_tiny_test", "clf_tiny_train"])
+    both = read_threshold(weights)
+    assert both.threshold == min(np.sort(s)[int(0.25 * len(s))] for s in per_set.values())
+    assert both.dataset == "clf_tiny_test, clf_tiny_train"
+    assert both.crops == sum(len(s) for s in per_set.values())
+    assert both.known_lost == max(np.mean(s < both.threshold) for s in per_set.values()) <= 0.25
     with pytest.raises(ConfigError, match="OPEN_SET_SCORE 'odin'"):
         build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE", "odin"])
     # the command does the same for a model trained before
