@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.scale_plan import ScaleSetup
 from bmc_detectron.serve.api.main import api_router
-from bmc_detectron.serve.auth import AuthSettings, Sessions
 from bmc_detectron.serve.api.routes import health, pages
+from bmc_detectron.serve.auth import AuthSettings, Sessions
 from bmc_detectron.serve.core.config import API_V1_STR, ServeSettings
 from bmc_detectron.serve.errors import ApiError, install_error_handlers
 from bmc_detectron.serve.gate import InferenceGate

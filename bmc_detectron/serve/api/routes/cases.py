@@ -158,6 +158,6 @@ def report(
     if kind == "csv":
         disposition = {"content-disposition": f'attachment; filename="{name}.csv"'}
         return Response(report_csv(body), media_type="text/csv; charset=utf-8", headers=disposition)
-    from bmc_detectron.serve.api.routes.pages import templates
+    from bmc_detectron.serve.api.routes.pages import render
 
-    return templates.TemplateResponse(request, "case_report.html", {"report": body})
+    return render(request, "case_report.html", report=body)
