@@ -48,7 +48,8 @@
     const f = state.data.fields.find((x) => x.name === name);
     const img = $("field-image");
     img.src = BMC.api + base() + "/fields/" + encodeURIComponent(name) + "/image";
-    img.width = f.width;
+    // as wide as the screen allows, the whole field in view (CSSOM: allowed by the CSP)
+    $("stage").style.width = `min(100%, calc((100vh - 190px) * ${f.width / f.height}))`;
     render();
   }
 
