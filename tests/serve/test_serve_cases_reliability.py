@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["Lym", "Red", "Myelo"]
 
 
-def client(url: str, user: str = "rex") -> "httpx.Client":
+def client(url: str, user: str = "rex") -> httpx.Client:
     c = httpx.Client(base_url=url, timeout=30, headers={"x-csrf-token": CSRF})
     c.cookies.set("bmc_csrf", CSRF)
     r = c.post("/api/v1/auth/login", json={"name": user, "password": PASSWORD})
