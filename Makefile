@@ -28,7 +28,7 @@ demo-real: $(STAMP)
 
 # The lab web page on http://127.0.0.1:8000, with the models `make demo` wrote (ONNX Runtime).
 serve: $(STAMP)
-	$(PY) -m bmc_detectron.tools.serve $(SERVE_ARGS)
+	$(PY) -m bmc_detectron.tools.serve --no-auth --import-report output/demo/count --import-case-id demo $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

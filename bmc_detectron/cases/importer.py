@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -124,34 +124,33 @@ def _cells(rec: FieldRecord) -> List[Cell]:
     ]
 
 
-def import_report(
+def add_case(
     session: Session,
     store: ImageStore,
-    report: Path,
+    case_id: str,
+    records: Sequence[FieldRecord],
+    images: Sequence[bytes],
+    summary: Dict[str, Any],
+    source: str,
     actor: str,
-    case_id: Optional[str] = None,
-    inputs_root: Optional[Path] = None,
 ) -> Case:
-    """Import the count in ``report`` as a new case (status counted, version 1).
+    """A new case (status counted, version 1) from counted fields: the one way a count becomes a
+    case (a report folder, :func:`import_report`, or the web page's count).
 
-    ``case_id``: default the report folder's name; a case id already in the database is refused.
-    ``actor``: who imports it (written to the audit log); ``inputs_root``: where the count's
-    input images are now, when they moved (see :func:`_image_bytes`).
+    ``records`` and ``images`` (each field's image bytes, in order); ``summary``: the count's
+    ``class_names``, ``uncertain_below`` and ``settings`` (its ``sources`` name the models);
+    ``source``: where the count came from. A case id already in the database is refused.
     """
-    report = Path(report)
-    summary = read_summary(report)
-    case_id = check_case_id(case_id or report.resolve().name)
+    case_id = check_case_id(case_id)
     if session.scalar(select(Case.id).where(Case.case_id == case_id)) is not None:
         raise CaseError(f"case {case_id!r} is in the database already")
-    records = [read_field(report, str(f["name"])) for f in summary["fields"]]
-    images = [_image_bytes(rec, report, inputs_root) for rec in records]
     settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
     sources = settings.get("sources") or {}
     case = Case(
         case_id=case_id,
         version=1,
         status="counted",
-        source=str(report.resolve()),
+        source=source,
         detector=_model_name(sources.get("detector")),
         classifier=_model_name(sources.get("classifier")),
         class_names=list(summary["class_names"]),
@@ -175,6 +174,31 @@ def import_report(
     session.add(case)
     session.flush()
     cells = sum(len(f.cells) for f in case.fields)
-    new = {"case_id": case_id, "source": case.source, "fields": len(records), "cells": cells}
+    new = {"case_id": case_id, "source": source, "fields": len(records), "cells": cells}
     record(session, actor, "import", "case", case.id, case, new=new)
     return case
+
+
+def import_report(
+    session: Session,
+    store: ImageStore,
+    report: Path,
+    actor: str,
+    case_id: Optional[str] = None,
+    inputs_root: Optional[Path] = None,
+) -> Case:
+    """Import the count in ``report`` as a new case (status counted, version 1;
+    :func:`add_case`).
+
+    ``case_id``: default the report folder's name; a case id already in the database is refused.
+    ``actor``: who imports it (written to the audit log); ``inputs_root``: where the count's
+    input images are now, when they moved (see :func:`_image_bytes`).
+    """
+    report = Path(report)
+    summary = read_summary(report)
+    case_id = check_case_id(case_id or report.resolve().name)
+    if session.scalar(select(Case.id).where(Case.case_id == case_id)) is not None:
+        raise CaseError(f"case {case_id!r} is in the database already")
+    records = [read_field(report, str(f["name"])) for f in summary["fields"]]
+    images = [_image_bytes(rec, report, inputs_root) for rec in records]
+    return add_case(session, store, case_id, records, images, summary, str(report.resolve()), actor)

@@ -1,4 +1,4 @@
-"""Reviewing a case: reclassify, delete or add a cell, sign, re-open.
+"""Reviewing a case: reclassify, delete or add a cell, undo, sign, re-open.
 
 Every call takes the acting user's name (a registered user: :func:`~.users.get_user`) and writes
 its audit entry in the caller's transaction (:meth:`~.db.CaseDB.session`), so the change and its
@@ -104,6 +104,35 @@ def delete_cell(
     _reviewed(case, cell, acting)
     _flush(session, cell_id)
     record(session, acting.name, "delete", "cell", cell.id, case, old, cell_state(cell))
+    return cell
+
+
+def restore_cell(
+    session: Session,
+    case: Case,
+    cell_id: int,
+    reviewed_class: Optional[str],
+    deleted: bool,
+    expected_version: int,
+    user: str,
+) -> Cell:
+    """Undo: give cell ``cell_id`` back an earlier review (``reviewed_class``, None: the model's;
+    ``deleted``). A new audited change (action ``undo``), never a rewrite of the trail; a cell
+    back to the model's class, not deleted, is unreviewed again (unless a person added it)."""
+    _editable(case)
+    acting = get_user(session, user)
+    cell = _cell(session, case, cell_id)
+    _check_version(cell, expected_version)
+    if reviewed_class is not None:
+        _check_class(case, reviewed_class)
+    old = cell_state(cell)
+    cell.reviewed_class, cell.deleted = reviewed_class, bool(deleted)
+    if reviewed_class is None and not deleted and not cell.added:
+        cell.reviewed_by, cell.reviewed_at = None, None
+    else:
+        _reviewed(case, cell, acting)
+    _flush(session, cell_id)
+    record(session, acting.name, "undo", "cell", cell.id, case, old, cell_state(cell))
     return cell
 
 

@@ -216,3 +216,31 @@ def scale_summary(
         "warnings": [str(w) for w in warnings],
         "warning_codes": warning_entries(warnings),
     }
+
+
+#: the stored image's suffix for a decoded format (anything else is kept as .png: the bytes
+#: are the upload's, the suffix only names the file in the store)
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+
+
+def field_records(fields: Sequence[Dict[str, Any]], fingerprint: str) -> List[FieldRecord]:
+    """The analyze response's fields as the count's records (every cell): what
+    :func:`bmc_detectron.cases.importer.add_case` keeps of a count made in the page. The
+    record's ``image`` is the field's safe name with the format's suffix, never the upload's
+    own file name."""
+    return [
+        FieldRecord(
+            name=f["name"],
+            image=f["name"] + FORMAT_SUFFIX.get(str(f.get("format", "")).upper(), ".png"),
+            image_sha256=f["sha256"],
+            fingerprint=fingerprint,
+            height=f["height"],
+            width=f["width"],
+            tiles=f["tiles"],
+            detect_s=f["detect_s"],
+            recognise_s=f["recognise_s"],
+            cells=[Cell.from_json(c) for c in f["cells"]],
+            flags=list(f.get("flags") or []),
+        )
+        for f in fields
+    ]

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 _CODES = {
     400: "bad_request",
+    401: "login_required",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
@@ -79,3 +80,29 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every HTTP and validation error of ``app`` a JSON error body."""
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+def case_api_error(exc: Exception) -> ApiError:
+    """The API's answer to a refusal of the case database (:mod:`bmc_detectron.cases.errors`):
+    404 unknown, 409 stale row version (``conflict``) or signed case (``read_only``), 503 schema
+    not current, 422 anything else refused (bad class, box, case id...)."""
+    from bmc_detectron.cases import errors as ce
+
+    status, code = {
+        ce.NotFoundError: (404, "not_found"),
+        ce.ConflictError: (409, "conflict"),
+        ce.ReadOnlyError: (409, "read_only"),
+        ce.SchemaError: (503, "schema"),
+    }.get(type(exc), (422, "refused"))
+    return ApiError(status, code, str(exc))
+
+
+async def _case_error(request: Request, exc: Exception) -> JSONResponse:
+    return _response(case_api_error(exc))
+
+
+def install_case_error_handler(app: FastAPI) -> None:
+    """Make every refusal of the case database a JSON error body (:func:`case_api_error`)."""
+    from bmc_detectron.cases.errors import CaseError
+
+    app.add_exception_handler(CaseError, _case_error)

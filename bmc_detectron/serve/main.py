@@ -23,6 +23,7 @@ from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.scale_plan import ScaleSetup
 from bmc_detectron.serve.api.main import api_router
 from bmc_detectron.serve.api.routes import health, pages
+from bmc_detectron.serve.auth import AuthSettings, Sessions
 from bmc_detectron.serve.core.config import API_V1_STR, ServeSettings
 from bmc_detectron.serve.errors import ApiError, install_error_handlers
 from bmc_detectron.serve.gate import InferenceGate
@@ -38,11 +39,26 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.body(), status_code=500)
 
 
+def _add_case_routes(app: FastAPI, auth: AuthSettings) -> None:
+    """The case database's routes (they need the ``cases`` extra, imported only here)."""
+    from bmc_detectron.serve.api.routes import auth as auth_routes
+    from bmc_detectron.serve.api.routes import cases, review
+    from bmc_detectron.serve.errors import install_case_error_handler
+
+    app.state.auth = auth
+    app.state.sessions = Sessions(auth)
+    install_case_error_handler(app)
+    for module in (auth_routes, cases, review):
+        app.include_router(module.router, prefix=API_V1_STR)
+
+
 def create_app(
     counter: CellCounter,
     model_info: Optional[Dict[str, Any]] = None,
     settings: Optional[ServeSettings] = None,
     scale: Optional[ScaleSetup] = None,
+    cases: Optional[Any] = None,
+    auth: Optional[AuthSettings] = None,
 ) -> FastAPI:
     """The web app around ``counter``.
 
@@ -54,6 +70,11 @@ def create_app(
         scale: the model's scale and training profile (:class:`~..pipeline.scale_plan.ScaleSetup`,
             options unused): an analyze request's ``microns_per_pixel`` needs the model's, and
             with a profile every field is checked against the training data.
+        cases: a :class:`~bmc_detectron.cases.db.CaseDB`: the page opens on its case list and
+            reviews and signs cases (routes :mod:`.api.routes.cases`, ``review``, ``auth``);
+            None: the count page alone, no login.
+        auth: how users log in to the case pages (default: :class:`~.auth.AuthSettings`, a
+            login with a random session key).
     """
     from bmc_detectron import __version__
 
@@ -78,11 +99,15 @@ def create_app(
     app.state.model_payload = model_payload(counter, info, settings)
     install_error_handlers(app)
     app.add_exception_handler(Exception, _internal_error)
-    pages.add_pages(app)
+    pages.add_pages(app, cases=cases is not None)
     app.state.started = time.time()
     app.include_router(health.router)
     app.include_router(api_router, prefix=API_V1_STR)
+    app.state.cases = cases
+    if cases is not None:
+        _add_case_routes(app, auth or AuthSettings())
     limits = {f"{API_V1_STR}/analyze": settings.max_request_bytes}
+    limits.update({f"{API_V1_STR}/cases": settings.max_request_bytes})
     limits.update({f"{API_V1_STR}/summary": settings.max_json_bytes})
     limits.update({f"{API_V1_STR}/cells.csv": settings.max_json_bytes})
     app.add_middleware(RequestGuard, body_limits=limits)

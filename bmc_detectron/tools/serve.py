@@ -8,8 +8,12 @@
 Open http://127.0.0.1:8000 (the API is documented at /docs). The models default to what
 ``make demo`` writes under ``output/demo``; every path is also read from an environment variable
 (``BMC_DETECTOR_ONNX``, ``BMC_CLASSIFIER_ONNX``, ``BMC_DETECTOR_CONFIG``, ...; a flag wins).
-It listens on 127.0.0.1 only unless ``--host`` says otherwise: the app has no login, so anyone
-who can reach the port can use it.
+It listens on 127.0.0.1 only unless ``--host`` says otherwise.
+
+With the case database (``--db URL``, default as ``bmc cases``; created when empty) the page
+opens on the case list: users log in (accounts: ``bmc cases add-user``), or, on a single-user
+workstation bound to 127.0.0.1, ``--no-auth``. ``--no-cases``: the count page alone, no login
+(anyone who can reach the port can use it).
 """
 
 from __future__ import annotations
@@ -110,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DETECTOR_SCALE_TOLERANCE,
         help="warn when the detector sees cells more than this factor from their training size",
     )
+    cases = p.add_argument_group("case database (the case list, review and sign-off pages)")
+    cases.add_argument("--db", default=None, help="SQLAlchemy URL (default as `bmc cases`)")
+    cases.add_argument("--images", default=None, help="image store (default as `bmc cases`)")
+    cases.add_argument("--no-cases", action="store_true", help="the count page alone, no database")
+    cases.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no login: a single-user workstation (127.0.0.1 only)",
+    )
+    cases.add_argument("--session-hours", type=float, default=8.0, help="a login lasts this long")
+    cases.add_argument("--import-report", help="import this count report once (make serve: demo)")
+    cases.add_argument("--import-case-id", default="demo", help="its case id (default: demo)")
     p.add_argument(
         "--auto-scale",
         action="store_true",
@@ -224,13 +240,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (SetupError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not is_loopback(args.host):
+    db = auth = None
+    if not args.no_cases:
+        from bmc_detectron.serve.case_setup import (
+            CasesSetupError,
+            auth_mode,
+            import_once,
+            open_cases,
+        )
+
+        try:
+            db = open_cases(args.db, args.images)
+            auth, how = auth_mode(db, args.no_auth, is_loopback(args.host), args.session_hours)
+            if args.import_report:
+                print(import_once(db, args.import_report, args.import_case_id))
+        except (CasesSetupError, ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"case database {db}: {how}")
+    elif not is_loopback(args.host):
         print(
-            f"warning: listening on {args.host}: the app has no login; anyone who can reach "
-            "this port can upload images to it",
+            f"warning: listening on {args.host}: the count page has no login; anyone who can "
+            "reach this port can upload images to it",
             file=sys.stderr,
         )
-    app = create_app(counter, {"files": model_files(args)}, settings, scale)
+    app = create_app(counter, {"files": model_files(args)}, settings, scale, db, auth)
     print(f"serving on http://{args.host}:{args.port} (API documentation: /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

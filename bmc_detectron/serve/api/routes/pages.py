@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from bmc_detectron.serve.auth import ensure_csrf_cookie
 from bmc_detectron.serve.core.config import API_V1_STR
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,6 @@ logger = logging.getLogger(__name__)
 SERVE = Path(__file__).resolve().parents[2]
 STATIC = SERVE / "static"
 templates = Jinja2Templates(directory=str(SERVE / "templates"))
-router = APIRouter()
 docs_router = APIRouter()
 
 
@@ -43,10 +43,34 @@ def _docs_assets() -> Optional[Path]:
     return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def render(request: Request, template: str, **context: Any) -> HTMLResponse:
+    """A page from ``templates/``; with a case database, the browser gets its CSRF cookie."""
+    context = {"version": request.app.state.asset_version, "api": API_V1_STR, **context}
+    context.setdefault("cases", getattr(request.app.state, "cases", None) is not None)
+    response = templates.TemplateResponse(request, template, context)
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        ensure_csrf_cookie(response, request, auth)
+    return response
+
+
 async def index(request: Request) -> HTMLResponse:
-    context = {"version": request.app.state.asset_version, "api": API_V1_STR}
-    return templates.TemplateResponse(request, "index.html", context)
+    """The count page."""
+    return render(request, "index.html")
+
+
+async def case_list(request: Request) -> HTMLResponse:
+    """The case list (with a case database)."""
+    return render(request, "cases.html")
+
+
+async def login_page(request: Request) -> HTMLResponse:
+    return render(request, "login.html")
+
+
+async def review_page(request: Request, case_id: str) -> HTMLResponse:
+    """The review screen of a case (its data comes from the API)."""
+    return render(request, "review.html", case_id=case_id)
 
 
 @docs_router.get("/docs", include_in_schema=False)
@@ -61,10 +85,22 @@ async def swagger(request: Request) -> HTMLResponse:
     )
 
 
-def add_pages(app: FastAPI) -> None:
-    """Mount the static files and add the page and, with its assets at hand, the docs page."""
+def add_pages(app: FastAPI, cases: bool = False) -> None:
+    """Mount the static files and add the pages and, with its assets at hand, the docs page.
+
+    ``cases``: ``/`` is the case list, the count page moves to ``/count``, plus ``/login`` and
+    ``/review/{case_id}``."""
     app.state.asset_version = asset_version()
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    router = APIRouter()
+    page: dict = {"response_class": HTMLResponse, "include_in_schema": False}
+    if cases:
+        router.add_api_route("/", case_list, **page)
+        router.add_api_route("/count", index, **page)
+        router.add_api_route("/login", login_page, **page)
+        router.add_api_route("/review/{case_id}", review_page, **page)
+    else:
+        router.add_api_route("/", index, **page)
     app.include_router(router)
     docs = _docs_assets()
     if docs is None:

@@ -1,0 +1,163 @@
+"""The case list and one case: ``GET /api/v1/cases`` (search), ``POST /api/v1/cases`` (count
+images in the page and keep them as a case), ``GET /api/v1/cases/{id}`` (the case as stored, its
+differential), a field's image, the report (HTML, CSV, JSON). Every route needs a logged-in
+user; the POST the CSRF header."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Dict, Optional
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from bmc_detectron.cases.importer import add_case
+from bmc_detectron.cases.models import Case
+from bmc_detectron.cases.queries import (
+    case_differential,
+    case_json,
+    class_choices,
+    find_cases,
+    get_case,
+)
+from bmc_detectron.serve.analysis import field_records
+from bmc_detectron.serve.api.case_deps import CaseDBDep, UserDep, check_csrf
+from bmc_detectron.serve.api.deps import (
+    CounterDep,
+    GateDep,
+    ModelPayloadDep,
+    ScaleDep,
+    SettingsDep,
+)
+from bmc_detectron.serve.api.routes.analyze import analyze_request
+from bmc_detectron.serve.case_report import report_csv, report_json
+from bmc_detectron.serve.errors import ApiError
+
+router = APIRouter(dependencies=[Depends(check_csrf)])
+
+
+def _date(text: Optional[str], name: str) -> Optional[dt.date]:
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            422, "bad_date", f"{name} {text[:40]!r} is not a date (YYYY-MM-DD)"
+        ) from None
+
+
+def case_view(case: Case, request: Request) -> Dict[str, Any]:
+    """A case as the review screen reads it: as stored, its differential, the classes it may be
+    given, whether it can be edited."""
+    lineage = request.app.state.settings.lineage
+    return {
+        **case_json(case),
+        "differential": case_differential(case, lineage),
+        "class_choices": list(class_choices(case)),
+        "editable": case.status != "signed",
+    }
+
+
+@router.get("/cases", summary="The case list: search by id, status, dates")
+def list_cases(
+    db: CaseDBDep,
+    user: UserDep,
+    search: str = "",
+    status: Optional[str] = None,
+    since: Optional[str] = None,
+    until: Optional[str] = None,
+) -> Dict[str, Any]:
+    if len(search) > 64:
+        raise ApiError(422, "bad_search", "search: at most 64 characters")
+    with db.session() as session:
+        cases = find_cases(
+            session, search, status or None, _date(since, "since"), _date(until, "until")
+        )
+        rows = [
+            {
+                "case_id": c.case_id,
+                "version": c.version,
+                "status": c.status,
+                "created": c.created.isoformat(timespec="seconds") + "Z",
+            }
+            for c in cases
+        ]
+    return {"cases": rows}
+
+
+@router.post("/cases", summary="Count images and keep them as a new case")
+async def count_case(
+    request: Request,
+    db: CaseDBDep,
+    user: UserDep,
+    counter: CounterDep,
+    settings: SettingsDep,
+    gate: GateDep,
+    scale: ScaleDep,
+    payload: ModelPayloadDep,
+) -> JSONResponse:
+    """A multipart form: ``case_id`` and the images (``files``), counted as ``POST
+    /api/v1/analyze`` counts them, then stored (images by SHA-256, every cell)."""
+    form, body = await analyze_request(request, counter, settings, gate, scale, payload)
+    case_id = form.fields.get("case_id", "").strip()
+    records = field_records(body["fields"], body["fingerprint"])
+    summary = {
+        "class_names": body["class_names"],
+        "uncertain_below": settings.uncertain_below,
+        "settings": {**counter.settings(), "fingerprint": body["fingerprint"]},
+    }
+    images = [upload.data for upload in form.files]
+
+    def store() -> Dict[str, Any]:
+        with db.session() as session:
+            case = add_case(
+                session, db.store, case_id, records, images, summary, "web page", user.name
+            )
+            return {"case_id": case.case_id, "version": case.version, "fields": len(records)}
+
+    return JSONResponse(await run_in_threadpool(store), status_code=201)
+
+
+@router.get("/cases/{case_id}", summary="One case as stored (default its latest version)")
+def one_case(
+    case_id: str, request: Request, db: CaseDBDep, user: UserDep, version: Optional[int] = None
+) -> Dict[str, Any]:
+    with db.session() as session:
+        return case_view(get_case(session, case_id, version), request)
+
+
+@router.get("/cases/{case_id}/versions/{version}/fields/{field}/image", summary="A field's image")
+def field_image(case_id: str, version: int, field: str, db: CaseDBDep, user: UserDep) -> Response:
+    with db.session() as session:
+        case = get_case(session, case_id, version)
+        found = next((f for f in case.fields if f.name == field), None)
+        if found is None:
+            raise ApiError(404, "not_found", f"field {field[:80]!r} is not in case {case_id!r}")
+        path = db.store.path(found.image_sha256, found.image_suffix)
+    if not path.is_file():
+        raise ApiError(404, "not_found", f"the image of field {field[:80]!r} is not in the store")
+    return FileResponse(path, headers={"cache-control": "private, max-age=3600"})
+
+
+@router.get(
+    "/cases/{case_id}/versions/{version}/report.{kind}",
+    summary="The report: model and reviewer counts side by side, who signed (html, csv, json)",
+)
+def report(
+    case_id: str, version: int, kind: str, request: Request, db: CaseDBDep, user: UserDep
+) -> Response:
+    if kind not in ("html", "csv", "json"):
+        raise ApiError(404, "not_found", "report.html, report.csv or report.json")
+    with db.session() as session:
+        body = report_json(get_case(session, case_id, version), request.app.state.settings.lineage)
+    name = f"{body['case']}-v{body['version']}"
+    if kind == "json":
+        return JSONResponse(body)
+    if kind == "csv":
+        disposition = {"content-disposition": f'attachment; filename="{name}.csv"'}
+        return Response(report_csv(body), media_type="text/csv; charset=utf-8", headers=disposition)
+    from bmc_detectron.serve.api.routes.pages import render
+
+    return render(request, "case_report.html", report=body)
