@@ -31,13 +31,10 @@ from bmc_detectron.pipeline.scale_plan import ScalePlan, ScaleSetup
 from bmc_detectron.smear.profile import box_diameters, red_cell_class
 from bmc_detectron.smear.ranges import colour_reasons, scale_reason
 from bmc_detectron.smear.ruler import RBCEstimate, estimate_rbc_diameter, rescaled
-from bmc_detectron.smear.stain import lab_stats, rgb2hed
+from bmc_detectron.smear.stain import lab_stats, nucleus_mask
 from bmc_detectron.utils.io import write_json_atomic
 
 CHECKS_DIR = "checks"
-# A pixel is nucleus-stained above this haematoxylin concentration (smear.stain's HED space):
-# nuclei stained blue-purple read 1-3, background and red cells below 0.5.
-NUCLEUS_HAEMATOXYLIN = 1.0
 # Nucleated cells are plainly present above this fraction of nucleus-stained pixels ...
 NUCLEUS_MIN_FRACTION = 0.005
 # ... and (almost) none were found when the cells' boxes cover less than this share of them.
@@ -209,10 +206,11 @@ def field_flags(
 
 def nucleus_fraction(image: np.ndarray, channel_order: str = "BGR", max_side: int = 512) -> float:
     """The fraction of a field's pixels stained like nuclei (haematoxylin above
-    :data:`NUCLEUS_HAEMATOXYLIN`), on a copy shrunk to ``max_side`` (cheap)."""
+    :data:`~bmc_detectron.smear.stain.NUCLEUS_HAEMATOXYLIN`), on a copy shrunk to ``max_side``
+    (cheap)."""
     shrink = max_side / max(image.shape[:2])
     small = rescaled(image, shrink)[0] if shrink < 1.0 else image
-    return float((rgb2hed(small, channel_order)[..., 0] > NUCLEUS_HAEMATOXYLIN).mean())
+    return float(nucleus_mask(small, channel_order).mean())
 
 
 def boxes_fraction(boxes: Sequence[Sequence[float]], height: int, width: int) -> float:

@@ -326,8 +326,35 @@ def _method(summary: Dict[str, Any]) -> str:
     return f"<h2>Method</h2><dl>{rows}</dl>"
 
 
-def render_html(summary: Dict[str, Any], thumbnails: Dict[str, str], title: str) -> str:
-    """The report page for ``summary`` (as in summary.json) with field thumbnails (data: URIs)."""
+def _slide(summary: Dict[str, Any], overview: Optional[str]) -> str:
+    """The slide section of a slide count: the overview picture and where the count stopped."""
+    slide = summary.get("slide")
+    if not slide:
+        return ""
+    zone = slide.get("zone", {})
+    text = (
+        f"{escape(str(slide.get('file', '')))}: level {slide.get('level')} "
+        f"({_fmt(slide.get('microns_per_pixel'), 3, ' um/px')}); "
+        f"{zone.get('count', 0)} of {slide.get('fields_scored', 0)} fields in the counting zone "
+        f"({zone.get('thick', 0)} too thick, {zone.get('empty', 0)} empty, "
+        f"{zone.get('blurred', 0)} blurred); {slide.get('fields_counted', 0)} counted for "
+        f"{slide.get('target_cells')} cells ({'reached' if slide.get('reached') else 'not reached'})"
+    )
+    img = f'<img alt="slide overview" src="{overview}" style="max-width:100%">' if overview else ""
+    return (
+        f'<h2>Slide</h2><p class="muted">{text}. Overview: tissue (grey outline), counting zone '
+        f"(green), counted fields (blue, numbered in counting order).</p>{img}"
+    )
+
+
+def render_html(
+    summary: Dict[str, Any],
+    thumbnails: Dict[str, str],
+    title: str,
+    overview: Optional[str] = None,
+) -> str:
+    """The report page for ``summary`` (as in summary.json) with field thumbnails (data: URIs);
+    a slide count's page also shows the slide's ``overview`` (data: URI)."""
     warnings = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
     warn = f'<ul class="warn">{warnings}</ul>' if warnings else ""
     return (
@@ -337,7 +364,7 @@ def render_html(summary: Dict[str, Any], thumbnails: Dict[str, str], title: str)
         f"<main><h1>Marrow differential count: {escape(title)}</h1>"
         f'<p class="sub">{escape(summary["created"])} &middot; {summary["detected"]} cells '
         f"detected in {len(summary['fields'])} field(s)</p>{_cards(summary)}{warn}"
-        f"{_flagged(summary)}"
+        f"{_flagged(summary)}{_slide(summary, overview)}"
         f'<h2>Differential</h2><div class="grid">{_counts_table(summary)}'
         f'<div class="chart">{bar_chart_svg(summary["classes"])}'
         '<div class="muted">bars: percent of counted cells; whiskers: 95 % Wilson interval'

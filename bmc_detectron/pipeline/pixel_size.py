@@ -21,7 +21,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from PIL import Image
 
@@ -112,13 +112,23 @@ def _from_info(img: Image.Image) -> Optional[PixelSize]:
     return PixelSize(MICRONS_PER_INCH / x, f"{what} ({x * 100 / 2.54:.6g} px per metre)")
 
 
-def read_pixel_size(img: Image.Image) -> Optional[PixelSize]:
-    """The plausible pixel size an opened image carries (None: none, or not plausible)."""
-    tags = getattr(img, "tag_v2", None)
-    found = _from_tiff(tags) if tags is not None else _from_info(img)
+def _kept(found: Optional[PixelSize]) -> Optional[PixelSize]:
     if found is None or not plausible(found.microns_per_pixel):
         return None
     return PixelSize(round(found.microns_per_pixel, 6), found.how)
+
+
+def read_pixel_size(img: Image.Image) -> Optional[PixelSize]:
+    """The plausible pixel size an opened image carries (None: none, or not plausible)."""
+    tags = getattr(img, "tag_v2", None)
+    return _kept(_from_tiff(tags) if tags is not None else _from_info(img))
+
+
+def tiff_pixel_size(tags: Mapping[int, Any]) -> Optional[PixelSize]:
+    """The plausible pixel size in a TIFF page's tags, by tag number (ImageDescription 270,
+    X/YResolution 282/283 as numbers or (numerator, denominator), ResolutionUnit 296): what a
+    whole-slide reader passes for a level read without PIL."""
+    return _kept(_from_tiff(tags))
 
 
 def pixel_size_of(data: bytes) -> Optional[PixelSize]:

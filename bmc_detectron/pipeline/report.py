@@ -25,7 +25,10 @@ class FieldRecord:
     """The counted cells of one field, as saved in ``cells/<name>.json``; ``flags``: why the
     field lies outside the training data ([]: it does not, or it was not checked),
     ``rbc_diameter_px``: its measured red-cell diameter (None: not measured),
-    ``nucleus_fraction``: its share of nucleus-stained pixels (None: not measured)."""
+    ``nucleus_fraction``: its share of nucleus-stained pixels (None: not measured),
+    ``slide``: for a field cut from a whole slide, where it lies on it (``x``, ``y``: its corner
+    in the slide's full-resolution pixels; ``downsample``: full-resolution pixels per field
+    pixel; ``level``: the pyramid level it was read at), else None."""
 
     name: str
     image: str
@@ -41,10 +44,11 @@ class FieldRecord:
     flags: List[str] = field(default_factory=list)
     rbc_diameter_px: Optional[float] = None
     nucleus_fraction: Optional[float] = None
+    slide: Optional[Dict[str, float]] = None
 
     def to_json(self) -> Dict[str, Any]:
         """JSON-ready dict (``reused`` is a property of a run, not saved)."""
-        return {
+        out = {
             "name": self.name,
             "image": self.image,
             "image_sha256": self.image_sha256,
@@ -59,6 +63,9 @@ class FieldRecord:
             "rbc_diameter_px": self.rbc_diameter_px,
             "nucleus_fraction": self.nucleus_fraction,
         }
+        if self.slide is not None:
+            out["slide"] = dict(self.slide)
+        return out
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> FieldRecord:
@@ -79,7 +86,16 @@ class FieldRecord:
             nucleus_fraction=None
             if data.get("nucleus_fraction") is None
             else float(data["nucleus_fraction"]),
+            slide=None if data.get("slide") is None else dict(data["slide"]),
         )
+
+    def slide_box(self, box: Sequence[float]) -> List[float]:
+        """A box of this field in the slide's full-resolution pixels (:attr:`slide`)."""
+        if self.slide is None:
+            raise ValueError(f"field {self.name} is not cut from a slide")
+        x, y, k = self.slide["x"], self.slide["y"], self.slide["downsample"]
+        x0, y0, x1, y1 = box
+        return [round(x + k * x0, 1), round(y + k * y0, 1), round(x + k * x1, 1), round(y + k * y1, 1)]
 
 
 def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
@@ -189,19 +205,23 @@ def cells_csv(
 ) -> str:
     """One row per cell: field, box, detector score and class, class (``Other`` for a cell of no
     known type; its ``p_`` columns still say which type it is closest to), probability of the
-    most likely class, uncertain."""
+    most likely class, uncertain; for fields cut from a slide, also the box in the slide's
+    full-resolution pixels (``slide_x0`` ...)."""
+    on_slide = any(rec.slide is not None for rec in records)
     header = ["field", "image", "x0", "y0", "x1", "y1", "det_score", "det_class"]
     header += ["class", "class_prob", "uncertain"] + [f"p_{c}" for c in class_names]
+    header += ["slide_x0", "slide_y0", "slide_x1", "slide_y1"] if on_slide else []
     rows = []
     for rec in records:
         for c in rec.cells:
             probs = c.probs if c.probs is not None else [""] * len(class_names)
             box = [round(v, 2) for v in c.box]
             flag = int(c.is_uncertain(uncertain_below))
-            rows.append(
-                [rec.name, rec.image, *box, round(c.det_score, 5), c.det_class, c.label]
-                + [round(c.prob, 5), flag, *probs]
-            )
+            row = [rec.name, rec.image, *box, round(c.det_score, 5), c.det_class, c.label]
+            row += [round(c.prob, 5), flag, *probs]
+            if on_slide:
+                row += rec.slide_box(c.box) if rec.slide is not None else [""] * 4
+            rows.append(row)
     return _csv_text(header, rows)
 
 

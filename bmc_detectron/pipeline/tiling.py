@@ -143,12 +143,34 @@ def merge_tiles(
     join_iou: float = 0.5,
 ) -> Detections:
     """One detection per cell from per-tile detections (boxes in tile pixels); see module doc."""
+    boxes, keep = merge_tile_indices(
+        parts, height, width, edge_margin=edge_margin, cover=cover, join_iou=join_iou
+    )
+    if len(keep) == 0:
+        return Detections.empty()
+    scores = np.concatenate([d.scores for _, d in parts if len(d)])
+    classes = np.concatenate([d.classes for _, d in parts if len(d)])
+    return Detections(boxes, scores[keep], classes[keep])
+
+
+def merge_tile_indices(
+    parts: Sequence[Tuple[Tile, Detections]],
+    height: int,
+    width: int,
+    *,
+    edge_margin: float = 8.0,
+    cover: float = 0.7,
+    join_iou: float = 0.5,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The merge of :func:`merge_tiles` as (K, 4) boxes in field pixels and, for each, the index
+    of the detection it stands for among all the parts' detections in order (a joined cell: its
+    best-scoring piece; its box is the pieces' union). For a caller that keeps more per
+    detection than a box (the slide count keeps its recognised cells)."""
     parts = [(t, d) for t, d in parts if len(d)]
     if not parts:
-        return Detections.empty()
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     boxes = np.concatenate([d.boxes + np.float32([t.x0, t.y0, t.x0, t.y0]) for t, d in parts])
     scores = np.concatenate([d.scores for _, d in parts])
-    classes = np.concatenate([d.classes for _, d in parts])
     tiles = np.concatenate([np.tile([t.x0, t.y0, t.x1, t.y1], (len(d), 1)) for t, d in parts])
     tiles = tiles.astype(np.float32)
     tile_ids = np.concatenate([np.full(len(d), i) for i, (_, d) in enumerate(parts)])
@@ -165,7 +187,7 @@ def merge_tiles(
         union = np.concatenate([boxes[members, :2].min(0), boxes[members, 2:].max(0)])
         keep_boxes.append(union[None])
         keep.append(best)
-    return Detections(np.concatenate(keep_boxes), scores[keep], classes[keep])
+    return np.concatenate(keep_boxes), np.asarray(keep, dtype=np.int64)
 
 
 def detect_tiled(
