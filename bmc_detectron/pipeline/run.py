@@ -82,7 +82,8 @@ from bmc_detectron.utils.io import (
 logger = logging.getLogger(__name__)
 
 
-def _load_record(path: Path) -> Optional[FieldRecord]:
+def load_record(path: Path) -> Optional[FieldRecord]:
+    """A saved field result (None: none, or unusable: warned)."""
     try:
         return FieldRecord.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -109,7 +110,7 @@ def count_one(
         raise SkippedInput(f"cannot read the file: {e.strerror or e}") from None
     sha = hashlib.sha256(data).hexdigest()
     result_file = output / RESULTS_DIR / f"{name}.json"
-    saved = _load_record(result_file)
+    saved = load_record(result_file)
     if saved is not None and saved.fingerprint == fingerprint and saved.image_sha256 == sha:
         saved.name, saved.image, saved.reused = name, str(path), True
         if (saved.rbc_diameter_px, saved.flags) != checks:  # e.g. another training profile

@@ -207,6 +207,25 @@ def _levels(
     ]
 
 
+def _level_pages(tif: Any) -> List[Any]:
+    """The pages of the levels: the first series' (SVS, OME, ...), else the first page and its
+    reduced-resolution SubIFDs or following pages (plain pyramidal TIFF), largest first."""
+    pages = [lv.keyframe for lv in tif.series[0].levels]
+    if len(pages) == 1 and not tif.is_svs:  # an SVS's other pages are its label and macro
+        first = pages[0]
+        more = list(first.pages or []) if first.subifds else list(tif.pages[1:])
+        aspect = first.imagewidth / first.imagelength
+        reduced = [
+            q
+            for q in more
+            if getattr(q, "subfiletype", 0) & 1
+            and q.imagewidth < first.imagewidth
+            and abs(q.imagewidth / q.imagelength / aspect - 1) < 0.05
+        ]
+        pages += sorted(reduced, key=lambda q: -int(q.imagewidth))
+    return pages
+
+
 def _open_tifffile(path: Path, mpp: Optional[float]) -> Slide:
     import tifffile
 
@@ -215,8 +234,7 @@ def _open_tifffile(path: Path, mpp: Optional[float]) -> Slide:
     except (tifffile.TiffFileError, OSError, ValueError) as e:
         raise SlideError(f"{path}: not a slide tifffile can read ({e})") from None
     try:
-        series = tif.series[0]
-        pages = [lv.keyframe for lv in series.levels]
+        pages = _level_pages(tif)
         readers = [_TiffLevel(p, tif.filehandle) for p in pages]
         if pages[0].samplesperpixel not in (1, 3, 4) or pages[0].dtype is None:
             raise ValueError(f"{pages[0].samplesperpixel} samples per pixel")

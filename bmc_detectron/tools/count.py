@@ -26,6 +26,13 @@ and the report. An interrupted
 run resumes in the same folder without counting finished fields again; a finished report is only
 replaced with ``--overwrite``. Exit status: 0 done, 1 done but some inputs were skipped (listed in
 the report), 2 bad arguments / nothing to count / a finished report in the way.
+
+A whole slide (pyramidal TIFF, SVS; other formats with ``pip install .[wsi]`` and OpenSlide):
+``--slide case.svs`` instead of ``--input`` counts the slide's monolayer zone, fields of
+``--field-size`` px best first, until ``--target-cells`` (default 500) cells are counted
+(:mod:`bmc_detectron.pipeline.slide_run`, :mod:`bmc_detectron.slides`), at the level whose pixel
+size matches the model's (``--slide-level`` to choose); ``--microns-per-pixel`` then overrides
+the slide's own full-resolution pixel size. The report adds ``overview.png``.
 """
 
 from __future__ import annotations
@@ -37,12 +44,21 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
-from bmc_detectron.counting import CounterSpec, prepare_count, summary_lines
+from bmc_detectron.counting import (
+    CounterSpec,
+    build_counter,
+    prepare_count,
+    scale_setup,
+    summary_lines,
+)
 from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, ScaleMismatchError
 from bmc_detectron.pipeline.run import run_count
-from bmc_detectron.pipeline.run_io import OutputExistsError
+from bmc_detectron.pipeline.run_io import OutputExistsError, check_output
+from bmc_detectron.pipeline.slide_run import ICSH_CELLS, run_slide_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
+from bmc_detectron.slides.reader import BACKENDS, open_slide
+from bmc_detectron.slides.source import SlideSource
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage
 from bmc_detectron.utils.io import expand_inputs
@@ -57,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-weights", help="cell classifier weights")
     p.add_argument("--detector-onnx", help="exported detector: run on ONNX Runtime instead")
     p.add_argument("--classifier-onnx", help="exported cell classifier (with --detector-onnx)")
-    p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", nargs="+", help="images, folders or glob patterns")
+    what.add_argument("--slide", help="a whole-slide image (pyramidal TIFF, SVS, ...)")
     p.add_argument("--output", required=True, help="report folder")
     p.add_argument(
         "--tile-size", type=int, default=1024, help="tile fields larger than this (0: never)"
@@ -109,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     g.add_argument("--training-profile", help="default: training_profile.json beside the model")
+    s = p.add_argument_group("whole slide (--slide)")
+    s.add_argument(
+        "--target-cells", type=int, default=ICSH_CELLS, help="count fields until this many cells"
+    )
+    s.add_argument("--field-size", type=int, default=1024, help="field side (counting level px)")
+    s.add_argument("--slide-level", type=int, help="level to count at (default: the model's)")
+    s.add_argument("--slide-backend", choices=BACKENDS, default="auto", help="slide reader")
     return p
 
 
@@ -138,11 +163,55 @@ def counter_spec(args: argparse.Namespace) -> CounterSpec:
     )
 
 
+def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
+    """``--slide``: count the slide's zone (:func:`run_slide_count`); returns the exit status."""
+    output = Path(args.output)
+    try:
+        if args.auto_scale:
+            raise ValueError("--auto-scale does not apply to a slide: its own pixel size is used")
+        check_output(output, args.overwrite)
+        spec = counter_spec(args)
+        counter = build_counter(spec)
+        options = ScaleOptions(
+            stain=args.stain_normalize,
+            detector_scale_tolerance=args.detector_scale_tolerance,
+            strict_scale=args.strict_scale,
+        )
+        setup = scale_setup(spec, counter, options, per_request=True)
+        with open_slide(args.slide, args.slide_backend, args.microns_per_pixel) as slide:
+            model_mpp = None if setup.model is None else setup.model.microns_per_pixel
+            level = slide.best_level(model_mpp) if args.slide_level is None else args.slide_level
+            summary = run_slide_count(
+                counter,
+                SlideSource(slide, level),
+                output,
+                target_cells=args.target_cells,
+                field_size=args.field_size,
+                uncertain_below=args.uncertain_below,
+                lineage=lineage,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                scale=setup,
+            )
+    except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(summary, output)))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     output = Path(args.output)
+    if args.slide:
+        try:
+            lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return count_slide(args, lineage)
     try:
         inputs = expand_inputs(args.input)
         if not inputs:
