@@ -5,7 +5,8 @@
 - :mod:`bmc_detectron.structures.differential` holds the differential: counts, percentages,
   Wilson intervals, M:E ratio;
 - :func:`~.run.run_count` counts a case's fields into a resumable report folder
-  (``python -m bmc_detectron.tools.count``);
+  (``python -m bmc_detectron.tools.count``); :func:`~.slide_run.run_slide_count` counts a whole
+  slide's monolayer zone through a field source (:mod:`.field_source`, ``count --slide``);
 - :mod:`.field_prep`, :mod:`.field_checks`, :mod:`.auto_scale` and :mod:`.scale_plan`: fields
   resized to the model's scale (given, or found: the files' pixel size, the detector probe, the
   red cells; :mod:`.scale_decision`) and stain-normalised before detection, each field measured

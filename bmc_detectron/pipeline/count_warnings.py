@@ -19,7 +19,9 @@ PROBE_RULER_DISAGREE = "probe_ruler_disagree"  # the detector probe and the red 
 SCALE_UNSETTLED = "scale_unsettled"  # --auto-scale found no scale: counted at the model's scale
 TRAINING_SIZE_UNKNOWN = "training_size_unknown"  # assumed the training images' size
 FEW_CELLS_FOUND = "few_cells_found"  # nucleus-stained pixels but (almost) no cells detected
-SLIDE_SCALE_UNKNOWN = "slide_scale_unknown"  # a slide counted as read: its or the model's mpp unknown
+SLIDE_SCALE_UNKNOWN = (
+    "slide_scale_unknown"  # a slide counted as read: its or the model's mpp unknown
+)
 TARGET_NOT_REACHED = "target_not_reached"  # a slide's counting zone ran out before the cells asked
 OTHER = "other"
 

@@ -338,7 +338,8 @@ def _slide(summary: Dict[str, Any], overview: Optional[str]) -> str:
         f"{zone.get('count', 0)} of {slide.get('fields_scored', 0)} fields in the counting zone "
         f"({zone.get('thick', 0)} too thick, {zone.get('empty', 0)} empty, "
         f"{zone.get('blurred', 0)} blurred); {slide.get('fields_counted', 0)} counted for "
-        f"{slide.get('target_cells')} cells ({'reached' if slide.get('reached') else 'not reached'})"
+        f"{slide.get('target_cells')} cells "
+        f"({'reached' if slide.get('reached') else 'not reached'})"
     )
     img = f'<img alt="slide overview" src="{overview}" style="max-width:100%">' if overview else ""
     return (

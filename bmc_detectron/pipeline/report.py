@@ -95,7 +95,12 @@ class FieldRecord:
             raise ValueError(f"field {self.name} is not cut from a slide")
         x, y, k = self.slide["x"], self.slide["y"], self.slide["downsample"]
         x0, y0, x1, y1 = box
-        return [round(x + k * x0, 1), round(y + k * y0, 1), round(x + k * x1, 1), round(y + k * y1, 1)]
+        return [
+            round(x + k * x0, 1),
+            round(y + k * y0, 1),
+            round(x + k * x1, 1),
+            round(y + k * y1, 1),
+        ]
 
 
 def _round(value: Optional[float], digits: int = 2) -> Optional[float]:

@@ -123,7 +123,12 @@ def merge_fields(
     with the counter's edge margin, then its class-agnostic NMS); boxes stay in field pixels
     (a cell joined from pieces of several fields belongs to its best-scoring piece's field)."""
     parts = [
-        (t, Detections([c.box for c in r.cells], [c.det_score for c in r.cells], [0] * len(r.cells)))
+        (
+            t,
+            Detections(
+                [c.box for c in r.cells], [c.det_score for c in r.cells], [0] * len(r.cells)
+            ),
+        )
         for t, r in counted
     ]
     boxes, keep = merge_tile_indices(parts, height, width, edge_margin=counter.edge_margin)
@@ -143,7 +148,9 @@ def merge_fields(
 
 def in_differential(records: Sequence[FieldRecord], uncertain_below: float) -> int:
     """Cells that count in the differential's percentages (neither uncertain nor Other)."""
-    return sum(not c.is_uncertain(uncertain_below) and not c.is_other for r in records for c in r.cells)
+    return sum(
+        not c.is_uncertain(uncertain_below) and not c.is_other for r in records for c in r.cells
+    )
 
 
 def count_zone(
@@ -223,7 +230,9 @@ def run_slide_count(
     logger.info("%s: output folder was %s", output, state)
     grid = tile_grid(source.height, source.width, field_size, counter.tile_overlap)
     scores = source.score_fields(grid)
-    order = sorted((i for i, s in enumerate(scores) if s is not None), key=lambda i: (-scores[i], i))
+    order = sorted(
+        (i for i, s in enumerate(scores) if s is not None), key=lambda i: (-scores[i], i)
+    )
     counted = count_zone(
         counter,
         source,

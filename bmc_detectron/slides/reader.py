@@ -92,7 +92,9 @@ class _TiffLevel:
                 bx = min(x1, sx + self.seg_w, sx + seg.shape[1])
                 by = min(y1, sy + self.seg_h, sy + seg.shape[0])
                 if bx > ax and by > ay:
-                    out[ay - y : by - y, ax - x : bx - x] = seg[ay - sy : by - sy, ax - sx : bx - sx]
+                    out[ay - y : by - y, ax - x : bx - x] = seg[
+                        ay - sy : by - sy, ax - sx : bx - sx
+                    ]
         return out
 
 
@@ -254,7 +256,9 @@ def _open_openslide_like(path: Path, module: str, mpp: Optional[float]) -> Slide
     try:
         lib = importlib.import_module(module)
     except ImportError:
-        raise SlideError(f"{path}: the {module} backend is not installed (pip install {module})")
+        raise SlideError(
+            f"{path}: the {module} backend is not installed (pip install {module})"
+        ) from None
     try:
         osr = (getattr(lib, "TiffSlide", None) or lib.OpenSlide)(str(path))
     except Exception as e:  # each library raises its own error types

@@ -55,8 +55,8 @@ from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, ScaleMismatchError
 from bmc_detectron.pipeline.run import run_count
 from bmc_detectron.pipeline.run_io import OutputExistsError, check_output
-from bmc_detectron.pipeline.slide_run import ICSH_CELLS, run_slide_count
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
+from bmc_detectron.pipeline.slide_run import ICSH_CELLS, run_slide_count
 from bmc_detectron.slides.reader import BACKENDS, open_slide
 from bmc_detectron.slides.source import SlideSource
 from bmc_detectron.smear.stain import STAIN_METHODS

@@ -7,6 +7,8 @@ import importlib.util
 
 import numpy as np
 import pytest
+
+pytest.importorskip("tifffile", reason="the [wsi] extra is not installed")
 import tifffile
 
 from bmc_detectron.slides.reader import SlideError, open_slide
@@ -79,7 +81,9 @@ def test_jpeg2000_svs_two_levels_without_mpp(shared_root):
 def test_tiffslide_backend_reads_the_same(shared_root):
     with open_slide(shared_root / CMU) as a, open_slide(shared_root / CMU, "tiffslide") as b:
         assert b.backend == "tiffslide" and b.microns_per_pixel == pytest.approx(0.499)
-        assert np.array_equal(a.read_region(0, 300, 400, 250, 150), b.read_region(0, 300, 400, 250, 150))
+        assert np.array_equal(
+            a.read_region(0, 300, 400, 250, 150), b.read_region(0, 300, 400, 250, 150)
+        )
 
 
 def test_bad_input_is_one_line_naming_the_file(shared_root, tmp_path):
