@@ -196,6 +196,68 @@ def _draw(
     return drawings, thumbs
 
 
+def _report(
+    counter: CellCounter,
+    source: FieldSource,
+    output: Path,
+    counted: Sequence[Tuple[Tile, FieldRecord]],
+    plan: ScalePlan,
+    settings: Dict[str, Any],
+    fingerprint: str,
+    *,
+    target_cells: int,
+    zone_fields: int,
+    grid: int,
+    field_size: int,
+    uncertain_below: float,
+    lineage: Optional[Lineage],
+) -> Dict[str, Any]:
+    """Write the report of the counted fields (drawings, overview, tables, page, summary last)."""
+    records = [r for _, r in counted]
+    done = in_differential(records, uncertain_below)
+    warnings = list(plan.warnings)
+    if done < target_cells:
+        warnings.append(
+            CountWarning(
+                TARGET_NOT_REACHED,
+                f"the counting zone ({zone_fields} fields) holds {done} cells, fewer than the "
+                f"{target_cells} asked for",
+            )
+        )
+    for text in warnings:
+        logger.warning("%s", text)
+    class_names = counter.class_names
+    drawings, thumbs = _draw(source, counted, class_names, output, uncertain_below)
+    summary = build_summary(
+        records,
+        [],
+        class_names,
+        uncertain_below=uncertain_below,
+        lineage=lineage or Lineage(),
+        settings={**settings, "fingerprint": fingerprint, "sources": counter.sources()},
+        drawings=drawings,
+        scale=plan.summary,
+        warnings=warnings,
+    )
+    overview = source.overview([t for t, _ in counted])
+    write_png_atomic(output / OVERVIEW_FILE, overview)
+    summary["slide"] = {
+        **source.describe(),
+        "fields_scored": grid,
+        "fields_in_zone": zone_fields,
+        "fields_counted": len(counted),
+        "field_size": field_size,
+        "target_cells": target_cells,
+        "reached": done >= target_cells,
+        "overview": OVERVIEW_FILE,
+    }
+    write_tables(output, summary, records)
+    page = render_html(summary, thumbs, output.name, thumbnail_data_uri(overview, max_side=1024))
+    atomic_write_text(output / "report.html", page)
+    write_summary(output, summary)
+    return summary
+
+
 def run_slide_count(
     counter: CellCounter,
     source: FieldSource,
@@ -244,46 +306,18 @@ def run_slide_count(
         uncertain_below,
         progress,
     )
-    records = [r for _, r in counted]
-    done = in_differential(records, uncertain_below)
-    warnings = list(plan.warnings)
-    if done < target_cells:
-        warnings.append(
-            CountWarning(
-                TARGET_NOT_REACHED,
-                f"the counting zone ({len(order)} fields) holds {done} cells, fewer than the "
-                f"{target_cells} asked for",
-            )
-        )
-    for text in warnings:
-        logger.warning("%s", text)
-    class_names = counter.class_names
-    drawings, thumbs = _draw(source, counted, class_names, output, uncertain_below)
-    summary = build_summary(
-        records,
-        [],
-        class_names,
+    return _report(
+        counter,
+        source,
+        output,
+        counted,
+        plan,
+        settings,
+        fingerprint,
+        target_cells=target_cells,
+        zone_fields=len(order),
+        grid=len(grid),
+        field_size=field_size,
         uncertain_below=uncertain_below,
-        lineage=lineage or Lineage(),
-        settings={**settings, "fingerprint": fingerprint, "sources": counter.sources()},
-        drawings=drawings,
-        scale=plan.summary,
-        warnings=warnings,
+        lineage=lineage,
     )
-    overview = source.overview([t for t, _ in counted])
-    write_png_atomic(output / OVERVIEW_FILE, overview)
-    summary["slide"] = {
-        **source.describe(),
-        "fields_scored": len(grid),
-        "fields_in_zone": len(order),
-        "fields_counted": len(counted),
-        "field_size": field_size,
-        "target_cells": target_cells,
-        "reached": done >= target_cells,
-        "overview": OVERVIEW_FILE,
-    }
-    write_tables(output, summary, records)
-    page = render_html(summary, thumbs, output.name, thumbnail_data_uri(overview, max_side=1024))
-    atomic_write_text(output / "report.html", page)
-    write_summary(output, summary)
-    return summary

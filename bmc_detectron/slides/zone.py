@@ -9,11 +9,11 @@ glass), and only where the picture is sharp. Here:
    never read again.
 2. **Blocks** (:func:`survey`): the tissue read at a coarse *survey* level (about
    ``survey_ratio`` counting pixels per pixel), region by region, and cut into square blocks of
-   ``block`` survey pixels; per block the share of glass, the share of nucleus-stained pixels
-   (:func:`~bmc_detectron.smear.stain.nucleus_mask`: the nucleated-cell density proxy) and the
-   Laplacian's sums (focus). A block is ``thick`` when less than ``background_min`` of it is
-   glass (cells piled), ``empty`` when cells cover less than ``cover_min`` of it (the tail),
-   else ``count``.
+   about ``block`` counting pixels (a few red cells across); per block the share of glass, the
+   share of nucleus-stained pixels (:func:`~bmc_detectron.smear.stain.nucleus_mask`: the
+   nucleated-cell density proxy) and the Laplacian's sums (focus). A block is ``thick`` when
+   less than ``background_min`` of it is glass (cells piled), ``empty`` when cells cover less
+   than ``cover_min`` of it (the tail), else ``count``.
 3. **Fields** (:func:`score_fields`): a field (a tile of the counting level) is in the counting
    zone when at least ``zone_share`` of its area lies in ``count`` blocks, and ``blurred`` when
    the variance of its Laplacian is below ``focus_min`` times the zone's median. A zone field's
@@ -34,6 +34,9 @@ from bmc_detectron.smear.stain import nucleus_mask
 # A glass pixel: every channel above GLASS_MIN and channels within GLASS_CHROMA of each other.
 GLASS_MIN = 200
 GLASS_CHROMA = 30
+# On the thumbnail, where a pixel averages cells and the glass between them, glass is stricter.
+THUMB_GLASS_MIN = 215
+THUMB_GLASS_CHROMA = 15
 #: block classes, in the order of :attr:`BlockMap.zone`'s values
 BLOCK_ZONES = ("count", "thick", "empty", "no tissue")
 #: field classes: a block class, or partly in the counting zone, or out of focus
@@ -46,7 +49,7 @@ class ZoneSettings:
     """How the counting zone is found (module doc); all in the fingerprint of a slide count."""
 
     survey_ratio: float = 8.0
-    block: int = 16
+    block: int = 256
     background_min: float = 0.1
     cover_min: float = 0.25
     focus_min: float = 0.3
@@ -57,10 +60,13 @@ class ZoneSettings:
         return asdict(self)
 
 
-def glass_mask(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) True where an RGB (or BGR) uint8 pixel is bright and colourless: bare glass."""
+def glass_mask(
+    rgb: np.ndarray, brightest: int = GLASS_MIN, chroma: int = GLASS_CHROMA
+) -> np.ndarray:
+    """(H, W) True where an RGB (or BGR) uint8 pixel is bright (every channel above
+    ``brightest``) and colourless (channels within ``chroma``): bare glass."""
     lo, hi = rgb.min(axis=2), rgb.max(axis=2)
-    return (lo > GLASS_MIN) & (hi.astype(np.int16) - lo < GLASS_CHROMA)
+    return (lo > brightest) & (hi.astype(np.int16) - lo < chroma)
 
 
 def tissue_mask(thumbnail: np.ndarray, grow: int = 2) -> np.ndarray:
@@ -68,7 +74,7 @@ def tissue_mask(thumbnail: np.ndarray, grow: int = 2) -> np.ndarray:
     glass (cells spread apart read as tissue, the sparse tail as glass), grown by ``grow`` px."""
     k = max(3, max(thumbnail.shape[:2]) // 128)
     smooth = cv2.blur(thumbnail, (k, k))
-    tissue = (~glass_mask(smooth)).astype(np.uint8)
+    tissue = (~glass_mask(smooth, THUMB_GLASS_MIN, THUMB_GLASS_CHROMA)).astype(np.uint8)
     if grow > 0:
         tissue = cv2.dilate(tissue, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
     return tissue > 0
@@ -77,9 +83,11 @@ def tissue_mask(thumbnail: np.ndarray, grow: int = 2) -> np.ndarray:
 @dataclass
 class BlockMap:
     """Per-block measures of the survey (rows x cols arrays); ``size``: counting-level pixels
-    per block side; ``zone``: index into :data:`BLOCK_ZONES`."""
+    per block side, ``px``: survey pixels per block side; ``zone``: index into
+    :data:`BLOCK_ZONES`."""
 
     size: float
+    px: int
     glass: np.ndarray
     nuclei: np.ndarray
     lap_sum: np.ndarray
@@ -120,7 +128,7 @@ def survey(
     """Measure the blocks of a survey level of ``height x width`` px; ``read(x, y, w, h)`` gives
     its RGB pixels, ``ratio``: counting-level pixels per survey pixel, ``tissue``: the tissue mask
     over the whole slide (any resolution). Only regions with tissue are read."""
-    b = settings.block
+    b = max(4, round(settings.block / ratio))
     rows, cols = math.ceil(height / b), math.ceil(width / b)
     glass = np.ones((rows, cols), np.float32)
     nuclei = np.zeros((rows, cols), np.float32)
@@ -141,7 +149,7 @@ def survey(
     zone[glass < settings.background_min] = BLOCK_ZONES.index("thick")
     zone[1.0 - glass < settings.cover_min] = BLOCK_ZONES.index("empty")
     zone[has_tissue <= 0] = BLOCK_ZONES.index("no tissue")
-    return BlockMap(b * ratio, glass, nuclei, lap_sum, lap_sq, zone)
+    return BlockMap(b * ratio, b, glass, nuclei, lap_sum, lap_sq, zone)
 
 
 @dataclass
@@ -177,7 +185,7 @@ def _field(blocks: BlockMap, tile: Any, settings: ZoneSettings) -> FieldScore:
     frac = w / area
     nuclei = float((frac * blocks.nuclei[r0:r1, c0:c1]).sum())
     glass = float((frac * blocks.glass[r0:r1, c0:c1]).sum())
-    n_px = float(settings.block**2)
+    n_px = float(blocks.px**2)
     mean = float((frac * blocks.lap_sum[r0:r1, c0:c1]).sum()) / n_px
     focus = float((frac * blocks.lap_sq[r0:r1, c0:c1]).sum()) / n_px - mean * mean
     if share[0] >= settings.zone_share:
