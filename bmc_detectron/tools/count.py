@@ -170,15 +170,15 @@ def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
         if args.auto_scale:
             raise ValueError("--auto-scale does not apply to a slide: its own pixel size is used")
         check_output(output, args.overwrite)
-        spec = counter_spec(args)
-        counter = build_counter(spec)
         options = ScaleOptions(
             stain=args.stain_normalize,
             detector_scale_tolerance=args.detector_scale_tolerance,
             strict_scale=args.strict_scale,
         )
-        setup = scale_setup(spec, counter, options, per_request=True)
         with open_slide(args.slide, args.slide_backend, args.microns_per_pixel) as slide:
+            spec = counter_spec(args)
+            counter = build_counter(spec)
+            setup = scale_setup(spec, counter, options, per_request=True)
             model_mpp = None if setup.model is None else setup.model.microns_per_pixel
             level = slide.best_level(model_mpp) if args.slide_level is None else args.slide_level
             summary = run_slide_count(

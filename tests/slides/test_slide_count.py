@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("tifffile", reason="the [wsi] extra is not installed")
 
 from bmc_detectron.pipeline import CellCounter
+from bmc_detectron.pipeline.model_scale import ModelScale
 from bmc_detectron.pipeline.report import FieldRecord
 from bmc_detectron.pipeline.run_io import OutputExistsError
 from bmc_detectron.pipeline.scale_plan import ScaleSetup
@@ -176,3 +177,22 @@ def test_count_command_with_a_slide(slide, tmp_path, monkeypatch, capsys):
         == 2
     )
     assert "no.svs: no such slide file" in capsys.readouterr().err
+
+
+def test_fields_are_brought_to_the_model_scale(slide, tmp_path):
+    path = slide[0]
+    _count(path, tmp_path / "exact", target=10_000)
+    model = ModelScale(microns_per_pixel=0.5, source="test")  # the slide is 0.25 um/px
+    halved = _count(path, tmp_path / "half", target=10_000, scale=ScaleSetup(model=model))
+    assert halved["scale"]["factor"] == 0.5 and halved["scale"]["source"] == "given"
+    assert halved["slide"]["level"] == 0 and not any(
+        w["code"] == "slide_scale_unknown" for w in halved["warning_codes"]
+    )
+    # the same cells, found at half size and mapped back to the slide (slivers cut by the zone's
+    # edge, 1-8 px wide, aside)
+    whole = [[b for b in _slide_boxes(tmp_path / d) if b[2] < 1400] for d in ("exact", "half")]
+    assert len(whole[0]) == len(whole[1]) > 150
+    a, b = (np.array(w) for w in whole)
+    error = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)  # box pairs, px
+    nearest = error.argmin(axis=1)
+    assert error.min(axis=1).max() <= 2.0 and len(set(nearest.tolist())) == len(a)
