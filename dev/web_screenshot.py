@@ -3,6 +3,8 @@
     make serve &                                   # or any running app
     python -m dev.web_screenshot --url http://127.0.0.1:8000 \\
         --images case01/*.png --out docs/images/web_page.png [--size 1366x768] [--hover]
+    python -m dev.web_screenshot --url http://127.0.0.1:8000 --review CASE \\
+        --out docs/images/review.png              # a case's review screen (--no-auth app)
 
 Needs ``chromium`` and ``chromedriver`` (Debian: ``apt-get install chromium chromium-driver``)
 and selenium (``pip install -e .[serve]``). The browser tests drive the page with the same
@@ -104,11 +106,34 @@ def hover_a_cell(driver: Any) -> None:
         time.sleep(0.3)
 
 
+def review_screen(driver: Any, url: str, case: str, width: int, height: int) -> None:
+    """Open ``case``'s review screen, step to the third cell and confirm its class by key, as
+    a reviewer does (the cell is then drawn reviewed)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    driver.get(f"{url.rstrip('/')}/review/{case}")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#review-boxes rect.rcell"), "cells")
+    body = driver.find_element(By.TAG_NAME, "body")
+    for key in (Keys.ARROW_RIGHT, Keys.ARROW_RIGHT):
+        body.send_keys(key)
+    label = driver.find_element(By.ID, "cell-info").text
+    for i, name in enumerate(("Prim", "Lym", "Mono", "Plas", "Red", "Promy", "Myelo", "Late")):
+        if f"now {name}" in label:
+            body.send_keys(str(i + 1))
+            break
+    body.send_keys(Keys.ARROW_RIGHT)
+    time.sleep(0.5)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running app")
-    p.add_argument("--images", nargs="+", required=True, help="images, folders or patterns")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running app's base URL")
+    p.add_argument("--images", nargs="+", help="images, folders or patterns (the count page)")
+    p.add_argument("--review", metavar="CASE", help="screenshot this case's review screen")
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--size", default="1366x768", help="viewport WIDTHxHEIGHT")
     p.add_argument("--case", default="", help="case name typed into the page")
@@ -116,8 +141,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model-panel", action="store_true", help="open the model panel")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if not (args.images or args.review):
+        p.error("give --images (the count page) or --review CASE")
     try:
-        images = expand_inputs(args.images)
+        images = expand_inputs(args.images) if args.images else []
         driver = chrome()
     except (FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -125,7 +152,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         from selenium.webdriver.common.by import By
 
-        open_page(driver, args.url, width, height)
+        if args.review:
+            review_screen(driver, args.url, args.review, width, height)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(args.out))
+            print(f"wrote {args.out}")
+            return 0
+        open_page(driver, f"{args.url.rstrip('/')}/count", width, height)
         driver.find_element(By.ID, "case-name").send_keys(args.case)
         upload(driver, [Path(i).resolve() for i in images])
         if args.model_panel:

@@ -1,12 +1,11 @@
 """The review screen in headless Chromium (selenium), as ``test_serve_browser`` drives the count
 page: log in, open a case from the list, reclassify by mouse and by keyboard, delete, draw a box,
 undo, sign, reload and see it kept; the signed case refuses edits; the exported COCO equals the
-reviewed cells. Writes the review screen's screenshot to ``docs/images/review.png``.
+reviewed cells. The README's screenshot of the review screen is made with trained models by
+``python -m dev.web_screenshot --review`` (docs/guides/cases.md), not by these tests.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 pytestmark = pytest.mark.skipif(
     not all(browser_paths()), reason="chromium / chromedriver not installed"
 )
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "review.png"
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +160,7 @@ def test_the_whole_review(served, driver, tmp_path):
 
 def test_count_in_the_page_keeps_a_case_and_screenshot(served, driver, tmp_path):
     """The case list's form counts images and keeps them as a case, opened for review; the
-    review screen's screenshot goes to docs/images/review.png."""
+    screenshot tool's review mode takes its picture."""
     url, db = served
     d = driver
     images = []
@@ -192,5 +190,9 @@ def test_count_in_the_page_keeps_a_case_and_screenshot(served, driver, tmp_path)
     wait_for(
         lambda: d.find_elements(By.CSS_SELECTOR, "#review-boxes rect.reviewed"), "a reviewed cell"
     )
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    d.save_screenshot(str(SCREENSHOT))
+    from dev.web_screenshot import review_screen
+
+    review_screen(d, url, "BM-2025-017", 1366, 900)
+    shot = tmp_path / "review.png"
+    d.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
