@@ -37,6 +37,6 @@ fi
 for task in $TASKS; do
   IFS=: read -r name seed <<< "$task"
   # shellcheck disable=SC2086
-  "$PY" -m studies.ablation.ablation --configs "$C/$name.yaml" "${common[@]}" --seeds "$seed" \
+  "$PY" -m studies.ablation.ablation --configs "$C/$name.yaml" --seeds "$seed" "${common[@]}" \
     SOLVER.CHECKPOINT_PERIOD 100 $PRECISION < /dev/null || true
 done
