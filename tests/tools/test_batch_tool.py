@@ -72,7 +72,7 @@ def test_batch_command_errors_are_one_line(tmp_path, models, capsys, monkeypatch
                 "w.pth",
             ],
             "model file(s) not found: c.yaml, w.pth",
-        ),  # fmt: skip
+        ),
     ]:
         assert batch_tool.main(argv) == 2
         err = capsys.readouterr().err.strip()
