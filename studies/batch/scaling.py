@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -123,10 +124,10 @@ def build_page(data: Dict[str, Any]) -> str:
                 r["engine"],
                 str(r["workers"]),
                 str(r["fields"]),
-                round(r["wall_s"], 1),
-                round(rate, 3),
-                round(rate / r["workers"], 3),
-                round(single["wall_s"] / r["wall_s"], 2),
+                f"{r['wall_s']:.1f}",
+                f"{rate:.2f}",
+                f"{rate / r['workers']:.2f}",
+                f"{single['wall_s'] / r['wall_s']:.2f}",
                 f"{100 * (r['wall_s'] / single['wall_s'] - 1):+.0f} %",
                 "reference" if "identical" not in r else ("yes" if r["identical"] else "NO"),
                 f"{r['load_before']} / {r['load_after']}",
@@ -172,17 +173,62 @@ def build_page(data: Dict[str, Any]) -> str:
         "",
         "## The ceiling on 2 cores",
         "",
-        "The count is CPU-bound (the detector's and the classifier's convolutions), and a "
-        "single process already uses both cores (torch's intra-op threads). On 2 cores the "
-        "ceiling is therefore the single process's throughput, at best a little above it: two "
-        "workers of one thread each avoid the part of a field that runs on one thread (decoding, "
-        "tiling, cropping, drawing, writing the report) but add a second copy of the models, "
-        "their start-up and the inter-process traffic; four workers on two cores only share the "
-        "same cores (each gets half a core) and add memory and start-up. More throughput needs "
-        "more cores: on a cluster (`--ray-address`) each worker takes a CPU of its own, and "
-        "the throughput per worker measured here at 1 worker is the rate to multiply.",
+        *ceiling_text(runs),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _speed_up(runs: List[Dict[str, Any]], engine: str, workers: int) -> Optional[float]:
+    wall = [r["wall_s"] for r in runs if r["engine"] == engine and r["workers"] == workers]
+    return runs[0]["wall_s"] / wall[0] if wall else None
+
+
+def ceiling_text(runs: List[Dict[str, Any]]) -> List[str]:
+    """What the runs say about the ceiling on this machine, and why."""
+    engines = [e for e in ("processes", "ray") if any(r["engine"] == e for r in runs)]
+    measured = []
+    for engine in engines:
+        got = {n: _speed_up(runs, engine, n) for n in (1, 2, 4)}
+        parts = [f"{n} worker(s) {v:.2f}x" for n, v in got.items() if v is not None]
+        one = [r for r in runs if r["engine"] == engine and r["workers"] == 1]
+        start = ""
+        if one:
+            idle = one[0]["wall_s"] - one[0]["case_s"]
+            start = f"; start-up (1 worker: wall - time in cases) {idle:.1f} s"
+        measured.append(f"{engine}: {', '.join(parts)} the single process{start}")
+    best = max(runs, key=lambda r: r["fields"] / r["wall_s"])
+    single = runs[0]["wall_s"] - runs[0]["load_s"]
+    ones = [r for r in runs if r["workers"] == 1 and "case_s" in r]
+    inside = ", ".join(f"{r['engine']} {r['case_s']:.1f} s" for r in ones)
+    return [
+        "Overhead against the single process, at 1 worker: the engine's own cost is the "
+        "start-up (starting the worker, importing torch and detectron2 in it, loading the "
+        "models; Ray also starts its local cluster). The rest of the difference is the same "
+        f"counting run at another moment: the single process counted in {single:.1f} s, the "
+        f"1-worker runs spent {inside} in their cases (the same code counts a case in every "
+        "engine). With one run of each on a shared machine, the part of a difference that is "
+        "not start-up cannot be told apart from the load's variation; repeated runs would.",
+        "",
+        "Measured (speed-up = the single process's wall time / the run's): "
+        + "; ".join(measured)
+        + f". Best: {best['engine']} at {best['workers']} worker(s), "
+        f"{best['fields'] / best['wall_s']:.2f} fields/s.",
+        "",
+        "The count is CPU-bound (the detector's and the classifier's convolutions), so on 2 cores "
+        "the ceiling is two cores' worth of counting: about twice what one worker of one thread "
+        "counts on a core of its own. One process with two torch threads does not reach it: "
+        "part of each field runs on one thread (decoding, tiling, cropping, drawing, writing "
+        "the report), and intra-op threads of a small R-18 on a 512 px field wait on each "
+        "other. Two workers of one thread each fill both cores, which is why 2 workers beat the "
+        "single process here; on this shared machine the gain is larger than on an idle one, "
+        "because the training runs at low priority give way to two busy processes more than "
+        "to one. Four workers on two cores only share the same two cores (half a core each) and "
+        "add two more copies of the models, their start-up and memory: no faster than two, "
+        "slower with spawned processes (each imports torch and detectron2 and loads the models). "
+        "The worker count to use is the core count; more throughput needs more cores: on a "
+        "cluster (`--ray-address`) each worker takes a CPU of its own and the rate per worker "
+        "is what scales.",
+    ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -226,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(json.dumps(runs[-1]), flush=True)
         first = list_images(Path(args.fields))[0]
         data = dict(
-            command="python -m studies.batch.scaling " + " ".join(argv or sys.argv[1:]),
+            command="python -m studies.batch.scaling " + shlex.join(argv or sys.argv[1:]),
             date=datetime.date.today().isoformat(),
             cores=os.cpu_count(),
             machine_note=args.machine_note,
