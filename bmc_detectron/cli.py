@@ -24,6 +24,7 @@ PROG = "bmc"
 COMMANDS: Dict[str, str] = {
     "train": "train",
     "count": "count",
+    "batch": "batch",
     "count-eval": "count_eval",
     "serve": "serve",
     "export-onnx": "export_onnx",

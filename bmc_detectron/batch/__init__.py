@@ -1,8 +1,11 @@
-"""Batch runs (a room named now, filled later): counting many cases or slides in parallel.
+"""Batch runs: counting many cases in parallel, each into its own report folder.
 
-What goes here: the batch runner that spreads the count of cases / slides over workers with
-Ray, builds each worker's counter with the one counter factory and records the results through
-``cases``.
+What goes here: ``jobs`` (the cases of a batch, the worker that builds its counter once and counts
+a case per call, the summary's run facts masked for comparisons), ``processes`` (the no-extra
+engine: a pool of spawned worker processes), ``ray_engine`` (Ray actors, local or on a cluster)
+and ``runner`` (``run_batch``: the unfinished cases on an engine, a progress bar over cases;
+``batch.json``). The command is ``bmc batch`` (:mod:`bmc_detectron.tools.batch`); the guide is
+``docs/guides/batch.md``.
 
 Import rules:
 

@@ -59,13 +59,15 @@ class Cell:
         return not self.is_other and self.prob < threshold
 
     def to_json(self) -> Dict[str, Any]:
-        """A JSON-ready dict (floats rounded to what matters)."""
+        """A JSON-ready dict: box and detector score rounded as the report writes them, the class
+        probabilities exact (the report's ``p_`` columns and the uncertain rule use them as they
+        are, so a field reused from its saved result reports as when it was counted)."""
         out = asdict(self)
         out["box"] = [round(float(v), 2) for v in self.box]
         out["det_score"] = round(float(self.det_score), 5)
-        out["prob"] = round(float(self.prob), 5)
+        out["prob"] = float(self.prob)
         if self.probs is not None:
-            out["probs"] = [round(float(p), 5) for p in self.probs]
+            out["probs"] = [float(p) for p in self.probs]
         return out
 
     @classmethod

@@ -14,7 +14,7 @@ import pytest
 from bmc_detectron import cli
 
 USER_JOBS = (
-    "train count count-eval serve export-onnx open-set-threshold demo visualize select "
+    "train count batch count-eval serve export-onnx open-set-threshold demo visualize select "
     "merge-labels cases estimate-scale convert split synthetic marrow-fields"
 ).split()
 
@@ -121,7 +121,7 @@ def test_shared_settings_have_one_name_and_one_default():
         # count-eval's --uncertain-below defaults to the report's own threshold
         values = {v for k, v in defaults[flag].items() if k != "count-eval"}
         assert len(values) == 1, (flag, defaults[flag])
-    assert set(defaults["--score-threshold"]) == {"count", "serve", "visualize"}
+    assert set(defaults["--score-threshold"]) == {"count", "batch", "serve", "visualize"}
     assert defaults["--scale-tolerance"] == {"count": 0.15, "estimate-scale": 0.15}
     assert set(defaults["--output"]) >= {"convert", "split", "synthetic", "count", "select"}
     for old in ("--min-score", "--threshold", "--tolerance", "--confidence-threshold", "--out"):
