@@ -220,10 +220,10 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         "## The full model (composites + PBC)",
         "",
         "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"
-        " (chosen on `pbc_marrow_val`, so 5 % there by construction; the composite crops are"
-        " all of known types too, so every one flagged is lost to the differential). `full`:"
-        " the model as trained (energy); `full_knn`: the same weights with a kNN threshold"
-        " (`bmc open-set-threshold --score knn`):",
+        " (the threshold is chosen so that at most 5 % of the known crops of each dataset its"
+        " threshold file names are flagged; the composite crops are all of known types, so"
+        " every one flagged is lost to the differential). The open-set score is the one its"
+        " threshold file stores (`bmc open-set-threshold --score ...`):",
         "",
         full_table(fulls),
         "",
