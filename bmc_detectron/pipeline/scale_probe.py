@@ -17,7 +17,9 @@ boxes say less about the cells than about the detector. So when the training dat
 diameter as the detector saw it is known (:func:`training_cell_input_px`), the probe chooses the
 candidate at which the median detected box matches it, where the selection is least biased, and
 refines it to ``candidate * training / median``, kept within half a step of the candidate; the
-score only rejects candidates where almost nothing is found. Without it, the candidate with the
+score only rejects candidates where almost nothing is found, and by size not one whose boxes are
+at least ``min_cells`` (the score is a density over the probed window: on an enlarged field the
+large factors see a small window cut into many pieces and would reject the right, small factor). Without it, the candidate with the
 highest score wins. The best candidate's neighbour towards the estimate is probed at their
 geometric midpoint (``refine``).
 
@@ -223,7 +225,13 @@ def probe_scale(
     def decide() -> Tuple[List[CandidateEvidence], List[CandidateEvidence]]:
         evidence = [probed[c] for c in sorted(probed)]
         top = max(e.score for e in evidence)
-        viable = [e for e in evidence if e.n > 0 and top > 0 and e.score >= min_found * top]
+        viable = [
+            e
+            for e in evidence
+            if e.n > 0
+            and top > 0
+            and (e.score >= min_found * top or (target is not None and e.n >= min_cells))
+        ]
         return evidence, _ranked(viable, target)
 
     evidence, ranked = decide()

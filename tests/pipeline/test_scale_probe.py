@@ -7,6 +7,7 @@ discs to that size.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -144,3 +145,34 @@ def test_too_few_cells_do_not_settle_the_probe_by_size():
     assert abs(probe.factor / 0.75 - 1) < 0.15  # the estimate is kept, but not trusted
     many = probe_scale(SelectiveDetector(), fields, training_cell_px=TRAINED_PX, min_cells=1)
     assert many.settled, many.reason
+
+
+class FragmentingDetector(SelectiveDetector):
+    """A :class:`SelectiveDetector` that also cuts cells seen far too big into many small pieces,
+    as a trained detector does on a strongly enlarged field: dense false boxes at large factors."""
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        found = super().__call__(image)
+        mask = (np.abs(image.astype(np.int16) - BACKGROUND).max(axis=2) > 60).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        pieces = []
+        for x, y, w, h, _ in stats[1:]:
+            if np.sqrt(w * h) > 2 * TRAINED_PX:  # 16 pieces of 0.9 score per oversized cell
+                for i in range(4):
+                    for j in range(4):
+                        x0, y0 = x + i * w // 4, y + j * h // 4
+                        pieces.append([x0, y0, x0 + w // 4, y0 + h // 4])
+        boxes = np.concatenate([found.boxes.reshape(-1, 4), np.reshape(pieces, (-1, 4))])
+        scores = np.concatenate([found.scores, np.full(len(pieces), 0.9)])
+        return Detections(boxes, scores, [0] * len(boxes))
+
+
+def test_dense_false_boxes_at_large_factors_do_not_hide_the_right_small_factor():
+    # cells drawn 2.5x the trained size: the right factor is 0.4; at 1.4-2.5 every cell is cut
+    # into 16 pieces, so the density score of 0.4 is far below the top
+    fields = disc_fields([TRAINED_PX * 2.5], n=4, size=720)
+    probe = probe_scale(FragmentingDetector(), fields, training_cell_px=TRAINED_PX, min_cells=5)
+    by_factor = {e.factor: e for e in probe.evidence}
+    assert by_factor[0.4].score < 0.2 * max(e.score for e in probe.evidence)
+    assert probe.settled, probe.reason
+    assert abs(probe.factor / 0.4 - 1) < 0.15, probe.to_json()
