@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 D2_SPEC=${D2_SPEC:-"sal-detectron2==0.7.2"}
 # Optional dependency groups of setup.cfg to install (comma-separated; add new groups here).
-EXTRAS=${EXTRAS:-"dev,deploy,serve,cases,docs"}
+EXTRAS=${EXTRAS:-"dev,deploy,serve,cases,wsi,batch,docs"}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[bootstrap] creating $VENV (with access to $PYTHON's site-packages)"
