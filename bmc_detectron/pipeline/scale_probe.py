@@ -20,8 +20,8 @@ refines it to ``candidate * training / median``, kept within half a step of the 
 score only rejects candidates where almost nothing is found, and by size not one whose boxes are
 at least ``min_cells`` (the score is a density over the probed window: on an enlarged field the
 large factors see a small window cut into many pieces and would reject the right, small factor).
-Without it, the candidate with the highest score wins. The best candidate's neighbour towards the estimate is probed at their
-geometric midpoint (``refine``).
+Without it, the candidate with the highest score wins. The best candidate's neighbour towards the
+estimate is probed at their geometric midpoint (``refine``).
 
 The probe is ``settled`` only when some candidate finds cells, its ``confidence`` is at least
 ``min_confidence`` and, by size, the best median box is within a factor ``max_size_error`` of the
