@@ -92,8 +92,9 @@ def ensure_marrow_real(root: Path, sizes: Dict[str, int], seed: int) -> None:
         )
 
 
-def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, float]:
-    """Train ``config`` into ``out`` (config.yaml + model_final.pth) and return its metrics."""
+def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, Dict[str, float]]:
+    """Train ``config`` into ``out`` (config.yaml + model_final.pth) and return its metrics,
+    by test dataset."""
     cfg = build_cfg(str(config), ["OUTPUT_DIR", str(out), *opts])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump())
@@ -103,7 +104,9 @@ def train_and_evaluate(config: Path, out: Path, opts: List[str]) -> Dict[str, fl
     trainer.train()
     # detectron2's EvalHook evaluates once training ends; evaluate here only if it did not
     results = getattr(trainer, "_last_eval_results", None) or trainer_cls.test(cfg, trainer.model)
-    return dict(results.get("bbox", results.get("classification", results)))
+    if len(cfg.DATASETS.TEST) == 1:  # detectron2 nests the results only for several datasets
+        results = {cfg.DATASETS.TEST[0]: results}
+    return {k: dict(v.get("bbox", v.get("classification", v))) for k, v in results.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,15 +255,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(
-    out: Path, det: Dict[str, float], cls: Dict[str, float], times: Dict[str, float], total: float
+    out: Path,
+    det: Dict[str, Dict[str, float]],
+    cls: Dict[str, Dict[str, float]],
+    times: Dict[str, float],
+    total: float,
 ) -> None:
     summary = json.loads((out / "count" / "summary.json").read_text())
     minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
     print("\n========== bmc-detectron demo: detect, recognise, count ==========")
-    det_line = f"AP {det['AP']:.1f}  AP50 {det['AP50']:.1f}  ({minutes['detector']})"
-    print(f"detector (class-agnostic): {det_line}  {out / 'detector'}")
-    cls_line = f"top-1 {100 * cls['accuracy']:.1f} %  macro-F1 {100 * cls['macro_f1']:.1f} %"
-    print(f"cell classifier:           {cls_line}  ({minutes['classifier']})  {out / 'classifier'}")
+    for name, m in det.items():
+        det_line = f"AP {m['AP']:.1f}  AP50 {m['AP50']:.1f} on {name}  ({minutes['detector']})"
+        print(f"detector (class-agnostic): {det_line}  {out / 'detector'}")
+    for name, m in cls.items():
+        cls_line = f"top-1 {100 * m['accuracy']:.1f} %  macro-F1 {100 * m['macro_f1']:.1f} %"
+        cls_line += f" on {name}  ({minutes['classifier']})"
+        print(f"cell classifier:           {cls_line}  {out / 'classifier'}")
     print(f"count report:              {out / 'count' / 'report.html'}  ({minutes['count']})")
     print(f"  {summary['counted']} cells counted, M:E ratio {summary['me']['ratio']}")
     print(f"ONNX models (make serve):  {out / 'onnx'}  ({minutes['onnx']})")

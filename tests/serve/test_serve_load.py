@@ -48,7 +48,7 @@ def server(tmp_path):
     cmd = [sys.executable, "-m", "bmc_detectron.tools.serve", "--backend", "torch"]
     cmd += ["--detector-config", DET_CONFIG, "--detector-weights", str(weights), "--no-classifier"]
     cmd += ["--detector-opts", *DET_OPTS, "--device", "cpu", "--threads", "1"]
-    cmd += ["--port", str(port), "--max-waiting", "16", "--log-level", "warning"]
+    cmd += ["--port", str(port), "--max-waiting", "16", "--log-level", "warning", "--no-cases"]
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
