@@ -31,6 +31,7 @@ from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage
+from bmc_detectron.tools.count_args import counter_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,32 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def counter_spec(args: argparse.Namespace, threads: Optional[int]) -> CounterSpec:
-    """The models and counter settings the arguments give."""
-    if not (args.detector_onnx or (args.detector_config and args.detector_weights)):
-        raise ValueError("give --detector-config and --detector-weights, or --detector-onnx")
-    return CounterSpec(
-        backend="onnx" if args.detector_onnx else "torch",
-        detector_config=args.detector_config,
-        detector_weights=args.detector_weights,
-        detector_opts=tuple(args.detector_opts),
-        classifier_config=args.classifier_config,
-        classifier_weights=args.classifier_weights,
-        classifier_opts=tuple(args.classifier_opts),
-        detector_onnx=args.detector_onnx,
-        classifier_onnx=args.classifier_onnx,
-        training_profile=args.training_profile,
-        device=args.device,
-        threads=threads,
-        score_threshold=args.score_threshold,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        nms_threshold=args.nms_threshold,
-        batch_size=args.batch_size,
-        open_set_threshold=args.open_set_threshold,
-    )
-
-
 def _missing_models(spec: CounterSpec) -> List[str]:
     files = [spec.detector_config, spec.detector_weights, spec.classifier_config]
     files += [spec.classifier_weights, spec.detector_onnx, spec.classifier_onnx]
@@ -114,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     engine = "ray" if (args.ray or args.ray_address) else "processes"
     try:
         cases = find_cases([Path(c) for c in args.cases], output)
-        spec = counter_spec(args, args.threads)
+        spec = counter_spec(args)
         missing = _missing_models(spec)
         if missing:
             raise BatchError(f"model file(s) not found: {', '.join(missing)}")

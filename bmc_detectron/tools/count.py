@@ -45,7 +45,6 @@ from typing import Optional, Sequence
 
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import (
-    CounterSpec,
     build_counter,
     prepare_count,
     scale_setup,
@@ -61,6 +60,7 @@ from bmc_detectron.slides.reader import BACKENDS, open_slide
 from bmc_detectron.slides.source import SlideSource
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage
+from bmc_detectron.tools.count_args import counter_spec
 from bmc_detectron.utils.io import expand_inputs
 
 
@@ -135,32 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slide-level", type=int, help="level to count at (default: the model's)")
     s.add_argument("--slide-backend", choices=BACKENDS, default="auto", help="slide reader")
     return p
-
-
-def counter_spec(args: argparse.Namespace) -> CounterSpec:
-    """The models and counter settings the arguments give (ONNX Runtime with --detector-onnx)."""
-    if not (args.detector_onnx or (args.detector_config and args.detector_weights)):
-        raise ValueError("give --detector-config and --detector-weights, or --detector-onnx")
-    return CounterSpec(
-        backend="onnx" if args.detector_onnx else "torch",
-        detector_config=args.detector_config,
-        detector_weights=args.detector_weights,
-        detector_opts=tuple(args.detector_opts),
-        classifier_config=args.classifier_config,
-        classifier_weights=args.classifier_weights,
-        classifier_opts=tuple(args.classifier_opts),
-        detector_onnx=args.detector_onnx,
-        classifier_onnx=args.classifier_onnx,
-        training_profile=args.training_profile,
-        device=args.device,
-        score_threshold=args.score_threshold,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        nms_threshold=args.nms_threshold,
-        batch_size=args.batch_size,
-        detector_classes=tuple(args.detector_classes),
-        open_set_threshold=args.open_set_threshold,
-    )
 
 
 def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
