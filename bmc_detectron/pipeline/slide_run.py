@@ -40,6 +40,7 @@ from bmc_detectron.pipeline.count_warnings import (
 )
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.detector import Detections
+from bmc_detectron.pipeline.detector_view import DetectorView, check_strict, detector_view
 from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.field_source import FieldSource
@@ -78,6 +79,23 @@ def slide_plan(setup: ScaleSetup, source: FieldSource, detector: Any) -> ScalePl
             )
         )
     return plan
+
+
+def slide_view(
+    counter: CellCounter, field_size: int, plan: ScalePlan, setup: ScaleSetup
+) -> DetectorView:
+    """The size at which the detector sees the cells of a slide's fields (all ``field_size``
+    px a side) against its training size (:mod:`.detector_view`, as the folder count checks)."""
+    model = setup.model
+    return detector_view(
+        counter.detector,
+        {"slide field": (field_size, field_size)},
+        plan.prep,
+        tile_size=counter.tile_size,
+        to_training=plan.to_training,
+        image_size=None if model is None else model.image_size,
+        tolerance=setup.options.detector_scale_tolerance,
+    )
 
 
 def _count_field(
@@ -276,14 +294,22 @@ def run_slide_count(
     ``scale``: the model's scale and the stain option (:func:`~.scale_plan.make_setup`; its
     ``microns_per_pixel`` and ``auto`` are not used: the source's pixel size is). Raises
     ValueError for a bad target or field size, :class:`~.run_io.OutputExistsError` for a
-    finished report without ``overwrite``. Returns the summary (as written to summary.json).
+    finished report without ``overwrite`` and :class:`~.detector_view.ScaleMismatchError` when
+    the options are ``strict_scale`` and the detector would see the fields' cells far from their
+    training size (else a ``detector_scale`` warning). Returns the summary (as written to
+    summary.json).
     """
     if target_cells < 1:
         raise ValueError(f"the number of cells to count must be at least 1, got {target_cells}")
     if field_size <= counter.tile_overlap:
         raise ValueError(f"field size {field_size} must exceed the overlap {counter.tile_overlap}")
     output = Path(output)
-    plan = slide_plan(scale or ScaleSetup(ScaleOptions()), source, counter.detector)
+    setup = scale or ScaleSetup(ScaleOptions())
+    plan = slide_plan(setup, source, counter.detector)
+    view = slide_view(counter, field_size, plan, setup)
+    check_strict(view, setup.options.strict_scale)
+    plan.summary["detector_input"] = view.to_json()
+    plan.warnings.extend(view.warnings())
     settings = {**counter.settings(), "slide": {**source.settings(), "field_size": field_size}}
     if not plan.prep.identity:
         settings["field_prep"] = plan.prep.settings()

@@ -196,3 +196,29 @@ def test_fields_are_brought_to_the_model_scale(slide, tmp_path):
     error = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)  # box pairs, px
     nearest = error.argmin(axis=1)
     assert error.min(axis=1).max() <= 2.0 and len(set(nearest.tolist())) == len(a)
+
+
+class ResizingNucleusDetector(NucleusDetector):
+    """The stand-in with a detector's own test resize (shortest side to 512 px)."""
+
+    min_size, max_size = 512, 1333
+
+
+def test_warns_when_the_detector_sees_cells_far_from_their_training_size(slide, tmp_path):
+    from bmc_detectron.pipeline.detector_view import ScaleMismatchError
+    from bmc_detectron.pipeline.scale_plan import ScaleOptions
+
+    # no pixel size for the model: 256 px fields resized to 512 by the detector, training images
+    # of 512 px seen as they are: cells at 2x their training size
+    model = ModelScale(image_size=(512, 512), source="test")
+    summary = _count(
+        slide[0], tmp_path / "off", target=50, detector=ResizingNucleusDetector(),
+        scale=ScaleSetup(model=model),
+    )  # fmt: skip
+    codes = [w["code"] for w in summary["warning_codes"]]
+    assert "detector_scale" in codes
+    assert summary["scale"]["detector_input"]["fields"]["slide field"]["relative"] == 2.0
+    strict = ScaleSetup(ScaleOptions(strict_scale=True), model=model)
+    with pytest.raises(ScaleMismatchError):
+        _count(slide[0], tmp_path / "strict", target=50, detector=ResizingNucleusDetector(),
+               scale=strict)  # fmt: skip
