@@ -150,11 +150,11 @@ def plot(agg: Dict[Tuple[str, str, str], Dict], path: Path) -> Path:
             scan = [(v["value"], v[metric]) for k, v in agg.items()
                     if k[0] == dataset and k[2] == auto and v["kind"] == "scanner"]  # fmt: skip
             for d, y in scan:
-                x = 3.2 * (1.15 if d > 2 else 1.0)
+                x = 3.6 * (1.5 if d > 2 else 1.0)
                 ax.plot([x], [y], marker="s" if auto == "auto_on" else "x",
                         color=colours[dataset], linestyle="none")  # fmt: skip
         ax.set_xscale("log")
-        ax.set_xticks([0.4, 0.5, 0.7, 1, 1.4, 2, 2.5, 3.2, 3.68])
+        ax.set_xticks([0.4, 0.5, 0.7, 1, 1.4, 2, 2.5, 3.6, 5.4])
         ax.set_xticklabels(["0.4", "0.5", "0.7", "1", "1.4", "2", "2.5", "scan\n2x", "scan\n4x"])
         ax.minorticks_off()
         ax.set_xlabel("field resized by (scanner: down and back up)")
