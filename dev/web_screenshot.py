@@ -60,12 +60,17 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def viewport(driver: Any, width: int, height: int) -> None:
+    """A ``width`` x ``height`` viewport at scale 1."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
 def open_page(driver: Any, url: str, width: int, height: int) -> None:
     """Load the page in a ``width`` x ``height`` viewport; wait for the model description."""
     from selenium.webdriver.common.by import By
 
-    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    viewport(driver, width, height)
     driver.get(url)
 
     def badge_text() -> str:  # the element may not be there yet on a loaded machine
@@ -112,8 +117,7 @@ def review_screen(driver: Any, url: str, case: str, width: int, height: int) -> 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    viewport(driver, width, height)
     driver.get(f"{url.rstrip('/')}/review/{case}")
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#review-boxes rect.rcell"), "cells")
     body = driver.find_element(By.TAG_NAME, "body")

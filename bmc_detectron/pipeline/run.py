@@ -238,10 +238,20 @@ def view_of_fields(
     """The size at which the detector sees each field's cells against its training size
     (:mod:`.detector_view`)."""
     shapes = {n: image_shape(p) for p, n in zip(inputs, field_names(inputs))}
+    return view_of_shapes(counter, {n: s for n, s in shapes.items() if s is not None}, plan, setup)
+
+
+def view_of_shapes(
+    counter: CellCounter,
+    shapes: Dict[str, Tuple[int, int]],
+    plan: ScalePlan,
+    setup: ScaleSetup,
+) -> DetectorView:
+    """:func:`view_of_fields` for fields known by their (height, width) (e.g. a slide's)."""
     model = setup.model
     return detector_view(
         counter.detector,
-        {n: s for n, s in shapes.items() if s is not None},
+        shapes,
         plan.prep,
         tile_size=counter.tile_size,
         to_training=plan.to_training,

@@ -40,13 +40,13 @@ from bmc_detectron.pipeline.count_warnings import (
 )
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.detector import Detections
-from bmc_detectron.pipeline.detector_view import DetectorView, check_strict, detector_view
+from bmc_detectron.pipeline.detector_view import check_strict
 from bmc_detectron.pipeline.drawing import draw_field, thumbnail_data_uri
 from bmc_detectron.pipeline.field_prep import FieldPrep
 from bmc_detectron.pipeline.field_source import FieldSource
 from bmc_detectron.pipeline.html_report import render_html
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary, write_tables
-from bmc_detectron.pipeline.run import load_record
+from bmc_detectron.pipeline.run import load_record, view_of_shapes
 from bmc_detectron.pipeline.run_io import DRAWINGS_DIR, RESULTS_DIR, prepare_output, run_fingerprint
 from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScalePlan, ScaleSetup, plan_scale
 from bmc_detectron.pipeline.tiling import Tile, merge_tile_indices, tile_grid
@@ -79,23 +79,6 @@ def slide_plan(setup: ScaleSetup, source: FieldSource, detector: Any) -> ScalePl
             )
         )
     return plan
-
-
-def slide_view(
-    counter: CellCounter, field_size: int, plan: ScalePlan, setup: ScaleSetup
-) -> DetectorView:
-    """The size at which the detector sees the cells of a slide's fields (all ``field_size``
-    px a side) against its training size (:mod:`.detector_view`, as the folder count checks)."""
-    model = setup.model
-    return detector_view(
-        counter.detector,
-        {"slide field": (field_size, field_size)},
-        plan.prep,
-        tile_size=counter.tile_size,
-        to_training=plan.to_training,
-        image_size=None if model is None else model.image_size,
-        tolerance=setup.options.detector_scale_tolerance,
-    )
 
 
 def _count_field(
@@ -306,7 +289,7 @@ def run_slide_count(
     output = Path(output)
     setup = scale or ScaleSetup(ScaleOptions())
     plan = slide_plan(setup, source, counter.detector)
-    view = slide_view(counter, field_size, plan, setup)
+    view = view_of_shapes(counter, {"slide field": (field_size, field_size)}, plan, setup)
     check_strict(view, setup.options.strict_scale)
     plan.summary["detector_input"] = view.to_json()
     plan.warnings.extend(view.warnings())
