@@ -31,7 +31,9 @@ from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.data.classes import OTHER
 
 
-def _signed(session: Session, case_id: str) -> Case:
+def latest_signed(session: Session, case_id: str) -> Optional[Case]:
+    """The case's latest signed version, None when it was never signed; an unknown case is
+    refused (:class:`NotFoundError`)."""
     latest = get_case(session, case_id)
     for version in range(latest.version, 0, -1):
         try:
@@ -40,7 +42,14 @@ def _signed(session: Session, case_id: str) -> Case:
             continue
         if case.status == "signed":
             return case
-    raise ExportError(f"case {case_id!r} has no signed version: sign it before exporting")
+    return None
+
+
+def _signed(session: Session, case_id: str) -> Case:
+    case = latest_signed(session, case_id)
+    if case is None:
+        raise ExportError(f"case {case_id!r} has no signed version: sign it before exporting")
+    return case
 
 
 def _categories(cases: Sequence[Case]) -> List[str]:
