@@ -86,6 +86,26 @@ def test_tiffslide_backend_reads_the_same(shared_root):
         )
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openslide") is None, reason="openslide not installed")
+def test_openslide_backend_reads_the_same(shared_root):
+    with open_slide(shared_root / CMU) as a, open_slide(shared_root / CMU, "openslide") as b:
+        assert b.backend == "openslide" and b.microns_per_pixel == pytest.approx(0.499)
+        assert [(lv.width, lv.height) for lv in b.levels] == [(2220, 2967)]
+        # OpenSlide decodes the JPEG tiles with its own libjpeg: equal up to rounding
+        diff = np.abs(
+            a.read_region(0, 300, 400, 250, 150).astype(int)
+            - b.read_region(0, 300, 400, 250, 150).astype(int)
+        )
+        assert diff.max() <= 2
+    with open_slide(shared_root / TCGA, "openslide") as c:  # JPEG 2000 tiles, two levels
+        assert [(lv.width, lv.height) for lv in c.levels] == [(4443, 3567), (2221, 1783)]
+        assert c.microns_per_pixel is None
+        assert c.read_region(1, 500, 400, 128, 96).shape == (96, 128, 3)
+    with pytest.raises(SlideError) as err:
+        open_slide(shared_root / "wsi" / "broken.svs", "openslide")
+    assert "broken.svs" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_bad_input_is_one_line_naming_the_file(shared_root, tmp_path):
     with pytest.raises(SlideError) as err:
         open_slide(shared_root / "wsi" / "broken.svs")
