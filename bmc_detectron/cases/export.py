@@ -31,11 +31,11 @@ from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.data.classes import OTHER
 
 
-def _signed(session: Session, case_id: str) -> Case:
-    latest = get_case(session, case_id)
+def _signed(session: Session, case_id: str, lab: Optional[str]) -> Case:
+    latest = get_case(session, case_id, lab=lab)
     for version in range(latest.version, 0, -1):
         try:
-            case = get_case(session, case_id, version)
+            case = get_case(session, case_id, version, lab)
         except NotFoundError:
             continue
         if case.status == "signed":
@@ -71,12 +71,14 @@ def export_coco(
     store: ImageStore,
     case_ids: Sequence[str],
     images_dir: Optional[Path] = None,
+    lab: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The reviewed cells of the chosen cases as one COCO dict (see the module doc);
-    ``images_dir``: copy the images there too (as ``<sha256><suffix>``)."""
+    ``images_dir``: copy the images there too (as ``<sha256><suffix>``); ``lab``: the caller's
+    lab scope (a case of another lab is refused: :class:`~.errors.ForbiddenError`)."""
     if not case_ids:
         raise ExportError("no case chosen")
-    cases = [_signed(session, cid) for cid in dict.fromkeys(case_ids)]
+    cases = [_signed(session, cid, lab) for cid in dict.fromkeys(case_ids)]
     names = _categories(cases)
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
     images: List[Dict[str, Any]] = []
