@@ -5,9 +5,11 @@
     counter = build_counter(spec)                       # a pipeline.CellCounter
     setup = scale_setup(spec, counter, ScaleOptions(auto=True))
 
-The ``count`` and ``serve`` commands and ``make demo`` build their counter here (and, later, the
-batch runner: a spec holds only plain values). The module sits above :mod:`bmc_detectron.pipeline`
-and :mod:`bmc_detectron.deploy` (the ONNX Runtime backend), which it both imports.
+The ``count``, ``serve`` and ``batch`` commands and ``make demo`` build their counter here (a spec
+holds only plain values). A whole slide file is counted by :func:`count_slide_file` (``count
+--slide`` and every slide of a batch): the slide opened, its level chosen, its zone counted. The
+module sits above :mod:`bmc_detectron.pipeline`, :mod:`bmc_detectron.slides` and
+:mod:`bmc_detectron.deploy` (the ONNX Runtime backend), which it imports.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from bmc_detectron.pipeline.model_scale import ModelScale, locate_profile, sidec
 from bmc_detectron.pipeline.run_io import check_output
 from bmc_detectron.pipeline.scale_decision import SOURCE_WORDS
 from bmc_detectron.pipeline.scale_plan import ScaleOptions, ScaleSetup, make_setup
+from bmc_detectron.pipeline.slide_run import ICSH_CELLS, run_slide_count
+from bmc_detectron.slides.reader import open_slide
+from bmc_detectron.slides.source import SlideSource
+from bmc_detectron.structures.differential import Lineage
 
 BACKENDS = ("torch", "onnx")
 
@@ -178,6 +184,59 @@ def prepare_count(
     check_output(output, overwrite)
     counter = build_counter(spec)
     return counter, scale_setup(spec, counter, options)
+
+
+@dataclass(frozen=True)
+class SlideOptions:
+    """How a slide file is counted (:func:`count_slide_file`; plain values, picklable).
+
+    target_cells: count fields until this many cells are in the differential.
+    field_size: a field's side in the counting level's pixels.
+    level: the level to count at (None: the one matching the model's pixel size).
+    backend: the slide reader (:data:`bmc_detectron.slides.reader.BACKENDS`).
+    microns_per_pixel: the slide's full-resolution pixel size, overriding its own (None: its own).
+    """
+
+    target_cells: int = ICSH_CELLS
+    field_size: int = 1024
+    level: Optional[int] = None
+    backend: str = "auto"
+    microns_per_pixel: Optional[float] = None
+
+
+def count_slide_file(
+    counter: CellCounter,
+    setup: ScaleSetup,
+    slide_file: Path,
+    output: Path,
+    options: SlideOptions = SlideOptions(),
+    *,
+    uncertain_below: float = 0.5,
+    lineage: Optional[Lineage] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Count the slide ``slide_file`` into the report folder ``output``
+    (:func:`~bmc_detectron.pipeline.slide_run.run_slide_count`, resumable per field) at
+    ``options.level`` or the level nearest the model's pixel size (``setup.model``; build the
+    setup with ``scale_setup(..., per_request=True)``). Returns the summary; raises
+    :class:`~bmc_detectron.slides.reader.SlideError` for a slide that cannot be read and what
+    :func:`run_slide_count` raises."""
+    with open_slide(slide_file, options.backend, options.microns_per_pixel) as slide:
+        model_mpp = None if setup.model is None else setup.model.microns_per_pixel
+        level = slide.best_level(model_mpp) if options.level is None else options.level
+        return run_slide_count(
+            counter,
+            SlideSource(slide, level),
+            output,
+            target_cells=options.target_cells,
+            field_size=options.field_size,
+            uncertain_below=uncertain_below,
+            lineage=lineage,
+            overwrite=overwrite,
+            progress=progress,
+            scale=setup,
+        )
 
 
 def scale_line(scale: Dict[str, Any]) -> str:

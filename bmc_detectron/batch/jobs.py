@@ -1,10 +1,13 @@
-"""The cases of a batch: which folders are counted, into which report folders, and how.
+"""The cases of a batch: which folders or slides are counted, into which report folders, and how.
 
-A batch is a list of case folders (each a folder of field images) or a folder of case folders;
-every case is counted into ``<output>/<case name>``, a report folder exactly as ``bmc count``
-writes it (:mod:`bmc_detectron.pipeline.run`). The worker side (:class:`CaseWorker`) builds its
-counter once, from a picklable factory, and counts one case per call; a finished case is not
-counted again, an interrupted one resumes per field (the report folder's own resumability).
+A batch is a list of case folders (each a folder of field images) or a folder of case folders
+(:func:`find_cases`), or a list of whole-slide files or folders of them (:func:`find_slides`);
+every case is counted into ``<output>/<case name>`` (a slide's name is its file's stem), a report
+folder exactly as ``bmc count`` (:mod:`bmc_detectron.pipeline.run`) or ``bmc count --slide``
+(:func:`~bmc_detectron.counting.count_slide_file`) writes it. The worker side
+(:class:`CaseWorker`) builds its counter once, from a picklable factory, and counts one case per
+call; a finished case is not counted again, an interrupted one resumes per field (the report
+folder's own resumability: a slide's counted fields are reused).
 
 ``summary.json`` is byte-identical across engines and runs for the same inputs except for the
 facts of a run (:data:`RUN_FACTS`: when it was written, the seconds spent, which fields a resumed
@@ -19,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from bmc_detectron.counting import CounterSpec, build_counter, scale_setup
+from bmc_detectron.counting import (
+    CounterSpec,
+    SlideOptions,
+    build_counter,
+    count_slide_file,
+    scale_setup,
+)
 from bmc_detectron.pipeline.counter import CellCounter
 from bmc_detectron.pipeline.run import run_count
 from bmc_detectron.pipeline.run_io import SUMMARY_FILE
@@ -30,6 +39,9 @@ from bmc_detectron.utils.io import list_images
 #: summary.json keys that record the run rather than the count (top level, and per field)
 RUN_FACTS = ("created", "timing")
 FIELD_RUN_FACTS = ("detect_s", "recognise_s", "reused")
+
+#: the file suffixes taken for slides in a folder of slides
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs")
 
 #: builds a worker's counter and scale setup (called once per worker; must pickle)
 CounterFactory = Callable[[], Tuple[CellCounter, ScaleSetup]]
@@ -45,11 +57,13 @@ class BatchError(ValueError):
 
 @dataclass(frozen=True)
 class BatchCase:
-    """One case: its name, its folder of field images and its report folder."""
+    """One case: its name, its folder of field images and its report folder; for a whole
+    slide, ``slide`` is its file (and ``folder`` the file's folder)."""
 
     name: str
     folder: Path
     output: Path
+    slide: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class CaseOptions:
     uncertain_below: float = 0.5
     lineage: Lineage = field(default_factory=Lineage)
     overwrite: bool = False
+    slide: SlideOptions = SlideOptions()
 
 
 @dataclass
@@ -81,14 +96,16 @@ class CaseResult:
 
 @dataclass(frozen=True)
 class SpecFactory:
-    """The product's :data:`CounterFactory`: the counter a :class:`CounterSpec` describes."""
+    """The product's :data:`CounterFactory`: the counter a :class:`CounterSpec` describes
+    (``slides``: its scale set up for slides, as ``bmc count --slide`` does)."""
 
     spec: CounterSpec
     options: ScaleOptions = ScaleOptions()
+    slides: bool = False
 
     def __call__(self) -> Tuple[CellCounter, ScaleSetup]:
         counter = build_counter(self.spec)
-        return counter, scale_setup(self.spec, counter, self.options)
+        return counter, scale_setup(self.spec, counter, self.options, per_request=self.slides)
 
 
 def find_cases(folders: Sequence[Path], output: Path) -> List[BatchCase]:
@@ -106,12 +123,38 @@ def find_cases(folders: Sequence[Path], output: Path) -> List[BatchCase]:
         if not subs:
             raise BatchError(f"{folder}: no images and no case folders with images (empty case)")
         cases += [BatchCase(p.name, p, Path(output) / p.name) for p in subs]
+    return _checked(cases, "no case folders given")
+
+
+def find_slides(paths: Sequence[Path], output: Path) -> List[BatchCase]:
+    """The slides of ``paths``: each a slide file (any suffix) or a folder of slide files (those
+    with a :data:`SLIDE_SUFFIXES` suffix, in name order); a slide is named by its file's stem.
+    Raises :class:`BatchError` for a missing path, a folder without slides, or two slides of
+    the same name. Whether a file can be read is the worker's business (a ``failed`` case)."""
+    slides: List[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            slides.append(path)
+        elif path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES
+            )
+            if not found:
+                raise BatchError(f"{path}: no slide files ({', '.join(SLIDE_SUFFIXES)})")
+            slides += found
+        else:
+            raise BatchError(f"{path}: no such slide file or folder")
+    cases = [BatchCase(p.stem, p.parent, Path(output) / p.stem, slide=p) for p in slides]
+    return _checked(cases, "no slide files given")
+
+
+def _checked(cases: List[BatchCase], empty: str) -> List[BatchCase]:
     names = [c.name for c in cases]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise BatchError(f"case name(s) given twice: {', '.join(twice)} (one report folder each)")
     if not cases:
-        raise BatchError("no case folders given")
+        raise BatchError(empty)
     return cases
 
 
@@ -166,6 +209,19 @@ class CaseWorker:
         return result
 
     def _count(self, case: BatchCase) -> CaseResult:
+        if case.slide is not None:
+            summary = count_slide_file(
+                self.counter,
+                self.setup,
+                case.slide,
+                case.output,
+                self.options.slide,
+                uncertain_below=self.options.uncertain_below,
+                lineage=self.options.lineage,
+                overwrite=self.options.overwrite,
+                progress=False,
+            )
+            return _result(case, "counted", summary)
         summary = run_count(
             self.counter,
             list_images(case.folder),

@@ -31,7 +31,10 @@ from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.data.classes import OTHER
 
 
-def _signed(session: Session, case_id: str, lab: Optional[str]) -> Case:
+def latest_signed(session: Session, case_id: str, lab: Optional[str] = None) -> Optional[Case]:
+    """The case's latest signed version, None when it was never signed; an unknown case is
+    refused (:class:`NotFoundError`), one of another lab than ``lab`` (the caller's scope; None:
+    every lab) too (:class:`~.errors.ForbiddenError`)."""
     latest = get_case(session, case_id, lab=lab)
     for version in range(latest.version, 0, -1):
         try:
@@ -40,7 +43,14 @@ def _signed(session: Session, case_id: str, lab: Optional[str]) -> Case:
             continue
         if case.status == "signed":
             return case
-    raise ExportError(f"case {case_id!r} has no signed version: sign it before exporting")
+    return None
+
+
+def _signed(session: Session, case_id: str, lab: Optional[str]) -> Case:
+    case = latest_signed(session, case_id, lab)
+    if case is None:
+        raise ExportError(f"case {case_id!r} has no signed version: sign it before exporting")
+    return case
 
 
 def _categories(cases: Sequence[Case]) -> List[str]:

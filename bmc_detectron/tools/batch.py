@@ -1,12 +1,19 @@
-"""Count many cases at once: each case folder into its own report, on worker processes or Ray.
+"""Count many cases at once: each case folder or slide into its own report, on processes or Ray.
 
     bmc batch day/ --output reports/ --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] [--workers 2] \\
         [--ray | --ray-address HOST:PORT] [--auto-scale] [--overwrite]
+    bmc batch --slides scans/ [more.svs ...] --output reports/ --detector-config C \\
+        --detector-weights W [--target-cells 500 --field-size 1024] [--workers 2]
 
 CASES are case folders (each a folder of field images) or folders of case folders. Every case
 is counted into ``<output>/<case>``, the report ``bmc count`` writes
-(:mod:`bmc_detectron.pipeline.run`), and ``<output>/batch.json`` lists what became of each.
+(:mod:`bmc_detectron.pipeline.run`). With ``--slides`` the cases are whole-slide files, or
+folders of them (.svs, .tif, .tiff, .ndpi, .mrxs): each slide is counted as ``bmc count --slide``
+counts it, into ``<output>/<slide file's stem>`` (a slide that cannot be read fails alone, its
+row naming the file). ``<output>/batch.json`` lists what became of each case and
+``<output>/batch_summary.csv`` / ``.json`` is the day's summary: one row per case with its cells,
+differential, M:E ratio, status and seconds (:mod:`bmc_detectron.batch.day`).
 Workers (``--workers`` processes, or Ray actors with ``--ray`` / ``--ray-address``: the
 ``[batch]`` extra) load the models once each. A finished case is not counted again
 (``--overwrite`` recounts it); an interrupted one resumes field by field; a worker killed
@@ -24,20 +31,29 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from bmc_detectron.batch.jobs import BatchError, CaseOptions, SpecFactory, find_cases
+from bmc_detectron.batch.day import write_day_summary
+from bmc_detectron.batch.jobs import (
+    BatchCase,
+    BatchError,
+    CaseOptions,
+    SpecFactory,
+    find_cases,
+    find_slides,
+)
 from bmc_detectron.batch.runner import run_batch, write_batch_report
 from bmc_detectron.counting import CounterSpec
 from bmc_detectron.evaluation.open_set import threshold_value
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage
-from bmc_detectron.tools.count_args import counter_spec
+from bmc_detectron.tools.count_args import add_slide_arguments, counter_spec, slide_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments (the models' and the count's as in ``bmc count``)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("cases", nargs="+", help="case folders, or folders of case folders")
+    p.add_argument("cases", nargs="*", help="case folders, or folders of case folders")
+    p.add_argument("--slides", nargs="+", help="whole-slide files or folders of them (not CASES)")
     p.add_argument("--output", required=True, help="folder of the cases' report folders")
     p.add_argument("--workers", type=int, default=2, help="worker processes / Ray actors")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores/workers)")
@@ -72,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict-scale", action="store_true", help="refuse a case whose scale is off")
     c.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     c.add_argument("--training-profile", help="default: training_profile.json beside the model")
+    add_slide_arguments(p.add_argument_group("whole slides (--slides, as bmc count --slide)"))
     return p
 
 
@@ -81,6 +98,19 @@ def _missing_models(spec: CounterSpec) -> List[str]:
     return [f for f in files if f and not Path(f).is_file()]
 
 
+def _cases(args: argparse.Namespace, output: Path) -> List[BatchCase]:
+    """The batch's cases: the case folders, or the slides (``--slides``), not both."""
+    if args.slides:
+        if args.cases:
+            raise BatchError("give case folders or --slides, not both (one batch of each)")
+        if args.auto_scale:
+            raise BatchError("--auto-scale does not apply to slides: their own pixel size is used")
+        return find_slides([Path(s) for s in args.slides], output)
+    if not args.cases:
+        raise BatchError("no cases: give case folders, or --slides")
+    return find_cases([Path(c) for c in args.cases], output)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -88,23 +118,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = Path(args.output)
     engine = "ray" if (args.ray or args.ray_address) else "processes"
     try:
-        cases = find_cases([Path(c) for c in args.cases], output)
+        cases = _cases(args, output)
         spec = counter_spec(args)
         missing = _missing_models(spec)
         if missing:
             raise BatchError(f"model file(s) not found: {', '.join(missing)}")
         lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
+        slides = bool(args.slides)
         scale = ScaleOptions(
-            args.microns_per_pixel,
+            None if slides else args.microns_per_pixel,
             args.auto_scale,
             args.stain_normalize,
             strict_scale=args.strict_scale,
         )
-        options = CaseOptions(args.uncertain_below, lineage, args.overwrite)
+        options = CaseOptions(args.uncertain_below, lineage, args.overwrite, slide_options(args))
         start = time.perf_counter()
         results = run_batch(
             cases,
-            SpecFactory(spec, scale),
+            SpecFactory(spec, scale, slides=slides),
             options,
             engine=engine,
             workers=args.workers,
@@ -120,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = write_batch_report(
         output, results, engine=engine, workers=args.workers, seconds=seconds
     )
+    write_day_summary(output, results)
     status = [r.status for r in results]
     print(
         f"{len(results)} case(s): {status.count('counted')} counted, {status.count('done')} "

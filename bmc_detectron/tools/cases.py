@@ -7,6 +7,7 @@
                    [--lab hema]
     bmc cases show C42 [--version 1] [--json]
     bmc cases export-coco C42 C43 --output reviewed.json [--images-dir DIR]
+    bmc cases export-labelstudio --out tasks.json [--signed-only] [--image-root URL] [C42 ...]
     bmc cases add-user alice --role reviewer --lab hema  # password: a prompt or --password-file
     bmc cases next [--strategy entropy] [--budget 10] # unreviewed cases, for active learning
 
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 from bmc_detectron.cases.errors import CaseError
 from bmc_detectron.cases.states import DEFAULT_LAB, ROLES, STATUSES
 from bmc_detectron.reporting.tables import markdown_table
-from bmc_detectron.utils.io import write_json_atomic
+from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 if TYPE_CHECKING:
     from bmc_detectron.cases.db import CaseDB
@@ -77,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("cases", nargs="+", help="case ids (each one's latest signed version)")
     exp.add_argument("--output", required=True, help="COCO json to write")
     exp.add_argument("--images-dir", default=None, help="also copy the images here")
+    ls_help = "cases as Label Studio tasks (model boxes: predictions; signed boxes: annotations)"
+    lst = sub.add_parser("export-labelstudio", parents=[common], help=ls_help)
+    lst.add_argument("cases", nargs="*", help="case ids (default: every case)")
+    lst.add_argument("--out", "--output", dest="output", required=True, help="tasks json to write")
+    cfg_help = "labelling config (XML) to write (default: labeling.xml beside --out)"
+    lst.add_argument("--config", default=None, help=cfg_help)
+    lst.add_argument("--signed-only", action="store_true", help="each case's latest signed version")
+    root_help = "data.image = this path or URL prefix + the image's path in the store"
+    lst.add_argument("--image-root", default=None, help=root_help + " (default: its full path)")
     user = sub.add_parser("add-user", parents=[common], help="add a local account")
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, default="reviewer")
@@ -194,6 +204,24 @@ def _export(db: CaseDB, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_labelstudio(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.export_labelstudio import export_labelstudio, labeling_config
+
+    with db.session() as s:
+        out = export_labelstudio(s, db.store, args.cases, args.signed_only, args.image_root)
+    config = Path(args.config) if args.config else Path(args.output).parent / "labeling.xml"
+    write_json_atomic(out.tasks, args.output, indent=1)
+    atomic_write_text(config, labeling_config(out.labels))
+    signed = sum("annotations" in t for t in out.tasks)
+    print(
+        f"wrote {args.output}: {len(out.tasks)} task(s) from {len(out.exported)} case(s) "
+        f"({signed} with the reviewed boxes); labelling config {config}"
+    )
+    for case_id, why in out.left_out.items():
+        print(f"left out {case_id}: {why}")
+    return 0
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_file:
         try:
@@ -235,6 +263,7 @@ JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
     "list": _list,
     "show": _show,
     "export-coco": _export,
+    "export-labelstudio": _export_labelstudio,
     "add-user": _add_user,
     "next": _next,
 }

@@ -46,6 +46,7 @@ from typing import Optional, Sequence
 from bmc_detectron.config import ConfigError
 from bmc_detectron.counting import (
     build_counter,
+    count_slide_file,
     prepare_count,
     scale_setup,
     summary_lines,
@@ -55,12 +56,10 @@ from bmc_detectron.pipeline.detector_view import DETECTOR_SCALE_TOLERANCE, Scale
 from bmc_detectron.pipeline.run import run_count
 from bmc_detectron.pipeline.run_io import OutputExistsError, check_output
 from bmc_detectron.pipeline.scale_plan import ScaleOptions
-from bmc_detectron.pipeline.slide_run import ICSH_CELLS, run_slide_count
-from bmc_detectron.slides.reader import BACKENDS, open_slide
-from bmc_detectron.slides.source import SlideSource
+from bmc_detectron.slides.reader import open_slide
 from bmc_detectron.smear.stain import STAIN_METHODS
 from bmc_detectron.structures.differential import Lineage
-from bmc_detectron.tools.count_args import counter_spec
+from bmc_detectron.tools.count_args import add_slide_arguments, counter_spec, slide_options
 from bmc_detectron.utils.io import expand_inputs
 
 
@@ -127,18 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     g.add_argument("--training-profile", help="default: training_profile.json beside the model")
-    s = p.add_argument_group("whole slide (--slide)")
-    s.add_argument(
-        "--target-cells", type=int, default=ICSH_CELLS, help="count fields until this many cells"
-    )
-    s.add_argument("--field-size", type=int, default=1024, help="field side (counting level px)")
-    s.add_argument("--slide-level", type=int, help="level to count at (default: the model's)")
-    s.add_argument("--slide-backend", choices=BACKENDS, default="auto", help="slide reader")
+    add_slide_arguments(p.add_argument_group("whole slide (--slide)"))
     return p
 
 
 def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
-    """``--slide``: count the slide's zone (:func:`run_slide_count`); returns the exit status."""
+    """``--slide``: count the slide's zone (:func:`count_slide_file`); returns the exit status."""
     output = Path(args.output)
     try:
         if args.auto_scale:
@@ -149,24 +142,22 @@ def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
             detector_scale_tolerance=args.detector_scale_tolerance,
             strict_scale=args.strict_scale,
         )
-        with open_slide(args.slide, args.slide_backend, args.microns_per_pixel) as slide:
-            spec = counter_spec(args)
-            counter = build_counter(spec)
-            setup = scale_setup(spec, counter, options, per_request=True)
-            model_mpp = None if setup.model is None else setup.model.microns_per_pixel
-            level = slide.best_level(model_mpp) if args.slide_level is None else args.slide_level
-            summary = run_slide_count(
-                counter,
-                SlideSource(slide, level),
-                output,
-                target_cells=args.target_cells,
-                field_size=args.field_size,
-                uncertain_below=args.uncertain_below,
-                lineage=lineage,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-                scale=setup,
-            )
+        slide_file, slide_opts = Path(args.slide), slide_options(args)
+        open_slide(slide_file, slide_opts.backend, slide_opts.microns_per_pixel).close()
+        spec = counter_spec(args)
+        counter = build_counter(spec)
+        setup = scale_setup(spec, counter, options, per_request=True)
+        summary = count_slide_file(
+            counter,
+            setup,
+            slide_file,
+            output,
+            slide_opts,
+            uncertain_below=args.uncertain_below,
+            lineage=lineage,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """Stand-ins for the batch tests: cases of disc fields and a picklable counter factory.
 
 The factory builds the stand-in counter of ``tests/pipeline/helpers.py`` (disc detector, colour
-classifier) in each worker. It can log every field a worker counts (one line per detector call,
+classifier) in each worker, or with ``slides`` the slide count's (``tests/slides/helpers.py``: the
+nucleus detector, fields of :data:`SLIDE_FIELD` px overlapping by :data:`SLIDE_OVERLAP`).
+It can log every field a worker counts (one line per detector call,
 appended to a file all workers share) and kill its own worker process (SIGKILL, as the kernel's
 OOM killer or an operator would) at its ``die_at``-th field, once per batch: the first worker to
 create the ``die_marker`` file dies, later ones (and the restarted one) do not.
@@ -22,8 +24,10 @@ import numpy as np
 from bmc_detectron.pipeline import CellCounter, Detections
 from bmc_detectron.pipeline.scale_plan import ScaleSetup
 from tests.pipeline.helpers import DiscDetector, channel_classifier, disc_field
+from tests.slides.helpers import NucleusDetector
 
 CLASSES = "ABC"
+SLIDE_FIELD, SLIDE_OVERLAP = 256, 64
 
 
 def write_cases(root: Path, n_cases: int = 3, n_fields: int = 3) -> Path:
@@ -43,25 +47,49 @@ def write_cases(root: Path, n_cases: int = 3, n_fields: int = 3) -> Path:
     return root
 
 
-class LoggingDetector(DiscDetector):
-    """The disc detector, logging each call and dying (SIGKILL) at its ``die_at``-th call when
+@dataclass(frozen=True)
+class CallHook:
+    """Logs each detector call and kills the process (SIGKILL) at its ``die_at``-th call when
     it is the first to create ``die_marker``."""
 
-    def __init__(self, log: Optional[str], die_marker: Optional[str], die_at: int) -> None:
-        super().__init__()
-        self.log, self.die_marker, self.die_at = log, die_marker, die_at
+    log: Optional[str]
+    die_marker: Optional[str]
+    die_at: int
 
-    def __call__(self, image: np.ndarray) -> Detections:
+    def __call__(self, image: np.ndarray, call: int) -> None:
         if self.log:
             with open(self.log, "a") as fh:
                 fh.write(f"{os.getpid()} {zlib.crc32(image.tobytes())}\n")
-        if self.die_marker and len(self.calls) + 1 == self.die_at:
+        if self.die_marker and call == self.die_at:
             try:
                 os.close(os.open(self.die_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 pass
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+class LoggingDetector(DiscDetector):
+    """The disc detector, its calls hooked (:class:`CallHook`)."""
+
+    def __init__(self, hook: CallHook) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        self.hook(image, len(self.calls) + 1)
+        return super().__call__(image)
+
+
+class LoggingNucleusDetector(NucleusDetector):
+    """The slides' nucleus detector, its calls hooked (:class:`CallHook`)."""
+
+    def __init__(self, hook: CallHook) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        self.hook(image, len(self.calls) + 1)
         return super().__call__(image)
 
 
@@ -73,12 +101,16 @@ class StandInFactory:
     die_marker: Optional[str] = None
     die_at: int = 2
     fail: bool = False
+    slides: bool = False
 
     def __call__(self) -> Tuple[CellCounter, ScaleSetup]:
         if self.fail:
             raise FileNotFoundError("det.pth: no such file")
-        detector = LoggingDetector(self.log, self.die_marker, self.die_at)
-        return CellCounter(detector, channel_classifier()), ScaleSetup()
+        hook = CallHook(self.log, self.die_marker, self.die_at)
+        if self.slides:
+            detector = LoggingNucleusDetector(hook)
+            return CellCounter(detector, tile_size=0, tile_overlap=SLIDE_OVERLAP), ScaleSetup()
+        return CellCounter(LoggingDetector(hook), channel_classifier()), ScaleSetup()
 
 
 def logged_calls(log: Path) -> List[Tuple[int, int]]:

@@ -1,7 +1,8 @@
 """A case database with two users and one imported case, and the web app around it.
 
-Users: ``ada`` (admin, no lab) and ``rex`` (reviewer, lab "default"), password :data:`PASSWORD`; case ``case42`` is the
-hand-made report of ``tests.cases.helpers`` (fields f1, f2; classes Lym, Red, Myelo).
+Users: ``ada`` (admin, no lab) and ``rex`` (reviewer, lab "default"), password :data:`PASSWORD`;
+case ``case42`` (lab "default") is the hand-made report of ``tests.cases.helpers`` (fields f1,
+f2; classes Lym, Red, Myelo).
 """
 
 from __future__ import annotations

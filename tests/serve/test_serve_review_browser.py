@@ -196,3 +196,150 @@ def test_count_in_the_page_keeps_a_case_and_screenshot(served, driver, tmp_path)
     shot = tmp_path / "review.png"
     d.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def add_big_case(db, name: str = "big20", fields: int = 20) -> None:
+    """A case of ``fields`` small fields g01, g02, ... (1 to 3 cells each); every cell of g02
+    reviewed by rex, so that g02 alone has nothing left to review."""
+    import io
+
+    from PIL import Image
+
+    from bmc_detectron.cases.importer import add_case
+    from bmc_detectron.cases.review import reclassify
+    from bmc_detectron.pipeline.counter import Cell
+    from bmc_detectron.pipeline.report import FieldRecord
+
+    classes = ["Lym", "Red", "Myelo"]
+    records, images = [], []
+    for i in range(fields):
+        cells = [
+            Cell((4.0 + 18 * k, 6.0, 18.0 + 18 * k, 22.0), 0.9, "cell", classes[k], 0.8, None)
+            for k in range(1 + i % 3)
+        ]
+        records.append(FieldRecord(f"g{i + 1:02d}", "g.png", "", "fp", 48, 64, 1, 0.1, 0.1, cells))
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (120 + 4 * i, 90, 140)).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    summary = {"class_names": classes, "uncertain_below": 0.5, "settings": {}}
+    with db.session() as s:
+        case = add_case(s, db.store, name, records, images, summary, "test", "test")
+        for c in case.fields[1].cells:
+            reclassify(s, case, c.id, c.model_class, c.version, "rex")
+
+
+def open_review(d, url: str, case: str) -> None:
+    """The review screen of ``case``, logging rex in when the session is gone."""
+    d.get(f"{url}/review/{case}")
+    wait_for(lambda: "/login" in d.current_url or cell_rects(d), "the review or the login page")
+    if "/login" in d.current_url:
+        d.find_element(By.ID, "login-name").send_keys("rex")
+        d.find_element(By.ID, "login-password").send_keys(PASSWORD + Keys.ENTER)
+    wait_for(lambda: cell_rects(d), "the review screen")
+
+
+def shown_field(d) -> str:
+    src = d.find_element(By.ID, "field-image").get_attribute("src")
+    return src.rsplit("/fields/", 1)[1].split("/")[0]
+
+
+def test_many_fields_get_a_pager_and_keys_move_the_field(served, driver, tmp_path):
+    from selenium.webdriver.support.select import Select
+
+    url, db = served
+    d = driver
+    add_big_case(db)
+    open_review(d, url, "case42")  # a small case keeps its buttons; ] moves to the next field
+    assert [b.text for b in d.find_elements(By.CSS_SELECTOR, "#field-tabs .tab")] == ["f1", "f2"]
+    assert not d.find_elements(By.ID, "field-select")
+    d.find_element(By.TAG_NAME, "body").send_keys("]")
+    wait_for(lambda: shown_field(d) == "f2", "f2 by ]")
+    assert d.find_element(By.CSS_SELECTOR, "#field-tabs .tab.current").text == "f2"
+
+    open_review(d, url, "big20")
+    wait_for(lambda: d.find_elements(By.ID, "field-select"), "the pager")
+    assert not d.find_elements(By.CSS_SELECTOR, "#field-tabs .tab")
+    select = Select(d.find_element(By.ID, "field-select"))
+    texts = [o.text for o in select.options]
+    assert len(texts) == 20
+    assert texts[0] == "field 1 of 20: g01 · 1 cells · 1 to review ●"
+    assert texts[1] == "field 2 of 20: g02 · 2 cells"  # all reviewed: no mark
+    assert texts[19] == "field 20 of 20: g20 · 2 cells · 2 to review ●"
+    assert d.find_element(By.ID, "field-prev").get_attribute("disabled")
+    d.find_element(By.ID, "field-next").click()
+    wait_for(lambda: shown_field(d) == "g02", "g02 by Next")
+    assert select.first_selected_option.text.startswith("field 2 of 20: g02")
+    assert len(cell_rects(d)) == 2
+    select.select_by_index(14)
+    wait_for(lambda: shown_field(d) == "g15", "g15 from the drop-down")
+    assert len(cell_rects(d)) == 3
+    body = d.find_element(By.TAG_NAME, "body")
+    body.send_keys("]")
+    wait_for(lambda: shown_field(d) == "g16", "g16 by ]")
+    body.send_keys("[", "[")
+    wait_for(lambda: shown_field(d) == "g14", "g14 by [ [")
+    body.send_keys(Keys.PAGE_DOWN)
+    wait_for(lambda: shown_field(d) == "g15", "g15 by PageDown")
+    body.send_keys(Keys.PAGE_UP)
+    wait_for(lambda: shown_field(d) == "g14", "g14 by PageUp")
+    assert select.first_selected_option.text.startswith("field 14 of 20: g14")
+    d.find_element(By.ID, "field-prev").click()
+    wait_for(lambda: shown_field(d) == "g13", "g13 by Previous")
+    select.select_by_index(19)
+    wait_for(lambda: shown_field(d) == "g20", "the last field")
+    assert d.find_element(By.ID, "field-next").get_attribute("disabled")
+    body.send_keys("]")  # past the last field: stays
+    # reviewing the last cell of g20 by key drops its mark
+    body.send_keys(Keys.ARROW_RIGHT, "1", Keys.ARROW_RIGHT, "2")
+    wait_for(lambda: select.first_selected_option.text.endswith("· 2 cells"), "g20's mark gone")
+    assert shown_field(d) == "g20"
+    select.select_by_index(4)
+    wait_for(lambda: shown_field(d) == "g05", "g05 for the screenshot")
+    shot = tmp_path / "review-pager.png"
+    d.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_gallery_drag_to_another_class_is_saved_and_audited(served, driver):
+    from sqlalchemy import select
+
+    from bmc_detectron.cases.models import AuditEntry
+    from bmc_detectron.cases.queries import get_case
+
+    url, db = served
+    d = driver
+    add_big_case(db, "drag3", fields=3)
+    with db.session() as s:
+        cell_id = get_case(s, "drag3").fields[0].cells[0].id  # Lym, not reviewed
+    open_review(d, url, "drag3")
+    tile = f"#gallery .group[data-class='Lym'] .tile[data-id='{cell_id}']"
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, tile), "the cell's tile under Lym")
+    # HTML5 drag and drop: Chromium's native drag is not driven by WebDriver, so the page gets
+    # the events a drag fires (dragstart on the tile, dragover and drop on the group) with one
+    # DataTransfer, as the browser would hand them
+    d.execute_script(
+        """const [tile, group] = arguments, data = new DataTransfer();
+        const fire = (el, type) => el.dispatchEvent(new DragEvent(type,
+          {bubbles: true, cancelable: true, dataTransfer: data}));
+        fire(tile, "dragstart"); fire(group, "dragenter"); fire(group, "dragover");
+        fire(group, "drop"); fire(tile, "dragend");""",
+        d.find_element(By.CSS_SELECTOR, tile),
+        d.find_element(By.CSS_SELECTOR, "#gallery .group[data-class='Red']"),
+    )
+    moved = f"#gallery .group[data-class='Red'] .tile[data-id='{cell_id}']"
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, moved), "the tile under Red")
+    api = d.execute_async_script(
+        "const done = arguments[0];"
+        "BMC.call('GET', '/cases/drag3').then(done, (e) => done(String(e)));"
+    )
+    cells = {c["id"]: c for f in api["fields"] for c in f["cells"]}
+    assert cells[cell_id]["reviewed_class"] == "Red" and cells[cell_id]["reviewed_by"] == "rex"
+    with db.session() as s:
+        entries = s.scalars(
+            select(AuditEntry).where(AuditEntry.entity == "cell", AuditEntry.entity_id == cell_id)
+        ).all()
+        trail = [
+            (e.user_name, e.action, e.old["reviewed_class"], e.new["reviewed_class"])
+            for e in entries
+        ]
+    assert trail == [("rex", "reclassify", None, "Red")]

@@ -28,11 +28,7 @@
     document.body.classList.toggle("read-only", !d.editable);
     for (const kind of ["html", "csv", "json"]) $("report-" + kind).href = BMC.api + base() + "/report." + kind;
     const field = d.fields.find((f) => f.name === state.field);
-    $("field-tabs").replaceChildren(...d.fields.map((f) => {
-      const b = BMC.el("button", { class: "button quiet tab" + (f.name === state.field ? " current" : ""), type: "button", text: f.name });
-      b.addEventListener("click", () => showField(f.name));
-      return b;
-    }));
+    ReviewView.fieldNav(d.fields, state.cells, state.field, showField);
     ReviewView.boxes(field, state.cells.filter((c) => c.field === state.field), state.selected, pick);
     const sel = cell(state.selected);
     ReviewView.palette(d.class_choices, sel ? ReviewView.finalClass(sel) : null, d.editable && Boolean(sel), (name) => classify(state.selected, name));
@@ -45,12 +41,20 @@
 
   function showField(name) {
     state.field = name;
+    const sel = cell(state.selected);
+    if (sel && sel.field !== name) state.selected = null; // keys act on this field's cells only
     const f = state.data.fields.find((x) => x.name === name);
     const img = $("field-image");
     img.src = BMC.api + base() + "/fields/" + encodeURIComponent(name) + "/image";
     // as wide as the screen allows, the whole field in view (CSSOM: allowed by the CSP)
     $("stage").style.width = `min(100%, calc((100vh - 190px) * ${f.width / f.height}))`;
     render();
+  }
+
+  function stepField(by) {
+    const names = state.data.fields.map((f) => f.name);
+    const next = names[names.indexOf(state.field) + by];
+    if (next !== undefined) showField(next);
   }
 
   function pick(id) {
@@ -143,7 +147,10 @@
   document.addEventListener("keydown", (e) => {
     if (!state.data || e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
     const k = e.key;
-    if (["ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"].includes(k)) {
+    if (k === "[" || k === "]" || k === "PageUp" || k === "PageDown") {
+      e.preventDefault();
+      stepField(k === "[" || k === "PageUp" ? -1 : 1);
+    } else if (["ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"].includes(k)) {
       e.preventDefault();
       pick(neighbour(k === "ArrowRight" || k === "ArrowDown" ? 1 : -1));
     } else if (k === "Delete" || k === "Backspace") {

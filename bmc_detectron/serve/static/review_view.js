@@ -1,5 +1,5 @@
 // What the review screen draws: the cells on the field, the palette, the differential table,
-// the gallery of cell crops grouped by class. No state of its own: review.js calls it.
+// the gallery of cell crops grouped by class, the field buttons or pager. No state of its own: review.js calls it.
 "use strict";
 const ReviewView = (() => {
   const SVG = "http://www.w3.org/2000/svg";
@@ -29,6 +29,47 @@ const ReviewView = (() => {
       return rect;
     });
     svg.replaceChildren(...rects);
+  }
+
+  const PAGER_ABOVE = 12; // more fields than this: a pager instead of one button per field
+
+  function fieldText(f, cells, i, n) {
+    const kept = cells.filter((c) => c.field === f.name && !c.deleted);
+    const todo = kept.filter((c) => !c.reviewed_by).length;
+    return `field ${i + 1} of ${n}: ${f.name} · ${kept.length} cells${todo ? ` · ${todo} to review ●` : ""}`;
+  }
+
+  // The fields above the image: a button each, or (many fields) previous / next and a select
+  function fieldNav(fields, cells, current, onShow) {
+    const nav = $("field-tabs");
+    nav.classList.toggle("pager", fields.length > PAGER_ABOVE);
+    if (fields.length <= PAGER_ABOVE) {
+      nav.replaceChildren(...fields.map((f) => {
+        const b = BMC.el("button", { class: "button quiet tab" + (f.name === current ? " current" : ""), type: "button", text: f.name });
+        b.addEventListener("click", () => onShow(f.name));
+        return b;
+      }));
+      return;
+    }
+    let select = $("field-select");
+    if (!select || select.options.length !== fields.length) { // built once, then kept (an open drop-down stays open)
+      select = BMC.el("select", { id: "field-select", "aria-label": "Field" });
+      const step = (by) => { const o = select.options[select.selectedIndex + by]; if (o) onShow(o.value); };
+      const prev = BMC.el("button", { id: "field-prev", class: "button quiet", type: "button", title: "previous field ([ or PageUp)", text: "‹ Previous" });
+      const next = BMC.el("button", { id: "field-next", class: "button quiet", type: "button", title: "next field (] or PageDown)", text: "Next ›" });
+      prev.addEventListener("click", () => step(-1));
+      next.addEventListener("click", () => step(1));
+      select.addEventListener("change", () => { onShow(select.value); select.blur(); });
+      nav.replaceChildren(prev, select, next, BMC.el("span", { class: "hint", text: "● cells to review" }));
+    }
+    fields.forEach((f, i) => {
+      const o = select.options[i] || select.appendChild(BMC.el("option"));
+      o.value = f.name;
+      o.textContent = fieldText(f, cells, i, fields.length);
+    });
+    select.value = current;
+    $("field-prev").disabled = select.selectedIndex <= 0;
+    $("field-next").disabled = select.selectedIndex >= fields.length - 1;
   }
 
   function palette(choices, current, editable, onChoose) {
@@ -91,5 +132,5 @@ const ReviewView = (() => {
     $("gallery").replaceChildren(...groups);
   }
 
-  return { boxes, palette, differential, gallery, finalClass };
+  return { boxes, fieldNav, palette, differential, gallery, finalClass };
 })();
