@@ -6,10 +6,10 @@ every open, ``upgrade``), ``migrations`` (Alembic: the schema's revisions, appli
 ``store`` (the fields' images, once each by SHA-256), ``importer`` (a count's report folder as a
 case), ``queries`` (the case list, one case as stored, the model-vs-reviewer differential),
 ``review`` (reclassify / delete / add a cell, sign, re-open: each with its audit entry, stale row
-versions refused), ``audit``, ``users`` (argon2 password hashes), ``export`` (signed cases as
-COCO for ``merge-labels``, unreviewed cases ranked for active learning) and
-``export_labelstudio`` (cases as Label Studio tasks: model boxes as predictions, signed boxes as
-annotations, with the labelling config). The command is
+versions refused), ``audit``, ``users`` (argon2 password hashes), ``labs`` (which lab's cases a
+user sees), ``export`` (signed cases as COCO for ``merge-labels``, unreviewed cases ranked for
+active learning) and ``export_labelstudio`` (cases as Label Studio tasks: model boxes as
+predictions, signed boxes as annotations, with the labelling config). The command is
 ``bmc cases`` (:mod:`bmc_detectron.tools.cases`); the guide is ``docs/guides/cases.md``.
 
 Import rules:

@@ -46,11 +46,20 @@ def default_url() -> str:
     return os.environ.get(DB_ENV) or f"sqlite:///{data_dir() / 'cases.db'}"
 
 
+def db_folder(url: str) -> Path:
+    """The folder of an SQLite file database, else the user's data folder: where files that
+    belong with the database lie (e.g. the web page's session key)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).expanduser().resolve().parent
+    return data_dir()
+
+
 def images_dir(url: str) -> Path:
     """The image store's folder for the database at ``url`` (see the module doc)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database).expanduser().resolve().parent / "images"
+        return db_folder(url) / "images"
     return Path(os.environ.get(IMAGES_ENV) or data_dir() / "images")
 
 

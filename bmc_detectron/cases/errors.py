@@ -16,6 +16,10 @@ class NotFoundError(CaseError):
     """An unknown case, field, cell or user."""
 
 
+class ForbiddenError(CaseError):
+    """A case of another lab than the user's (:mod:`.labs`)."""
+
+
 class ConflictError(CaseError):
     """A cell changed since the caller read it (stale row version): nothing was written."""
 

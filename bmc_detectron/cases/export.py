@@ -31,13 +31,14 @@ from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.data.classes import OTHER
 
 
-def latest_signed(session: Session, case_id: str) -> Optional[Case]:
+def latest_signed(session: Session, case_id: str, lab: Optional[str] = None) -> Optional[Case]:
     """The case's latest signed version, None when it was never signed; an unknown case is
-    refused (:class:`NotFoundError`)."""
-    latest = get_case(session, case_id)
+    refused (:class:`NotFoundError`), one of another lab than ``lab`` (the caller's scope; None:
+    every lab) too (:class:`~.errors.ForbiddenError`)."""
+    latest = get_case(session, case_id, lab=lab)
     for version in range(latest.version, 0, -1):
         try:
-            case = get_case(session, case_id, version)
+            case = get_case(session, case_id, version, lab)
         except NotFoundError:
             continue
         if case.status == "signed":
@@ -45,8 +46,8 @@ def latest_signed(session: Session, case_id: str) -> Optional[Case]:
     return None
 
 
-def _signed(session: Session, case_id: str) -> Case:
-    case = latest_signed(session, case_id)
+def _signed(session: Session, case_id: str, lab: Optional[str]) -> Case:
+    case = latest_signed(session, case_id, lab)
     if case is None:
         raise ExportError(f"case {case_id!r} has no signed version: sign it before exporting")
     return case
@@ -80,12 +81,14 @@ def export_coco(
     store: ImageStore,
     case_ids: Sequence[str],
     images_dir: Optional[Path] = None,
+    lab: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The reviewed cells of the chosen cases as one COCO dict (see the module doc);
-    ``images_dir``: copy the images there too (as ``<sha256><suffix>``)."""
+    ``images_dir``: copy the images there too (as ``<sha256><suffix>``); ``lab``: the caller's
+    lab scope (a case of another lab is refused: :class:`~.errors.ForbiddenError`)."""
     if not case_ids:
         raise ExportError("no case chosen")
-    cases = [_signed(session, cid) for cid in dict.fromkeys(case_ids)]
+    cases = [_signed(session, cid, lab) for cid in dict.fromkeys(case_ids)]
     names = _categories(cases)
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
     images: List[Dict[str, Any]] = []

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from bmc_detectron.cases.audit import record
 from bmc_detectron.cases.errors import CaseError, ReportError
+from bmc_detectron.cases.labs import DEFAULT_LAB, check_lab
 from bmc_detectron.cases.models import Case, Cell, Field
 from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.pipeline.report import SUMMARY_FORMAT, FieldRecord
@@ -133,15 +134,17 @@ def add_case(
     summary: Dict[str, Any],
     source: str,
     actor: str,
+    lab: str = DEFAULT_LAB,
 ) -> Case:
     """A new case (status counted, version 1) from counted fields: the one way a count becomes a
     case (a report folder, :func:`import_report`, or the web page's count).
 
     ``records`` and ``images`` (each field's image bytes, in order); ``summary``: the count's
     ``class_names``, ``uncertain_below`` and ``settings`` (its ``sources`` name the models);
-    ``source``: where the count came from. A case id already in the database is refused.
+    ``source``: where the count came from; ``lab``: the lab that owns the case (:mod:`.labs`).
+    A case id already in the database is refused.
     """
-    case_id = check_case_id(case_id)
+    case_id, lab = check_case_id(case_id), check_lab(lab)
     if session.scalar(select(Case.id).where(Case.case_id == case_id)) is not None:
         raise CaseError(f"case {case_id!r} is in the database already")
     settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
@@ -150,6 +153,7 @@ def add_case(
         case_id=case_id,
         version=1,
         status="counted",
+        lab=lab,
         source=source,
         detector=_model_name(sources.get("detector")),
         classifier=_model_name(sources.get("classifier")),
@@ -175,6 +179,7 @@ def add_case(
     session.flush()
     cells = sum(len(f.cells) for f in case.fields)
     new = {"case_id": case_id, "source": source, "fields": len(records), "cells": cells}
+    new["lab"] = lab
     record(session, actor, "import", "case", case.id, case, new=new)
     return case
 
@@ -186,19 +191,22 @@ def import_report(
     actor: str,
     case_id: Optional[str] = None,
     inputs_root: Optional[Path] = None,
+    lab: str = DEFAULT_LAB,
 ) -> Case:
     """Import the count in ``report`` as a new case (status counted, version 1;
     :func:`add_case`).
 
     ``case_id``: default the report folder's name; a case id already in the database is refused.
     ``actor``: who imports it (written to the audit log); ``inputs_root``: where the count's
-    input images are now, when they moved (see :func:`_image_bytes`).
+    input images are now, when they moved (see :func:`_image_bytes`); ``lab``: the lab that
+    owns the case.
     """
     report = Path(report)
     summary = read_summary(report)
-    case_id = check_case_id(case_id or report.resolve().name)
+    case_id, lab = check_case_id(case_id or report.resolve().name), check_lab(lab)
     if session.scalar(select(Case.id).where(Case.case_id == case_id)) is not None:
         raise CaseError(f"case {case_id!r} is in the database already")
     records = [read_field(report, str(f["name"])) for f in summary["fields"]]
     images = [_image_bytes(rec, report, inputs_root) for rec in records]
-    return add_case(session, store, case_id, records, images, summary, str(report.resolve()), actor)
+    source = str(report.resolve())
+    return add_case(session, store, case_id, records, images, summary, source, actor, lab)

@@ -2,11 +2,13 @@
 
 * ``cases``: one row per version of a case (``case_id`` + ``version`` unique; a re-opened signed
   case is a new row whose ``parent_id`` is the signed one); status counted / in_review / signed;
+  the lab that owns it (:mod:`.labs`);
 * ``fields``: the case's fields, each image stored once by SHA-256 (:mod:`.store`);
 * ``cells``: the model's cells (box, detector score, model class and probabilities) and what the
   reviewer made of them (reviewed class, deleted, added by a person, by whom and when); ``version``
   is the row version for optimistic concurrency (SQLAlchemy's ``version_id_col``);
-* ``users``: local accounts (role reviewer / admin, argon2 password hash);
+* ``users``: local accounts (role reviewer / admin, argon2 password hash, lab: required for a
+  reviewer, an admin may have none);
 * ``sign_offs``: who signed which case version when, with the counts as signed;
 * ``audit_log``: append-only, every change (who, when, what entity, old -> new JSON).
 
@@ -34,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from bmc_detectron.cases.states import ROLES, STATUSES
+from bmc_detectron.cases.states import DEFAULT_LAB, ROLES, STATUSES
 
 __all__ = ["ROLES", "STATUSES", "AuditEntry", "Base", "Case", "Cell", "Field", "SignOff", "User"]
 
@@ -72,6 +74,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(256))
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    lab: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
 
 
 class Case(Base):
@@ -95,6 +98,9 @@ class Case(Base):
     class_names: Mapped[List[str]] = mapped_column(JSON)
     uncertain_below: Mapped[float] = mapped_column(Float, default=0.5)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lab: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_LAB, server_default=DEFAULT_LAB, index=True
+    )
 
     fields: Mapped[List[Field]] = relationship(
         back_populates="case", order_by="Field.id", cascade="all, delete-orphan"

@@ -10,15 +10,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from bmc_detectron.cases.errors import CaseError, NotFoundError
+from bmc_detectron.cases.labs import check_case_lab
 from bmc_detectron.cases.models import STATUSES, Case, Cell, Field
 from bmc_detectron.data.classes import OTHER
 from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.utils.io import json_safe
 
 
-def get_case(session: Session, case_id: str, version: Optional[int] = None) -> Case:
+def get_case(
+    session: Session, case_id: str, version: Optional[int] = None, lab: Optional[str] = None
+) -> Case:
     """The case's ``version`` (default its latest); :class:`NotFoundError` names what is
-    missing."""
+    missing. ``lab``: the caller's lab scope (:func:`~.labs.lab_scope`; None: every lab); a case
+    of another lab is refused (:class:`~.errors.ForbiddenError`)."""
     query = select(Case).where(Case.case_id == case_id)
     query = query.options(selectinload(Case.fields).selectinload(Field.cells))
     if version is None:
@@ -28,6 +32,7 @@ def get_case(session: Session, case_id: str, version: Optional[int] = None) -> C
     if case is None:
         what = f"case {case_id!r}" + ("" if version is None else f" version {version}")
         raise NotFoundError(f"{what} is not in the case database")
+    check_case_lab(case.case_id, case.lab, lab)
     return case
 
 
@@ -38,10 +43,11 @@ def find_cases(
     since: Optional[dt.date] = None,
     until: Optional[dt.date] = None,
     all_versions: bool = False,
+    lab: Optional[str] = None,
 ) -> List[Case]:
     """Cases whose id contains ``search`` (case-insensitive, taken literally), of ``status``,
-    created from ``since`` to ``until`` (dates, both included); newest first. Only each case's
-    latest version unless ``all_versions``."""
+    created from ``since`` to ``until`` (dates, both included), of lab ``lab`` (None: every
+    lab); newest first. Only each case's latest version unless ``all_versions``."""
     if status is not None and status not in STATUSES:
         raise CaseError(f"status {status!r}: one of {', '.join(STATUSES)}")
     query = select(Case)
@@ -55,6 +61,8 @@ def find_cases(
         query = query.where(func.lower(Case.case_id).contains(search.lower(), autoescape=True))
     if status is not None:
         query = query.where(Case.status == status)
+    if lab is not None:
+        query = query.where(Case.lab == lab)
     if since is not None:
         query = query.where(Case.created >= dt.datetime.combine(since, dt.time()))
     if until is not None:
@@ -90,6 +98,7 @@ def case_json(case: Case) -> Dict[str, Any]:
         "version": case.version,
         "parent_version": None if case.parent_id is None else case.version - 1,
         "status": case.status,
+        "lab": case.lab,
         "created": case.created.isoformat(),
         "source": case.source,
         "detector": case.detector,

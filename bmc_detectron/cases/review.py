@@ -9,6 +9,9 @@ since (another reviewer, another tab), :class:`~.errors.ConflictError` says so a
 written. Two transactions racing past that check are caught by the row version itself (the
 UPDATE matches no row: SQLAlchemy's ``StaleDataError``, reported the same way).
 
+The acting user must see the case (:mod:`.labs`: a reviewer of another lab is refused with
+:class:`~.errors.ForbiddenError`, an admin sees every lab).
+
 A signed case is read-only (:class:`~.errors.ReadOnlyError`); :func:`reopen` makes a new version
 (status in_review, ``parent_id`` the signed one) with the same fields and the cells as signed;
 the signed version stays as it was.
@@ -24,6 +27,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bmc_detectron.cases.audit import cell_state, record
 from bmc_detectron.cases.errors import CaseError, ConflictError, NotFoundError, ReadOnlyError
+from bmc_detectron.cases.labs import check_case_lab, lab_scope
 from bmc_detectron.cases.models import Case, Cell, Field, SignOff, User, utcnow
 from bmc_detectron.cases.queries import case_differential, class_choices, counts_snapshot
 from bmc_detectron.cases.users import get_user
@@ -35,6 +39,13 @@ def _editable(case: Case) -> None:
             f"case {case.case_id!r} version {case.version} is signed: read-only "
             "(re-open it for a new version)"
         )
+
+
+def _acting(session: Session, case: Case, user: str) -> User:
+    """The acting user, who must see the case's lab."""
+    acting = get_user(session, user)
+    check_case_lab(case.case_id, case.lab, lab_scope(acting.role, acting.lab))
+    return acting
 
 
 def _cell(session: Session, case: Case, cell_id: int) -> Cell:
@@ -78,8 +89,8 @@ def reclassify(
     session: Session, case: Case, cell_id: int, new_class: str, expected_version: int, user: str
 ) -> Cell:
     """Give cell ``cell_id`` the class ``new_class`` (a class of the case, or Other)."""
+    acting = _acting(session, case, user)
     _editable(case)
-    acting = get_user(session, user)
     cell = _cell(session, case, cell_id)
     _check_version(cell, expected_version)
     _check_class(case, new_class)
@@ -95,8 +106,8 @@ def delete_cell(
     session: Session, case: Case, cell_id: int, expected_version: int, user: str
 ) -> Cell:
     """Mark cell ``cell_id`` as no cell (a false detection); the row is kept, flagged."""
+    acting = _acting(session, case, user)
     _editable(case)
-    acting = get_user(session, user)
     cell = _cell(session, case, cell_id)
     _check_version(cell, expected_version)
     old = cell_state(cell)
@@ -119,8 +130,8 @@ def restore_cell(
     """Undo: give cell ``cell_id`` back an earlier review (``reviewed_class``, None: the model's;
     ``deleted``). A new audited change (action ``undo``), never a rewrite of the trail; a cell
     back to the model's class, not deleted, is unreviewed again (unless a person added it)."""
+    acting = _acting(session, case, user)
     _editable(case)
-    acting = get_user(session, user)
     cell = _cell(session, case, cell_id)
     _check_version(cell, expected_version)
     if reviewed_class is not None:
@@ -148,8 +159,8 @@ def add_cell(
 ) -> Cell:
     """A cell the model missed, drawn by the person: ``box`` (x0, y0, x1, y1) inside the field,
     ``cell_class`` the person's; ``model_class`` / ``probs``: what the model says of the box."""
+    acting = _acting(session, case, user)
     _editable(case)
-    acting = get_user(session, user)
     field = next((f for f in case.fields if f.name == field_name), None)
     if field is None:
         raise NotFoundError(f"field {field_name!r} is not in case {case.case_id!r}")
@@ -175,8 +186,8 @@ def add_cell(
 
 def sign(session: Session, case: Case, user: str) -> SignOff:
     """``user`` signs the case: it becomes read-only; the counts as signed are kept."""
+    acting = _acting(session, case, user)
     _editable(case)
-    acting = get_user(session, user)
     counts = counts_snapshot(case_differential(case))
     sign_off = SignOff(case_pk=case.id, user_id=acting.id, counts=counts)
     session.add(sign_off)
@@ -189,7 +200,7 @@ def sign(session: Session, case: Case, user: str) -> SignOff:
 
 def reopen(session: Session, case: Case, user: str) -> Case:
     """A new version of the signed ``case`` (its latest), to be reviewed again."""
-    acting = get_user(session, user)
+    acting = _acting(session, case, user)
     if case.status != "signed":
         raise CaseError(f"case {case.case_id!r} v{case.version} is not signed: edit it as it is")
     latest = session.scalar(select(func.max(Case.version)).where(Case.case_id == case.case_id))
@@ -200,6 +211,7 @@ def reopen(session: Session, case: Case, user: str) -> Case:
         version=case.version + 1,
         parent_id=case.id,
         status="in_review",
+        lab=case.lab,
         **{k: getattr(case, k) for k in ("source", "detector", "classifier", "uncertain_below")},
         class_names=list(case.class_names),
         settings=dict(case.settings),

@@ -7,3 +7,5 @@ from __future__ import annotations
 STATUSES = ("counted", "in_review", "signed")
 #: a user's role
 ROLES = ("reviewer", "admin")
+#: the lab of cases and users made before labs existed, and of imports that name none
+DEFAULT_LAB = "default"

@@ -1,9 +1,11 @@
-"""Local accounts: a name, a role (reviewer or admin) and an argon2 password hash
+"""Local accounts: a name, a role (reviewer or admin), a lab (:mod:`.labs`: required for a
+reviewer; an admin without one sees every lab, as every admin does) and an argon2 password hash
 (argon2-cffi's defaults)."""
 
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bmc_detectron.cases.audit import record
 from bmc_detectron.cases.errors import CaseError, NotFoundError
+from bmc_detectron.cases.labs import check_lab
 from bmc_detectron.cases.models import ROLES, User
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -27,20 +30,33 @@ def get_user(session: Session, name: str) -> User:
     return user
 
 
-def add_user(session: Session, name: str, password: str, role: str, actor: str) -> User:
-    """A new account; ``actor``: who adds it (written to the audit log)."""
+def add_user(
+    session: Session,
+    name: str,
+    password: str,
+    role: str,
+    actor: str,
+    lab: Optional[str] = None,
+) -> User:
+    """A new account; ``actor``: who adds it (written to the audit log); ``lab``: the user's
+    lab (required for a reviewer)."""
     if not USER_NAME.fullmatch(name):
         raise CaseError(f"user name {name!r}: letters, digits and . _ @ - only, up to 64")
     if role not in ROLES:
         raise CaseError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if lab is None and role == "reviewer":
+        raise CaseError(f"reviewer {name!r} needs a lab (--lab LAB): a reviewer sees one lab")
+    if lab is not None:
+        check_lab(lab)
     if len(password) < MIN_PASSWORD:
         raise CaseError(f"the password of {name!r} is shorter than {MIN_PASSWORD} characters")
     if session.scalar(select(User).where(User.name == name)) is not None:
         raise CaseError(f"user {name!r} exists already")
-    user = User(name=name, role=role, password_hash=_HASHER.hash(password))
+    user = User(name=name, role=role, lab=lab, password_hash=_HASHER.hash(password))
     session.add(user)
     session.flush()
-    record(session, actor, "add_user", "user", user.id, new={"name": name, "role": role})
+    new = {"name": name, "role": role, "lab": lab}
+    record(session, actor, "add_user", "user", user.id, new=new)
     return user
 
 

@@ -1,7 +1,10 @@
 """Who is asking: local accounts (the case database's users), signed session cookies, CSRF.
 
 - a session is a signed token (HMAC-SHA256 over ``{user, expiry, id}``) in the ``bmc_session``
-  cookie: HttpOnly, SameSite=Strict, Secure when the request came over https (or when
+  cookie. The signing key is kept in a file (:attr:`AuthSettings.secret_file`; ``bmc serve``:
+  ``serve_secret`` beside the database, made on first start with mode 0600): a restart keeps
+  everybody logged in, deleting the file logs everybody out (a new key is made at once). The
+  cookie is HttpOnly, SameSite=Strict, Secure when the request came over https (or when
   :attr:`AuthSettings.secure_cookies`); it expires after :attr:`AuthSettings.session_s` and a
   logged-out session id is refused until then. The user is read from the database on every
   request (a removed account is logged out at once);
@@ -18,11 +21,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
 
 from fastapi import Request, Response
 
@@ -30,6 +36,7 @@ SESSION_COOKIE = "bmc_session"
 CSRF_COOKIE = "bmc_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+SECRET_BYTES = 32
 
 
 @dataclass
@@ -37,15 +44,17 @@ class AuthSettings:
     """How the case pages authenticate.
 
     Attributes:
-        secret: the key that signs session tokens (random per start unless given: a restart
-            then logs everybody out).
+        secret: the key that signs session tokens when there is no ``secret_file`` (random per
+            start unless given: a restart then logs everybody out).
+        secret_file: where the key is kept (:func:`load_or_create_secret`); None: ``secret``.
         session_s: how long a session lasts (seconds).
         no_auth_user: act as this user for every request, no login (None: log in).
         secure_cookies: always mark cookies Secure (else only over https).
         clock: the time (seconds), replaceable in tests.
     """
 
-    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(SECRET_BYTES))
+    secret_file: Optional[Path] = None
     session_s: float = 8 * 3600.0
     no_auth_user: Optional[str] = None
     secure_cookies: bool = False
@@ -54,14 +63,55 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class Principal:
-    """The acting user."""
+    """The acting user: ``lab`` their lab (None: an admin without one); ``scope`` the labs
+    whose cases they see (``cases.labs.lab_scope``: None every lab, "" none)."""
 
     name: str
     role: str
+    lab: Optional[str] = None
+    scope: Optional[str] = ""
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+def _read_secret(path: Path) -> bytes:
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < SECRET_BYTES:
+        raise ValueError(
+            f"{path}: not a session key ({2 * SECRET_BYTES}+ hex digits expected); delete it "
+            "and a new one is made (everybody is logged out)"
+        )
+    return secret
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The session key kept in ``path`` (hex text); a missing file is made with a new random
+    key, mode 0600, atomically (two servers starting at once end up with the same key)."""
+    path = Path(path)
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".serve_secret.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a key another server wrote meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return _read_secret(path)
 
 
 def _b64(data: bytes) -> str:
@@ -79,9 +129,23 @@ class Sessions:
         self.settings = settings
         self._revoked: Dict[str, float] = {}
         self._lock = threading.Lock()
+        self._key: Tuple[Optional[Tuple[int, int, int]], bytes] = (None, b"")
+
+    def key(self) -> bytes:
+        """The signing key: ``settings.secret``, or the key file's (re-read when the file
+        changes, made anew when it is gone)."""
+        path = self.settings.secret_file
+        if path is None:
+            return self.settings.secret
+        with self._lock:
+            stamp = _stamp(path)
+            if stamp is None or stamp != self._key[0]:
+                secret = load_or_create_secret(path)
+                self._key = (_stamp(path), secret)
+            return self._key[1]
 
     def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self.settings.secret, payload.encode(), hashlib.sha256).digest())
+        return _b64(hmac.new(self.key(), payload.encode(), hashlib.sha256).digest())
 
     def issue(self, user: str) -> str:
         """A new session token for ``user``."""
@@ -122,6 +186,14 @@ class Sessions:
         with self._lock:
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
             self._revoked[str(body.get("sid"))] = float(body.get("exp", now))
+
+
+def _stamp(path: Path) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _secure(request: Request, settings: AuthSettings) -> bool:

@@ -1,6 +1,6 @@
 """The case database side of ``bmc serve`` (:mod:`bmc_detectron.tools.serve`): open (and, when
-empty, create) the database, the login mode, importing a finished count once (``make serve``
-after ``make demo``)."""
+empty, create) the database, the login mode and where its session key lies, importing a finished
+count once (``make serve`` after ``make demo``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 NO_AUTH_ENV_USER = "workstation"
+SECRET_FILE = "serve_secret"
 
 
 class CasesSetupError(RuntimeError):
@@ -39,6 +40,16 @@ def open_cases(url: Optional[str], images: Optional[str]) -> Any:
     return db
 
 
+def secret_file(db_url: str, configured: Optional[Path] = None) -> Path:
+    """Where the session key lies: ``configured`` (``ServeSettings.secret_file``), else
+    ``serve_secret`` beside an SQLite database (else in the user's data folder)."""
+    if configured is not None:
+        return Path(configured).expanduser()
+    from bmc_detectron.cases.db import db_folder
+
+    return db_folder(db_url) / SECRET_FILE
+
+
 def workstation_user() -> str:
     """The login name if it is a valid user name, else ``workstation``."""
     try:
@@ -48,16 +59,23 @@ def workstation_user() -> str:
     return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name) else NO_AUTH_ENV_USER
 
 
-def auth_mode(db: Any, no_auth: bool, loopback: bool, session_hours: float) -> Tuple[Any, str]:
+def auth_mode(
+    db: Any,
+    no_auth: bool,
+    loopback: bool,
+    session_hours: float,
+    key_file: Optional[Path] = None,
+) -> Tuple[Any, str]:
     """The :class:`~bmc_detectron.serve.auth.AuthSettings` and a line saying how users log in.
 
     ``no_auth`` is refused unless the server listens on a loopback address; without it the
-    database must have a user."""
+    database must have a user. ``key_file``: where the session key lies (default
+    :func:`secret_file`); it is made now if missing (a key file that is not one is refused)."""
     from sqlalchemy import func, select
 
     from bmc_detectron.cases.models import User
     from bmc_detectron.cases.users import add_user
-    from bmc_detectron.serve.auth import AuthSettings
+    from bmc_detectron.serve.auth import AuthSettings, load_or_create_secret
 
     if no_auth and not loopback:
         raise CasesSetupError(
@@ -78,7 +96,15 @@ def auth_mode(db: Any, no_auth: bool, loopback: bool, session_hours: float) -> T
             "the case database has no user yet: add one with `bmc cases add-user NAME --role "
             "admin`, or run a single-user workstation with --no-auth"
         )
-    return AuthSettings(session_s=session_hours * 3600), "users log in at /login"
+    path = secret_file(db.url, key_file)
+    try:
+        load_or_create_secret(path)
+    except OSError as e:
+        raise CasesSetupError(f"{path}: cannot keep the session key there ({e})") from None
+    except ValueError as e:
+        raise CasesSetupError(str(e)) from None
+    auth = AuthSettings(session_s=session_hours * 3600, secret_file=path)
+    return auth, f"users log in at /login (session key: {path})"
 
 
 def import_once(db: Any, report: str, case_id: str) -> str:

@@ -84,12 +84,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def case_api_error(exc: Exception) -> ApiError:
     """The API's answer to a refusal of the case database (:mod:`bmc_detectron.cases.errors`):
-    404 unknown, 409 stale row version (``conflict``) or signed case (``read_only``), 503 schema
-    not current, 422 anything else refused (bad class, box, case id...)."""
+    404 unknown, 403 a case of another lab (``forbidden``), 409 stale row version (``conflict``)
+    or signed case (``read_only``), 503 schema not current, 422 anything else refused (bad
+    class, box, case id...)."""
     from bmc_detectron.cases import errors as ce
 
     status, code = {
         ce.NotFoundError: (404, "not_found"),
+        ce.ForbiddenError: (403, "forbidden"),
         ce.ConflictError: (409, "conflict"),
         ce.ReadOnlyError: (409, "read_only"),
         ce.SchemaError: (503, "schema"),

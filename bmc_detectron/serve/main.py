@@ -27,6 +27,7 @@ from bmc_detectron.serve.auth import AuthSettings, Sessions
 from bmc_detectron.serve.core.config import API_V1_STR, ServeSettings
 from bmc_detectron.serve.errors import ApiError, install_error_handlers
 from bmc_detectron.serve.gate import InferenceGate
+from bmc_detectron.serve.login_limit import LoginLimiter
 from bmc_detectron.serve.middleware import RequestGuard
 from bmc_detectron.serve.model_info import describe_counter, model_payload
 
@@ -39,16 +40,27 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.body(), status_code=500)
 
 
-def _add_case_routes(app: FastAPI, auth: AuthSettings) -> None:
-    """The case database's routes (they need the ``cases`` extra, imported only here)."""
+def _add_case_routes(
+    app: FastAPI, settings: ServeSettings, cases: Any, auth: Optional[AuthSettings]
+) -> None:
+    """The case database's routes (they need the ``cases`` extra, imported only here); by
+    default the session key lies in the key file beside the database
+    (:func:`~.case_setup.secret_file`)."""
     from bmc_detectron.serve.api.routes import auth as auth_routes
-    from bmc_detectron.serve.api.routes import cases, review
+    from bmc_detectron.serve.api.routes import cases as case_routes
+    from bmc_detectron.serve.api.routes import review
+    from bmc_detectron.serve.case_setup import secret_file
     from bmc_detectron.serve.errors import install_case_error_handler
 
+    if auth is None:
+        auth = AuthSettings(secret_file=secret_file(cases.url, settings.secret_file))
     app.state.auth = auth
     app.state.sessions = Sessions(auth)
+    app.state.login_limiter = LoginLimiter(
+        settings.login_max_failures, settings.login_window_s, auth.clock
+    )
     install_case_error_handler(app)
-    for module in (auth_routes, cases, review):
+    for module in (auth_routes, case_routes, review):
         app.include_router(module.router, prefix=API_V1_STR)
 
 
@@ -74,7 +86,8 @@ def create_app(
             reviews and signs cases (routes :mod:`.api.routes.cases`, ``review``, ``auth``);
             None: the count page alone, no login.
         auth: how users log in to the case pages (default: :class:`~.auth.AuthSettings`, a
-            login with a random session key).
+            login whose session key lies in the key file beside the database, or
+            ``settings.secret_file``: sessions outlive a restart).
     """
     from bmc_detectron import __version__
 
@@ -105,7 +118,7 @@ def create_app(
     app.include_router(api_router, prefix=API_V1_STR)
     app.state.cases = cases
     if cases is not None:
-        _add_case_routes(app, auth or AuthSettings())
+        _add_case_routes(app, settings, cases, auth)
     limits = {f"{API_V1_STR}/analyze": settings.max_request_bytes}
     limits.update({f"{API_V1_STR}/cases": settings.max_request_bytes})
     limits.update({f"{API_V1_STR}/summary": settings.max_json_bytes})

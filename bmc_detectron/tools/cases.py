@@ -2,12 +2,13 @@
 
     bmc cases init                                   # create the database (default location)
     bmc cases upgrade                                # migrate it (alembic upgrade head)
-    bmc cases import reports/case42 [--case-id C42]  # a finished count's report folder
+    bmc cases import reports/case42 [--case-id C42] [--lab hema]  # a finished count's report
     bmc cases list [--search 42] [--status signed] [--since 2025-01-01] [--until 2025-12-31]
+                   [--lab hema]
     bmc cases show C42 [--version 1] [--json]
     bmc cases export-coco C42 C43 --output reviewed.json [--images-dir DIR]
     bmc cases export-labelstudio --out tasks.json [--signed-only] [--image-root URL] [C42 ...]
-    bmc cases add-user alice --role reviewer          # password from a prompt or --password-file
+    bmc cases add-user alice --role reviewer --lab hema  # password: a prompt or --password-file
     bmc cases next [--strategy entropy] [--budget 10] # unreviewed cases, for active learning
 
 Every subcommand takes ``--db URL`` (default ``$BMC_CASES_DB``, else an SQLite file in the user's
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 from bmc_detectron.cases.errors import CaseError
-from bmc_detectron.cases.states import ROLES, STATUSES
+from bmc_detectron.cases.states import DEFAULT_LAB, ROLES, STATUSES
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
@@ -61,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--case-id", default=None, help="the case id (default: the folder's name)")
     imp.add_argument("--user", default=None, help="who imports (default: the login name)")
     imp.add_argument("--inputs-root", default=None, help="where the count's images are now")
+    imp.add_argument("--lab", default=DEFAULT_LAB, help=f"the lab that owns it ({DEFAULT_LAB})")
     ls = sub.add_parser("list", parents=[common], help="list cases, newest first")
     ls.add_argument("--search", default="", help="part of the case id")
     ls.add_argument("--status", choices=STATUSES, default=None)
     ls.add_argument("--since", type=_date, default=None, help="created on or after (YYYY-MM-DD)")
     ls.add_argument("--until", type=_date, default=None, help="created on or before")
     ls.add_argument("--all-versions", action="store_true", help="every version, not the latest")
+    ls.add_argument("--lab", default=None, help="only this lab's cases (default: every lab)")
     show = sub.add_parser("show", parents=[common], help="one case: fields, counts, sign-offs")
     show.add_argument("case", help="case id")
     show.add_argument("--version", type=int, default=None, help="default: the latest")
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     user = sub.add_parser("add-user", parents=[common], help="add a local account")
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, default="reviewer")
+    lab_help = "the user's lab (required for a reviewer; an admin without one: every lab)"
+    user.add_argument("--lab", default=None, help=lab_help)
     pw_help = f"file holding the password (else ${PASSWORD_ENV}, else a prompt)"
     user.add_argument("--password-file", default=None, help=pw_help)
     user.add_argument("--user", default=None, help="who adds it (default: the login name)")
@@ -134,11 +139,11 @@ def _import(db: CaseDB, args: argparse.Namespace) -> int:
     with db.session() as s:
         inputs = None if args.inputs_root is None else Path(args.inputs_root)
         actor = args.user or _login()
-        case = import_report(s, db.store, Path(args.report), actor, args.case_id, inputs)
+        case = import_report(s, db.store, Path(args.report), actor, args.case_id, inputs, args.lab)
         cells = sum(len(f.cells) for f in case.fields)
         print(
-            f"imported {args.report} as case {case.case_id}: {len(case.fields)} field(s), "
-            f"{cells} cell(s)"
+            f"imported {args.report} as case {case.case_id} of lab {case.lab}: "
+            f"{len(case.fields)} field(s), {cells} cell(s)"
         )
     return 0
 
@@ -147,12 +152,15 @@ def _list(db: CaseDB, args: argparse.Namespace) -> int:
     from bmc_detectron.cases.queries import find_cases
 
     with db.session() as s:
-        cases = find_cases(s, args.search, args.status, args.since, args.until, args.all_versions)
+        cases = find_cases(
+            s, args.search, args.status, args.since, args.until, args.all_versions, args.lab
+        )
         rows = [
-            [c.case_id, c.version, c.status, c.created.strftime("%Y-%m-%d %H:%M"), c.source]
+            [c.case_id, c.version, c.lab, c.status, c.created.strftime("%Y-%m-%d %H:%M"), c.source]
             for c in cases
         ]
-    print(markdown_table(["case", "version", "status", "created (UTC)", "imported from"], rows))
+    header = ["case", "version", "lab", "status", "created (UTC)", "imported from"]
+    print(markdown_table(header, rows))
     print(f"{len(rows)} case(s)")
     return 0
 
@@ -168,7 +176,7 @@ def _show(db: CaseDB, args: argparse.Namespace) -> int:
         diff = case_differential(case)
         cells = [c for f in case.fields for c in f.cells]
         print(
-            f"case {case.case_id} version {case.version}: {case.status}, "
+            f"case {case.case_id} version {case.version} (lab {case.lab}): {case.status}, "
             f"{len(case.fields)} field(s), {len(cells)} cell(s) "
             f"({sum(c.reviewed_by is not None for c in cells)} reviewed)"
         )
@@ -233,8 +241,8 @@ def _add_user(db: CaseDB, args: argparse.Namespace) -> int:
 
     password = _password(args)
     with db.session() as s:
-        add_user(s, args.name, password, args.role, args.user or _login())
-    print(f"added {args.role} {args.name}")
+        add_user(s, args.name, password, args.role, args.user or _login(), args.lab)
+    print(f"added {args.role} {args.name} (lab {args.lab or 'none: every lab'})")
     return 0
 
 

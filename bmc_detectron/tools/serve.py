@@ -251,7 +251,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         try:
             db = open_cases(args.db, args.images)
-            auth, how = auth_mode(db, args.no_auth, is_loopback(args.host), args.session_hours)
+            loopback, hours = is_loopback(args.host), args.session_hours
+            auth, how = auth_mode(db, args.no_auth, loopback, hours, settings.secret_file)
             if args.import_report:
                 print(import_once(db, args.import_report, args.import_case_id))
         except (CasesSetupError, ValueError, OSError) as e:

@@ -28,7 +28,7 @@ def signed(tmp_path: Path):
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "importer")
         import_report(s, db.store, make_report(tmp_path, "case43", offset=5), "importer")
-        add_user(s, "alice", "correct horse", "reviewer", "admin0")
+        add_user(s, "alice", "correct horse", "reviewer", "admin0", "default")
         case = get_case(s, "case42")
         _, red, other = (c.id for c in case.fields[0].cells)
         reclassify(s, case, red, "Myelo", 1, "alice")
@@ -111,21 +111,33 @@ def test_the_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
     assert _bmc(tmp_path, "init") == 0
     assert "created the case database" in capsys.readouterr().out
     assert _bmc(tmp_path, "upgrade") == 0
-    assert "revision 0001 -> 0001" in capsys.readouterr().out
+    assert "revision 0002 -> 0002" in capsys.readouterr().out
     assert _bmc(tmp_path, "import", str(report), "--case-id", "C42") == 0
-    assert "as case C42: 2 field(s), 4 cell(s)" in capsys.readouterr().out
+    assert "as case C42 of lab default: 2 field(s), 4 cell(s)" in capsys.readouterr().out
     assert _bmc(tmp_path, "list", "--search", "c4", "--status", "counted") == 0
     out = capsys.readouterr().out
-    assert "| C42 | 1 | counted |" in out and "1 case(s)" in out
+    assert "| C42 | 1 | default | counted |" in out and "1 case(s)" in out
+    other = make_report(tmp_path, "case43", offset=5)
+    assert _bmc(tmp_path, "import", str(other), "--case-id", "C43", "--lab", "hema") == 0
+    assert "as case C43 of lab hema" in capsys.readouterr().out
+    assert _bmc(tmp_path, "list", "--lab", "hema") == 0
+    out = capsys.readouterr().out
+    assert "| C43 | 1 | hema | counted |" in out and "C42" not in out and "1 case(s)" in out
+    assert _bmc(tmp_path, "import", str(other), "--case-id", "C44", "--lab", "a/b") == 2
+    assert "lab 'a/b': use letters" in capsys.readouterr().err
     assert _bmc(tmp_path, "show", "C42") == 0
     assert "| Lym | 1 | 1 |" in capsys.readouterr().out
     assert _bmc(tmp_path, "show", "C42", "--json") == 0
     assert json.loads(capsys.readouterr().out)["fields"][0]["name"] == "f1"
     monkeypatch.setenv(cases_tool.PASSWORD_ENV, "correct horse")
     assert _bmc(tmp_path, "add-user", "alice", "--role", "admin") == 0
-    assert "added admin alice" in capsys.readouterr().out
+    assert "added admin alice (lab none: every lab)" in capsys.readouterr().out
+    assert _bmc(tmp_path, "add-user", "rex") == 2
+    assert "reviewer 'rex' needs a lab (--lab LAB)" in capsys.readouterr().err
+    assert _bmc(tmp_path, "add-user", "rex", "--lab", "hema") == 0
+    assert "added reviewer rex (lab hema)" in capsys.readouterr().out
     assert _bmc(tmp_path, "next", "--budget", "1") == 0
-    assert "| 1 | C42 |" in capsys.readouterr().out
+    assert "| 1 | C4" in capsys.readouterr().out
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "summary.json").write_text("[1, 2")
@@ -134,7 +146,7 @@ def test_the_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
         (["import", str(bad)], "bad/summary.json: corrupt summary.json"),
         (["show", "nope"], "case 'nope' is not in the case database"),
         (["export-coco", "C42", "--output", str(tmp_path / "x.json")], "no signed version"),
-        (["add-user", "alice"], "user 'alice' exists already"),
+        (["add-user", "alice", "--lab", "hema"], "user 'alice' exists already"),
     ]:
         assert _bmc(tmp_path, *argv) == 2
         err = capsys.readouterr().err

@@ -51,7 +51,7 @@ def db(tmp_path: Path):
     sources = {"detector": {"weights": "det.pth"}, "classifier": {"weights": "cls.pth"}}
     summary = {"class_names": CLASSES, "uncertain_below": 0.5, "settings": {"sources": sources}}
     with db.session() as s:
-        add_user(s, "alice", "correct horse", "reviewer", "admin0")
+        add_user(s, "alice", "correct horse", "reviewer", "admin0", "default")
         case = add_case(s, db.store, "case7", [rec], [_png(200, 100)], summary, "hand", "alice")
         reclassify(s, case, case.fields[0].cells[1].id, "Myelo", 1, "alice")
         sign(s, case, "alice")

@@ -24,8 +24,8 @@ NEXT_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0099"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -43,17 +43,17 @@ def downgrade():
 
 @pytest.fixture
 def later_migrations(tmp_path: Path) -> Path:
-    """The package's migrations plus revision 0002."""
+    """The package's migrations plus revision 0099."""
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "0002_note.py").write_text(NEXT_REVISION)
+    (folder / "versions" / "0099_note.py").write_text(NEXT_REVISION)
     return folder
 
 
 def test_upgrade_from_empty_gives_the_models_schema(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'cases.db'}")
     assert revision_of(engine) is None
-    assert upgrade(engine) == "0001"
+    assert upgrade(engine) == "0002"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -62,7 +62,7 @@ def test_upgrade_from_empty_gives_the_models_schema(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-    assert upgrade(engine) == "0001"  # again: nothing to do
+    assert upgrade(engine) == "0002"  # again: nothing to do
     engine.dispose()
 
 
@@ -81,10 +81,10 @@ def test_older_database_refused_then_upgraded_on_a_copy(tmp_path, later_migratio
     copy.parent.mkdir()
     shutil.copyfile(original, copy)
     url = f"sqlite:///{copy}"
-    with pytest.raises(SchemaError, match=r"revision 0001, older .* run `bmc cases upgrade`"):
+    with pytest.raises(SchemaError, match=r"revision 0002, older .* run `bmc cases upgrade`"):
         CaseDB(url, migrations=later_migrations)
     older = CaseDB(url, check=False, migrations=later_migrations)
-    assert older.upgrade() == "0002"
+    assert older.upgrade() == "0099"
     older.close()
     db = CaseDB(url, migrations=later_migrations)  # now current: opens
     with db.engine.connect() as conn:
@@ -92,9 +92,9 @@ def test_older_database_refused_then_upgraded_on_a_copy(tmp_path, later_migratio
         assert conn.execute(text("SELECT count(*) FROM cells")).scalar() == 4
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     db.close()
-    assert revision_of(make_engine(f"sqlite:///{original}")) == "0001"  # the original untouched
-    with pytest.raises(SchemaError, match=r"revision 0002, unknown to this .*Refused"):
-        CaseDB(url)  # this package's head is 0001: a newer database is refused
+    assert revision_of(make_engine(f"sqlite:///{original}")) == "0002"  # the original untouched
+    with pytest.raises(SchemaError, match=r"revision 0099, unknown to this .*Refused"):
+        CaseDB(url)  # this package's head is 0002: a newer database is refused
     with pytest.raises(SchemaError, match="Refused"):
         upgrade(make_engine(url))
 
@@ -109,4 +109,58 @@ def test_audit_log_is_append_only_in_the_database(tmp_path: Path) -> None:
                 conn.execute(text(statement))
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT user_name FROM audit_log")).all() == [("tester",)]
+    db.close()
+
+
+# rows as revision 0001 held them (no lab anywhere)
+OLD_ROWS = [
+    "INSERT INTO users (id, name, role, password_hash, created) "
+    "VALUES (1, 'olga', 'reviewer', 'x', '2025-01-02 03:04:05')",
+    "INSERT INTO cases (id, case_id, version, status, created, source, detector, classifier, "
+    "class_names, uncertain_below, settings) VALUES (1, 'old1', 1, 'in_review', "
+    "'2025-01-02 03:04:05', 'r', 'd', 'c', '[\"Lym\", \"Red\"]', 0.5, '{}')",
+    "INSERT INTO fields (id, case_pk, name, image_sha256, image_suffix, source_image, height, "
+    "width, flags) VALUES (1, 1, 'f1', '" + "a" * 64 + "', '.png', 'f1.png', 48, 64, '[]')",
+    "INSERT INTO cells (id, field_id, x0, y0, x1, y1, det_class, model_class, reviewed_class, "
+    "deleted, added, reviewed_by, version) VALUES (1, 1, 1, 2, 3, 4, 'cell', 'Lym', 'Red', 0, "
+    "0, 1, 2)",
+    "INSERT INTO audit_log (at, user_name, case_pk, entity, entity_id, action) "
+    "VALUES ('2025-01-02 03:04:05', 'olga', 1, 'cell', 1, 'reclassify')",
+]
+
+
+def test_labs_revision_upgrades_a_0001_database_keeping_its_data(tmp_path: Path, capsys) -> None:
+    from bmc_detectron.cases.queries import find_cases, get_case
+    from bmc_detectron.tools import cases as cases_tool
+
+    url = f"sqlite:///{tmp_path / 'old' / 'cases.db'}"
+    engine = make_engine(url)
+    assert upgrade(engine, "0001") == "0001"  # the schema before labs, built by Alembic
+    with engine.begin() as conn:
+        for statement in OLD_ROWS:
+            conn.execute(text(statement))
+    engine.dispose()
+    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0002"):
+        CaseDB(url)
+    assert cases_tool.main(["upgrade", "--db", url]) == 0
+    assert "revision 0001 -> 0002" in capsys.readouterr().out
+    db = CaseDB(url)  # current now
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT name, lab FROM users")).all() == [("olga", "default")]
+        assert conn.execute(text("SELECT case_id, lab, status FROM cases")).all() == [
+            ("old1", "default", "in_review")
+        ]
+        cell = conn.execute(text("SELECT reviewed_class, version FROM cells")).all()
+        assert cell == [("Red", 2)]
+        assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert "ix_cases_lab" in {i["name"] for i in inspect(conn).get_indexes("cases")}
+    with pytest.raises(DatabaseError, match="append-only"):  # the triggers survived
+        with db.engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_log"))
+    with db.session() as s:
+        assert [c.case_id for c in find_cases(s, lab="default")] == ["old1"]
+        assert find_cases(s, lab="hema") == []
+        assert get_case(s, "old1", lab="default").fields[0].cells[0].reviewed_class == "Red"
     db.close()

@@ -32,7 +32,7 @@ def db(tmp_path: Path):
     db = new_db(tmp_path)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "importer")
-        add_user(s, "alice", "correct horse", "reviewer", "admin0")
+        add_user(s, "alice", "correct horse", "reviewer", "admin0", "default")
         add_user(s, "bob", "battery staple", "admin", "admin0")
     yield db
     db.close()
@@ -253,4 +253,8 @@ def test_users_have_argon2_hashes_and_checked_names(db) -> None:
             ("carol", "long enough", "root", "role 'root'"),
         ]:
             with pytest.raises(CaseError, match=why):
-                add_user(s, name, password, role, "admin0")
+                add_user(s, name, password, role, "admin0", "default")
+        with pytest.raises(CaseError, match="reviewer 'carol' needs a lab"):
+            add_user(s, "carol", "long enough", "reviewer", "admin0")
+        with pytest.raises(CaseError, match="lab '../x': use letters"):
+            add_user(s, "carol", "long enough", "reviewer", "admin0", "../x")

@@ -1,7 +1,8 @@
 """A case database with two users and one imported case, and the web app around it.
 
-Users: ``ada`` (admin) and ``rex`` (reviewer), password :data:`PASSWORD`; case ``case42`` is the
-hand-made report of ``tests.cases.helpers`` (fields f1, f2; classes Lym, Red, Myelo).
+Users: ``ada`` (admin, no lab) and ``rex`` (reviewer, lab "default"), password :data:`PASSWORD`;
+case ``case42`` (lab "default") is the hand-made report of ``tests.cases.helpers`` (fields f1,
+f2; classes Lym, Red, Myelo).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def case_db(tmp: Path, cases: int = 1) -> CaseDB:
     db = new_db(tmp)
     with db.session() as s:
         add_user(s, "ada", PASSWORD, "admin", "test")
-        add_user(s, "rex", PASSWORD, "reviewer", "test")
+        add_user(s, "rex", PASSWORD, "reviewer", "test", "default")
         for i in range(cases):
             name = f"case{42 + i}"
             import_report(s, db.store, make_report(tmp / "reports", name, offset=i), "test")

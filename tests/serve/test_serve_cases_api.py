@@ -219,10 +219,11 @@ def test_injection_strings_are_refused_or_inert(env, counter):
 def test_only_an_admin_adds_users(env):
     client, _, _ = env
     login(client, "rex")
-    body = {"name": "eve", "password": PASSWORD, "role": "reviewer"}
+    body = {"name": "eve", "password": PASSWORD, "role": "reviewer", "lab": "default"}
     assert client.post("/api/v1/users", json=body).status_code == 403
     login(client, "ada")
-    assert client.post("/api/v1/users", json=body).json() == {"name": "eve", "role": "reviewer"}
+    added = client.post("/api/v1/users", json=body).json()
+    assert added == {"name": "eve", "role": "reviewer", "lab": "default"}
     login(client, "eve")
     assert client.get("/api/v1/auth/me").json()["role"] == "reviewer"
 
@@ -245,6 +246,7 @@ def test_no_auth_acts_as_the_workstation_user(tmp_path, counter):
         assert client.get("/api/v1/auth/me").json() == {
             "name": "ada",
             "role": "admin",
+            "lab": None,
             "auth": False,
         }
         r = client.post(f"{V1}/cells/1/class", json={"class": "Red", "version": 1})

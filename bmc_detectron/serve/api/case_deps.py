@@ -12,9 +12,11 @@ from fastapi import Depends, Request
 
 from bmc_detectron.cases.db import CaseDB
 from bmc_detectron.cases.errors import NotFoundError
+from bmc_detectron.cases.labs import lab_scope
 from bmc_detectron.cases.users import get_user
 from bmc_detectron.serve.auth import SESSION_COOKIE, AuthSettings, Principal, Sessions, csrf_ok
 from bmc_detectron.serve.errors import ApiError
+from bmc_detectron.serve.login_limit import LoginLimiter
 
 
 def get_case_db(request: Request) -> CaseDB:
@@ -30,6 +32,11 @@ def get_auth(request: Request) -> AuthSettings:
 def get_sessions(request: Request) -> Sessions:
     """The app's session tokens."""
     return request.app.state.sessions
+
+
+def get_login_limiter(request: Request) -> LoginLimiter:
+    """The app's login rate limit."""
+    return request.app.state.login_limiter
 
 
 def check_csrf(request: Request) -> None:
@@ -51,7 +58,7 @@ def current_user(request: Request) -> Principal:
             user = get_user(session, name)
         except NotFoundError:
             raise ApiError(401, "login_required", f"user {name!r} is no longer known") from None
-        return Principal(user.name, user.role)
+        return Principal(user.name, user.role, user.lab, lab_scope(user.role, user.lab))
 
 
 def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
@@ -64,5 +71,6 @@ def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
 CaseDBDep = Annotated[CaseDB, Depends(get_case_db)]
 AuthDep = Annotated[AuthSettings, Depends(get_auth)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
 UserDep = Annotated[Principal, Depends(current_user)]
 AdminDep = Annotated[Principal, Depends(admin_user)]

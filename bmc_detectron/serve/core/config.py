@@ -10,7 +10,8 @@ arguments.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from pathlib import Path
+from typing import Any, Optional, Tuple
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,12 @@ class ServeSettings(BaseSettings):
         lineage: which classes are myeloid and which erythroid (the M:E ratio).
         preview_max_side: longest side of the JPEG preview the page draws the cells on.
         allowed_hosts: accepted ``Host`` header names (``("*",)``: any).
+        secret_file: where the case pages' session key is kept (``BMC_SERVE_SECRET_FILE``;
+            None: ``serve_secret`` beside an SQLite case database, else in the user's data
+            folder); made on first start, mode 0600.
+        login_max_failures: failed logins of one user name, or from one client address, after
+            which further logins are refused (429) for the rest of ``login_window_s``.
+        login_window_s: the window of the login rate limit (seconds).
 
     Invalid values raise ``ValueError`` naming the field.
     """
@@ -63,6 +70,9 @@ class ServeSettings(BaseSettings):
     lineage: Lineage = Field(default_factory=Lineage)
     preview_max_side: int = 1600
     allowed_hosts: Tuple[str, ...] = LOOPBACK_HOSTS
+    secret_file: Optional[Path] = None
+    login_max_failures: int = 5
+    login_window_s: float = 15 * 60.0
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -73,9 +83,12 @@ class ServeSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_ranges(self) -> ServeSettings:
         positive = ("max_file_bytes", "max_files", "max_pixels", "max_json_bytes", "workers")
+        positive += ("login_max_failures",)
         for name in (*positive, "preview_max_side"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.login_window_s <= 0:
+            raise ValueError(f"login_window_s must be > 0, got {self.login_window_s}")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
         for name in ("default_threshold", "uncertain_below"):

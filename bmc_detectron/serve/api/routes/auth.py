@@ -1,19 +1,26 @@
 """Accounts: ``POST /api/v1/auth/login``, ``POST /api/v1/auth/logout``, ``GET /api/v1/auth/me``
-and ``POST /api/v1/users`` (an admin adds an account). Every POST needs the CSRF header."""
+and ``POST /api/v1/users`` (an admin adds an account). Every POST needs the CSRF header.
+
+Logins are rate-limited (:mod:`bmc_detectron.serve.login_limit`): too many failures for a name
+or from an address get 429 with Retry-After; each failure (``login_failed``) and each refusal
+(``login_refused``) is written to the audit log."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from bmc_detectron.cases.audit import record
+from bmc_detectron.cases.db import CaseDB
 from bmc_detectron.cases.users import add_user, verify_password
 from bmc_detectron.serve.api.case_deps import (
     AdminDep,
     AuthDep,
     CaseDBDep,
+    LoginLimiterDep,
     SessionsDep,
     UserDep,
     check_csrf,
@@ -35,18 +42,43 @@ class NewUser(Login):
     """An account to add."""
 
     role: str = Field("reviewer", max_length=16)
+    lab: Optional[str] = Field(None, max_length=64)
+
+
+def _audit_login(db: CaseDB, name: str, action: str, new: Dict[str, Any]) -> None:
+    """One audit entry for a failed or refused login, in its own transaction."""
+    with db.session() as session:
+        record(session, name.replace("\x00", "?"), action, "login", None, new=new)
 
 
 @router.post("/auth/login", summary="Log in (sets the session cookie)")
 def login(
-    body: Login, request: Request, db: CaseDBDep, auth: AuthDep, sessions: SessionsDep
+    body: Login,
+    request: Request,
+    db: CaseDBDep,
+    auth: AuthDep,
+    sessions: SessionsDep,
+    limiter: LoginLimiterDep,
 ) -> JSONResponse:
     if auth.no_auth_user is not None:
         return JSONResponse({"name": auth.no_auth_user, "auth": False})
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(body.name, address)
+    if wait is not None:
+        _audit_login(db, body.name, "login_refused", {"address": address, "retry_after_s": wait})
+        raise ApiError(
+            429,
+            "too_many_logins",
+            f"too many failed logins for this user or from this address: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     with db.session() as session:
         ok = verify_password(session, body.name, body.password)
     if not ok:
+        limiter.failed(body.name, address)
+        _audit_login(db, body.name, "login_failed", {"address": address})
         raise ApiError(401, "bad_login", "unknown user or wrong password")
+    limiter.succeeded(body.name)
     response = JSONResponse({"name": body.name, "auth": True})
     set_session_cookie(response, request, sessions.issue(body.name), auth)
     return response
@@ -62,11 +94,16 @@ def logout(request: Request, sessions: SessionsDep) -> JSONResponse:
 
 @router.get("/auth/me", summary="Who is logged in")
 def me(user: UserDep, auth: AuthDep) -> Dict[str, Any]:
-    return {"name": user.name, "role": user.role, "auth": auth.no_auth_user is None}
+    return {
+        "name": user.name,
+        "role": user.role,
+        "lab": user.lab,
+        "auth": auth.no_auth_user is None,
+    }
 
 
 @router.post("/users", summary="Add a local account (admins only)")
 def new_user(body: NewUser, admin: AdminDep, db: CaseDBDep) -> Dict[str, Any]:
     with db.session() as session:
-        user = add_user(session, body.name, body.password, body.role, admin.name)
-        return {"name": user.name, "role": user.role}
+        user = add_user(session, body.name, body.password, body.role, admin.name, body.lab)
+        return {"name": user.name, "role": user.role, "lab": user.lab}

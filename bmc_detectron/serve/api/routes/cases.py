@@ -1,7 +1,9 @@
 """The case list and one case: ``GET /api/v1/cases`` (search), ``POST /api/v1/cases`` (count
 images in the page and keep them as a case), ``GET /api/v1/cases/{id}`` (the case as stored, its
-differential), a field's image, the report (HTML, CSV, JSON). Every route needs a logged-in
-user; the POST the CSRF header."""
+differential), a field's image, the report (HTML, CSV, JSON), ``GET /api/v1/cases/{id}/coco.json``
+(its latest signed version's reviewed cells as COCO). Every route needs a logged-in user; the POST
+the CSRF header. A reviewer sees only their lab's cases (:mod:`bmc_detectron.cases.labs`): the
+list leaves the others out, any route of another lab's case answers 403 (``forbidden``)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from bmc_detectron.cases.errors import ForbiddenError
+from bmc_detectron.cases.export import export_coco
 from bmc_detectron.cases.importer import add_case
+from bmc_detectron.cases.labs import DEFAULT_LAB
 from bmc_detectron.cases.models import Case
 from bmc_detectron.cases.queries import (
     case_differential,
@@ -31,6 +36,7 @@ from bmc_detectron.serve.api.deps import (
     SettingsDep,
 )
 from bmc_detectron.serve.api.routes.analyze import analyze_request
+from bmc_detectron.serve.auth import Principal
 from bmc_detectron.serve.case_report import report_csv, report_json
 from bmc_detectron.serve.errors import ApiError
 
@@ -72,19 +78,29 @@ def list_cases(
     if len(search) > 64:
         raise ApiError(422, "bad_search", "search: at most 64 characters")
     with db.session() as session:
-        cases = find_cases(
-            session, search, status or None, _date(since, "since"), _date(until, "until")
-        )
+        when = _date(since, "since"), _date(until, "until")
+        cases = find_cases(session, search, status or None, *when, lab=user.scope)
         rows = [
             {
                 "case_id": c.case_id,
                 "version": c.version,
+                "lab": c.lab,
                 "status": c.status,
                 "created": c.created.isoformat(timespec="seconds") + "Z",
             }
             for c in cases
         ]
     return {"cases": rows}
+
+
+def upload_lab(user: Principal, asked: str) -> str:
+    """The lab of a case counted in the page: the uploader's (a reviewer may name no other); an
+    admin may name one, else theirs, else the default lab."""
+    if user.scope is not None:
+        if asked and asked != user.scope:
+            raise ForbiddenError(f"you may add cases to your lab {user.scope!r} only")
+        return user.scope
+    return asked or user.lab or DEFAULT_LAB
 
 
 @router.post("/cases", summary="Count images and keep them as a new case")
@@ -98,10 +114,12 @@ async def count_case(
     scale: ScaleDep,
     payload: ModelPayloadDep,
 ) -> JSONResponse:
-    """A multipart form: ``case_id`` and the images (``files``), counted as ``POST
-    /api/v1/analyze`` counts them, then stored (images by SHA-256, every cell)."""
+    """A multipart form: ``case_id``, the images (``files``) and, for an admin, the ``lab``
+    (:func:`upload_lab`), counted as ``POST /api/v1/analyze`` counts them, then stored (images
+    by SHA-256, every cell)."""
     form, body = await analyze_request(request, counter, settings, gate, scale, payload)
     case_id = form.fields.get("case_id", "").strip()
+    lab = upload_lab(user, form.fields.get("lab", "").strip())
     records = field_records(body["fields"], body["fingerprint"])
     summary = {
         "class_names": body["class_names"],
@@ -113,9 +131,10 @@ async def count_case(
     def store() -> Dict[str, Any]:
         with db.session() as session:
             case = add_case(
-                session, db.store, case_id, records, images, summary, "web page", user.name
+                session, db.store, case_id, records, images, summary, "web page", user.name, lab
             )
-            return {"case_id": case.case_id, "version": case.version, "fields": len(records)}
+            out = {"case_id": case.case_id, "version": case.version, "fields": len(records)}
+            return {**out, "lab": case.lab}
 
     return JSONResponse(await run_in_threadpool(store), status_code=201)
 
@@ -125,13 +144,13 @@ def one_case(
     case_id: str, request: Request, db: CaseDBDep, user: UserDep, version: Optional[int] = None
 ) -> Dict[str, Any]:
     with db.session() as session:
-        return case_view(get_case(session, case_id, version), request)
+        return case_view(get_case(session, case_id, version, user.scope), request)
 
 
 @router.get("/cases/{case_id}/versions/{version}/fields/{field}/image", summary="A field's image")
 def field_image(case_id: str, version: int, field: str, db: CaseDBDep, user: UserDep) -> Response:
     with db.session() as session:
-        case = get_case(session, case_id, version)
+        case = get_case(session, case_id, version, user.scope)
         found = next((f for f in case.fields if f.name == field), None)
         if found is None:
             raise ApiError(404, "not_found", f"field {field[:80]!r} is not in case {case_id!r}")
@@ -151,7 +170,9 @@ def report(
     if kind not in ("html", "csv", "json"):
         raise ApiError(404, "not_found", "report.html, report.csv or report.json")
     with db.session() as session:
-        body = report_json(get_case(session, case_id, version), request.app.state.settings.lineage)
+        body = report_json(
+            get_case(session, case_id, version, user.scope), request.app.state.settings.lineage
+        )
     name = f"{body['case']}-v{body['version']}"
     if kind == "json":
         return JSONResponse(body)
@@ -161,3 +182,12 @@ def report(
     from bmc_detectron.serve.api.routes.pages import render
 
     return render(request, "case_report.html", report=body)
+
+
+@router.get("/cases/{case_id}/coco.json", summary="The latest signed version's cells as COCO")
+def coco(case_id: str, db: CaseDBDep, user: UserDep) -> JSONResponse:
+    """What ``bmc cases export-coco`` writes for this one case (``bmc merge-labels`` input)."""
+    with db.session() as session:
+        body = export_coco(session, db.store, [case_id], lab=user.scope)
+    disposition = {"content-disposition": f'attachment; filename="{case_id}-coco.json"'}
+    return JSONResponse(body, headers=disposition)

@@ -8,9 +8,10 @@
   counter's recognition), the person's class (if given) wins;
 - ``POST sign``: the user signs (read-only from then on); ``POST reopen``: a new version.
 
-A cell edit names the row version it was made on: a stale one is refused with 409 (``conflict``),
-never written over; an edit of a signed case with 409 (``read_only``). Each answer holds the cell
-(or case) as stored now and the case's differential.
+A case of another lab than the user's is refused with 403 (``forbidden``; see
+:mod:`bmc_detectron.cases.labs`). A cell edit names the row version it was made on: a stale one
+is refused with 409 (``conflict``), never written over; an edit of a signed case with 409
+(``read_only``). Each answer holds the cell (or case) as stored now and the case's differential.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bmc_detectron.data.classes import OTHER
 from bmc_detectron.serve.api.case_deps import CaseDBDep, UserDep, check_csrf
 from bmc_detectron.serve.api.deps import CounterDep
 from bmc_detectron.serve.api.routes.cases import case_view
+from bmc_detectron.serve.auth import Principal
 from bmc_detectron.serve.images import decode_image
 from bmc_detectron.serve.uploads import Upload
 
@@ -68,9 +70,11 @@ def _answer(case: Case, request: Request, cell: Any = None) -> Dict[str, Any]:
     return out
 
 
-def _cell_edit(db: CaseDB, request: Request, case_id: str, version: int, edit) -> Dict[str, Any]:
+def _cell_edit(
+    db: CaseDB, request: Request, user: Principal, case_id: str, version: int, edit
+) -> Dict[str, Any]:
     with db.session() as session:
-        case = get_case(session, case_id, version)
+        case = get_case(session, case_id, version, user.scope)
         cell = edit(session, case)
         return _answer(case, request, cell)
 
@@ -88,7 +92,7 @@ def reclassify(
     def edit(session, case):
         return review.reclassify(session, case, cell_id, body.cell_class, body.version, user.name)
 
-    return _cell_edit(db, request, case_id, version, edit)
+    return _cell_edit(db, request, user, case_id, version, edit)
 
 
 @router.post(PREFIX + "/cells/{cell_id}/delete", summary="Delete a false detection")
@@ -104,7 +108,7 @@ def delete(
     def edit(session, case):
         return review.delete_cell(session, case, cell_id, body.version, user.name)
 
-    return _cell_edit(db, request, case_id, version, edit)
+    return _cell_edit(db, request, user, case_id, version, edit)
 
 
 @router.post(PREFIX + "/cells/{cell_id}/restore", summary="Undo: an earlier review back")
@@ -122,7 +126,7 @@ def restore(
             session, case, cell_id, body.reviewed_class, body.deleted, body.version, user.name
         )
 
-    return _cell_edit(db, request, case_id, version, edit)
+    return _cell_edit(db, request, user, case_id, version, edit)
 
 
 def model_class(
@@ -153,7 +157,7 @@ def add_cell(
     counter: CounterDep,
 ) -> Dict[str, Any]:
     with db.session() as session:
-        case = get_case(session, case_id, version)
+        case = get_case(session, case_id, version, user.scope)
         if case.status == "signed":  # refused before the model runs
             raise ReadOnlyError(f"case {case_id!r} version {version} is signed: read-only")
         label, probs = model_class(counter, db, case, body.field, body.box)
@@ -167,7 +171,7 @@ def sign(
     case_id: str, version: int, request: Request, db: CaseDBDep, user: UserDep
 ) -> Dict[str, Any]:
     with db.session() as session:
-        case = get_case(session, case_id, version)
+        case = get_case(session, case_id, version, user.scope)
         review.sign(session, case, user.name)
         return case_view(case, request)
 
@@ -177,5 +181,5 @@ def reopen(
     case_id: str, version: int, request: Request, db: CaseDBDep, user: UserDep
 ) -> Dict[str, Any]:
     with db.session() as session:
-        case = review.reopen(session, get_case(session, case_id, version), user.name)
-        return case_view(get_case(session, case.case_id, case.version), request)
+        case = review.reopen(session, get_case(session, case_id, version, user.scope), user.name)
+        return case_view(get_case(session, case.case_id, case.version, user.scope), request)
