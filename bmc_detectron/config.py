@@ -81,7 +81,7 @@ def _add_assigner_config(bmc: CN) -> None:
     # are the loss's MODEL.RETINANET.FOCAL_LOSS_ALPHA / GAMMA; MaxIoU's thresholds and labels are
     # detectron2's MODEL.RETINANET.IOU_THRESHOLDS / IOU_LABELS. ----
     bmc.ASSIGNER = CN()
-    # Registered assigner: "MaxIoU", "ATSS", "OTA", "SimOTA", "PAA" or "DynamicSoft".
+    # Registered assigner: "MaxIoU", "ATSS", "OTA", "SimOTA", "PAA", "DynamicSoft" or "TaskAligned".
     bmc.ASSIGNER.NAME = "MaxIoU"
 
     max_iou = bmc.ASSIGNER.MAX_IOU = CN()
@@ -126,14 +126,25 @@ def _add_assigner_config(bmc: CN) -> None:
     # Distance (in strides) from the gt centre at which the soft centre prior costs 1.
     dsl.SOFT_CENTER_SHIFT = 3.0
 
+    tal = bmc.ASSIGNER.TASK_ALIGNED = CN()
+    # Positives per gt at most: its top-k in-box candidates by alignment t (TOOD's 13).
+    tal.TOPK = 13
+    # Exponent of the gt-class score s in the alignment t = s^ALPHA * IoU^BETA (TOOD's 1).
+    tal.ALPHA = 1.0
+    # Exponent of the IoU of the decoded box with the gt in the alignment (TOOD's 6).
+    tal.BETA = 6.0
+
 
 def _add_loss_head_config(bmc: CN) -> None:
     # ---- Losses ----
     bmc.LOSS = CN()
     # Classification loss: "focal" (sigmoid focal), "varifocal" or "quality_focal".
     bmc.LOSS.CLS_TYPE = "focal"
-    # Use IoU(decoded prediction, gt) as the classification target of positives (soft labels).
+    # Soft classification targets of positives (soft labels; which: SOFT_TARGET) instead of 1.
     bmc.LOSS.SOFT_LABELS = False
+    # Soft target with SOFT_LABELS: "iou" (IoU of the decoded box with its gt) or "alignment"
+    # (TOOD's normalised alignment, from an assigner that gives one: TaskAligned).
+    bmc.LOSS.SOFT_TARGET = "iou"
     # Weight of the classification loss.
     bmc.LOSS.CLS_WEIGHT = 1.0
     # Weight of the box regression loss (its type is MODEL.RETINANET.BBOX_REG_LOSS_TYPE).

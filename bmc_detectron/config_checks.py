@@ -32,6 +32,7 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
             cfg.MODEL.BMC.LOSS.CLS_TYPE,
             ["focal", "quality_focal", "varifocal"],
         ),
+        "MODEL.BMC.LOSS.SOFT_TARGET": (cfg.MODEL.BMC.LOSS.SOFT_TARGET, ["alignment", "iou"]),
         "MODEL.RETINANET.BBOX_REG_LOSS_TYPE": (
             cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE,
             ["ciou", "diou", "giou", "smooth_l1"],

@@ -100,6 +100,7 @@ def test_weights_are_never_downloaded(tmp_path):
         "MODEL.META_ARCHITECTURE",
         "MODEL.BACKBONE.NAME",
         "MODEL.BMC.LOSS.CLS_TYPE",
+        "MODEL.BMC.LOSS.SOFT_TARGET",
         "MODEL.RETINANET.BBOX_REG_LOSS_TYPE",
     ],
 )

@@ -23,6 +23,7 @@ from bmc_detectron.modeling.losses import (
 )
 
 CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
+SOFT_TARGETS = ("iou", "alignment")
 
 
 @META_ARCH_REGISTRY.register()
@@ -42,6 +43,7 @@ class BMCRetinaNet(RetinaNet):
         assigner: Optional[BaseAssigner] = None,
         cls_loss_type: str = "focal",
         soft_labels: bool = False,
+        soft_target: str = "iou",
         cls_loss_weight: float = 1.0,
         box_loss_weight: float = 1.0,
         vfl_alpha: float = 0.75,
@@ -54,7 +56,10 @@ class BMCRetinaNet(RetinaNet):
             assigner: labels anchors per image; ``None`` builds detectron2's RetinaNet matcher
                 from ``anchor_matcher``.
             cls_loss_type: "focal", "varifocal" or "quality_focal".
-            soft_labels: classification target of a positive = IoU(decoded box, gt), not 1.
+            soft_labels: classification target of a positive = a quality in [0, 1], not 1.
+            soft_target: that quality: "iou" (IoU of the decoded box with its gt) or
+                "alignment" (the assigner's ``quality``, e.g. TaskAligned's normalised
+                alignment; needs an assigner with ``gives_quality``).
             cls_loss_weight, box_loss_weight: multipliers of the two losses.
             vfl_alpha, vfl_gamma, qfl_beta: parameters of the varifocal / quality focal losses.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
@@ -69,6 +74,10 @@ class BMCRetinaNet(RetinaNet):
                 "MODEL.BMC.LOSS.SOFT_LABELS needs CLS_TYPE 'varifocal' or 'quality_focal'; the "
                 "sigmoid focal loss takes binary targets"
             )
+        if soft_target not in SOFT_TARGETS:
+            raise ValueError(
+                f"MODEL.BMC.LOSS.SOFT_TARGET: unknown {soft_target!r}; use one of {SOFT_TARGETS}"
+            )
         if assigner is None:
             m = self.anchor_matcher
             assigner = MaxIoU(
@@ -76,7 +85,14 @@ class BMCRetinaNet(RetinaNet):
                 labels=m.labels,
                 allow_low_quality_matches=m.allow_low_quality_matches,
             )
+        if soft_target == "alignment" and not (soft_labels and assigner.gives_quality):
+            raise ValueError(
+                "MODEL.BMC.LOSS.SOFT_TARGET 'alignment' needs SOFT_LABELS True and an assigner "
+                f"that gives a quality (TaskAligned); got SOFT_LABELS {soft_labels}, "
+                f"{type(assigner).__name__}"
+            )
         self.assigner = assigner
+        self.soft_target = soft_target
         self.cls_loss_type = cls_loss_type
         self.soft_labels = soft_labels
         self.cls_loss_weight = cls_loss_weight
@@ -95,6 +111,7 @@ class BMCRetinaNet(RetinaNet):
             assigner=build_assigner(cfg),
             cls_loss_type=loss.CLS_TYPE,
             soft_labels=loss.SOFT_LABELS,
+            soft_target=loss.SOFT_TARGET,
             cls_loss_weight=loss.CLS_WEIGHT,
             box_loss_weight=loss.BOX_WEIGHT,
             vfl_alpha=loss.VFL_ALPHA,
@@ -111,6 +128,13 @@ class BMCRetinaNet(RetinaNet):
         pred_logits = [x.float() for x in pred_logits]
         pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
         anchors = self.anchor_generator(features)
+        if self.soft_target == "alignment":
+            gt_labels, gt_boxes, quality = self.label_anchors(
+                anchors, gt_instances, pred_logits, pred_anchor_deltas, with_quality=True
+            )
+            return self.losses(
+                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality=quality
+            )
         gt_labels, gt_boxes = self.label_anchors(
             anchors, gt_instances, pred_logits, pred_anchor_deltas
         )
@@ -162,7 +186,8 @@ class BMCRetinaNet(RetinaNet):
         gt_instances: List[Instances],
         pred_logits: Optional[List[Tensor]] = None,
         pred_anchor_deltas: Optional[List[Tensor]] = None,
-    ) -> Tuple[List[Tensor], List[Tensor]]:
+        with_quality: bool = False,
+    ) -> Tuple[List[Tensor], ...]:
         """Like :meth:`RetinaNet.label_anchors`, through ``self.assigner``.
 
         Args:
@@ -170,10 +195,13 @@ class BMCRetinaNet(RetinaNet):
             gt_instances: N per-image gt with ``gt_boxes`` and ``gt_classes``.
             pred_logits, pred_anchor_deltas: per-level (N, Ri, K) and (N, Ri, 4) predictions,
                 required when the assigner needs predictions.
+            with_quality: also return the assigner's per-anchor ``quality`` (0 for an image
+                without gt).
 
         Returns:
             N tensors (R,) of labels in {-1, 0..K} (K = background) and N tensors (R, 4) of
-            matched gt boxes (undefined where not foreground).
+            matched gt boxes (undefined where not foreground); with ``with_quality``, also N
+            float32 tensors (R,) of soft targets.
         """
         layout = self.anchor_layout(anchors)
         logits = boxes = None
@@ -183,7 +211,7 @@ class BMCRetinaNet(RetinaNet):
             logits = cat(pred_logits, dim=1).detach().float()  # costs in float32 under AMP
             boxes = self._decode_all(layout.boxes, pred_anchor_deltas)
 
-        gt_labels, matched_gt_boxes = [], []
+        gt_labels, matched_gt_boxes, quality = [], [], []
         for i, gt in enumerate(gt_instances):
             gt_box = gt.gt_boxes.tensor
             result = self.assigner(
@@ -202,14 +230,21 @@ class BMCRetinaNet(RetinaNet):
                 labels_i = torch.full_like(result.matched_idxs, self.num_classes)
                 matched_gt_boxes.append(torch.zeros_like(layout.boxes))
             gt_labels.append(labels_i)
+            if with_quality:
+                zeros = torch.zeros(len(layout.boxes), device=layout.boxes.device)
+                quality.append(zeros if result.quality is None else result.quality.float())
+        if with_quality:
+            return gt_labels, matched_gt_boxes, quality
         return gt_labels, matched_gt_boxes
 
-    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality=None):
+        """detectron2's losses, or the IoU-aware ones; ``quality``: N (R,) soft targets of the
+        assigner, used when ``soft_target`` is "alignment"."""
         if self.cls_loss_type == "focal":
             out = super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         else:
             out = self._quality_losses(
-                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes
+                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality
             )
         if self.cls_loss_weight != 1.0:
             out["loss_cls"] = out["loss_cls"] * self.cls_loss_weight
@@ -217,10 +252,27 @@ class BMCRetinaNet(RetinaNet):
             out["loss_box_reg"] = out["loss_box_reg"] * self.box_loss_weight
         return out
 
+    def _soft_targets(
+        self, anchors, pred_anchor_deltas, gt_boxes, pos_mask: Tensor, assigned
+    ) -> Tensor:
+        """(P,) float32 soft classification targets of the (N, R) ``pos_mask`` positives: the
+        assigner's ``assigned`` quality ("alignment") or IoU(decoded box, gt) ("iou")."""
+        if self.soft_target == "alignment":
+            if assigned is None:
+                raise ValueError("SOFT_TARGET 'alignment': losses() needs the assigner's quality")
+            return torch.stack(assigned)[pos_mask].float()
+        # decode the positives only: (P, 4) deltas against their (P, 4) anchors
+        anchor_t = Boxes.cat(anchors).tensor.expand(len(pos_mask), -1, -1)[pos_mask]
+        deltas = cat(pred_anchor_deltas, dim=1).detach()[pos_mask].float()
+        pred = self.box2box_transform.apply_deltas(deltas, anchor_t.float())
+        matched = torch.stack(gt_boxes)[pos_mask]
+        iou = matched_pairwise_iou(Boxes(pred), Boxes(matched))
+        return iou.clamp(min=0.0).float()
+
     def _quality_losses(
-        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes
+        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, assigned=None
     ) -> Dict[str, Tensor]:
-        """Varifocal / quality-focal classification loss with hard or IoU targets."""
+        """Varifocal / quality-focal classification loss with hard, IoU or assigned targets."""
         num_images = len(gt_labels)
         gt_labels = torch.stack(gt_labels)  # (N, R)
         valid_mask = gt_labels >= 0
@@ -232,13 +284,9 @@ class BMCRetinaNet(RetinaNet):
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         quality = torch.ones_like(gt_labels, dtype=torch.float32)
         if self.soft_labels and num_pos > 0:
-            # decode the positives only: (P, 4) deltas against their (P, 4) anchors
-            anchor_t = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]
-            deltas = cat(pred_anchor_deltas, dim=1).detach()[pos_mask].float()
-            pred = self.box2box_transform.apply_deltas(deltas, anchor_t.float())
-            matched = torch.stack(gt_boxes)[pos_mask]
-            iou = matched_pairwise_iou(Boxes(pred), Boxes(matched))
-            quality[pos_mask] = iou.clamp(min=0.0).float()
+            quality[pos_mask] = self._soft_targets(
+                anchors, pred_anchor_deltas, gt_boxes, pos_mask, assigned
+            )
         targets = one_hot_quality_targets(
             gt_labels[valid_mask], quality[valid_mask], self.num_classes
         )

@@ -12,6 +12,17 @@ from bmc_detectron.modeling.assigners import ASSIGNER_REGISTRY
 from tests.helpers import make_inputs, tiny_cfg
 
 GT = [[[4, 6, 30, 28, 0], [20, 20, 60, 50, 2]], [[10, 10, 40, 40, 1]]]
+# TOOD's assigner with its normalised-alignment soft targets under the quality focal loss
+TAL = [
+    "MODEL.BMC.ASSIGNER.NAME",
+    "TaskAligned",
+    "MODEL.BMC.LOSS.CLS_TYPE",
+    "quality_focal",
+    "MODEL.BMC.LOSS.SOFT_LABELS",
+    True,
+    "MODEL.BMC.LOSS.SOFT_TARGET",
+    "alignment",
+]
 
 
 def _stock_and_bmc(opts=()):
@@ -85,6 +96,7 @@ def test_parity_of_anchor_labels_with_and_without_gt():
         ["MODEL.BMC.LOSS.CLS_TYPE", "quality_focal", "MODEL.BMC.LOSS.SOFT_LABELS", True],
         ["MODEL.BMC.LOSS.CLS_TYPE", "varifocal", "MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "giou"],
         ["MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "ciou", "MODEL.BMC.LOSS.BOX_WEIGHT", 2.0],
+        TAL,
     ],
 )
 def test_forward_backward_with_and_without_boxes(opts):
@@ -103,6 +115,19 @@ def test_forward_backward_with_and_without_boxes(opts):
 def test_soft_labels_need_an_iou_aware_loss():
     with pytest.raises(ValueError, match="SOFT_LABELS"):
         build_model(tiny_cfg(["MODEL.BMC.LOSS.SOFT_LABELS", True]))
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        [*TAL, "MODEL.BMC.ASSIGNER.NAME", "MaxIoU"],  # MaxIoU gives no quality
+        [*TAL, "MODEL.BMC.LOSS.SOFT_LABELS", False],
+    ],
+    ids=["assigner-without-quality", "hard-labels"],
+)
+def test_alignment_target_needs_soft_labels_and_a_quality_assigner(opts):
+    with pytest.raises(ValueError, match="SOFT_TARGET 'alignment'"):
+        build_model(tiny_cfg(opts))
 
 
 def test_loss_weights_scale_losses():
@@ -177,3 +202,38 @@ def test_mixed_precision_training_keeps_assignment_in_float32(assigner, monkeypa
     assert torch.isfinite(total)
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_alignment_soft_targets_are_the_assigners_quality(monkeypatch):
+    from bmc_detectron.modeling import meta_arch
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(TAL))
+    seen = {}
+
+    def capture(logits, targets, **kwargs):
+        seen["targets"] = targets
+        return logits.sum() * 0
+
+    monkeypatch.setattr(meta_arch, "quality_focal_loss", capture)
+    batch = make_inputs((64, 64), [GT[0], []])
+    images = model.preprocess_image(batch)
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.head_in_features]
+    logits, deltas = model._transpose_dense_predictions(model.head(features), [3, 4])
+    anchors = model.anchor_generator(features)
+    gts = [x["instances"] for x in batch]
+    labels, boxes, quality = model.label_anchors(anchors, gts, logits, deltas, with_quality=True)
+    with EventStorage():
+        model.losses(anchors, logits, labels, deltas, boxes, quality=quality)
+    labels, quality = torch.stack(labels), torch.stack(quality)
+    pos = (labels >= 0) & (labels != 3)
+    assert pos.sum() > 0 and not pos[1].any() and (quality[1] == 0).all()  # image 1: no gt
+    valid_labels = labels[labels >= 0]
+    targets = seen["targets"]
+    got = targets[valid_labels != 3].gather(1, valid_labels[valid_labels != 3, None])[:, 0]
+    torch.testing.assert_close(got, quality[pos])
+    assert (got > 0).all() and (got <= 1).all()
+    assert (targets[valid_labels == 3] == 0).all()
+    with pytest.raises(ValueError, match="quality"), EventStorage():
+        model.losses(anchors, logits, list(labels), deltas, boxes)

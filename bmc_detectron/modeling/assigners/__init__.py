@@ -20,6 +20,7 @@ from bmc_detectron.modeling.assigners.max_iou import MaxIoU
 from bmc_detectron.modeling.assigners.ota import OTA
 from bmc_detectron.modeling.assigners.paa import PAA
 from bmc_detectron.modeling.assigners.simota import SimOTA
+from bmc_detectron.modeling.assigners.task_aligned import TaskAligned
 
 __all__ = [
     "ASSIGNER_REGISTRY",
@@ -29,6 +30,7 @@ __all__ = [
     "OTA",
     "PAA",
     "SimOTA",
+    "TaskAligned",
     "AnchorLayout",
     "AssignResult",
     "BaseAssigner",

@@ -4,7 +4,10 @@ An assigner labels the anchors of **one image**. It follows detectron2's ``Match
 
 - ``matched_idxs`` (R,) int64: index of the gt each anchor is matched to (any value, e.g. 0, for
   anchors that are not foreground);
-- ``labels`` (R,) int8: 1 foreground, 0 background, -1 ignored (no loss).
+- ``labels`` (R,) int8: 1 foreground, 0 background, -1 ignored (no loss);
+- ``quality`` (R,) float32 or None: the classification target of each positive, for the assigners
+  that define one (``gives_quality = True``, e.g. TaskAligned's normalised alignment); None for
+  the others and for images without gt.
 
 :class:`~bmc_detectron.modeling.meta_arch.BMCRetinaNet` turns these into class labels in
 ``0..K`` (``K`` = background) exactly as detectron2's ``RetinaNet.label_anchors`` does.
@@ -57,6 +60,7 @@ class AssignResult(NamedTuple):
 
     matched_idxs: Tensor  # (R,) int64
     labels: Tensor  # (R,) int8 in {-1, 0, 1}
+    quality: Optional[Tensor] = None  # (R,) float32 target of positives, 0 elsewhere; or None
 
 
 class BaseAssigner:
@@ -64,6 +68,8 @@ class BaseAssigner:
 
     #: whether :meth:`assign` needs ``pred_logits`` and ``pred_boxes``
     needs_predictions: bool = False
+    #: whether its :class:`AssignResult` carries a per-anchor ``quality`` (soft target)
+    gives_quality: bool = False
 
     def assign(
         self,
