@@ -24,7 +24,7 @@ from bmc_detectron.modeling.assigners import (
 from bmc_detectron.structures.boxes import box_area, overlap_counts, points_in_boxes
 
 #: every registered assigner, in the order of the figures
-ASSIGNER_NAMES = ("MaxIoU", "ATSS", "OTA", "SimOTA", "PAA", "DynamicSoft")
+ASSIGNER_NAMES = ("MaxIoU", "ATSS", "OTA", "SimOTA", "PAA", "DynamicSoft", "TaskAligned")
 
 
 def build_assigners(cfg: CfgNode, names: Sequence[str]) -> Dict[str, BaseAssigner]:

@@ -3,7 +3,7 @@ statistics and the band-cell case.
 
     python -m bmc_detectron.analysis_tools.show_assignment --config-file C [--weights W] \
         --dataset D \
-        [--images N | FILE ...] --assigners MaxIoU ATSS OTA SimOTA PAA DynamicSoft \
+        [--images N | FILE ...] --assigners MaxIoU ATSS OTA SimOTA PAA DynamicSoft TaskAligned \
         --output DIR [KEY VALUE ...]
 
 Per image: ``<name>_assign.png`` (one panel per assigner), ``<name>_levels.png`` (positives per
@@ -11,8 +11,9 @@ gt and level), ``<name>_atss.png`` (ATSS' per-level mean IoU and threshold per g
 ``<name>_assignment.json``. Over the dataset (``--stats-images``): ``assignment_stats.json`` /
 ``.md`` / ``.png``. The band-cell case: ``band_cell.png`` and ``band_cell.json``.
 
-OTA, SimOTA, PAA and DynamicSoft look at the model's predictions: those of ``--weights`` (or
-``MODEL.WEIGHTS``), or of an untrained model when none is given; the panel titles say which.
+OTA, SimOTA, PAA, DynamicSoft and TaskAligned look at the model's predictions: those of
+``--weights`` (or ``MODEL.WEIGHTS``), or of an untrained model when none is given; the panel
+titles say which.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ An assigner labels the anchors of **one image**. It follows detectron2's ``Match
 - ``matched_idxs`` (R,) int64: index of the gt each anchor is matched to (any value, e.g. 0, for
   anchors that are not foreground);
 - ``labels`` (R,) int8: 1 foreground, 0 background, -1 ignored (no loss);
-- ``quality`` (R,) float32 or None: the classification target of each positive, for the assigners
-  that define one (``gives_quality = True``, e.g. TaskAligned's normalised alignment); None for
-  the others and for images without gt.
+- and, outside the tuple, ``quality`` (R,) float32 or None: the classification target of each
+  positive, for the assigners that define one (``gives_quality = True``, e.g. TaskAligned's
+  normalised alignment); None for the others and for images without gt.
 
 :class:`~bmc_detectron.modeling.meta_arch.BMCRetinaNet` turns these into class labels in
 ``0..K`` (``K`` = background) exactly as detectron2's ``RetinaNet.label_anchors`` does.
@@ -55,12 +55,25 @@ class AnchorLayout(NamedTuple):
         return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
 
-class AssignResult(NamedTuple):
-    """Output of an assigner; see the module docstring."""
-
+class _MatchedLabels(NamedTuple):
     matched_idxs: Tensor  # (R,) int64
     labels: Tensor  # (R,) int8 in {-1, 0, 1}
-    quality: Optional[Tensor] = None  # (R,) float32 target of positives, 0 elsewhere; or None
+
+
+class AssignResult(_MatchedLabels):
+    """Output of an assigner; see the module docstring.
+
+    It unpacks as ``matched_idxs, labels``; ``quality`` is an attribute outside the tuple (None
+    unless the assigner set it with :meth:`with_quality`).
+    """
+
+    quality: Optional[Tensor] = None
+
+    def with_quality(self, quality: Tensor) -> AssignResult:
+        """This result with (R,) float32 ``quality``: the soft target of positives, 0 elsewhere."""
+        out = AssignResult(*self)
+        out.quality = quality
+        return out
 
 
 class BaseAssigner:

@@ -161,4 +161,4 @@ class TaskAligned(PredictionAssigner):
         quality = normalized_alignment(
             anchor[wins], gt_idx[wins], top_t[take][wins], iou[wins], len(gt_boxes), num_anchors
         )
-        return owners_to_result(owner)._replace(quality=quality)
+        return owners_to_result(owner).with_quality(quality)
