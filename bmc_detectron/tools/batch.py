@@ -2,7 +2,7 @@
 
     bmc batch day/ --output reports/ --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] [--workers 2] \\
-        [--ray | --ray-address HOST:PORT] [--auto-scale] [--overwrite]
+        [--ray | --ray-address HOST:PORT] [--no-auto-scale] [--overwrite]
 
 CASES are case folders (each a folder of field images) or folders of case folders. Every case
 is counted into ``<output>/<case>``, the report ``bmc count`` writes
@@ -10,9 +10,10 @@ is counted into ``<output>/<case>``, the report ``bmc count`` writes
 Workers (``--workers`` processes, or Ray actors with ``--ray`` / ``--ray-address``: the
 ``[batch]`` extra) load the models once each. A finished case is not counted again
 (``--overwrite`` recounts it); an interrupted one resumes field by field; a worker killed
-mid-case has its case counted again. Exit status: 0 done, 1 done but some case failed or
-skipped inputs, 2 bad arguments (a missing folder, an empty case, Ray not installed, a model
-file missing, models that cannot be built).
+mid-case has its case counted again. As ``bmc count``, each case's scale is found unless
+``--microns-per-pixel`` gives it (``--no-auto-scale``: the fields counted as they are). Exit
+status: 0 done, 1 done but some case failed or skipped inputs, 2 bad arguments (a missing
+folder, an empty case, Ray not installed, a model file missing, models that cannot be built).
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
     c.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
     c.add_argument("--microns-per-pixel", type=float, help="the inputs' pixel size (um/px)")
-    c.add_argument("--auto-scale", action="store_true", help="find each case's scale")
+    c.add_argument(
+        "--auto-scale",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find each case's scale unless --microns-per-pixel gives it",
+    )
     c.add_argument("--strict-scale", action="store_true", help="refuse a case whose scale is off")
     c.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     c.add_argument("--training-profile", help="default: training_profile.json beside the model")
