@@ -243,8 +243,10 @@ def scale_line(scale: Dict[str, Any]) -> str:
     """What scale the count used, in one line (from ``summary["scale"]``)."""
     source, mpp = scale.get("source"), scale.get("microns_per_pixel")
     text = SOURCE_WORDS.get(source, "none")
-    if source == "none" and scale.get("asked"):
+    if source == "none":
         text = "not settled, fields at the model's scale"
+        if not scale.get("asked"):
+            text = "not set (automatic scale off), the training images' pixel size assumed"
     if mpp:
         text = f"{mpp:.4g} um/px ({text})"
     elif scale.get("microns_per_pixel_nominal") and source == "ruler":

@@ -22,7 +22,7 @@ from detectron2.data import transforms as T
 
 from bmc_detectron.deploy.sidecar import CLASSIFIER, DETECTOR, read_sidecar
 from bmc_detectron.evaluation.open_set import OpenSetError, threshold_from_json
-from bmc_detectron.pipeline.detector import Detections
+from bmc_detectron.pipeline.detector import Detections, fit_to_image, pad_to_multiple
 from bmc_detectron.utils.io import PathLike, file_sha256
 
 
@@ -85,20 +85,24 @@ class OnnxDetector:
         self.input_format: str = self.meta["input"]["format"]
         self.min_size = int(self.meta["resize"]["min_size"])
         self.max_size = int(self.meta["resize"]["max_size"])
+        self.size_divisibility = int(self.meta["resize"].get("size_divisibility", 0))
         default = float(self.meta["score_threshold"])
         self.score_threshold = default if score_threshold is None else float(score_threshold)
         self.identity = _identity(path, self.meta)
 
     def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """The graph's (3, H', W') float32 input of an (H, W, 3) uint8 BGR image, and (H, W)."""
+        """The graph's (3, H', W') float32 input of an (H, W, 3) uint8 BGR image (resized, then
+        edge-padded to the size divisibility as :class:`~bmc_detectron.pipeline.detector.Detector`
+        does), and the resized image's (H, W) before that padding."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
-        size = image.shape[:2]
         if self.min_size > 0:
             resize = T.ResizeShortestEdge([self.min_size, self.min_size], self.max_size)
             image = resize.get_transform(image).apply_image(image)
+        size = image.shape[:2]
+        image = pad_to_multiple(image, self.size_divisibility)
         return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32), size
 
     def run_graph(self, tensor: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,9 +113,9 @@ class OnnxDetector:
 
     def __call__(self, image: np.ndarray) -> Detections:
         """Detect in an (H, W, 3) uint8 BGR image; boxes in its pixels."""
-        tensor, (height, width) = self.preprocess(image)
+        tensor, size = self.preprocess(image)
         boxes, scores, classes = self.run_graph(tensor)
-        return postprocess(boxes, scores, classes, tensor.shape[1:], (height, width))
+        return postprocess(boxes, scores, classes, size, image.shape[:2])
 
 
 def postprocess(
@@ -121,20 +125,14 @@ def postprocess(
     input_size: Tuple[int, int],
     output_size: Tuple[int, int],
 ) -> Detections:
-    """detectron2's ``detector_postprocess`` in numpy: scale, clip, drop empty boxes.
+    """detectron2's ``detector_postprocess`` in numpy: scale, clip, drop empty boxes
+    (:func:`~bmc_detectron.pipeline.detector.fit_to_image`).
 
     Args:
-        input_size, output_size: (H, W) of the graph's input and of the original image.
+        input_size, output_size: (H, W) of the resized image (before its padding) and of the
+            original image.
     """
-    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    scale_x = np.float32(output_size[1] / input_size[1])
-    scale_y = np.float32(output_size[0] / input_size[0])
-    boxes[:, 0::2] *= scale_x
-    boxes[:, 1::2] *= scale_y
-    np.clip(boxes[:, 0::2], 0, output_size[1], out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0, output_size[0], out=boxes[:, 1::2])
-    keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-    return Detections(boxes[keep], np.asarray(scores)[keep], np.asarray(classes)[keep])
+    return fit_to_image(boxes, scores, classes, input_size, output_size)
 
 
 class OnnxCellClassifier:

@@ -1,7 +1,11 @@
 """The detection stage: a detectron2 detector run the way ``DefaultPredictor`` runs it.
 
 The image is resized by ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``, given to the model in
-``INPUT.FORMAT`` and the boxes come back in the pixels of the image that went in. Any detector of
+``INPUT.FORMAT`` and the boxes come back in the pixels of the image that went in. The resized
+image is padded to the backbone's size divisibility by repeating its edge pixels
+(:func:`pad_to_multiple`), not by the model's own flat padding: a model trained on images whose
+size never needed padding (the demo's 256 x 256 fields) reads a wide flat strip as a row of
+cells. Any detector of
 the repository works: a class-agnostic one (one class, named ``"cell"``) that only finds nucleated
 cells for a classifier to recognise, or a multi-class one whose own classes are counted.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -58,6 +62,35 @@ def detector_num_classes(cfg) -> int:
     return int(cfg.MODEL.RETINANET.NUM_CLASSES)
 
 
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """``image`` (H, W, C) padded at the bottom and right to multiples of ``multiple`` by
+    repeating its edge pixels (itself when ``multiple <= 1`` or no padding is needed)."""
+    h, w = image.shape[:2]
+    if multiple <= 1 or (h % multiple == 0 and w % multiple == 0):
+        return image
+    ph, pw = -h % multiple, -w % multiple
+    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+def fit_to_image(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    input_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+) -> Detections:
+    """Boxes in the pixels of the resized ``input_size`` (H, W) image (its padding beyond)
+    scaled to ``output_size`` (H, W), clipped to it, empty ones dropped (detectron2's
+    ``detector_postprocess``)."""
+    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    boxes[:, 0::2] *= np.float32(output_size[1] / input_size[1])
+    boxes[:, 1::2] *= np.float32(output_size[0] / input_size[0])
+    np.clip(boxes[:, 0::2], 0, output_size[1], out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0, output_size[0], out=boxes[:, 1::2])
+    keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    return Detections(boxes[keep], np.asarray(scores)[keep], np.asarray(classes)[keep])
+
+
 def detector_class_names(cfg) -> List[str]:
     """Class names of a detector: ``["cell"]`` for one class, else its test dataset's classes.
 
@@ -91,6 +124,8 @@ class Detector:
         device: where the model's inputs go.
         identity: what identifies the model in a run's fingerprint (config and weights hashes).
         source: where the model came from (config and weights paths), for the report only.
+        size_divisibility: inputs are edge-padded to its multiples (0: none; None: the model's
+            backbone's padding constraint, as the model pads, 0 without one).
     """
 
     model: torch.nn.Module
@@ -103,6 +138,14 @@ class Detector:
     device: str = "cpu"
     identity: Dict[str, str] = field(default_factory=dict)
     source: Dict[str, str] = field(default_factory=dict)
+    size_divisibility: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.size_divisibility is None:
+            backbone = getattr(self.model, "backbone", None)
+            padding = dict(getattr(backbone, "padding_constraints", None) or {})
+            div = padding.get("size_divisibility") or getattr(backbone, "size_divisibility", 0)
+            self.size_divisibility = int(div or 0)
 
     @classmethod
     def from_config(cls, config_file: str, weights: str, opts: Sequence[str] = ()) -> Detector:
@@ -135,22 +178,29 @@ class Detector:
             source={"config": str(config_file), "weights": str(weights)},
         )
 
-    def _model_input(self, image: np.ndarray) -> Dict[str, object]:
+    def _model_input(self, image: np.ndarray) -> Tuple[Dict[str, object], Tuple[int, int]]:
+        """The model's input dict (boxes come back in its padded pixels) and the resized
+        image's (H, W)."""
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
-        height, width = image.shape[:2]
         if self.min_size > 0:
             resize = T.ResizeShortestEdge([self.min_size, self.min_size], self.max_size)
             image = resize.get_transform(image).apply_image(image)
+        size = image.shape[:2]
+        image = pad_to_multiple(image, self.size_divisibility)
         tensor = torch.as_tensor(np.ascontiguousarray(image).astype("float32").transpose(2, 0, 1))
-        return {"image": tensor.to(self.device), "height": height, "width": width}
+        height, width = image.shape[:2]
+        return {"image": tensor.to(self.device), "height": height, "width": width}, size
 
     def __call__(self, image: np.ndarray) -> Detections:
         """Detect cells in an (H, W, 3) uint8 BGR image; boxes in its pixels."""
+        inputs, size = self._model_input(image)
         with torch.inference_mode():
-            instances = self.model([self._model_input(image)])[0]["instances"].to("cpu")
-        return Detections(
+            instances = self.model([inputs])[0]["instances"].to("cpu")
+        return fit_to_image(
             instances.pred_boxes.tensor.numpy(),
             instances.scores.numpy(),
             instances.pred_classes.numpy(),
+            size,
+            image.shape[:2],
         )

@@ -125,8 +125,8 @@ class DetectorView:
                 DETECTOR_SCALE,
                 f"{len(self.off)} field(s) seen by the detector far from the size it was trained "
                 f"at (tolerance {self.tolerance:g}x), cells may be missed: "
-                f"{self.describe(worst)}; give --microns-per-pixel or --auto-scale, or another "
-                "--tile-size",
+                f"{self.describe(worst)}; give --microns-per-pixel (or leave the automatic "
+                "scale on: no --no-auto-scale), or another --tile-size",
             )
         ]
 

@@ -10,7 +10,8 @@ The evidence, in order of precedence:
 4. ``ruler``: the red cells' median size, when the fields agree with each other (spread within the
    tolerance).
 
-2 to 4 are only asked with ``--auto-scale``. When the probe and the red cells disagree by more
+2 to 4 are only asked with ``auto`` (``--auto-scale``, the commands' default; off with
+``--no-auto-scale``). When the probe and the red cells disagree by more
 than the tolerance the probe wins and a :data:`~.count_warnings.PROBE_RULER_DISAGREE` warning
 says so. A case none of them settles is counted at the model's scale (factor 1: each field
 detected as it is) with a :data:`~.count_warnings.SCALE_UNSETTLED` warning (refused with
@@ -271,7 +272,10 @@ def decide_scale(
     if given_mpp is not None and model_mpp:
         return _given(given_mpp, model_mpp, ruler, tolerance)
     if not auto:
-        return ScaleDecision(reason="not asked (--auto-scale or --microns-per-pixel)")
+        return ScaleDecision(
+            reason="not asked (automatic scale off, no pixel size given): the fields' pixel "
+            "size assumed to be the training images'"
+        )
     why: List[str] = []
     ruler_warnings: List[CountWarning] = []
     if not math.isfinite(ruler_relative):

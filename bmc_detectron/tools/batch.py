@@ -2,7 +2,7 @@
 
     bmc batch day/ --output reports/ --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] [--workers 2] \\
-        [--ray | --ray-address HOST:PORT] [--auto-scale] [--overwrite]
+        [--ray | --ray-address HOST:PORT] [--no-auto-scale] [--overwrite]
     bmc batch --slides scans/ [more.svs ...] --output reports/ --detector-config C \\
         --detector-weights W [--target-cells 500 --field-size 1024] [--workers 2]
 
@@ -17,9 +17,10 @@ differential, M:E ratio, status and seconds (:mod:`bmc_detectron.batch.day`).
 Workers (``--workers`` processes, or Ray actors with ``--ray`` / ``--ray-address``: the
 ``[batch]`` extra) load the models once each. A finished case is not counted again
 (``--overwrite`` recounts it); an interrupted one resumes field by field; a worker killed
-mid-case has its case counted again. Exit status: 0 done, 1 done but some case failed or
-skipped inputs, 2 bad arguments (a missing folder, an empty case, Ray not installed, a model
-file missing, models that cannot be built).
+mid-case has its case counted again. As ``bmc count``, each case's scale is found unless
+``--microns-per-pixel`` gives it (``--no-auto-scale``: the fields counted as they are). Exit
+status: 0 done, 1 done but some case failed or skipped inputs, 2 bad arguments (a missing
+folder, an empty case, Ray not installed, a model file missing, models that cannot be built).
 """
 
 from __future__ import annotations
@@ -84,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--myeloid", help="comma-separated myeloid classes (overrides --lineage)")
     c.add_argument("--erythroid", help="comma-separated erythroid classes (overrides --lineage)")
     c.add_argument("--microns-per-pixel", type=float, help="the inputs' pixel size (um/px)")
-    c.add_argument("--auto-scale", action="store_true", help="find each case's scale")
+    c.add_argument(
+        "--auto-scale",
+        action=argparse.BooleanOptionalAction,
+        help="find each case's scale unless --microns-per-pixel gives it: on by default for case "
+        "folders; --no-auto-scale counts the fields as they are (slides: their own pixel size)",
+    )
     c.add_argument("--strict-scale", action="store_true", help="refuse a case whose scale is off")
     c.add_argument("--stain-normalize", choices=STAIN_METHODS, help="to the training colours")
     c.add_argument("--training-profile", help="default: training_profile.json beside the model")
@@ -103,7 +109,7 @@ def _cases(args: argparse.Namespace, output: Path) -> List[BatchCase]:
     if args.slides:
         if args.cases:
             raise BatchError("give case folders or --slides, not both (one batch of each)")
-        if args.auto_scale:
+        if args.auto_scale:  # asked for explicitly (the default is None)
             raise BatchError("--auto-scale does not apply to slides: their own pixel size is used")
         return find_slides([Path(s) for s in args.slides], output)
     if not args.cases:
@@ -127,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         slides = bool(args.slides)
         scale = ScaleOptions(
             None if slides else args.microns_per_pixel,
-            args.auto_scale,
+            not slides and args.auto_scale is not False,  # on unless --no-auto-scale
             args.stain_normalize,
             strict_scale=args.strict_scale,
         )

@@ -3,17 +3,19 @@
     bmc count --detector-config C --detector-weights W \\
         [--classifier-config C2 --classifier-weights W2] --input 'case01/*.png' \\
         --output reports/case01 [--tile-size 1024 --tile-overlap 128] [--uncertain-below 0.5] \
-        [--microns-per-pixel 0.12 | --auto-scale] [--stain-normalize reinhard] [--strict-scale]
+        [--microns-per-pixel 0.12 | --no-auto-scale] [--stain-normalize reinhard] [--strict-scale]
 
 Writes ``report.html``, ``summary.json``, ``counts.csv``, ``cells.csv``, drawings in ``fields/``
 and one result per field in ``cells/`` (see :mod:`bmc_detectron.pipeline.run`).
 
-Scale and stain: ``--microns-per-pixel`` gives the input's pixel size (it always wins),
-``--auto-scale`` finds it (:mod:`bmc_detectron.pipeline.scale_decision`: the files' own pixel
-size, else the detector probe, else the red cells where they agree with each other; a case none
+Scale and stain: ``--microns-per-pixel`` gives the input's pixel size (it always wins);
+without it the count finds the scale itself, by default (``--auto-scale``, on unless
+``--no-auto-scale``; :mod:`bmc_detectron.pipeline.scale_decision`: the files' own pixel size,
+else the detector probe, else the red cells where they agree with each other; a case none
 settles is counted at the model's scale with a warning, refused with ``--strict-scale``); either
-way every field
-is resized to the scale the detector was trained at and the boxes mapped back. The model's scale
+way every field is resized to the scale the detector was trained at and the boxes mapped back.
+``--no-auto-scale`` (and no ``--microns-per-pixel``) counts every field as it is: its pixel
+size assumed to be the training images'. The model's scale
 and colours come from ``training_profile.json`` (``--training-profile``, default: beside the
 detector's weights or in the ONNX sidecar; made by training or by ``estimate_scale --dataset``),
 else from the config's ``BMC.DATA.MICRONS_PER_PIXEL`` / ``RBC_DIAMETER_PX``. With a profile every
@@ -32,7 +34,8 @@ A whole slide (pyramidal TIFF, SVS; other formats with ``pip install .[wsi]`` an
 ``--field-size`` px best first, until ``--target-cells`` (default 500) cells are counted
 (:mod:`bmc_detectron.pipeline.slide_run`, :mod:`bmc_detectron.slides`), at the level whose pixel
 size matches the model's (``--slide-level`` to choose); ``--microns-per-pixel`` then overrides
-the slide's own full-resolution pixel size. The report adds ``overview.png``.
+the slide's own full-resolution pixel size (the automatic scale does not apply to a slide: an
+explicit ``--auto-scale`` with ``--slide`` is refused). The report adds ``overview.png``.
 """
 
 from __future__ import annotations
@@ -107,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--microns-per-pixel", type=float, help="the input's pixel size (um/px)")
     g.add_argument(
         "--auto-scale",
-        action="store_true",
-        help="find the scale: the files' pixel size, the detector probe, the red cells",
+        action=argparse.BooleanOptionalAction,
+        help="find the scale (the files' pixel size, the detector probe, the red cells) unless "
+        "--microns-per-pixel gives it: on by default; --no-auto-scale counts the fields as they "
+        "are (not with --slide: its own pixel size is used)",
     )
     g.add_argument(
         "--scale-tolerance", type=float, default=0.15, help="red-cell disagreement warned"
@@ -134,7 +139,7 @@ def count_slide(args: argparse.Namespace, lineage: Lineage) -> int:
     """``--slide``: count the slide's zone (:func:`count_slide_file`); returns the exit status."""
     output = Path(args.output)
     try:
-        if args.auto_scale:
+        if args.auto_scale:  # asked for explicitly (the default is None)
             raise ValueError("--auto-scale does not apply to a slide: its own pixel size is used")
         check_output(output, args.overwrite)
         options = ScaleOptions(
@@ -184,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lineage = Lineage.from_options(args.lineage, args.myeloid, args.erythroid)
         options = ScaleOptions(
             args.microns_per_pixel,
-            args.auto_scale,
+            args.auto_scale is not False,  # on unless --no-auto-scale
             args.stain_normalize,
             args.scale_tolerance,
             args.detector_scale_tolerance,

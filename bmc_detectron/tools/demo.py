@@ -148,13 +148,14 @@ def _precision_opts(choice: str) -> List[str]:
 
 
 def count_test_fields(spec: CounterSpec, folder: Path, output: Path) -> int:
-    """``count`` on the test fields with its default settings; its exit status."""
+    """``count`` on the test fields with its default settings (the automatic scale on); its exit
+    status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         inputs = expand_inputs([str(folder)])
         if not inputs:
             raise ValueError(f"no input images in {folder}")
-        counter, setup = prepare_count(spec, output, ScaleOptions(), overwrite=True)
+        counter, setup = prepare_count(spec, output, ScaleOptions(auto=True), overwrite=True)
     except (ConfigError, FileNotFoundError, ValueError, OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

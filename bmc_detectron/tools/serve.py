@@ -8,7 +8,9 @@
 Open http://127.0.0.1:8000 (the API is documented at /docs). The models default to what
 ``make demo`` writes under ``output/demo``; every path is also read from an environment variable
 (``BMC_DETECTOR_ONNX``, ``BMC_CLASSIFIER_ONNX``, ``BMC_DETECTOR_CONFIG``, ...; a flag wins).
-It listens on 127.0.0.1 only unless ``--host`` says otherwise.
+It listens on 127.0.0.1 only unless ``--host`` says otherwise. Each request's scale is found
+as ``bmc count`` finds it unless the request gives ``microns_per_pixel``
+(``--no-auto-scale``: requests are analysed as they are unless they ask with ``auto_scale``).
 
 With the case database (``--db URL``, default as ``bmc cases``; created when empty) the page
 opens on the case list: users log in (accounts: ``bmc cases add-user``), or, on a single-user
@@ -128,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--import-case-id", default="demo", help="its case id (default: demo)")
     p.add_argument(
         "--auto-scale",
-        action="store_true",
-        help="find each request's scale (files' pixel size, detector probe) unless it gives one",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find each request's scale (files' pixel size, detector probe) unless it gives one; "
+        "a request's auto_scale field overrides it",
     )
     return p
 

@@ -130,9 +130,19 @@ def clf(tmp_path_factory) -> Dict[str, object]:
 
 
 def _torch_detections(predictor: DefaultPredictor, image: np.ndarray) -> Detections:
-    with torch.no_grad():
-        inst = predictor(image)["instances"].to("cpu")
-    return Detections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes)
+    """The PyTorch model as the count runs it (detectron2's predictor, but the input padded by
+    repeating its edges, as the ONNX runtime pads it)."""
+    from bmc_detectron.pipeline.detector import Detector
+
+    cfg = predictor.cfg
+    detector = Detector(
+        model=predictor.model,
+        class_names=[],
+        min_size=int(cfg.INPUT.MIN_SIZE_TEST),
+        max_size=int(cfg.INPUT.MAX_SIZE_TEST),
+        input_format=cfg.INPUT.FORMAT,
+    )
+    return detector(image)
 
 
 def _assert_same(det: Dict[str, object], image: np.ndarray, min_count: int = 1) -> None:
@@ -192,8 +202,10 @@ def test_unresized_detection_matches_pytorch(det):
     onnx_det = unresized(det["runtime"])
     assert onnx_det.min_size == 0 and det["runtime"].min_size > 0
     image = _smear(300, 420, 6)
-    tensor, _ = onnx_det.preprocess(image)
-    assert tensor.shape[1:] == (300, 420)  # not resized to the test size
+    tensor, size = onnx_det.preprocess(image)
+    assert size == (300, 420)  # not resized to the test size
+    div = onnx_det.size_divisibility
+    assert div > 1 and tensor.shape[1:] == (-(-300 // div) * div, -(-420 // div) * div)
     result = compare_detections(torch_det(image), onnx_det(image))
     assert result.count_a >= 1 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
 
@@ -410,14 +422,14 @@ def test_count_command_runs_on_onnx_runtime_alone(det, clf, tmp_path):
     out = tmp_path / "report"
     args = ["--detector-onnx", str(det["onnx"]), "--classifier-onnx", str(clf["onnx"])]
     args += ["--input", str(fields), "--output", str(out), "--score-threshold", "0.3"]
-    assert count.main([*args, "--no-progress"]) == 0
+    assert count.main([*args, "--no-progress", "--no-auto-scale"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["fields"]) == 2 and summary["detected"] > 0
     assert set(summary["class_names"]) == set(CLS_NAMES)
     assert summary["scale"]["profile"].endswith("(ONNX sidecar)")
     assert summary["scale"]["ood_checked"] and summary["scale"]["source"] == "none"
-    # --auto-scale: the same scale finder, the detector probe run on ONNX Runtime
-    auto = [*args, "--no-progress", "--auto-scale", "--overwrite"]
+    # the automatic scale (the default): the same scale finder, the probe run on ONNX Runtime
+    auto = [*args, "--no-progress", "--overwrite"]
     assert count.main(auto) == 0
     scale = json.loads((out / "summary.json").read_text())["scale"]
     assert scale["evidence"]["probe"] is not None and len(scale["evidence"]["probe"]["evidence"])

@@ -208,3 +208,45 @@ def test_the_summary_keeps_the_probes_evidence(tmp_path):
     assert probe["settled"] and probe["training_cell_px"] == TRAINED_PX
     factors = [e["factor"] for e in probe["evidence"]]
     assert factors == sorted(factors) and len(factors) >= 7
+
+
+def _count_command(tmp_path: Path, monkeypatch, *flags: str) -> tuple:
+    """``bmc count`` of 3 disc fields enlarged 1.6x with the stand-in detector (its models
+    replaced by it, the training profile by :func:`probe_profile`); the summary, the number of
+    discs and the detector."""
+    from bmc_detectron.tools import count as count_tool
+
+    discs = _case(tmp_path / "case", enlarged=1.6)
+    detector = SelectiveDetector()
+
+    def prepare(spec, output, options, overwrite=False):
+        counter = CellCounter(detector, score_threshold=0.3, tile_size=0)
+        return counter, make_setup(options, probe_profile(), "p.json")
+
+    monkeypatch.setattr(count_tool, "prepare_count", prepare)
+    out = tmp_path / "out"
+    args = ["--detector-onnx", "stand-in.onnx", "--input", str(tmp_path / "case")]
+    assert count_tool.main([*args, "--output", str(out), "--no-progress", *flags]) == 0
+    return json.loads((out / "summary.json").read_text()), discs, detector
+
+
+def test_the_count_command_finds_the_scale_by_default(tmp_path, monkeypatch, capsys):
+    summary, discs, _ = _count_command(tmp_path, monkeypatch)  # no --auto-scale
+    scale = summary["scale"]
+    assert scale["source"] == "probe" and scale["settled"] and scale["asked"]
+    assert abs(scale["to_training_scale"] * 1.6 - 1) < 0.1, scale
+    assert summary["detected"] == discs
+    assert "found by the detector probe" in capsys.readouterr().out
+
+
+def test_no_auto_scale_counts_the_fields_as_they_are_without_probing(tmp_path, monkeypatch, capsys):
+    summary, _, detector = _count_command(tmp_path, monkeypatch, "--no-auto-scale")
+    scale = summary["scale"]
+    assert scale["source"] == "none" and not scale["asked"] and scale["factor"] == 1.0
+    assert scale["evidence"] == {"file": None, "probe": None}
+    assert "automatic scale off" in scale["decision"]
+    assert len(detector.inputs) == 3  # one call per field: the count's, no probe
+    assert summary["detected"] == 0  # the discs are too big for the stand-in as they are
+    assert "not set (automatic scale off)" in capsys.readouterr().out
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "not set: each field detected at its own size" in html

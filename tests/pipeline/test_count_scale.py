@@ -242,7 +242,8 @@ def test_count_command_with_auto_scale_and_stain_normalisation(scale_case, capsy
 
 def test_count_command_flags_and_rescales_with_a_given_scale(scale_case, capsys):
     args, out = scale_case
-    assert count_tool.main([*args, "--output", str(out)]) == 0  # the profile is found: checked
+    # the automatic scale off: the fields as they are; the profile is found: they are checked
+    assert count_tool.main([*args, "--output", str(out), "--no-auto-scale"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scale"]["source"] == "none" and summary["scale"]["factor"] == 1.0
     assert all(any("red-cell diameter" in r for r in f["flags"]) for f in summary["fields"])

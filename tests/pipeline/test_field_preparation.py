@@ -177,3 +177,36 @@ def test_sidecar_scale_of_an_onnx_detector():
     assert scale == ModelScale(0.25, None, source="ONNX sidecar (config)")
     assert sidecar_scale(SimpleNamespace(meta={"scale": {"microns_per_pixel": 0}})) is None
     assert sidecar_scale(SimpleNamespace()) is None
+
+
+def test_the_detector_pads_its_input_by_repeating_the_edges():
+    """A field resized to a size off the backbone's multiple (257 px, stride 32) reaches the model
+    edge-padded (no flat strip for a model never trained on padding to read as cells); boxes come
+    back in the field's pixels, the padding's cut off, the empty ones dropped."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from bmc_detectron.pipeline.detector import Detector, pad_to_multiple
+
+    seen = []
+
+    def model(inputs):
+        image = inputs[0]["image"]
+        seen.append(image)
+        h, w = image.shape[1:]
+        boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [250.0, 20.0, 280.0, 40.0]])
+        boxes = torch.cat([boxes, torch.tensor([[260.0, 260.0, 280.0, 280.0]])])
+        found = Instances((h, w), pred_boxes=Boxes(boxes), scores=torch.tensor([0.9, 0.8, 0.7]))
+        found.pred_classes = torch.zeros(3, dtype=torch.int64)
+        return [{"instances": found}]
+
+    field = np.random.default_rng(0).integers(0, 255, (257, 250, 3), dtype=np.uint8)
+    detector = Detector(model=model, class_names=["cell"], min_size=0, size_divisibility=32)
+    dets = detector(field)
+    image = seen[0].numpy().transpose(1, 2, 0)
+    assert image.shape == (288, 256, 3)
+    assert (image[:257, :250] == field).all() and (image[257:, :250] == field[-1]).all()
+    assert (image[:257, 250:] == field[:, -1:]).all()
+    assert dets.boxes.tolist() == [[10.0, 10.0, 30.0, 30.0]]  # the others lie in the padding
+    assert pad_to_multiple(field[:256, :224], 32).shape == (256, 224, 3)
+    assert pad_to_multiple(field, 0) is field

@@ -223,7 +223,7 @@ def test_count_command_warns_or_refuses_the_issues_field(tmp_path, capsys):
     weights = save_random_detector(tmp_path / "det.pth", opts)
     args = ["--detector-config", DET_CONFIG, "--detector-weights", str(weights)]
     args += ["--detector-opts", *opts, "--input", str(inputs[0]), "--device", "cpu"]
-    args += ["--no-progress", "--score-threshold", "0.99"]
+    args += ["--no-progress", "--score-threshold", "0.99", "--no-auto-scale"]  # as it is
     strict = [*args, "--output", str(tmp_path / "strict"), "--strict-scale"]
     assert count_tool.main(strict) == 2
     err = capsys.readouterr().err.strip()

@@ -125,3 +125,8 @@ def test_onnx_backend_serves_the_page_and_api(onnx_models, no_env, monkeypatch):
         assert cells and all(len(c["probs"]) == 11 for c in cells)
         assert min(c["det_score"] for c in cells) >= 0.1
         assert client.get("/").status_code == 200
+
+
+def test_the_automatic_scale_is_on_unless_turned_off(no_env):
+    assert tool.build_parser().parse_args([]).auto_scale is True
+    assert tool.build_parser().parse_args(["--no-auto-scale"]).auto_scale is False

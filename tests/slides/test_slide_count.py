@@ -177,6 +177,11 @@ def test_count_command_with_a_slide(slide, tmp_path, monkeypatch, capsys):
         == 2
     )
     assert "no.svs: no such slide file" in capsys.readouterr().err
+    # the automatic scale is the default for fields; a slide uses its own pixel size, and an
+    # explicit --auto-scale with --slide is refused
+    explicit = ["--detector-onnx", "x.onnx", "--slide", str(path), "--auto-scale"]
+    assert count_tool.main([*explicit, "--output", str(tmp_path / "r3")]) == 2
+    assert "--auto-scale does not apply to a slide" in capsys.readouterr().err
 
 
 def test_fields_are_brought_to_the_model_scale(slide, tmp_path):

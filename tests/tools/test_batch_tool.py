@@ -81,3 +81,12 @@ def test_batch_command_errors_are_one_line(tmp_path, models, capsys, monkeypatch
     assert batch_tool.main([str(tmp_path / "day"), *out, "--ray", *models]) == 2
     assert "pip install .[batch]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_finds_each_cases_scale_unless_turned_off():
+    # not given: None, counted as on for case folders (and not an error with --slides)
+    assert batch_tool.build_parser().parse_args(["c", "--output", "o"]).auto_scale is None
+    on = ["c", "--output", "o", "--auto-scale"]
+    assert batch_tool.build_parser().parse_args(on).auto_scale is True
+    off = ["c", "--output", "o", "--no-auto-scale"]
+    assert batch_tool.build_parser().parse_args(off).auto_scale is False

@@ -58,7 +58,7 @@ ANALYZE_BODY = {
                             "type": "boolean",
                             "description": "find the images' scale (their files' own pixel "
                             "size, the detector probe) when no microns_per_pixel is given; "
-                            "default: the server's --auto-scale",
+                            "default: on, unless the server runs with --no-auto-scale",
                         },
                     },
                 }
@@ -75,7 +75,8 @@ def _flag(form_fields: Dict[str, str], name: str, default: bool) -> bool:
 
 def _request_scale(form_fields: Dict[str, str], base: ScaleSetup) -> ScaleSetup:
     """The request's scale setup: its ``microns_per_pixel`` and ``auto_scale`` form fields
-    (``auto_scale`` defaults to the server's ``--auto-scale``), the server's other options."""
+    (``auto_scale`` defaults to the server's: on unless ``--no-auto-scale``), the server's other
+    options."""
     raw = form_fields.get("microns_per_pixel", "").strip()
     auto = _flag(form_fields, "auto_scale", base.options.auto)
     options = replace(base.options, microns_per_pixel=None, auto=auto, stain=None)
