@@ -38,12 +38,30 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bmc_detectron.cases.states import DEFAULT_LAB, ROLES, STATUSES
 
-__all__ = ["ROLES", "STATUSES", "AuditEntry", "Base", "Case", "Cell", "Field", "SignOff", "User"]
+__all__ = [
+    "ROLES",
+    "STATUSES",
+    "AuditEntry",
+    "Base",
+    "Case",
+    "Cell",
+    "Field",
+    "SignOff",
+    "User",
+    "storable",
+]
 
 
 def utcnow() -> dt.datetime:
     """The current UTC time, without a zone (as stored)."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored in, or looked up against, a text column on every database:
+    PostgreSQL refuses a NUL character outright (SQLite keeps it). A key holding one can match
+    no row: callers answer "not found" without asking the database."""
+    return "\x00" not in text
 
 
 #: constraint and index names, the same on every database (Alembic's batch mode on SQLite needs

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bmc_detectron.cases.errors import CaseError, NotFoundError
 from bmc_detectron.cases.labs import check_case_lab
-from bmc_detectron.cases.models import STATUSES, Case, Cell, Field
+from bmc_detectron.cases.models import STATUSES, Case, Cell, Field, storable
 from bmc_detectron.data.classes import OTHER
 from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.utils.io import json_safe
@@ -25,7 +25,9 @@ def get_case(
     of another lab is refused (:class:`~.errors.ForbiddenError`)."""
     query = select(Case).where(Case.case_id == case_id)
     query = query.options(selectinload(Case.fields).selectinload(Field.cells))
-    if version is None:
+    if not storable(case_id):
+        case = None
+    elif version is None:
         case = session.scalar(query.order_by(Case.version.desc()).limit(1))
     else:
         case = session.scalar(query.where(Case.version == version))
@@ -50,6 +52,8 @@ def find_cases(
     lab); newest first. Only each case's latest version unless ``all_versions``."""
     if status is not None and status not in STATUSES:
         raise CaseError(f"status {status!r}: one of {', '.join(STATUSES)}")
+    if not storable(search):
+        return []
     query = select(Case)
     if not all_versions:
         latest = select(Case.case_id, func.max(Case.version).label("v")).group_by(Case.case_id)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from bmc_detectron.cases.audit import record
 from bmc_detectron.cases.errors import CaseError, NotFoundError
 from bmc_detectron.cases.labs import check_lab
-from bmc_detectron.cases.models import ROLES, User
+from bmc_detectron.cases.models import ROLES, User, storable
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8
@@ -24,7 +24,7 @@ _HASHER = PasswordHasher()
 
 def get_user(session: Session, name: str) -> User:
     """The user called ``name``; :class:`NotFoundError` if there is none."""
-    user = session.scalar(select(User).where(User.name == name))
+    user = session.scalar(select(User).where(User.name == name)) if storable(name) else None
     if user is None:
         raise NotFoundError(f"unknown user {name!r} (add one with `bmc cases add-user`)")
     return user
@@ -62,7 +62,7 @@ def add_user(
 
 def verify_password(session: Session, name: str, password: str) -> bool:
     """True when ``password`` is the user's (False for an unknown user or a wrong password)."""
-    user = session.scalar(select(User).where(User.name == name))
+    user = session.scalar(select(User).where(User.name == name)) if storable(name) else None
     if user is None:
         return False
     try:

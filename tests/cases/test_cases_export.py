@@ -21,10 +21,10 @@ from .helpers import CLASSES, make_report, new_db
 
 
 @pytest.fixture
-def signed(tmp_path: Path):
+def signed(tmp_path: Path, db_url: str):
     """case42 reviewed (Red -> Myelo, Other deleted, a Red cell added) and signed by alice;
     case43 imported, not reviewed."""
-    db = new_db(tmp_path)
+    db = new_db(tmp_path, db_url)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "importer")
         import_report(s, db.store, make_report(tmp_path, "case43", offset=5), "importer")

@@ -19,9 +19,9 @@ from .helpers import make_report, new_db
 
 
 @pytest.fixture
-def db(tmp_path: Path):
+def db(tmp_path: Path, db_url: str):
     """caseA in lab-a, caseB in lab-b; amy reviews lab-a, ben lab-b, root is an admin."""
-    db = new_db(tmp_path)
+    db = new_db(tmp_path, db_url)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path, "caseA"), "imp", lab="lab-a")
         import_report(s, db.store, make_report(tmp_path, "caseB", offset=3), "imp", lab="lab-b")

@@ -17,7 +17,8 @@ from bmc_detectron.cases.errors import SchemaError
 from bmc_detectron.cases.importer import import_report
 from bmc_detectron.cases.models import Base
 
-from .helpers import make_report, new_db
+from .helpers import integrity_problems, make_report, new_db
+from .postgres import copy_database
 
 # A later schema revision, as a future bmc-detectron would ship it (test only).
 NEXT_REVISION = """
@@ -50,8 +51,8 @@ def later_migrations(tmp_path: Path) -> Path:
     return folder
 
 
-def test_upgrade_from_empty_gives_the_models_schema(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cases.db'}")
+def test_upgrade_from_empty_gives_the_models_schema(db_url: str) -> None:
+    engine = make_engine(db_url)
     assert revision_of(engine) is None
     assert upgrade(engine) == "0002"
     with engine.connect() as conn:
@@ -59,48 +60,51 @@ def test_upgrade_from_empty_gives_the_models_schema(tmp_path: Path) -> None:
         assert compare_metadata(context, Base.metadata) == []
         tables = set(inspect(conn).get_table_names())
         assert {"cases", "fields", "cells", "users", "sign_offs", "audit_log"} <= tables
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert integrity_problems(conn) == []
     assert upgrade(engine) == "0002"  # again: nothing to do
     engine.dispose()
 
 
-def test_an_empty_database_is_refused_with_the_way_out(tmp_path: Path) -> None:
+def test_an_empty_database_is_refused_with_the_way_out(db_url: str) -> None:
     with pytest.raises(SchemaError, match="no case database there yet; run `bmc cases init`"):
-        CaseDB(f"sqlite:///{tmp_path / 'cases.db'}")
+        CaseDB(db_url)
 
 
-def test_older_database_refused_then_upgraded_on_a_copy(tmp_path, later_migrations) -> None:
-    db = new_db(tmp_path)
+def test_older_database_refused_then_upgraded_on_a_copy(
+    tmp_path: Path, db_url: str, later_migrations: Path
+) -> None:
+    db = new_db(tmp_path, db_url)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "tester")
     db.close()
-    original = tmp_path / "db" / "cases.db"
-    copy = tmp_path / "copy" / "cases.db"
-    copy.parent.mkdir()
-    shutil.copyfile(original, copy)
-    url = f"sqlite:///{copy}"
-    with pytest.raises(SchemaError, match=r"revision 0002, older .* run `bmc cases upgrade`"):
-        CaseDB(url, migrations=later_migrations)
-    older = CaseDB(url, check=False, migrations=later_migrations)
-    assert older.upgrade() == "0099"
-    older.close()
-    db = CaseDB(url, migrations=later_migrations)  # now current: opens
-    with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT case_id, note FROM cases")).all() == [("case42", None)]
-        assert conn.execute(text("SELECT count(*) FROM cells")).scalar() == 4
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-    db.close()
-    assert revision_of(make_engine(f"sqlite:///{original}")) == "0002"  # the original untouched
-    with pytest.raises(SchemaError, match=r"revision 0099, unknown to this .*Refused"):
-        CaseDB(url)  # this package's head is 0002: a newer database is refused
-    with pytest.raises(SchemaError, match="Refused"):
-        upgrade(make_engine(url))
+    with copy_database(db_url) as url:
+        with pytest.raises(SchemaError, match=r"revision 0002, older .* run `bmc cases upgrade`"):
+            CaseDB(url, migrations=later_migrations)
+        older = CaseDB(url, check=False, migrations=later_migrations)
+        assert older.upgrade() == "0099"
+        older.close()
+        db = CaseDB(url, migrations=later_migrations)  # now current: opens
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT case_id, note FROM cases")).all() == [("case42", None)]
+            assert conn.execute(text("SELECT count(*) FROM cells")).scalar() == 4
+            assert integrity_problems(conn) == []
+        db.close()
+        original = make_engine(db_url)
+        assert revision_of(original) == "0002"  # the original untouched
+        original.dispose()
+        with pytest.raises(SchemaError, match=r"revision 0099, unknown to this .*Refused"):
+            CaseDB(url)  # this package's head is 0002: a newer database is refused
+        copy = make_engine(url)
+        with pytest.raises(SchemaError, match="Refused"):
+            upgrade(copy)
+        copy.dispose()
 
 
-def test_audit_log_is_append_only_in_the_database(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
+def test_audit_log_is_append_only_in_the_database(tmp_path: Path, db_url: str) -> None:
+    db = new_db(tmp_path, db_url)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "tester")
     for statement in ("UPDATE audit_log SET user_name = 'x'", "DELETE FROM audit_log"):
@@ -122,18 +126,20 @@ OLD_ROWS = [
     "INSERT INTO fields (id, case_pk, name, image_sha256, image_suffix, source_image, height, "
     "width, flags) VALUES (1, 1, 'f1', '" + "a" * 64 + "', '.png', 'f1.png', 48, 64, '[]')",
     "INSERT INTO cells (id, field_id, x0, y0, x1, y1, det_class, model_class, reviewed_class, "
-    "deleted, added, reviewed_by, version) VALUES (1, 1, 1, 2, 3, 4, 'cell', 'Lym', 'Red', 0, "
-    "0, 1, 2)",
+    "deleted, added, reviewed_by, version) VALUES (1, 1, 1, 2, 3, 4, 'cell', 'Lym', 'Red', "
+    "false, false, 1, 2)",
     "INSERT INTO audit_log (at, user_name, case_pk, entity, entity_id, action) "
     "VALUES ('2025-01-02 03:04:05', 'olga', 1, 'cell', 1, 'reclassify')",
 ]
 
 
-def test_labs_revision_upgrades_a_0001_database_keeping_its_data(tmp_path: Path, capsys) -> None:
+def test_labs_revision_upgrades_a_0001_database_keeping_its_data(
+    tmp_path: Path, db_url: str, capsys
+) -> None:
     from bmc_detectron.cases.queries import find_cases, get_case
     from bmc_detectron.tools import cases as cases_tool
 
-    url = f"sqlite:///{tmp_path / 'old' / 'cases.db'}"
+    url = db_url
     engine = make_engine(url)
     assert upgrade(engine, "0001") == "0001"  # the schema before labs, built by Alembic
     with engine.begin() as conn:
@@ -142,9 +148,9 @@ def test_labs_revision_upgrades_a_0001_database_keeping_its_data(tmp_path: Path,
     engine.dispose()
     with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0002"):
         CaseDB(url)
-    assert cases_tool.main(["upgrade", "--db", url]) == 0
+    assert cases_tool.main(["upgrade", "--db", url, "--images", str(tmp_path / "images")]) == 0
     assert "revision 0001 -> 0002" in capsys.readouterr().out
-    db = CaseDB(url)  # current now
+    db = CaseDB(url, tmp_path / "images")  # current now
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, lab FROM users")).all() == [("olga", "default")]
         assert conn.execute(text("SELECT case_id, lab, status FROM cases")).all() == [
@@ -153,8 +159,7 @@ def test_labs_revision_upgrades_a_0001_database_keeping_its_data(tmp_path: Path,
         cell = conn.execute(text("SELECT reviewed_class, version FROM cells")).all()
         assert cell == [("Red", 2)]
         assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert integrity_problems(conn) == []
         assert "ix_cases_lab" in {i["name"] for i in inspect(conn).get_indexes("cases")}
     with pytest.raises(DatabaseError, match="append-only"):  # the triggers survived
         with db.engine.begin() as conn:

@@ -24,12 +24,12 @@ from bmc_detectron.cases.review import add_cell, delete_cell, reclassify, reopen
 from bmc_detectron.cases.users import add_user, verify_password
 from bmc_detectron.utils.io import file_sha256
 
-from .helpers import CELLS, CLASSES, make_report, new_db
+from .helpers import CELLS, CLASSES, integrity_problems, make_report, new_db
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    db = new_db(tmp_path)
+def db(tmp_path: Path, db_url: str):
+    db = new_db(tmp_path, db_url)
     with db.session() as s:
         import_report(s, db.store, make_report(tmp_path), "importer")
         add_user(s, "alice", "correct horse", "reviewer", "admin0", "default")
@@ -127,6 +127,7 @@ def test_list_searches_by_id_status_and_date(db, tmp_path: Path) -> None:
         today = dt.datetime.now(dt.timezone.utc).date()
         assert [c.case_id for c in find_cases(s, search="b-2025")] == ["B-2025_7"]
         assert [c.case_id for c in find_cases(s, search="%")] == []  # taken literally
+        assert find_cases(s, search="case\x0042") == []  # a NUL: no case (PostgreSQL refuses it)
         assert find_cases(s, search="'; DROP TABLE cases; --") == []
         assert len(find_cases(s)) == 2
         assert len(find_cases(s, status="counted", since=today, until=today)) == 2
@@ -136,6 +137,8 @@ def test_list_searches_by_id_status_and_date(db, tmp_path: Path) -> None:
             find_cases(s, status="done")
     with db.session() as s, pytest.raises(NotFoundError, match="case 'nope' is not"):
         get_case(s, "nope")
+    with db.session() as s, pytest.raises(NotFoundError, match="is not in the case database"):
+        get_case(s, "case42\x00")
 
 
 def test_edits_write_exact_audit_rows_and_the_differential(db) -> None:
@@ -235,8 +238,7 @@ def test_signed_case_is_read_only_and_reopen_keeps_it(db) -> None:
         signed = json.loads(json.dumps(case_json(old)))["sign_offs"]
         assert [x["user"] for x in signed] == ["alice"]
     with db.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert integrity_problems(conn) == []
 
 
 def test_users_have_argon2_hashes_and_checked_names(db) -> None:
@@ -244,6 +246,7 @@ def test_users_have_argon2_hashes_and_checked_names(db) -> None:
         assert verify_password(s, "alice", "correct horse")
         assert not verify_password(s, "alice", "wrong horse")
         assert not verify_password(s, "nobody", "correct horse")
+        assert not verify_password(s, "alice\x00", "correct horse")
         hashed = s.execute(text("SELECT password_hash FROM users WHERE name='alice'")).scalar()
         assert hashed.startswith("$argon2id$")
         for name, password, role, why in [

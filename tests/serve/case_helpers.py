@@ -19,9 +19,10 @@ PASSWORD = "correct horse 42"
 CSRF = "test-csrf-token"
 
 
-def case_db(tmp: Path, cases: int = 1) -> CaseDB:
-    """A fresh database with ada (admin), rex (reviewer) and ``case42`` (+ ``case43``, ...)."""
-    db = new_db(tmp)
+def case_db(tmp: Path, cases: int = 1, url: Optional[str] = None) -> CaseDB:
+    """A fresh database with ada (admin), rex (reviewer) and ``case42`` (+ ``case43``, ...); at
+    ``url`` (an empty database) or in an SQLite file under ``tmp``."""
+    db = new_db(tmp, url)
     with db.session() as s:
         add_user(s, "ada", PASSWORD, "admin", "test")
         add_user(s, "rex", PASSWORD, "reviewer", "test", "default")
