@@ -110,10 +110,10 @@ def model_counter(cfg: CfgNode, model: torch.nn.Module) -> CellCounter:
     detector = Detector(
         model,
         detector_class_names(cfg),
-        int(cfg.INPUT.MIN_SIZE_TEST),
-        int(cfg.INPUT.MAX_SIZE_TEST),
-        cfg.INPUT.FORMAT,
-        cfg.MODEL.DEVICE,
+        min_size=int(cfg.INPUT.MIN_SIZE_TEST),
+        max_size=int(cfg.INPUT.MAX_SIZE_TEST),
+        input_format=cfg.INPUT.FORMAT,
+        device=cfg.MODEL.DEVICE,
     )
     return CellCounter(detector)
 
