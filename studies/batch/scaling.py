@@ -193,7 +193,10 @@ def ceiling_text(data: Dict[str, Any]) -> List[str]:
         "CPU of its own and the rate per worker is what scales.",
     ]
     if data.get("slides"):
-        lines += ["", *slides_ceiling(data["slides"], data["cores"])]
+        case_s = None
+        if runs:
+            case_s = (runs[0]["wall_s"] - runs[0]["load_s"]) / data["cases"]
+        lines += ["", *slides_ceiling(data["slides"], data["cores"], case_s)]
     return lines
 
 

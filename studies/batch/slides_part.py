@@ -114,6 +114,7 @@ def slide_facts(reference: Path) -> Dict[str, Any]:
     resize of the count, the target, how many slides reached it, the cells in all."""
     summaries = [json.loads(p.read_text()) for p in sorted(reference.glob("*/summary.json"))]
     slide, scale = summaries[0]["slide"], summaries[0]["scale"]
+    fields = [len(s["fields"]) for s in summaries]
     return dict(
         microns_per_pixel=slide["microns_per_pixel"],
         level=slide["level"],
@@ -122,6 +123,7 @@ def slide_facts(reference: Path) -> Dict[str, Any]:
         model_mpp=(scale.get("model") or {}).get("microns_per_pixel"),
         target_cells=slide["target_cells"],
         reached=sum(bool(s["slide"]["reached"]) for s in summaries),
+        fields_range=[min(fields), max(fields)],
         cells=sum(s["counted"] for s in summaries),
     )
 
@@ -150,22 +152,26 @@ def slides_section(part: Dict[str, Any]) -> List[str]:
         "",
         "The single process builds the models once and counts the slides one after the other; "
         "each batch run is `run_batch` over `find_slides` (what `bmc batch --slides` runs): one "
-        "slide per task, the models loaded once per worker, the same threads per worker as "
-        "above. Wall times include starting the workers and loading the models (the single "
-        f"process's model loading took {single['load_s']:.1f} s of its {single['wall_s']:.1f} "
-        "s); 'reports identical' compares each slide's `summary.json` and `cells.csv` as above.",
+        "slide per task, the models loaded once per worker, torch threads per worker = cores / "
+        "workers (at least 1). Wall times include starting the workers and loading the models "
+        f"(the single process's model loading took {single['load_s']:.1f} s of its "
+        f"{single['wall_s']:.1f} s). 'Reports identical': every slide's `summary.json` "
+        "(without the run's facts) and `cells.csv` equal the single process's.",
         "",
         rate_table(runs, "slides", extra=("fields",)),
         "",
     ]
 
 
-def slides_ceiling(part: Dict[str, Any], cores: int) -> List[str]:
-    """What the slide runs add to the ceiling: the measured speed-ups, and the slide as the
-    task (its size against the start-up, how the slides share out over the workers)."""
-    runs, n = part["runs"], part["count"]
+def slides_ceiling(
+    part: Dict[str, Any], cores: int, case_seconds: Optional[float] = None
+) -> List[str]:
+    """What the slide runs add to the ceiling: the measured speed-ups, the slide as the task
+    (its seconds against the start-up and, given ``case_seconds``, a folder case's; how the
+    slides share out over the workers)."""
+    runs, n, f = part["runs"], part["count"], part["facts"]
     single = runs[0]
-    per_slide = (single["wall_s"] - single["load_s"]) / n
+    counting = single["wall_s"] - single["load_s"]
     shares = []
     for w in sorted({r["workers"] for r in runs[1:]}):
         rounds = math.ceil(n / w)
@@ -175,19 +181,27 @@ def slides_ceiling(part: Dict[str, Any], cores: int) -> List[str]:
             f"on {w} worker(s) {rounds} round(s), {last} slide(s) in the last"
             + (f" ({idle} core(s) idle then)" if idle else "")
         )
+    case = "" if case_seconds is None else f" (a folder case above: {case_seconds:.1f} s)"
+    ones = [r for r in runs if r["workers"] == 1 and "case_s" in r]
+    start = "".join(
+        f" The start-up at 1 worker ({r['engine']}: {r['wall_s'] - r['case_s']:.1f} s) is "
+        f"paid once per run, against {counting:.1f} s of counting in the single process."
+        for r in ones[:1]
+    )
+    low, high = f["fields_range"]
     return [
-        "Slides (speed-up as above): " + measured_line(runs, "slides"),
+        "Measured on the slides (speed-up = the single process's wall time / the run's): "
+        + measured_line(runs, "slides"),
         "",
         "The slide batch has the same ceiling, two cores' worth of counting, for the same "
         "reason: a slide's count is CPU-bound too (decoding its tiles, its thumbnail, tissue "
         "mask and survey, then the models on its fields), "
-        f"{per_slide:.1f} s a slide in the single process. A task is a whole slide, so a "
-        "worker's start-up and the engine's cost per task weigh against a larger piece of "
-        "work than a folder case's; what limits a small batch instead is the split: with "
-        f"{n} slides of about equal work, {'; '.join(shares)} "
-        f"(a round: as many slides as workers; {cores} cores). More workers than cores still "
-        "only share the cores. Real slides differ in size and zone, so the last slide to "
-        "finish sets the batch's end: a batch of few large slides scales worse than its slide "
-        "count says, and the issue's finer task (a slide's fields spread over workers) would "
-        "be the remedy.",
+        f"{counting / n:.1f} s a slide in the single process{case}. A task is a whole slide."
+        f"{start} With {n} slides of {low} to {high} counted fields each, the split over the "
+        f"workers: {'; '.join(shares)} (a round: as many slides as workers; {cores} cores). "
+        "More workers than cores only share the cores. Real slides differ in size and zone, "
+        "so the last slide to finish sets the batch's end: a batch of few large slides scales "
+        "worse than its slide count says; spreading a slide's fields over the workers (one "
+        "task per field batch, which the issue allows) would even it out, where the engines "
+        "here take a slide per task.",
     ]

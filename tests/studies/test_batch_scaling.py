@@ -78,6 +78,7 @@ def _slide_part():
             target_cells=500,
             reached=0,
             cells=1270,
+            fields_range=[3, 5],
         ),
         runs=[
             dict(run, engine="single process", workers=1, wall_s=50.0, load_s=1.0),
@@ -112,11 +113,14 @@ def test_page_with_slides_only_has_the_slide_table_and_its_ceiling():
     assert "| processes | 2 | 10 | 40 | 31.2 | 0.32 | 0.16 | 1.60 | -38 % | yes |" in page
     assert "| processes | 4 | 10 | 40 | 40.0 | 0.25 | 0.06 | 1.25 | -20 % | NO |" in page
     assert (
-        "Slides (speed-up as above): processes: 1 worker(s) 0.91x, 2 worker(s) 1.60x, "
+        "Measured on the slides (speed-up = the single process's wall time / the run's): "
+        "processes: 1 worker(s) 0.91x, 2 worker(s) 1.60x, "
         "4 worker(s) 1.25x the single process; start-up (1 worker: wall - time in cases) 5.0 s. "
         "Best: processes at 2 worker(s), 0.32 slides/s." in page
     )
-    assert "4.9 s a slide in the single process" in page  # (50 - 1) s over 10 slides
+    assert "4.9 s a slide in the single process. A task" in page  # (50 - 1) s over 10 slides
+    assert "start-up at 1 worker (processes: 5.0 s) is paid once per run, against 49.0 s" in page
+    assert "With 10 slides of 3 to 5 counted fields each, the split over the workers:" in page
     # 10 slides: 1 worker 10 rounds; 2 workers 5 full rounds; 4 workers 3 rounds, the last of 2
     assert "on 1 worker(s) 10 round(s), 1 slide(s) in the last;" in page
     assert "on 2 worker(s) 5 round(s), 2 slide(s) in the last;" in page
@@ -133,6 +137,7 @@ def test_page_with_both_parts_has_both_tables_in_order():
     fields, slides = page.index("## A folder of fields"), page.index("## A batch of slides")
     ceiling = page.index("## The ceiling on 2 cores")
     assert fields < slides < ceiling
+    assert "4.9 s a slide in the single process (a folder case above: 4.5 s)." in page
     assert page.index("Best: ray at 2 worker(s), 2.50 fields/s.") < page.index(
         "Best: processes at 2 worker(s), 0.32 slides/s."
     )
