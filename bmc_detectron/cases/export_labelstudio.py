@@ -159,23 +159,28 @@ def export_labelstudio(
     case_ids: Sequence[str] = (),
     signed_only: bool = False,
     image_root: Optional[str] = None,
+    lab: Optional[str] = None,
 ) -> LabelStudioExport:
-    """The chosen cases as Label Studio tasks, one per field (see the module doc); an unknown
+    """The chosen cases (none: every case of ``lab``) as Label Studio tasks, one per field (see
+    the module doc); ``lab``: that lab's cases only (None: every lab; a named case of another
+    lab is refused, :class:`~.errors.ForbiddenError`, as :mod:`.labs` refuses it). An unknown
     case is refused (:class:`~.errors.NotFoundError`), and so is an export with no case left."""
-    names = list(dict.fromkeys(case_ids)) or sorted({c.case_id for c in find_cases(session)})
+    every = sorted({c.case_id for c in find_cases(session, lab=lab)})
+    names = list(dict.fromkeys(case_ids)) or every
     cases: List[Case] = []
     left_out: Dict[str, str] = {}
     for name in names:
-        case = get_case(session, name)  # NotFoundError for an unknown case
+        case = get_case(session, name, lab=lab)  # NotFoundError for an unknown case
         if signed_only:
-            signed = latest_signed(session, name)
+            signed = latest_signed(session, name, lab)
             if signed is None:
                 left_out[name] = f"never signed (latest version {case.version} is {case.status})"
                 continue
             case = signed
         cases.append(case)
     if not cases:
-        why = "; ".join(f"{k}: {v}" for k, v in left_out.items()) or "the database has no case"
+        nothing = "the database has no case" + ("" if lab is None else f" of lab {lab!r}")
+        why = "; ".join(f"{k}: {v}" for k, v in left_out.items()) or nothing
         raise ExportError(f"no case to export ({why})")
     labels = _check_labels(cases)
     tasks = [_task(case, fld, store, image_root) for case in cases for fld in case.fields]

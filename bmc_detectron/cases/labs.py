@@ -18,7 +18,7 @@ from typing import Optional
 from bmc_detectron.cases.errors import CaseError, ForbiddenError
 from bmc_detectron.cases.states import DEFAULT_LAB
 
-__all__ = ["DEFAULT_LAB", "check_case_lab", "check_lab", "lab_scope"]
+__all__ = ["DEFAULT_LAB", "check_case_lab", "check_lab", "lab_scope", "listed_lab"]
 LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -40,4 +40,17 @@ def lab_scope(role: str, lab: Optional[str]) -> Optional[str]:
 def check_case_lab(case_id: str, case_lab: str, scope: Optional[str]) -> None:
     """Refuse (:class:`ForbiddenError`) a case whose lab is outside ``scope``."""
     if scope is not None and case_lab != scope:
-        raise ForbiddenError(f"case {case_id!r} belongs to another lab than yours")
+        raise ForbiddenError(f"case {case_id!r} belongs to another lab than {scope!r}")
+
+
+def listed_lab(scope: Optional[str], asked: Optional[str]) -> Optional[str]:
+    """The lab whose cases a list or export shows: for a user who sees every lab (``scope``
+    None) ``asked`` (checked; None or "": every lab), else their own lab; asking for another
+    lab than one's own is refused (:class:`~.errors.ForbiddenError`)."""
+    if asked:
+        check_lab(asked)
+    if scope is None:
+        return asked or None
+    if asked and asked != scope:
+        raise ForbiddenError(f"lab {asked!r} is not yours: you see your lab's cases only")
+    return scope

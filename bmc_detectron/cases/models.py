@@ -8,7 +8,8 @@
   reviewer made of them (reviewed class, deleted, added by a person, by whom and when); ``version``
   is the row version for optimistic concurrency (SQLAlchemy's ``version_id_col``);
 * ``users``: local accounts (role reviewer / admin, argon2 password hash, lab: required for a
-  reviewer, an admin may have none);
+  reviewer, an admin may have none; ``session_epoch``: logging out increments it, see
+  ``users.end_sessions``);
 * ``sign_offs``: who signed which case version when, with the counts as signed;
 * ``audit_log``: append-only, every change (who, when, what entity, old -> new JSON).
 
@@ -93,6 +94,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     lab: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    #: the generation of the user's sessions: a session cookie carries the epoch it was issued
+    #: at, logging out increments it (every older cookie is refused, even after a restart)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Case(Base):

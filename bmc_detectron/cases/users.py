@@ -1,6 +1,10 @@
 """Local accounts: a name, a role (reviewer or admin), a lab (:mod:`.labs`: required for a
 reviewer; an admin without one sees every lab, as every admin does) and an argon2 password hash
-(argon2-cffi's defaults)."""
+(argon2-cffi's defaults).
+
+Sessions end for good: a session cookie of the web page carries the user's ``session_epoch`` as
+it was at login; :func:`end_sessions` (a logout) increments it, and a cookie of an older epoch is
+refused by every server, after any restart."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bmc_detectron.cases.audit import record
@@ -69,3 +73,20 @@ def verify_password(session: Session, name: str, password: str) -> bool:
         return _HASHER.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def end_sessions(session: Session, name: str, actor: str) -> int:
+    """Log ``name`` out everywhere: increment their session epoch (every session issued before
+    is refused from now on); ``actor``: who does it (audit log). Returns the new epoch."""
+    user = get_user(session, name)
+    old = user.session_epoch
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(session_epoch=User.session_epoch + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(user)
+    new = {"epoch": user.session_epoch}
+    record(session, actor, "end_sessions", "user", user.id, old={"epoch": old}, new=new)
+    return user.session_epoch

@@ -1,13 +1,14 @@
 """Who is asking: local accounts (the case database's users), signed session cookies, CSRF.
 
-- a session is a signed token (HMAC-SHA256 over ``{user, expiry, id}``) in the ``bmc_session``
-  cookie. The signing key is kept in a file (:attr:`AuthSettings.secret_file`; ``bmc serve``:
-  ``serve_secret`` beside the database, made on first start with mode 0600): a restart keeps
-  everybody logged in, deleting the file logs everybody out (a new key is made at once). The
-  cookie is HttpOnly, SameSite=Strict, Secure when the request came over https (or when
-  :attr:`AuthSettings.secure_cookies`); it expires after :attr:`AuthSettings.session_s` and a
-  logged-out session id is refused until then. The user is read from the database on every
-  request (a removed account is logged out at once);
+- a session is a signed token (HMAC-SHA256 over ``{user, session epoch, expiry, id}``) in the
+  ``bmc_session`` cookie. The signing key is kept in a file (:attr:`AuthSettings.secret_file`;
+  ``bmc serve``: ``serve_secret`` beside the database, made on first start with mode 0600): a
+  restart keeps everybody logged in, deleting the file logs everybody out (a new key is made at
+  once). The cookie is HttpOnly, SameSite=Strict, Secure when the request came over https (or
+  when :attr:`AuthSettings.secure_cookies`); it expires after :attr:`AuthSettings.session_s`.
+  The user is read from the database on every request (a removed account is logged out at once)
+  and the token's epoch must be the user's ``session_epoch``: a logout increments it
+  (``cases.users.end_sessions``), so a logged-out cookie stays refused after a restart;
 - CSRF: every state-changing request (POST, PUT, PATCH, DELETE) to the case routes must carry
   the ``X-CSRF-Token`` header equal to the ``bmc_csrf`` cookie (double submit): the pages set the
   cookie, their scripts send the header; a page on another site can do neither;
@@ -28,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from fastapi import Request, Response
 
@@ -122,12 +123,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@dataclass(frozen=True)
+class SessionClaim:
+    """What a valid session token says: the user and the session epoch it was issued at."""
+
+    user: str
+    epoch: int
+
+
 class Sessions:
-    """Issues and checks session tokens; remembers logged-out session ids until they expire."""
+    """Issues and checks session tokens (signed with the key, see the module doc)."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self._revoked: Dict[str, float] = {}
         self._lock = threading.Lock()
         self._key: Tuple[Optional[Tuple[int, int, int]], bytes] = (None, b"")
 
@@ -147,10 +155,10 @@ class Sessions:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self.key(), payload.encode(), hashlib.sha256).digest())
 
-    def issue(self, user: str) -> str:
-        """A new session token for ``user``."""
+    def issue(self, user: str, epoch: int) -> str:
+        """A new session token for ``user`` at their session ``epoch`` (``users.session_epoch``)."""
         expiry = self.settings.clock() + self.settings.session_s
-        body = {"u": user, "exp": round(expiry, 3), "sid": secrets.token_hex(16)}
+        body = {"u": user, "ep": int(epoch), "exp": round(expiry, 3), "sid": secrets.token_hex(16)}
         payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         return f"{payload}.{self._sign(payload)}"
 
@@ -164,28 +172,18 @@ class Sessions:
             return None
         return body if isinstance(body, dict) else None
 
-    def user_of(self, token: Optional[str]) -> Optional[str]:
-        """The user of a valid, unexpired, not logged-out token (else None)."""
+    def claim_of(self, token: Optional[str]) -> Optional[SessionClaim]:
+        """The user and epoch of a validly signed, unexpired token (else None). Whether the
+        epoch is still the user's (not logged out since) is the database's to say."""
         body = self._payload(token or "")
         if body is None or not isinstance(body.get("u"), str):
             return None
-        now = self.settings.clock()
-        if not isinstance(body.get("exp"), (int, float)) or body["exp"] <= now:
+        epoch = body.get("ep")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            return None  # a token of a server without session epochs: log in again
+        if not isinstance(body.get("exp"), (int, float)) or body["exp"] <= self.settings.clock():
             return None
-        with self._lock:
-            if body.get("sid") in self._revoked:
-                return None
-        return body["u"]
-
-    def revoke(self, token: Optional[str]) -> None:
-        """Log the token's session out."""
-        body = self._payload(token or "")
-        if body is None:
-            return
-        now = self.settings.clock()
-        with self._lock:
-            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
-            self._revoked[str(body.get("sid"))] = float(body.get("exp", now))
+        return SessionClaim(body["u"], epoch)
 
 
 def _stamp(path: Path) -> Optional[Tuple[int, int, int]]:

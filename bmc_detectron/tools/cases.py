@@ -6,9 +6,11 @@
     bmc cases list [--search 42] [--status signed] [--since 2025-01-01] [--until 2025-12-31]
                    [--lab hema]
     bmc cases show C42 [--version 1] [--json]
-    bmc cases export-coco C42 C43 --output reviewed.json [--images-dir DIR]
-    bmc cases export-labelstudio --out tasks.json [--signed-only] [--image-root URL] [C42 ...]
+    bmc cases export-coco C42 C43 --output reviewed.json [--images-dir DIR] [--lab hema]
+    bmc cases export-labelstudio --out tasks.json [--signed-only] [--image-root URL] [--lab hema]
+                   [C42 ...]
     bmc cases add-user alice --role reviewer --lab hema  # password: a prompt or --password-file
+    bmc cases end-sessions alice                     # log alice out of the web page everywhere
     bmc cases next [--strategy entropy] [--budget 10] # unreviewed cases, for active learning
 
 Every subcommand takes ``--db URL`` (default ``$BMC_CASES_DB``, else an SQLite file in the user's
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("cases", nargs="+", help="case ids (each one's latest signed version)")
     exp.add_argument("--output", required=True, help="COCO json to write")
     exp.add_argument("--images-dir", default=None, help="also copy the images here")
+    exp_lab = "only this lab's cases: a case of another lab is refused (default: every lab)"
+    exp.add_argument("--lab", default=None, help=exp_lab)
     ls_help = "cases as Label Studio tasks (model boxes: predictions; signed boxes: annotations)"
     lst = sub.add_parser("export-labelstudio", parents=[common], help=ls_help)
     lst.add_argument("cases", nargs="*", help="case ids (default: every case)")
@@ -87,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--signed-only", action="store_true", help="each case's latest signed version")
     root_help = "data.image = this path or URL prefix + the image's path in the store"
     lst.add_argument("--image-root", default=None, help=root_help + " (default: its full path)")
+    lst_lab = "only this lab's cases (no case named: every case of the lab; default: every lab)"
+    lst.add_argument("--lab", default=None, help=lst_lab)
     user = sub.add_parser("add-user", parents=[common], help="add a local account")
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, default="reviewer")
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     pw_help = f"file holding the password (else ${PASSWORD_ENV}, else a prompt)"
     user.add_argument("--password-file", default=None, help=pw_help)
     user.add_argument("--user", default=None, help="who adds it (default: the login name)")
+    end = sub.add_parser("end-sessions", parents=[common], help="log a user out everywhere")
+    end.add_argument("name", help="whose sessions of the web page end")
+    end.add_argument("--user", default=None, help="who does it (default: the login name)")
     nxt = sub.add_parser("next", parents=[common], help="unreviewed cases, most uncertain first")
     nxt.add_argument("--strategy", choices=RANK_STRATEGIES, default="entropy")
     nxt.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max")
@@ -191,10 +200,11 @@ def _show(db: CaseDB, args: argparse.Namespace) -> int:
 
 def _export(db: CaseDB, args: argparse.Namespace) -> int:
     from bmc_detectron.cases.export import export_coco
+    from bmc_detectron.cases.labs import listed_lab
 
     images_dir = None if args.images_dir is None else Path(args.images_dir)
     with db.session() as s:
-        coco = export_coco(s, db.store, args.cases, images_dir)
+        coco = export_coco(s, db.store, args.cases, images_dir, listed_lab(None, args.lab))
     write_json_atomic(coco, args.output, indent=1)
     root = images_dir or db.store.root
     print(
@@ -206,9 +216,11 @@ def _export(db: CaseDB, args: argparse.Namespace) -> int:
 
 def _export_labelstudio(db: CaseDB, args: argparse.Namespace) -> int:
     from bmc_detectron.cases.export_labelstudio import export_labelstudio, labeling_config
+    from bmc_detectron.cases.labs import listed_lab
 
+    lab = listed_lab(None, args.lab)
     with db.session() as s:
-        out = export_labelstudio(s, db.store, args.cases, args.signed_only, args.image_root)
+        out = export_labelstudio(s, db.store, args.cases, args.signed_only, args.image_root, lab)
     config = Path(args.config) if args.config else Path(args.output).parent / "labeling.xml"
     write_json_atomic(out.tasks, args.output, indent=1)
     atomic_write_text(config, labeling_config(out.labels))
@@ -246,6 +258,15 @@ def _add_user(db: CaseDB, args: argparse.Namespace) -> int:
     return 0
 
 
+def _end_sessions(db: CaseDB, args: argparse.Namespace) -> int:
+    from bmc_detectron.cases.users import end_sessions
+
+    with db.session() as s:
+        epoch = end_sessions(s, args.name, args.user or _login())
+    print(f"ended every session of {args.name} in the web page (session epoch now {epoch})")
+    return 0
+
+
 def _next(db: CaseDB, args: argparse.Namespace) -> int:
     from bmc_detectron.cases.export import rank_unreviewed
 
@@ -265,6 +286,7 @@ JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
     "export-coco": _export,
     "export-labelstudio": _export_labelstudio,
     "add-user": _add_user,
+    "end-sessions": _end_sessions,
     "next": _next,
 }
 

@@ -74,3 +74,50 @@ def test_edits_sign_reopen_export_of_another_lab_are_refused(db) -> None:
         assert len(export_coco(s, db.store, ["caseB"], lab="lab-b")["images"]) == 2
         again = reopen(s, case_b, "ben")
         assert (again.version, again.lab) == (2, "lab-b")  # a new version stays in its lab
+
+
+def test_a_listed_lab_is_the_asked_one_for_an_admin_and_ones_own_for_a_reviewer() -> None:
+    from bmc_detectron.cases.errors import CaseError
+    from bmc_detectron.cases.labs import listed_lab
+
+    assert listed_lab(None, None) is None and listed_lab(None, "") is None  # every lab
+    assert listed_lab(None, "lab-b") == "lab-b"
+    assert listed_lab("lab-a", None) == "lab-a" and listed_lab("lab-a", "lab-a") == "lab-a"
+    with pytest.raises(ForbiddenError, match="lab 'lab-b' is not yours"):
+        listed_lab("lab-a", "lab-b")
+    with pytest.raises(CaseError, match="lab '../x': use letters"):
+        listed_lab(None, "../x")
+
+
+def test_exports_of_one_lab_by_the_command(db, tmp_path: Path, capsys) -> None:
+    import json
+
+    from bmc_detectron.tools import cases as cases_tool
+
+    with db.session() as s:
+        sign(s, get_case(s, "caseA"), "root")
+        sign(s, get_case(s, "caseB"), "root")
+    common = ["--db", db.url, "--images", str(db.store.root)]
+    coco, tasks = tmp_path / "out" / "coco.json", tmp_path / "out" / "tasks.json"
+    coco_cmd = ["export-coco", *common, "--output", str(coco)]
+    assert cases_tool.main([*coco_cmd, "caseA", "--lab", "lab-a"]) == 0
+    assert [c["case"] for c in json.loads(coco.read_text())["info"]["bmc_cases"]] == ["caseA"]
+    assert cases_tool.main([*coco_cmd, "caseA", "caseB", "--lab", "lab-a"]) == 2
+    assert "case 'caseB' belongs to another lab than 'lab-a'" in capsys.readouterr().err
+    assert cases_tool.main([*coco_cmd, "caseA", "caseB"]) == 0  # no --lab: every lab
+    assert len(json.loads(coco.read_text())["info"]["bmc_cases"]) == 2
+    ls_cmd = ["export-labelstudio", *common, "--out", str(tasks)]
+    for lab, case in (("lab-a", "caseA"), ("lab-b", "caseB")):  # no case named: the lab's
+        assert cases_tool.main([*ls_cmd, "--lab", lab]) == 0
+        assert {t["data"]["case"] for t in json.loads(tasks.read_text())} == {case}
+    assert cases_tool.main([*ls_cmd, "--signed-only", "--lab", "lab-b", "caseB"]) == 0
+    assert {t["data"]["case"] for t in json.loads(tasks.read_text())} == {"caseB"}
+    capsys.readouterr()
+    assert cases_tool.main([*ls_cmd, "--lab", "lab-b", "caseA"]) == 2
+    assert "case 'caseA' belongs to another lab than 'lab-b'" in capsys.readouterr().err
+    assert cases_tool.main([*ls_cmd, "--lab", "lab-c"]) == 2
+    assert "no case to export (the database has no case of lab 'lab-c')" in capsys.readouterr().err
+    assert cases_tool.main([*ls_cmd, "--lab", "a b"]) == 2
+    assert "lab 'a b': use letters" in capsys.readouterr().err
+    assert cases_tool.main([*ls_cmd]) == 0  # no --lab: every lab
+    assert {t["data"]["case"] for t in json.loads(tasks.read_text())} == {"caseA", "caseB"}

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0099"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -54,7 +54,7 @@ def later_migrations(tmp_path: Path) -> Path:
 def test_upgrade_from_empty_gives_the_models_schema(db_url: str) -> None:
     engine = make_engine(db_url)
     assert revision_of(engine) is None
-    assert upgrade(engine) == "0002"
+    assert upgrade(engine) == "0003"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -64,7 +64,7 @@ def test_upgrade_from_empty_gives_the_models_schema(db_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert integrity_problems(conn) == []
-    assert upgrade(engine) == "0002"  # again: nothing to do
+    assert upgrade(engine) == "0003"  # again: nothing to do
     engine.dispose()
 
 
@@ -81,7 +81,7 @@ def test_older_database_refused_then_upgraded_on_a_copy(
         import_report(s, db.store, make_report(tmp_path), "tester")
     db.close()
     with copy_database(db_url) as url:
-        with pytest.raises(SchemaError, match=r"revision 0002, older .* run `bmc cases upgrade`"):
+        with pytest.raises(SchemaError, match=r"revision 0003, older .* run `bmc cases upgrade`"):
             CaseDB(url, migrations=later_migrations)
         older = CaseDB(url, check=False, migrations=later_migrations)
         assert older.upgrade() == "0099"
@@ -93,10 +93,10 @@ def test_older_database_refused_then_upgraded_on_a_copy(
             assert integrity_problems(conn) == []
         db.close()
         original = make_engine(db_url)
-        assert revision_of(original) == "0002"  # the original untouched
+        assert revision_of(original) == "0003"  # the original untouched
         original.dispose()
         with pytest.raises(SchemaError, match=r"revision 0099, unknown to this .*Refused"):
-            CaseDB(url)  # this package's head is 0002: a newer database is refused
+            CaseDB(url)  # this package's head is 0003: a newer database is refused
         copy = make_engine(url)
         with pytest.raises(SchemaError, match="Refused"):
             upgrade(copy)
@@ -146,10 +146,10 @@ def test_labs_revision_upgrades_a_0001_database_keeping_its_data(
         for statement in OLD_ROWS:
             conn.execute(text(statement))
     engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0002"):
+    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0003"):
         CaseDB(url)
     assert cases_tool.main(["upgrade", "--db", url, "--images", str(tmp_path / "images")]) == 0
-    assert "revision 0001 -> 0002" in capsys.readouterr().out
+    assert "revision 0001 -> 0003" in capsys.readouterr().out
     db = CaseDB(url, tmp_path / "images")  # current now
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, lab FROM users")).all() == [("olga", "default")]
@@ -168,4 +168,43 @@ def test_labs_revision_upgrades_a_0001_database_keeping_its_data(
         assert [c.case_id for c in find_cases(s, lab="default")] == ["old1"]
         assert find_cases(s, lab="hema") == []
         assert get_case(s, "old1", lab="default").fields[0].cells[0].reviewed_class == "Red"
+    db.close()
+
+
+def test_session_epoch_revision_upgrades_a_0002_database_keeping_its_data(
+    tmp_path: Path, db_url: str, capsys
+) -> None:
+    from bmc_detectron.cases.users import end_sessions, get_user, verify_password
+    from bmc_detectron.tools import cases as cases_tool
+
+    engine = make_engine(db_url)
+    assert upgrade(engine, "0002") == "0002"  # labs, no session epoch
+    with engine.begin() as conn:
+        for statement in OLD_ROWS:
+            conn.execute(text(statement))
+        conn.execute(text("UPDATE users SET lab = 'hema'"))
+        conn.execute(text("UPDATE cases SET lab = 'hema'"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match=r"revision 0002, older than this bmc-detectron's 0003"):
+        CaseDB(db_url)
+    assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(tmp_path / "im")]) == 0
+    assert "revision 0002 -> 0003" in capsys.readouterr().out
+    db = CaseDB(db_url, tmp_path / "im")  # current now
+    with db.engine.connect() as conn:
+        users = conn.execute(text("SELECT name, lab, role, session_epoch FROM users")).all()
+        assert users == [("olga", "hema", "reviewer", 0)]
+        assert conn.execute(text("SELECT case_id, lab, status FROM cases")).all() == [
+            ("old1", "hema", "in_review")
+        ]
+        assert conn.execute(text("SELECT reviewed_class, version FROM cells")).all() == [("Red", 2)]
+        assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 1
+        assert integrity_problems(conn) == []
+    with db.session() as s:
+        assert not verify_password(s, "olga", "whatever")  # the old hash row is untouched
+        assert end_sessions(s, "olga", "root") == 1
+    with db.session() as s:
+        assert get_user(s, "olga").session_epoch == 1
+    with pytest.raises(DatabaseError, match="append-only"):  # the triggers survived
+        with db.engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_log"))
     db.close()

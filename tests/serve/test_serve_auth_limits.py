@@ -1,9 +1,12 @@
-"""Logins that outlive a restart (the session key file beside the database) and the login rate
+"""Logins that outlive a restart (the session key file beside the database), logouts that
+outlive one too (the session epoch in the database, on SQLite and PostgreSQL), and the login rate
 limit (a fake clock: N failures per name or address in a window, then 429 + Retry-After; each
 failure and refusal in the audit log)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import stat
 
 import pytest
@@ -21,6 +24,7 @@ from bmc_detectron.serve import ServeSettings, create_app  # noqa: E402
 from bmc_detectron.serve.auth import AuthSettings, load_or_create_secret  # noqa: E402
 from bmc_detectron.serve.case_setup import CasesSetupError, auth_mode  # noqa: E402
 from bmc_detectron.serve.login_limit import LoginLimiter  # noqa: E402
+from tests.cases.postgres import fresh_database, postgres_server  # noqa: E402, F401
 from tests.serve.case_helpers import CSRF, PASSWORD, case_app, case_db, login  # noqa: E402
 
 
@@ -161,3 +165,65 @@ def test_limiter_windows_per_name_and_per_address():
     assert limiter.retry_after("zed", "a9") == 60  # ...not the address's
     with pytest.raises(ValueError):
         LoginLimiter(0, 60.0, clock)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request, tmp_path, monkeypatch):
+    """An empty database: an SQLite file under ``tmp_path/db``, or one on PostgreSQL (its key
+    file then in the data folder, ``tmp_path/data``)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'cases.db'}"
+        return
+    yield from fresh_database(request.getfixturevalue("postgres_server"))
+
+
+def test_a_logout_lasts_across_a_restart(tmp_path, counter, any_db_url):
+    db = case_db(tmp_path, url=any_db_url)
+    first = case_app(counter, db)
+    with TestClient(first) as rex, TestClient(first) as ada:
+        login(rex, "rex")
+        kept = rex.cookies.get("bmc_session")  # a copy someone kept
+        login(ada, "ada")
+        ada_token = ada.cookies.get("bmc_session")
+        assert rex.post("/api/v1/auth/logout").status_code == 200
+        assert rex.post("/api/v1/auth/logout").status_code == 200  # again: nothing more
+    assert _me(first, kept) == 401
+    second_db = CaseDB(db.url, tmp_path / "db" / "images")  # a restart: new app, same key file
+    second = case_app(counter, second_db)
+    assert _me(second, kept) == 401  # the logged-out cookie stays refused
+    assert _me(second, ada_token) == 200  # another user's session is unaffected
+    with TestClient(second) as client:
+        login(client, "rex")  # rex logs in again: a new cookie, accepted by both servers
+        fresh = client.cookies.get("bmc_session")
+    assert _me(first, fresh) == 200 and _me(second, fresh) == 200 and _me(second, kept) == 401
+    with db.session() as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.action == "end_sessions")).all()
+        assert [(a.user_name, a.old, a.new) for a in rows] == [("rex", {"epoch": 0}, {"epoch": 1})]
+    second_db.close()
+    db.close()
+
+
+def test_end_sessions_command_and_tokens_without_an_epoch(tmp_path, counter, capsys):
+    from bmc_detectron.serve.auth import Sessions
+    from bmc_detectron.tools import cases as cases_tool
+
+    db = case_db(tmp_path)
+    app = case_app(counter, db)
+    with TestClient(app) as client:
+        login(client, "ada")
+        token = client.cookies.get("bmc_session")
+    assert _me(app, token) == 200
+    argv = ["end-sessions", "ada", "--db", db.url, "--images", str(tmp_path / "db" / "images")]
+    assert cases_tool.main(argv + ["--user", "root"]) == 0
+    assert "ended every session of ada" in capsys.readouterr().out
+    assert _me(app, token) == 401
+    assert cases_tool.main(["end-sessions", "nobody"] + argv[2:]) == 2
+    assert "unknown user 'nobody'" in capsys.readouterr().err
+    sessions = Sessions(app.state.auth)
+    assert sessions.claim_of(sessions.issue("ada", 1)).epoch == 1
+    assert _me(app, sessions.issue("ada", 1)) == 200 and _me(app, sessions.issue("ada", 0)) == 401
+    payload = json.dumps({"u": "ada", "exp": 10**10, "sid": "x"}).encode()  # no epoch: refused
+    b64 = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    assert _me(app, f"{b64}.{sessions._sign(b64)}") == 401
+    db.close()

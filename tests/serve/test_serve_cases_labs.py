@@ -74,6 +74,21 @@ def test_each_reviewer_sees_only_their_lab_and_the_admin_sees_all(client):
     assert client.get("/api/v1/cases/caseA").json()["lab"] == "lab-a"
 
 
+def test_the_list_filtered_by_lab(client):
+    def labs(lab: str):
+        r = client.get("/api/v1/cases", params={"lab": lab})
+        return r.status_code, sorted(c["lab"] for c in r.json().get("cases", []))
+
+    login(client, "ada")  # an admin filters to any lab
+    assert labs("lab-b") == (200, ["lab-b"]) and labs("lab-a") == (200, ["lab-a"])
+    assert labs("") == (200, ["lab-a", "lab-b"]) and labs("lab-c") == (200, [])
+    assert labs("../etc")[0] == 422
+    login(client, "amy")  # a reviewer: their own lab only
+    assert labs("lab-a") == (200, ["lab-a"]) and labs("") == (200, ["lab-a"])
+    r = client.get("/api/v1/cases", params={"lab": "lab-b"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
 @pytest.mark.parametrize("user,theirs,other", [("amy", 1, "caseB"), ("ben", 5, "caseA")])
 def test_every_route_of_the_other_labs_case_is_403(client, user, theirs, other):
     login(client, user)

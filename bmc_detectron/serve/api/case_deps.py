@@ -46,11 +46,13 @@ def check_csrf(request: Request) -> None:
 
 
 def current_user(request: Request) -> Principal:
-    """The logged-in user (the ``--no-auth`` user on a workstation); 401 when nobody is."""
+    """The logged-in user (the ``--no-auth`` user on a workstation); 401 when nobody is, and
+    for a session cookie whose epoch is no longer the user's (logged out)."""
     auth: AuthSettings = request.app.state.auth
-    name = auth.no_auth_user
+    name, claim = auth.no_auth_user, None
     if name is None:
-        name = request.app.state.sessions.user_of(request.cookies.get(SESSION_COOKIE))
+        claim = request.app.state.sessions.claim_of(request.cookies.get(SESSION_COOKIE))
+        name = None if claim is None else claim.user
     if name is None:
         raise ApiError(401, "login_required", "log in first (your session expired or is missing)")
     with request.app.state.cases.session() as session:
@@ -58,6 +60,8 @@ def current_user(request: Request) -> Principal:
             user = get_user(session, name)
         except NotFoundError:
             raise ApiError(401, "login_required", f"user {name!r} is no longer known") from None
+        if claim is not None and claim.epoch != user.session_epoch:
+            raise ApiError(401, "login_required", "this session was logged out: log in again")
         return Principal(user.name, user.role, user.lab, lab_scope(user.role, user.lab))
 
 

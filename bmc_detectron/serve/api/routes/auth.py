@@ -3,7 +3,11 @@ and ``POST /api/v1/users`` (an admin adds an account). Every POST needs the CSRF
 
 Logins are rate-limited (:mod:`bmc_detectron.serve.login_limit`): too many failures for a name
 or from an address get 429 with Retry-After; each failure (``login_failed``) and each refusal
-(``login_refused``) is written to the audit log."""
+(``login_refused``) is written to the audit log.
+
+A logout ends every session of the user for good (``cases.users.end_sessions``: the session
+epoch in the database goes up): a kept copy of any of their cookies is refused, after a restart
+too, on every server of the database."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from bmc_detectron.cases.audit import record
 from bmc_detectron.cases.db import CaseDB
-from bmc_detectron.cases.users import add_user, verify_password
+from bmc_detectron.cases.errors import NotFoundError
+from bmc_detectron.cases.users import add_user, end_sessions, get_user, verify_password
 from bmc_detectron.serve.api.case_deps import (
     AdminDep,
     AuthDep,
@@ -74,19 +79,27 @@ def login(
         )
     with db.session() as session:
         ok = verify_password(session, body.name, body.password)
+        epoch = get_user(session, body.name).session_epoch if ok else 0
     if not ok:
         limiter.failed(body.name, address)
         _audit_login(db, body.name, "login_failed", {"address": address})
         raise ApiError(401, "bad_login", "unknown user or wrong password")
     limiter.succeeded(body.name)
     response = JSONResponse({"name": body.name, "auth": True})
-    set_session_cookie(response, request, sessions.issue(body.name), auth)
+    set_session_cookie(response, request, sessions.issue(body.name, epoch), auth)
     return response
 
 
-@router.post("/auth/logout", summary="Log out (the session is refused from now on)")
-def logout(request: Request, sessions: SessionsDep) -> JSONResponse:
-    sessions.revoke(request.cookies.get(SESSION_COOKIE))
+@router.post("/auth/logout", summary="Log out (every session of the user, for good)")
+def logout(request: Request, db: CaseDBDep, sessions: SessionsDep) -> JSONResponse:
+    claim = sessions.claim_of(request.cookies.get(SESSION_COOKIE))
+    if claim is not None:
+        with db.session() as session:
+            try:
+                if get_user(session, claim.user).session_epoch == claim.epoch:
+                    end_sessions(session, claim.user, claim.user)
+            except NotFoundError:
+                pass  # the account is gone: its sessions with it
     response = JSONResponse({"logged_out": True})
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
