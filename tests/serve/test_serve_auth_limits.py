@@ -6,6 +6,8 @@ failure and refusal in the audit log)."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import stat
 
@@ -223,7 +225,13 @@ def test_end_sessions_command_and_tokens_without_an_epoch(tmp_path, counter, cap
     sessions = Sessions(app.state.auth)
     assert sessions.claim_of(sessions.issue("ada", 1)).epoch == 1
     assert _me(app, sessions.issue("ada", 1)) == 200 and _me(app, sessions.issue("ada", 0)) == 401
-    payload = json.dumps({"u": "ada", "exp": 10**10, "sid": "x"}).encode()  # no epoch: refused
-    b64 = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-    assert _me(app, f"{b64}.{sessions._sign(b64)}") == 401
+
+    def signed(body: dict) -> str:
+        b64 = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+        digest = hmac.new(sessions.key(), b64.encode(), hashlib.sha256).digest()
+        return b64 + "." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    body = {"u": "ada", "exp": 10**10, "sid": "x"}
+    assert _me(app, signed({**body, "ep": 1})) == 200
+    assert _me(app, signed(body)) == 401  # a token without an epoch (before 0003): refused
     db.close()
