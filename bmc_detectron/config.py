@@ -231,6 +231,13 @@ def _add_data_config(cfg: CN) -> None:
     # JSON with AP, AP50, AP75, APs/m/l, per-class AP/AP50, in OUTPUT_DIR/inference/<dataset>/.
     bmc.EVAL.METRICS_FILE = "coco_metrics.json"
 
+    # Test-time flips of the dense detectors' evaluation (modeling/tta.py): extra passes on the
+    # mirrored image, entries of "h" (left-right), "v" (top-bottom), "hv" (both); [] = off.
+    bmc.TEST_FLIPS = []
+    # How the passes' detections merge: "nms" (class-wise, MODEL.RETINANET.NMS_THRESH_TEST) or
+    # "wbf" (weighted box fusion, matching at the same IoU).
+    bmc.TEST_FLIP_MERGE = "nms"
+
     # Precision on CPU (CUDA mixed precision is detectron2's SOLVER.AMP.ENABLED).
     bmc.PRECISION = CN()
     # bfloat16 autocast for the forward pass of training and inference on CPU; losses,

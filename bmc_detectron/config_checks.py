@@ -6,7 +6,7 @@ that do not fit together, weights that would need a download (:func:`check_cfg`,
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, List, Sequence
 
 from detectron2.config import CfgNode as CN
 
@@ -41,6 +41,24 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
 
 
 CLASSIFIER_ARCH = "BMCCellClassifier"
+
+#: test-time flips (``BMC.TEST_FLIPS``): "h" mirrors left-right, "v" top-bottom, "hv" both
+TEST_FLIPS = ("h", "v", "hv")
+#: how the flipped passes' detections merge (``BMC.TEST_FLIP_MERGE``)
+TEST_FLIP_MERGES = ("nms", "wbf")
+
+
+def check_test_flips(flips: Sequence[str], merge: str) -> List[str]:
+    """The test-time flips as a list, after checking them and the merge (ConfigError naming the
+    key)."""
+    flips = list(flips)
+    if any(f not in TEST_FLIPS for f in flips) or len(set(flips)) != len(flips):
+        raise ConfigError(f"BMC.TEST_FLIPS {flips!r}: use distinct entries of {list(TEST_FLIPS)}")
+    if merge not in TEST_FLIP_MERGES:
+        raise ConfigError(
+            f"BMC.TEST_FLIP_MERGE {merge!r} is not known; allowed: {', '.join(TEST_FLIP_MERGES)}"
+        )
+    return flips
 
 
 def _check_classifier(cfg: CN) -> None:
@@ -99,6 +117,7 @@ def check_cfg(cfg: CN) -> None:
     _check_classifier(cfg)
     if int(cfg.BMC.CHECKPOINTS_TO_KEEP) < 0:
         raise ConfigError(f"BMC.CHECKPOINTS_TO_KEEP {cfg.BMC.CHECKPOINTS_TO_KEEP!r}: must be >= 0")
+    check_test_flips(cfg.BMC.TEST_FLIPS, cfg.BMC.TEST_FLIP_MERGE)
     ema = cfg.BMC.EMA
     if not 0 <= ema.DECAY < 1 or ema.WARMUP < 0:
         raise ConfigError(f"BMC.EMA: DECAY {ema.DECAY!r} not in [0, 1) or WARMUP {ema.WARMUP} < 0")

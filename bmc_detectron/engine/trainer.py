@@ -28,6 +28,7 @@ from bmc_detectron.data.checks import DatasetError, check_dataset_dicts
 from bmc_detectron.engine.ema import EMAHook, TrainingCheckpointer, build_weight_ema
 from bmc_detectron.engine.precision import apply_precision
 from bmc_detectron.evaluation import BMCCOCOEvaluator
+from bmc_detectron.modeling.tta import BMCRetinaNetWithTTA
 from bmc_detectron.smear.profile import PROFILE_FILE, profile_from_dataset
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,15 @@ class BMCTrainer(DefaultTrainer):
         dicts = load_checked_dicts(cfg, [dataset_name], filter_empty=False)
         mapper = DatasetMapper(cfg, False, augmentations=build_bmc_augmentations(cfg, False))
         return build_detection_test_loader(dicts, mapper=mapper)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, on the image and its flips when ``BMC.TEST_FLIPS`` lists any
+        (:class:`~bmc_detectron.modeling.tta.BMCRetinaNetWithTTA`)."""
+        if cfg.BMC.TEST_FLIPS:
+            model = BMCRetinaNetWithTTA(cfg, model)
+            logger.info("evaluating with test-time flips %s", list(cfg.BMC.TEST_FLIPS))
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
