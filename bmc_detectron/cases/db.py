@@ -27,7 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from bmc_detectron.cases.errors import SchemaError
+from bmc_detectron.cases.errors import CaseError, SchemaError
 from bmc_detectron.cases.store import ImageStore
 
 DB_ENV = "BMC_CASES_DB"
@@ -179,6 +179,18 @@ class CaseDB:
         """One transaction: committed when the block ends, rolled back on an exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def create(self) -> Tuple[Optional[str], bool]:
+        """Bring a new (empty) database to the head revision: (revision, created). A database at
+        the head is left as it is; an older one is refused (``bmc cases upgrade`` migrates it)."""
+        state, current = schema_state(self.engine)
+        if state == "older":
+            raise CaseError(
+                f"{self.url}: a case database at revision {current}; run `bmc cases upgrade`"
+            )
+        if state == "current":
+            return current, False
+        return self.upgrade(), True  # a database newer than this package is refused there
 
     def upgrade(self, revision: str = "head") -> str:
         """Migrate the database (:func:`upgrade`); returns its revision."""

@@ -13,6 +13,7 @@ from bmc_detectron.cases.errors import CaseError, NotFoundError
 from bmc_detectron.cases.labs import check_case_lab
 from bmc_detectron.cases.models import STATUSES, Case, Cell, Field, storable
 from bmc_detectron.data.classes import OTHER
+from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.structures.differential import Lineage, differential
 from bmc_detectron.utils.io import json_safe
 
@@ -178,3 +179,30 @@ def counts_snapshot(diff: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 def class_choices(case: Case) -> Sequence[str]:
     """The classes a reviewer may give a cell of this case: its model's, and Other."""
     return [*case.class_names, *([] if OTHER.abbr in case.class_names else [OTHER.abbr])]
+
+
+def case_list_text(cases: Sequence[Case]) -> str:
+    """A markdown table of cases (newest first as given) and their number."""
+    rows = [
+        [c.case_id, c.version, c.lab, c.status, c.created.strftime("%Y-%m-%d %H:%M"), c.source]
+        for c in cases
+    ]
+    header = ["case", "version", "lab", "status", "created (UTC)", "imported from"]
+    return f"{markdown_table(header, rows)}\n{len(rows)} case(s)"
+
+
+def case_overview_text(case: Case) -> str:
+    """One case in words: its state, fields and cells, model and reviewed counts by class, and
+    its sign-offs."""
+    diff = case_differential(case)
+    cells = [c for f in case.fields for c in f.cells]
+    head = (
+        f"case {case.case_id} version {case.version} (lab {case.lab}): {case.status}, "
+        f"{len(case.fields)} field(s), {len(cells)} cell(s) "
+        f"({sum(c.reviewed_by is not None for c in cells)} reviewed)"
+    )
+    model = {r["class"]: r["count"] for r in diff["model"]["classes"]}
+    rows = [[r["class"], model[r["class"]], r["count"]] for r in diff["reviewed"]["classes"]]
+    rows.append(["counted", diff["model"]["counted"], diff["reviewed"]["counted"]])
+    signed = [f"signed by {o.user.name} at {o.at:%Y-%m-%d %H:%M} UTC" for o in case.sign_offs]
+    return "\n".join([head, markdown_table(["class", "model", "reviewed"], rows), *signed])

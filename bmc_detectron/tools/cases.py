@@ -119,16 +119,9 @@ def _login() -> str:
 
 
 def _init(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.db import schema_state
-
-    state, current = schema_state(db.engine)
-    if state == "older":
-        raise CaseError(f"{db.url}: a case database at revision {current}; run `bmc cases upgrade`")
-    if state == "current":
-        print(f"case database at {db.url} already there (revision {current})")
-    else:
-        current = db.upgrade()  # a database newer than this package is refused there
-        print(f"created the case database at {db.url} (revision {current})")
+    revision, created = db.create()
+    what = "created the case database at" if created else "case database already at"
+    print(f"{what} {db.url} (revision {revision})")
     print(f"images stored in {db.store.root}")
     return 0
 
@@ -158,43 +151,22 @@ def _import(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _list(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.queries import find_cases
+    from bmc_detectron.cases.queries import case_list_text, find_cases
 
     with db.session() as s:
         cases = find_cases(
             s, args.search, args.status, args.since, args.until, args.all_versions, args.lab
         )
-        rows = [
-            [c.case_id, c.version, c.lab, c.status, c.created.strftime("%Y-%m-%d %H:%M"), c.source]
-            for c in cases
-        ]
-    header = ["case", "version", "lab", "status", "created (UTC)", "imported from"]
-    print(markdown_table(header, rows))
-    print(f"{len(rows)} case(s)")
+        print(case_list_text(cases))
     return 0
 
 
 def _show(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.queries import case_differential, case_json, get_case
+    from bmc_detectron.cases.queries import case_json, case_overview_text, get_case
 
     with db.session() as s:
         case = get_case(s, args.case, args.version)
-        if args.json:
-            print(json.dumps(case_json(case), indent=1))
-            return 0
-        diff = case_differential(case)
-        cells = [c for f in case.fields for c in f.cells]
-        print(
-            f"case {case.case_id} version {case.version} (lab {case.lab}): {case.status}, "
-            f"{len(case.fields)} field(s), {len(cells)} cell(s) "
-            f"({sum(c.reviewed_by is not None for c in cells)} reviewed)"
-        )
-        model = {r["class"]: r["count"] for r in diff["model"]["classes"]}
-        rows = [[r["class"], model[r["class"]], r["count"]] for r in diff["reviewed"]["classes"]]
-        rows.append(["counted", diff["model"]["counted"], diff["reviewed"]["counted"]])
-        print(markdown_table(["class", "model", "reviewed"], rows))
-        for sign_off in case.sign_offs:
-            print(f"signed by {sign_off.user.name} at {sign_off.at:%Y-%m-%d %H:%M} UTC")
+        print(json.dumps(case_json(case), indent=1) if args.json else case_overview_text(case))
     return 0
 
 
