@@ -1,11 +1,13 @@
-"""Timings: the summary of a list of call times (one p90) and the one interleaving loop of
-latency comparisons."""
+"""Timings: the summary of a list of call times (one p90), the one interleaving loop of
+latency comparisons, and a training run's time read back from its detectron2 log."""
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence, TypeVar
 
 Item = TypeVar("Item")
@@ -73,3 +75,20 @@ def interleaved_latency(
                 if index >= warmup:
                     times[name].append(seconds)
     return times
+
+
+_SPEED = re.compile(r"Overall training speed: (\d+) iterations in ([\d:]+) \(([\d.]+) s / it\)")
+
+
+def training_sessions(log: str | Path) -> List[Dict[str, float]]:
+    """Each training session's ``iterations``, ``seconds`` and ``s_per_iter`` from detectron2's
+    end-of-training lines in ``log`` (a run resumed from a checkpoint has one line per session
+    that ended; a killed session writes none). Empty when the file or the lines are missing."""
+    log = Path(log)
+    found = _SPEED.findall(log.read_text(errors="replace")) if log.is_file() else []
+    out = []
+    for iters, clock, per_iter in found:
+        h, m, s = (int(x) for x in clock.split(":"))
+        seconds = h * 3600 + m * 60 + s
+        out.append({"iterations": int(iters), "seconds": seconds, "s_per_iter": float(per_iter)})
+    return out

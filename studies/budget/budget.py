@@ -26,6 +26,7 @@ from typing import List, Mapping, Optional, Sequence
 from bmc_detectron.reporting.plots import new_figure, save_figure
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
+from bmc_detectron.reporting.timing import training_sessions
 from bmc_detectron.utils.io import atomic_write_text, shown_path
 from studies.status import load_manifest, planned_runs, study_status
 
@@ -66,6 +67,7 @@ def collect(runs_root: Path, manifest: Mapping[str, object]) -> List[BudgetRun]:
                 box = json.loads(metrics_file.read_text())["bbox"]
                 run_file = seed_dir / "run.json"
                 run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+                run["train_s"] = train_seconds(seed_dir, budget, run.get("train_s"))
                 out.append(
                     BudgetRun(
                         name,
@@ -77,6 +79,17 @@ def collect(runs_root: Path, manifest: Mapping[str, object]) -> List[BudgetRun]:
                     )
                 )
     return out
+
+
+def train_seconds(run_dir: Path, budget: int, fallback: Optional[float]) -> Optional[float]:
+    """The whole run's training time: every session of its ``log.txt`` (a resumed run has
+    several; ``run.json`` times the last one only), scaled to ``budget`` iterations when a
+    killed session left no line (same speed assumed); ``fallback`` when the log has none."""
+    sessions = training_sessions(run_dir / "log.txt")
+    iters = sum(s["iterations"] for s in sessions)
+    if not iters:
+        return fallback
+    return sum(s["seconds"] for s in sessions) * budget / iters
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -108,6 +121,68 @@ def budget_table(runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Seq
             )
     headers = ["detector", "iterations", "seeds", *METRICS, "train min", "latency ms"]
     return markdown_table(headers, rows)
+
+
+def _mean_ap(runs: Sequence[BudgetRun], name: str, budget: int) -> Optional[float]:
+    group = [r.metrics["AP"] for r in runs if r.config == name and r.budget == budget]
+    return statistics.mean(group) if group else None
+
+
+def _seeds(runs: Sequence[BudgetRun], name: str, budget: int) -> int:
+    return sum(1 for r in runs if r.config == name and r.budget == budget)
+
+
+def _trend(gaps: Sequence[tuple]) -> str:
+    """How the lead changes from the smallest to the largest budget both detectors reached."""
+    if len(gaps) < 2:
+        return "measured at one budget only: whether it closes with training is not known yet"
+    (b0, g0), (b1, g1) = gaps[0], gaps[-1]
+    if g1 <= 0:
+        return f"closed by {b1} iterations: a short-schedule effect"
+    if g1 <= g0 / 2:
+        return f"more than halved from {b0} to {b1} iterations: mostly a short-schedule effect"
+    if g1 < g0 - 1.0:
+        return f"shrinks from {b0} to {b1} iterations but stays: partly a short-schedule effect"
+    return f"does not shrink from {b0} to {b1} iterations: structural at these budgets"
+
+
+def verdict(
+    runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Sequence[int], model: str, peer: str
+) -> str:
+    """Markdown bullets written from the runs: the best detector at each budget, and ``peer``'s
+    lead over ``model`` (AP, latency) at each budget both reached, with its trend."""
+    lines = []
+    for b in budgets:
+        ranked = sorted(
+            ((ap, n) for n in configs if (ap := _mean_ap(runs, n, b)) is not None), reverse=True
+        )
+        if ranked:
+            order = " > ".join(f"`{n}` {fmt(ap)} (n={_seeds(runs, n, b)})" for ap, n in ranked)
+            which = "best" if len(ranked) == len(configs) else f"best of {len(ranked)} finished"
+            lines.append(f"- **{b} iterations**: {which} `{ranked[0][1]}`; {order}.")
+    gaps = []
+    for b in budgets:
+        ours, theirs = _mean_ap(runs, model, b), _mean_ap(runs, peer, b)
+        if ours is None or theirs is None:
+            continue
+        gaps.append((b, theirs - ours))
+        lat = [_median([r.latency_ms for r in runs if r.config == n]) for n in (model, peer)]
+        ratio = f"; `{model}`'s latency {fmt(lat[0] / lat[1], 2)}x" if None not in lat else ""
+        lines.append(
+            f"- `{peer}` - `{model}` at {b} iterations: {theirs - ours:+.1f} AP "
+            f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}){ratio}."
+        )
+    if gaps:
+        lines.append(f"- `{peer}`'s lead {_trend(gaps)}.")
+        best_b = max(budgets, key=lambda b: _mean_ap(runs, model, b) or -1.0)
+        first = next(b for b in budgets if _mean_ap(runs, peer, b) is not None)
+        ours, theirs = _mean_ap(runs, model, best_b), _mean_ap(runs, peer, first)
+        reached = "reaches" if ours >= theirs else "stays below"
+        lines.append(
+            f"- `{model}`'s best ({fmt(ours)} AP at {best_b} iterations) {reached} `{peer}` at "
+            f"{first} iterations ({fmt(theirs)} AP)."
+        )
+    return "\n".join(lines) if lines else "- no finished run yet"
 
 
 def plot_budget(
@@ -163,11 +238,16 @@ def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
         "iterations at batch 4, the schedule scaled (LR steps at 75 % and 90 %, warm-up 100);\n"
         "  bf16 + channels-last, one thread per run (`studies/budget/budget.sh`).\n"
         "- *latency ms*: the median of the runs' own batch-1 timing, taken while other runs "
-        "shared the machine: compare within a row, not across pages.\n\n"
+        "shared the machine: compare within a row, not across pages.\n"
+        "- *train min*: every training session in the run's log (resumed runs have several), "
+        "scaled to the budget when a killed session left no timing; runs shared the machine.\n"
+        "- *n*: the seeds finished.\n\n"
         f"## AP against budget\n\n![AP against budget]({plot.name})\n\n"
         + budget_table(runs, configs, budgets)
-        + "\n\n## Status\n\n"
-        + status
+        + "\n\n## Verdict (generated from the runs above)\n\n"
+        + verdict(runs, configs, budgets, str(manifest["model"]), str(manifest["peer"]))
+        + "\n\nFew seeds make these rankings provisional: the status below says which runs "
+        "are still missing.\n\n## Status\n\n" + status
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, text)

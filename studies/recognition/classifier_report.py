@@ -30,19 +30,21 @@ from bmc_detectron.config import build_cfg
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.reporting.provenance import machine_info, shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
+from bmc_detectron.reporting.timing import training_sessions
 from bmc_detectron.utils.io import atomic_write_text
-
-SPEED = re.compile(r"Overall training speed: (\d+) iterations in ([\d:]+) \(([\d.]+) s / it\)")
 
 
 def training_time(log: Path) -> Dict[str, float]:
-    """Iterations, minutes and seconds per iteration from detectron2's end-of-training line."""
-    match = SPEED.findall(log.read_text(errors="replace")) if log.is_file() else []
-    if not match:
+    """Iterations, minutes and seconds per iteration of the last training session in ``log``."""
+    sessions = training_sessions(log)
+    if not sessions:
         return {}
-    iters, clock, per_iter = match[-1]
-    h, m, s = (int(x) for x in clock.split(":"))
-    return {"iterations": int(iters), "minutes": h * 60 + m + s / 60, "s_per_iter": float(per_iter)}
+    last = sessions[-1]
+    return {
+        "iterations": last["iterations"],
+        "minutes": last["seconds"] / 60,
+        "s_per_iter": last["s_per_iter"],
+    }
 
 
 def crops_per_second(model, size: int, batch: int, rounds: int = 5) -> float:

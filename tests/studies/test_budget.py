@@ -15,6 +15,8 @@ MANIFEST = {
     "budgets": [780, 1560],
     "seeds": [0, 1],
     "configs": ["ref", {"name": "full", "seeds": [0]}],
+    "model": "full",
+    "peer": "ref",
 }
 
 
@@ -66,3 +68,46 @@ def test_page_has_table_plot_and_generated_status(tmp_path, monkeypatch):
     assert "| `ref` | 780 | 0 | 40.0 |" in text
     assert "1 of 3 planned runs done (2 queued)" in text  # 780: ref 0 done, ref 1 and full 0 queued
     assert load_manifest(manifest)["title"] == "Budget"
+
+
+def test_verdict_ranks_each_budget_and_follows_the_peers_lead(tmp_path):
+    _run(tmp_path, 780, "ref", 0, 57.0)
+    _run(tmp_path, 780, "ref", 1, 58.0)
+    _run(tmp_path, 780, "full", 0, 53.5)
+    _run(tmp_path, 1560, "ref", 0, 59.0)
+    _run(tmp_path, 1560, "full", 0, 56.0)
+    runs = budget.collect(tmp_path, MANIFEST)
+    lines = budget.verdict(runs, ["ref", "full"], [780, 1560], "full", "ref").splitlines()
+    assert lines == [
+        "- **780 iterations**: best `ref`; `ref` 57.5 (n=2) > `full` 53.5 (n=1).",
+        "- **1560 iterations**: best `ref`; `ref` 59.0 (n=1) > `full` 56.0 (n=1).",
+        "- `ref` - `full` at 780 iterations: +4.0 AP (n=2 / 1); `full`'s latency 1.00x.",
+        "- `ref` - `full` at 1560 iterations: +3.0 AP (n=1 / 1); `full`'s latency 1.00x.",
+        "- `ref`'s lead does not shrink from 780 to 1560 iterations: structural at these budgets.",
+        "- `full`'s best (56.0 AP at 1560 iterations) stays below `ref` at 780 iterations"
+        " (57.5 AP).",
+    ]
+
+
+def test_verdict_trend_names_a_short_schedule_effect():
+    assert budget._trend([(780, 4.0), (2340, 1.5)]).startswith("more than halved")
+    assert budget._trend([(780, 4.0), (2340, -0.2)]).startswith("closed by 2340")
+    assert budget._trend([(780, 4.0), (2340, 2.5)]).startswith("shrinks from 780")
+    assert "one budget only" in budget._trend([(780, 4.0)])
+
+
+def test_train_time_adds_every_session_of_a_resumed_run(tmp_path):
+    line = "d2.engine.hooks INFO: Overall training speed: {} iterations in {} ({} s / it)\n"
+    (tmp_path / "log.txt").write_text(
+        line.format(100, "0:10:00", "6.0") + "noise\n" + line.format(200, "0:20:00", "6.0")
+    )
+    assert budget.train_seconds(tmp_path, 300, 5.0) == 1800.0
+    assert budget.train_seconds(tmp_path, 600, 5.0) == 3600.0  # a killed session: scaled
+    assert budget.train_seconds(tmp_path / "none", 300, 5.0) == 5.0
+
+
+def test_verdict_says_when_a_budget_is_missing_detectors(tmp_path):
+    _run(tmp_path, 780, "full", 0, 53.5)
+    runs = budget.collect(tmp_path, MANIFEST)
+    text = budget.verdict(runs, ["ref", "full"], [780, 1560], "full", "ref")
+    assert text == "- **780 iterations**: best of 1 finished `full`; `full` 53.5 (n=1)."
