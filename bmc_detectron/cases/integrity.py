@@ -90,11 +90,11 @@ def _foreign_keys(conn: Connection, report: IntegrityReport) -> None:
     """Every reference names a row that is there (each single-column key of the models)."""
     n = 0
     for table in Base.metadata.sorted_tables:
-        for key in table.foreign_keys:
+        for key in sorted(table.foreign_keys, key=lambda k: k.parent.name):
             parent = key.column.table.alias("parent")
             column = key.parent
             query = (
-                select(table.c[[c.name for c in table.primary_key.columns][0]])
+                select(list(table.primary_key.columns)[0])
                 .select_from(table.outerjoin(parent, parent.c[key.column.name] == column))
                 .where(column.is_not(None), parent.c[key.column.name].is_(None))
                 .order_by(column)
