@@ -8,8 +8,10 @@ case), ``queries`` (the case list, one case as stored, the model-vs-reviewer dif
 ``review`` (reclassify / delete / add a cell, sign, re-open: each with its audit entry, stale row
 versions refused), ``audit``, ``users`` (argon2 password hashes), ``labs`` (which lab's cases a
 user sees), ``export`` (signed cases as COCO for ``merge-labels``, unreviewed cases ranked for
-active learning) and ``export_labelstudio`` (cases as Label Studio tasks: model boxes as
-predictions, signed boxes as annotations, with the labelling config). The command is
+active learning), ``export_labelstudio`` (cases as Label Studio tasks: model boxes as
+predictions, signed boxes as annotations, with the labelling config), ``logins`` (the login rate
+limit, counted in the database: shared by every server on it) and ``integrity`` (whether the
+database is whole, the same promises on SQLite and PostgreSQL: ``bmc cases check``). The command is
 ``bmc cases`` (:mod:`bmc_detectron.tools.cases`); the guide is ``docs/guides/cases.md``.
 
 Import rules:

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from bmc_detectron.cases.errors import CaseError, SchemaError
+from bmc_detectron.cases.integrity import IntegrityReport, check_integrity
 from bmc_detectron.cases.store import ImageStore
 
 DB_ENV = "BMC_CASES_DB"
@@ -195,6 +196,14 @@ class CaseDB:
     def upgrade(self, revision: str = "head") -> str:
         """Migrate the database (:func:`upgrade`); returns its revision."""
         return upgrade(self.engine, revision, self.migrations)
+
+    def check_integrity(self, *, create_amcheck: bool = False) -> IntegrityReport:
+        """Whether the database and its images are whole (:mod:`.integrity`), read in one
+        snapshot (PostgreSQL: a repeatable-read transaction); nothing is written."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            return check_integrity(conn, self.store, create_amcheck=create_amcheck)
 
     def close(self) -> None:
         """Release the engine's connections."""

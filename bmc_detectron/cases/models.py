@@ -11,7 +11,9 @@
   reviewer, an admin may have none; ``session_epoch``: logging out increments it, see
   ``users.end_sessions``);
 * ``sign_offs``: who signed which case version when, with the counts as signed;
-* ``audit_log``: append-only, every change (who, when, what entity, old -> new JSON).
+* ``audit_log``: append-only, every change (who, when, what entity, old -> new JSON);
+* ``login_failures``: the failed logins the login rate limit counts (:mod:`.logins`), one row per
+  failure and per what it counts against (the user name, the client address); pruned.
 
 Times are UTC, stored without a zone. The schema is created by the migrations
 (``migrations/versions``), never by ``create_all``; a test checks that both agree.
@@ -29,6 +31,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -47,6 +50,7 @@ __all__ = [
     "Case",
     "Cell",
     "Field",
+    "LoginFailure",
     "SignOff",
     "User",
     "storable",
@@ -223,3 +227,19 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(32))
     old: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     new: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+
+
+class LoginFailure(Base):
+    """One failed login as the login rate limit counts it (:mod:`.logins`): against a user name
+    or a client address (``kind``), at a time. Rows older than the limit's window are pruned."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        CheckConstraint("kind IN ('name', 'address')", name="kind"),
+        Index("ix_login_failures_kind_subject_at", "kind", "subject", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(String(255))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)

@@ -27,7 +27,6 @@ from bmc_detectron.serve.auth import AuthSettings, Sessions
 from bmc_detectron.serve.core.config import API_V1_STR, ServeSettings
 from bmc_detectron.serve.errors import ApiError, install_error_handlers
 from bmc_detectron.serve.gate import InferenceGate
-from bmc_detectron.serve.login_limit import LoginLimiter
 from bmc_detectron.serve.middleware import RequestGuard
 from bmc_detectron.serve.model_info import describe_counter, model_payload
 
@@ -46,6 +45,7 @@ def _add_case_routes(
     """The case database's routes (they need the ``cases`` extra, imported only here); by
     default the session key lies in the key file beside the database
     (:func:`~.case_setup.secret_file`)."""
+    from bmc_detectron.cases.logins import LoginLimit
     from bmc_detectron.serve.api.routes import auth as auth_routes
     from bmc_detectron.serve.api.routes import cases as case_routes
     from bmc_detectron.serve.api.routes import review
@@ -56,9 +56,9 @@ def _add_case_routes(
         auth = AuthSettings(secret_file=secret_file(cases.url, settings.secret_file))
     app.state.auth = auth
     app.state.sessions = Sessions(auth)
-    app.state.login_limiter = LoginLimiter(
+    app.state.login_limit = LoginLimit(
         settings.login_max_failures, settings.login_window_s, auth.clock
-    )
+    )  # kept in the database: shared by every server on it, kept over a restart
     install_case_error_handler(app)
     for module in (auth_routes, case_routes, review):
         app.include_router(module.router, prefix=API_V1_STR)

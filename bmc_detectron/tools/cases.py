@@ -12,10 +12,12 @@
     bmc cases add-user alice --role reviewer --lab hema  # password: a prompt or --password-file
     bmc cases end-sessions alice                     # log alice out of the web page everywhere
     bmc cases next [--strategy entropy] [--budget 10] # unreviewed cases, for active learning
+    bmc cases check [--amcheck]                      # is the database whole (exit 1: problems)
 
 Every subcommand takes ``--db URL`` (default ``$BMC_CASES_DB``, else an SQLite file in the user's
 data folder) and ``--images DIR`` (the image store; default beside an SQLite file). The library is
-:mod:`bmc_detectron.cases`. Exit status: 0 done, 2 refused (one line on stderr naming why).
+:mod:`bmc_detectron.cases`. Exit status: 0 done, 2 refused (one line on stderr naming why), 1 a
+``check`` that found problems.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("--strategy", choices=RANK_STRATEGIES, default="entropy")
     nxt.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max")
     nxt.add_argument("--budget", type=int, default=10, help="how many to list")
+    chk = sub.add_parser("check", parents=[common], help="integrity check (exit 1: problems)")
+    chk.add_argument("--amcheck", action="store_true", help="PostgreSQL: create amcheck first")
     return p
 
 
@@ -249,6 +253,15 @@ def _next(db: CaseDB, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(db: CaseDB, args: argparse.Namespace) -> int:
+    report = db.check_integrity(create_amcheck=args.amcheck)
+    lines = [f"checked: {x}" for x in report.checked]
+    lines += [f"not checked: {x}" for x in report.skipped]
+    print("\n".join(lines + [f"PROBLEM: {x}" for x in report.problems]))
+    print(f"{db}: {'whole' if report.ok else f'{len(report.problems)} problem(s)'}")
+    return 0 if report.ok else 1
+
+
 JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
     "init": _init,
     "upgrade": _upgrade,
@@ -260,6 +273,7 @@ JOBS: Dict[str, Callable[[CaseDB, argparse.Namespace], int]] = {
     "add-user": _add_user,
     "end-sessions": _end_sessions,
     "next": _next,
+    "check": _check,
 }
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from sqlalchemy import Connection
 
 from bmc_detectron.cases.db import CaseDB, make_engine, upgrade
+from bmc_detectron.cases.integrity import check_integrity
 from bmc_detectron.pipeline.counter import Cell
 from bmc_detectron.pipeline.report import FieldRecord, build_summary, write_summary
 from bmc_detectron.structures.differential import Lineage
@@ -75,33 +76,13 @@ def new_db(tmp: Path, url: Optional[str] = None) -> CaseDB:
 
 
 def integrity_problems(conn: Connection) -> List[str]:
-    """What the database's own checks find wrong (none: ``[]``). SQLite: ``integrity_check`` and
-    ``foreign_key_check``. PostgreSQL enforces foreign keys itself: no constraint left
-    unvalidated, and, for a superuser, amcheck's ``verify_heapam`` of every table and
-    ``bt_index_check`` of every B-tree index (each raises on corruption)."""
-    if conn.dialect.name == "sqlite":
-        ok = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
-        problems = [] if ok == "ok" else [str(ok)]
-        return problems + [str(r) for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
-    public = "connamespace = 'public'::regnamespace"
-    problems = [
-        f"constraint {name} not validated"
-        for (name,) in conn.exec_driver_sql(f"SELECT conname FROM pg_constraint WHERE {public} "
-                                            "AND NOT convalidated")
-    ]  # fmt: skip
-    if not conn.exec_driver_sql(
-        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).scalar():
-        return problems
-    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS amcheck")
-    relations = conn.exec_driver_sql(
-        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
-        "WHERE c.relnamespace = 'public'::regnamespace AND a.amname IN ('heap', 'btree')"
-    ).all()
-    for name, kind in relations:
-        if kind == "i":
-            conn.exec_driver_sql(f"SELECT bt_index_check('public.\"{name}\"'::regclass, true)")
-        else:
-            rows = conn.exec_driver_sql(f"SELECT * FROM verify_heapam('public.\"{name}\"')").all()
-            problems += [f"{name}: {r}" for r in rows]
-    return problems
+    """What :func:`bmc_detectron.cases.integrity.check_integrity` finds wrong (none: ``[]``); on
+    PostgreSQL as a superuser with amcheck's page checks too (the extension made for the check,
+    rolled back with the connection's transaction)."""
+    superuser = (
+        conn.dialect.name == "postgresql"
+        and conn.exec_driver_sql(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).scalar()
+    )
+    return check_integrity(conn, create_amcheck=bool(superuser)).problems

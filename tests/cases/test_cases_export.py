@@ -111,7 +111,7 @@ def test_the_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
     assert _bmc(tmp_path, "init") == 0
     assert "created the case database" in capsys.readouterr().out
     assert _bmc(tmp_path, "upgrade") == 0
-    assert "revision 0003 -> 0003" in capsys.readouterr().out
+    assert "revision 0004 -> 0004" in capsys.readouterr().out
     assert _bmc(tmp_path, "import", str(report), "--case-id", "C42") == 0
     assert "as case C42 of lab default: 2 field(s), 4 cell(s)" in capsys.readouterr().out
     assert _bmc(tmp_path, "list", "--search", "c4", "--status", "counted") == 0

@@ -7,12 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DatabaseError
 
-from bmc_detectron.cases.db import MIGRATIONS, CaseDB, make_engine, revision_of, upgrade
+from bmc_detectron.cases.db import (
+    MIGRATIONS,
+    CaseDB,
+    alembic_config,
+    make_engine,
+    revision_of,
+    upgrade,
+)
 from bmc_detectron.cases.errors import SchemaError
 from bmc_detectron.cases.importer import import_report
 from bmc_detectron.cases.models import Base
@@ -26,7 +34,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0099"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -54,17 +62,25 @@ def later_migrations(tmp_path: Path) -> Path:
 def test_upgrade_from_empty_gives_the_models_schema(db_url: str) -> None:
     engine = make_engine(db_url)
     assert revision_of(engine) is None
-    assert upgrade(engine) == "0003"
+    assert upgrade(engine) == "0004"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
         tables = set(inspect(conn).get_table_names())
-        assert {"cases", "fields", "cells", "users", "sign_offs", "audit_log"} <= tables
+        assert {
+            "cases",
+            "fields",
+            "cells",
+            "users",
+            "sign_offs",
+            "audit_log",
+            "login_failures",
+        } <= tables
         if conn.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert integrity_problems(conn) == []
-    assert upgrade(engine) == "0003"  # again: nothing to do
+    assert upgrade(engine) == "0004"  # again: nothing to do
     engine.dispose()
 
 
@@ -81,7 +97,7 @@ def test_older_database_refused_then_upgraded_on_a_copy(
         import_report(s, db.store, make_report(tmp_path), "tester")
     db.close()
     with copy_database(db_url) as url:
-        with pytest.raises(SchemaError, match=r"revision 0003, older .* run `bmc cases upgrade`"):
+        with pytest.raises(SchemaError, match=r"revision 0004, older .* run `bmc cases upgrade`"):
             CaseDB(url, migrations=later_migrations)
         older = CaseDB(url, check=False, migrations=later_migrations)
         assert older.upgrade() == "0099"
@@ -93,10 +109,10 @@ def test_older_database_refused_then_upgraded_on_a_copy(
             assert integrity_problems(conn) == []
         db.close()
         original = make_engine(db_url)
-        assert revision_of(original) == "0003"  # the original untouched
+        assert revision_of(original) == "0004"  # the original untouched
         original.dispose()
         with pytest.raises(SchemaError, match=r"revision 0099, unknown to this .*Refused"):
-            CaseDB(url)  # this package's head is 0003: a newer database is refused
+            CaseDB(url)  # this package's head is 0004: a newer database is refused
         copy = make_engine(url)
         with pytest.raises(SchemaError, match="Refused"):
             upgrade(copy)
@@ -146,10 +162,10 @@ def test_labs_revision_upgrades_a_0001_database_keeping_its_data(
         for statement in OLD_ROWS:
             conn.execute(text(statement))
     engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0003"):
+    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0004"):
         CaseDB(url)
     assert cases_tool.main(["upgrade", "--db", url, "--images", str(tmp_path / "images")]) == 0
-    assert "revision 0001 -> 0003" in capsys.readouterr().out
+    assert "revision 0001 -> 0004" in capsys.readouterr().out
     db = CaseDB(url, tmp_path / "images")  # current now
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, lab FROM users")).all() == [("olga", "default")]
@@ -185,10 +201,10 @@ def test_session_epoch_revision_upgrades_a_0002_database_keeping_its_data(
         conn.execute(text("UPDATE users SET lab = 'hema'"))
         conn.execute(text("UPDATE cases SET lab = 'hema'"))
     engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0002, older than this bmc-detectron's 0003"):
+    with pytest.raises(SchemaError, match=r"revision 0002, older than this bmc-detectron's 0004"):
         CaseDB(db_url)
     assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(tmp_path / "im")]) == 0
-    assert "revision 0002 -> 0003" in capsys.readouterr().out
+    assert "revision 0002 -> 0004" in capsys.readouterr().out
     db = CaseDB(db_url, tmp_path / "im")  # current now
     with db.engine.connect() as conn:
         users = conn.execute(text("SELECT name, lab, role, session_epoch FROM users")).all()
@@ -207,4 +223,49 @@ def test_session_epoch_revision_upgrades_a_0002_database_keeping_its_data(
     with pytest.raises(DatabaseError, match="append-only"):  # the triggers survived
         with db.engine.begin() as conn:
             conn.execute(text("DELETE FROM audit_log"))
+    db.close()
+
+
+def test_login_failures_revision_upgrades_a_0003_database_and_downgrades(
+    tmp_path: Path, db_url: str, capsys
+) -> None:
+    from bmc_detectron.cases.logins import LoginLimit
+    from bmc_detectron.tools import cases as cases_tool
+
+    engine = make_engine(db_url)
+    assert upgrade(engine, "0003") == "0003"  # session epochs, the login limit in memory
+    with engine.begin() as conn:
+        for statement in OLD_ROWS:
+            conn.execute(text(statement))
+        conn.execute(text("UPDATE users SET session_epoch = 2"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match=r"revision 0003, older than this bmc-detectron's 0004"):
+        CaseDB(db_url)
+    assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(tmp_path / "im")]) == 0
+    assert "revision 0003 -> 0004" in capsys.readouterr().out
+    db = CaseDB(db_url, tmp_path / "im")  # current now
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT name, session_epoch FROM users")).all() == [("olga", 2)]
+        assert conn.execute(text("SELECT reviewed_class, version FROM cells")).all() == [("Red", 2)]
+        assert conn.execute(text("SELECT count(*) FROM login_failures")).scalar() == 0
+        indexes = {i["name"] for i in inspect(conn).get_indexes("login_failures")}
+        assert indexes == {"ix_login_failures_at", "ix_login_failures_kind_subject_at"}
+        assert integrity_problems(conn) == []
+    limit = LoginLimit(1, 60.0)
+    with db.session() as s:
+        limit.failed(s, "olga", "10.0.0.1")
+    with db.session() as s:
+        assert limit.retry_after(s, "olga", "10.0.0.2") == 60
+    with pytest.raises(DatabaseError):  # a kind the limit does not know: refused
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO login_failures (kind, subject, at) "
+                              "VALUES ('port', 'x', '2025-01-01 00:00:00')"))  # fmt: skip
+    config = alembic_config()
+    with db.engine.begin() as conn:  # back: the table goes, the rest stays
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with db.engine.connect() as conn:
+        assert "login_failures" not in inspect(conn).get_table_names()
+        assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 2
+    assert revision_of(db.engine) == "0003"
     db.close()

@@ -1,7 +1,8 @@
 """Logins that outlive a restart (the session key file beside the database), logouts that
 outlive one too (the session epoch in the database, on SQLite and PostgreSQL), and the login rate
 limit (a fake clock: N failures per name or address in a window, then 429 + Retry-After; each
-failure and refusal in the audit log)."""
+failure and refusal in the audit log; counted in the database, on SQLite and PostgreSQL: two
+servers on one database share it, a restart keeps it)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ from bmc_detectron.cases.models import AuditEntry  # noqa: E402
 from bmc_detectron.serve import ServeSettings, create_app  # noqa: E402
 from bmc_detectron.serve.auth import AuthSettings, load_or_create_secret  # noqa: E402
 from bmc_detectron.serve.case_setup import CasesSetupError, auth_mode  # noqa: E402
-from bmc_detectron.serve.login_limit import LoginLimiter  # noqa: E402
-from tests.cases.postgres import fresh_database, postgres_server  # noqa: E402, F401
 from tests.serve.case_helpers import CSRF, PASSWORD, case_app, case_db, login  # noqa: E402
 
 
@@ -147,37 +146,44 @@ def test_failures_from_one_address_lock_every_name_out(tmp_path, counter):
     db.close()
 
 
-def test_limiter_windows_per_name_and_per_address():
-    clock = Clock()
-    limiter = LoginLimiter(3, 60.0, clock)
-    for address in ("a1", "a2", "a3"):  # one name from three addresses
-        assert limiter.retry_after("rex", address) is None
-        limiter.failed("rex", address)
-    assert limiter.retry_after("rex", "a4") == 60
-    assert limiter.retry_after("ada", "a4") is None
-    clock.now += 59.5
-    assert limiter.retry_after("rex", "a4") == 1  # rounded up
-    clock.now += 0.5
-    assert limiter.retry_after("rex", "a4") is None
-    limiter.failed("ada", "a9")
-    limiter.failed("ada", "a9")
-    limiter.succeeded("ada")  # the right password forgets the name's failures...
-    limiter.failed("bob", "a9")
-    assert limiter.retry_after("ada", "a8") is None
-    assert limiter.retry_after("zed", "a9") == 60  # ...not the address's
-    with pytest.raises(ValueError):
-        LoginLimiter(0, 60.0, clock)
+def test_two_servers_share_the_login_limit_and_a_restart_keeps_it(tmp_path, counter, any_db_url):
+    db, clock = case_db(tmp_path, url=any_db_url), Clock()
+    images = tmp_path / "db" / "images"
+    other_db = CaseDB(db.url, images)  # a second server process on the same database
+    first = case_app(counter, db, auth=AuthSettings(clock=clock))
+    second = case_app(counter, other_db, auth=AuthSettings(clock=clock))
 
+    def attempt(app, name: str, password: str, address: str = "10.0.0.7"):
+        with TestClient(app, client=(address, 5000)) as client:
+            client.cookies.set("bmc_csrf", CSRF)
+            client.headers["x-csrf-token"] = CSRF
+            return client.post("/api/v1/auth/login", json={"name": name, "password": password})
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db_url(request, tmp_path, monkeypatch):
-    """An empty database: an SQLite file under ``tmp_path/db``, or one on PostgreSQL (its key
-    file then in the data folder, ``tmp_path/data``)."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'cases.db'}"
-        return
-    yield from fresh_database(request.getfixturevalue("postgres_server"))
+    for app, failures in ((first, 3), (second, 2)):
+        for _ in range(failures):
+            assert attempt(app, "rex", "wrong password").status_code == 401
+            clock.now += 10
+    for app in (first, second):  # the 6th attempt, on either, right password, another address
+        r = attempt(app, "rex", PASSWORD, "10.0.0.8")
+        assert r.status_code == 429 and r.headers["retry-after"] == str(900 - 50)
+    assert attempt(second, "ada", PASSWORD, "10.0.0.9").status_code == 200  # not rex's reset
+    other_db.close()
+    db.close()
+    again_db = CaseDB(db.url, images)  # "after a restart": a new engine, a new app
+    again = case_app(counter, again_db, auth=AuthSettings(clock=clock))
+    assert attempt(again, "rex", PASSWORD, "10.0.0.8").status_code == 429  # still limited
+    assert attempt(again, "ada", PASSWORD).status_code == 429  # the address's 5 failures too
+    clock.now = 1000 + 900  # the first failure left the window
+    assert attempt(again, "rex", PASSWORD, "10.0.0.8").status_code == 200
+    audit = _audit(again_db)
+    assert [(a[0], a[1]) for a in audit] == [("rex", "login_failed")] * 5 + [
+        ("rex", "login_refused"),
+        ("rex", "login_refused"),
+        ("rex", "login_refused"),
+        ("ada", "login_refused"),
+    ]
+    assert audit[-1][2] == {"address": "10.0.0.7", "retry_after_s": 850}
+    again_db.close()
 
 
 def test_a_logout_lasts_across_a_restart(tmp_path, counter, any_db_url):

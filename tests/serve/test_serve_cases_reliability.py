@@ -1,6 +1,9 @@
-"""The case server under stress: killed mid-review (SIGKILL) and restarted, nothing acknowledged
-is lost and SQLite's integrity check passes; 8 reviewers editing 8 cases at once (bounded, on
-localhost): no error, no lost update; two editing the same cell: the later one is told (409)."""
+"""The case server under stress, on SQLite and on PostgreSQL (``any_db_url``): killed mid-review
+(SIGKILL) and restarted, nothing acknowledged is lost and the database passes the integrity check
+(``cases.integrity``: the database's own page checks, SQLite's integrity_check or PostgreSQL's
+amcheck; every foreign key; every cell edit's audit entry; the images); 8 reviewers editing 8
+cases at once (bounded, on localhost): no error, no lost update; two editing the same cell: the
+later one is told (409)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bmc_detectron.cases.db import CaseDB
+from tests.cases.helpers import integrity_problems
 from tests.serve.case_helpers import CSRF, PASSWORD, case_app, case_db
 from tests.serve.helpers import free_port, running_server, tiny_counter
 
@@ -31,11 +36,10 @@ def client(url: str, user: str = "rex") -> httpx.Client:
     return c
 
 
-def start(url: str, port: int) -> subprocess.Popen:
+def start(url: str, port: int, images: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.serve.case_server", url, str(port)], cwd=ROOT, env=env
-    )
+    argv = [sys.executable, "-m", "tests.serve.case_server", url, str(port), str(images)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -47,11 +51,11 @@ def start(url: str, port: int) -> subprocess.Popen:
     raise AssertionError("the case server did not start")
 
 
-def test_killed_mid_review_loses_nothing_acknowledged(tmp_path):
-    db = case_db(tmp_path)
-    url, port = db.url, free_port()
+def test_killed_mid_review_loses_nothing_acknowledged(tmp_path, any_db_url):
+    db = case_db(tmp_path, url=any_db_url)
+    url, port, images = db.url, free_port(), db.store.root
     db.close()
-    proc = start(url, port)
+    proc = start(url, port, images)
     acknowledged = {}
     try:
         c = client(f"http://127.0.0.1:{port}")
@@ -88,7 +92,7 @@ def test_killed_mid_review_loses_nothing_acknowledged(tmp_path):
         assert len(acknowledged) == 4
     finally:
         proc.kill()
-    proc = start(url, port)
+    proc = start(url, port, images)
     try:
         case = client(f"http://127.0.0.1:{port}").get("/api/v1/cases/case42").json()
         stored = {
@@ -102,14 +106,17 @@ def test_killed_mid_review_loses_nothing_acknowledged(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    import sqlite3
+    db = CaseDB(url, images)
+    with db.engine.connect() as conn:
+        assert integrity_problems(conn) == []  # pages (amcheck as a PostgreSQL superuser), keys,
+    report = db.check_integrity()  # every cell edit's audit entry; the images too
+    assert report.ok, report.problems
+    assert "2 field images in the store" in report.checked
+    db.close()
 
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-
-def test_eight_reviewers_at_once_no_error_no_lost_update(tmp_path):
-    db = case_db(tmp_path, cases=8)
+def test_eight_reviewers_at_once_no_error_no_lost_update(tmp_path, any_db_url):
+    db = case_db(tmp_path, cases=8, url=any_db_url)
     app = case_app(tiny_counter(), db, hosts=("127.0.0.1",))
     errors, rounds = [], 6
     with running_server(app) as url:
@@ -151,4 +158,6 @@ def test_eight_reviewers_at_once_no_error_no_lost_update(tmp_path):
             "/api/v1/cases/case42/versions/1/cells/2/class", json={"class": "Red", "version": 1}
         )
         assert first.status_code == 200 and later.status_code == 409
+    report = db.check_integrity()
+    assert report.ok, report.problems
     db.close()

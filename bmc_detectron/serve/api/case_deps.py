@@ -13,10 +13,10 @@ from fastapi import Depends, Request
 from bmc_detectron.cases.db import CaseDB
 from bmc_detectron.cases.errors import NotFoundError
 from bmc_detectron.cases.labs import lab_scope
+from bmc_detectron.cases.logins import LoginLimit
 from bmc_detectron.cases.users import get_user
 from bmc_detectron.serve.auth import SESSION_COOKIE, AuthSettings, Principal, Sessions, csrf_ok
 from bmc_detectron.serve.errors import ApiError
-from bmc_detectron.serve.login_limit import LoginLimiter
 
 
 def get_case_db(request: Request) -> CaseDB:
@@ -34,9 +34,9 @@ def get_sessions(request: Request) -> Sessions:
     return request.app.state.sessions
 
 
-def get_login_limiter(request: Request) -> LoginLimiter:
-    """The app's login rate limit."""
-    return request.app.state.login_limiter
+def get_login_limit(request: Request) -> LoginLimit:
+    """The app's login rate limit (its counts are in the database)."""
+    return request.app.state.login_limit
 
 
 def check_csrf(request: Request) -> None:
@@ -75,6 +75,6 @@ def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
 CaseDBDep = Annotated[CaseDB, Depends(get_case_db)]
 AuthDep = Annotated[AuthSettings, Depends(get_auth)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
-LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
+LoginLimitDep = Annotated[LoginLimit, Depends(get_login_limit)]
 UserDep = Annotated[Principal, Depends(current_user)]
 AdminDep = Annotated[Principal, Depends(admin_user)]

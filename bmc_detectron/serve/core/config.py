@@ -49,7 +49,9 @@ class ServeSettings(BaseSettings):
             None: ``serve_secret`` beside an SQLite case database, else in the user's data
             folder); made on first start, mode 0600.
         login_max_failures: failed logins of one user name, or from one client address, after
-            which further logins are refused (429) for the rest of ``login_window_s``.
+            which further logins are refused (429) for the rest of ``login_window_s``; counted in
+            the case database (``cases.logins``): shared by every server on it, kept over a
+            restart.
         login_window_s: the window of the login rate limit (seconds).
 
     Invalid values raise ``ValueError`` naming the field.

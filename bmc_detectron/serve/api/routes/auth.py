@@ -1,8 +1,9 @@
 """Accounts: ``POST /api/v1/auth/login``, ``POST /api/v1/auth/logout``, ``GET /api/v1/auth/me``
 and ``POST /api/v1/users`` (an admin adds an account). Every POST needs the CSRF header.
 
-Logins are rate-limited (:mod:`bmc_detectron.serve.login_limit`): too many failures for a name
-or from an address get 429 with Retry-After; each failure (``login_failed``) and each refusal
+Logins are rate-limited (:mod:`bmc_detectron.cases.logins`, counted in the database: every
+server on it shares the limit, a restart keeps it): too many failures for a name or from an
+address get 429 with Retry-After; each failure (``login_failed``) and each refusal
 (``login_refused``) is written to the audit log.
 
 A logout ends every session of the user for good (``cases.users.end_sessions``: the session
@@ -17,15 +18,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from bmc_detectron.cases.audit import record
-from bmc_detectron.cases.db import CaseDB
 from bmc_detectron.cases.errors import NotFoundError
 from bmc_detectron.cases.users import add_user, end_sessions, get_user, verify_password
 from bmc_detectron.serve.api.case_deps import (
     AdminDep,
     AuthDep,
     CaseDBDep,
-    LoginLimiterDep,
+    LoginLimitDep,
     SessionsDep,
     UserDep,
     check_csrf,
@@ -50,12 +49,6 @@ class NewUser(Login):
     lab: Optional[str] = Field(None, max_length=64)
 
 
-def _audit_login(db: CaseDB, name: str, action: str, new: Dict[str, Any]) -> None:
-    """One audit entry for a failed or refused login, in its own transaction."""
-    with db.session() as session:
-        record(session, name.replace("\x00", "?"), action, "login", None, new=new)
-
-
 @router.post("/auth/login", summary="Log in (sets the session cookie)")
 def login(
     body: Login,
@@ -63,14 +56,14 @@ def login(
     db: CaseDBDep,
     auth: AuthDep,
     sessions: SessionsDep,
-    limiter: LoginLimiterDep,
+    limit: LoginLimitDep,
 ) -> JSONResponse:
     if auth.no_auth_user is not None:
         return JSONResponse({"name": auth.no_auth_user, "auth": False})
     address = request.client.host if request.client else "unknown"
-    wait = limiter.retry_after(body.name, address)
+    with db.session() as session:
+        wait = limit.check(session, body.name, address)  # a refusal is audited
     if wait is not None:
-        _audit_login(db, body.name, "login_refused", {"address": address, "retry_after_s": wait})
         raise ApiError(
             429,
             "too_many_logins",
@@ -80,11 +73,13 @@ def login(
     with db.session() as session:
         ok = verify_password(session, body.name, body.password)
         epoch = get_user(session, body.name).session_epoch if ok else 0
+    with db.session() as session:
+        if ok:
+            limit.succeeded(session, body.name)
+        else:
+            limit.failed(session, body.name, address)  # audited
     if not ok:
-        limiter.failed(body.name, address)
-        _audit_login(db, body.name, "login_failed", {"address": address})
         raise ApiError(401, "bad_login", "unknown user or wrong password")
-    limiter.succeeded(body.name)
     response = JSONResponse({"name": body.name, "auth": True})
     set_session_cookie(response, request, sessions.issue(body.name, epoch), auth)
     return response
