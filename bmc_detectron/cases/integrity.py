@@ -45,6 +45,14 @@ class IntegrityReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def text(self, where: str) -> str:
+        """The report as ``bmc cases check`` prints it, its last line naming ``where``."""
+        lines = [f"checked: {x}" for x in self.checked]
+        lines += [f"not checked: {x}" for x in self.skipped]
+        lines += [f"PROBLEM: {x}" for x in self.problems]
+        verdict = "whole" if self.ok else f"{len(self.problems)} problem(s)"
+        return "\n".join(lines + [f"{where}: {verdict}"])
+
 
 def _listed(what: str, ids: List) -> List[str]:
     if not ids:

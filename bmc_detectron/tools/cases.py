@@ -255,10 +255,7 @@ def _next(db: CaseDB, args: argparse.Namespace) -> int:
 
 def _check(db: CaseDB, args: argparse.Namespace) -> int:
     report = db.check_integrity(create_amcheck=args.amcheck)
-    lines = [f"checked: {x}" for x in report.checked]
-    lines += [f"not checked: {x}" for x in report.skipped]
-    print("\n".join(lines + [f"PROBLEM: {x}" for x in report.problems]))
-    print(f"{db}: {'whole' if report.ok else f'{len(report.problems)} problem(s)'}")
+    print(report.text(str(db)))
     return 0 if report.ok else 1
 
 
