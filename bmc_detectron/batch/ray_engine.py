@@ -102,15 +102,16 @@ def check_address(address: str) -> None:
 
 
 def start_ray(address: Optional[str], workers: int) -> bool:
-    """Connect to Ray: to ``address``'s cluster, else a local Ray of ``workers`` CPUs (the one
-    already running in this process, if any). Returns whether it was started here. Raises
-    :class:`BatchError` naming the address when there is no cluster to connect to."""
+    """Connect to Ray: to ``address``'s cluster, else a new local Ray of ``workers`` CPUs (or
+    the one already running in this process, if any; never another process's cluster).
+    Returns whether it was started here. Raises :class:`BatchError` naming the address when
+    there is no cluster to connect to."""
     ray = import_ray()
     if ray.is_initialized():
         return False
     kwargs: Dict[str, Any] = dict(include_dashboard=False, configure_logging=False)
-    if not address:
-        ray.init(num_cpus=workers, **kwargs)
+    if not address:  # "local": a new Ray, even where a cluster runs on this machine
+        ray.init(address="local", num_cpus=workers, **kwargs)
         return True
     check_address(address)
     try:

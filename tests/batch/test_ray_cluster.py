@@ -150,6 +150,18 @@ def test_a_node_of_another_package_version_is_refused(day, cluster, tmp_path, mo
 
 
 @pytest.mark.slow
+def test_a_local_ray_batch_does_not_join_the_cluster_running_here(day, cluster, tmp_path):
+    # Ray's ray.init() without an address joins the cluster this machine runs (the cluster
+    # wrote its address under /tmp/ray); --ray means a Ray of its own, of --workers CPUs
+    cases = find_cases([day / "cases"], tmp_path / "reports")
+    results = run_batch(cases, StandInFactory(), engine="ray", workers=1, progress=False)
+    assert [r.status for r in results] == ["counted"] * N_CASES, [r.error for r in results]
+    [node] = {r.node for r in results}
+    assert node not in {cluster.head_node.node_id, _other_node(cluster).node_id}
+    _assert_equal_to_reference(day, cases)
+
+
+@pytest.mark.slow
 def test_a_node_lost_mid_case_has_its_case_counted_again_on_the_other(day, cluster, tmp_path):
     other, held = _other_node(cluster), tmp_path / "held"
     cases, log = find_cases([day / "cases"], tmp_path / "reports"), tmp_path / "calls.log"
