@@ -78,7 +78,9 @@ class CaseOptions:
 
 @dataclass
 class CaseResult:
-    """What became of a case: ``counted``, ``done`` (finished before) or ``failed``."""
+    """What became of a case: ``counted``, ``done`` (finished before) or ``failed``; the
+    process (``worker``, its pid) and, on Ray, the node (``node``, its Ray node id) that
+    counted it."""
 
     name: str
     output: str
@@ -89,6 +91,7 @@ class CaseResult:
     seconds: float = 0.0
     worker: Optional[int] = None
     error: Optional[str] = None
+    node: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -181,10 +184,17 @@ def _result(case: BatchCase, status: str, summary: Dict[str, Any]) -> CaseResult
 
 
 class CaseWorker:
-    """One worker: its counter, built once by ``factory``, counts a case per :meth:`count`."""
+    """One worker: its counter, built once by ``factory``, counts a case per :meth:`count`;
+    ``worker`` (its pid) and ``node`` (its Ray node, if any) go into every result."""
 
-    def __init__(self, factory: CounterFactory, options: CaseOptions, worker: int = 0) -> None:
-        self.options, self.worker = options, worker
+    def __init__(
+        self,
+        factory: CounterFactory,
+        options: CaseOptions,
+        worker: int = 0,
+        node: Optional[str] = None,
+    ) -> None:
+        self.options, self.worker, self.node = options, worker, node
         self.setup_error: Optional[str] = None
         try:
             self.counter, self.setup = factory()
@@ -206,6 +216,7 @@ class CaseWorker:
             error = str(e) if self.setup_error else _one_line(e)
             result = CaseResult(case.name, str(case.output), "failed", error=error)
         result.seconds, result.worker = round(time.perf_counter() - start, 3), self.worker
+        result.node = self.node
         return result
 
     def _count(self, case: BatchCase) -> CaseResult:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -54,8 +55,9 @@ def run_batch(
 ) -> List[CaseResult]:
     """Count every case (see the module doc); the results in the cases' order.
 
-    Raises :class:`BatchError` for an unknown engine, Ray missing, or a worker that cannot build
-    its counter (the batch stops: every case would fail the same way).
+    Raises :class:`BatchError` for an unknown engine, Ray missing, a Ray address with no cluster
+    (before the progress bar), or a worker that cannot build its counter (the batch stops:
+    every case would fail the same way).
     """
     if engine not in ENGINES:
         raise BatchError(f"unknown engine {engine!r}: one of {', '.join(ENGINES)}")
@@ -67,44 +69,62 @@ def run_batch(
     for case in cases:
         if case not in todo:
             results[case.name] = finished_result(case)
-    bar = tqdm(total=len(cases), initial=len(results), unit="case", disable=not progress)
+    session: ContextManager[Any] = nullcontext()
+    if todo and engine == "ray":  # connected before the progress bar: a bad address is one line
+        from bmc_detectron.batch.ray_engine import ray_session
 
-    def on_result(result: CaseResult) -> None:
-        if result.error and result.error.startswith(SETUP_FAILED):
-            raise BatchError(result.error)
-        results[result.name] = result
-        bar.update(1)
-        bar.set_postfix_str(f"{result.name} {result.status}")
+        session = ray_session(address, workers)
+    with session:
+        bar = tqdm(total=len(cases), initial=len(results), unit="case", disable=not progress)
 
-    try:
-        if todo and engine == "ray":
-            from bmc_detectron.batch.ray_engine import run_ray
+        def on_result(result: CaseResult) -> None:
+            if result.error and result.error.startswith(SETUP_FAILED):
+                raise BatchError(result.error)
+            results[result.name] = result
+            bar.update(1)
+            bar.set_postfix_str(f"{result.name} {result.status}")
 
-            run_ray(
-                todo,
-                factory,
-                options,
-                on_result,
-                workers=workers,
-                threads=threads,
-                address=address,
-                max_tries=max_tries,
-            )
-        elif todo:
-            from bmc_detectron.batch.processes import run_processes
-
-            run_processes(
-                todo,
-                factory,
-                options,
-                on_result,
-                workers=workers,
-                threads=threads,
-                max_tries=max_tries,
-            )
-    finally:
-        bar.close()
+        try:
+            if todo:
+                _run_engine(
+                    engine, todo, factory, options, on_result, workers, threads, address, max_tries
+                )
+        finally:
+            bar.close()
     return [results[c.name] for c in cases if c.name in results]
+
+
+def _run_engine(
+    engine: str,
+    todo: Sequence[BatchCase],
+    factory: CounterFactory,
+    options: CaseOptions,
+    on_result: Callable[[CaseResult], None],
+    workers: int,
+    threads: int,
+    address: Optional[str],
+    max_tries: int,
+) -> None:
+    """The cases counted on the engine (imported when used: Ray only when asked for)."""
+    if engine == "ray":
+        from bmc_detectron.batch.ray_engine import run_ray
+
+        run_ray(
+            todo,
+            factory,
+            options,
+            on_result,
+            workers=workers,
+            threads=threads,
+            address=address,
+            max_tries=max_tries,
+        )
+    else:
+        from bmc_detectron.batch.processes import run_processes
+
+        run_processes(
+            todo, factory, options, on_result, workers=workers, threads=threads, max_tries=max_tries
+        )
 
 
 def write_batch_report(output: Path, results: Sequence[CaseResult], **facts: object) -> Path:

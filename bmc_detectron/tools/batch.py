@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes / Ray actors")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores/workers)")
     p.add_argument("--ray", action="store_true", help="run on a local Ray (the [batch] extra)")
-    p.add_argument("--ray-address", help="run on this Ray cluster (e.g. ray://head:10001, auto)")
+    p.add_argument("--ray-address", help="Ray cluster: HOST:PORT, ray://HOST:10001, auto")
     p.add_argument("--max-tries", type=int, default=3, help="times a case's worker may die")
     p.add_argument("--overwrite", action="store_true", help="count finished cases again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

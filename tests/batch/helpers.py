@@ -6,13 +6,17 @@ nucleus detector, fields of :data:`SLIDE_FIELD` px overlapping by :data:`SLIDE_O
 It can log every field a worker counts (one line per detector call,
 appended to a file all workers share) and kill its own worker process (SIGKILL, as the kernel's
 OOM killer or an operator would) at its ``die_at``-th field, once per batch: the first worker to
-create the ``die_marker`` file dies, later ones (and the restarted one) do not.
+create the ``die_marker`` file dies, later ones (and the restarted one) do not. On a Ray cluster
+(``hold_node``) the worker on that node instead writes its node id into the marker and waits
+there, to be lost with its node; ``meet`` holds each worker's first call until ``meet_nodes``
+workers on different nodes have made theirs (so that every node gets a case).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +51,44 @@ def write_cases(root: Path, n_cases: int = 3, n_fields: int = 3) -> Path:
     return root
 
 
+def ray_node() -> str:
+    """The Ray node id of this worker process."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _meet(folder: Path, nodes: int, wait_s: float = 30.0) -> None:
+    """Sign in ``folder`` with this worker's node; wait (at most ``wait_s``) for ``nodes``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ray_node()).touch()
+    deadline = time.monotonic() + wait_s
+    while len(list(folder.iterdir())) < nodes and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class CallHook:
     """Logs each detector call and kills the process (SIGKILL) at its ``die_at``-th call when
-    it is the first to create ``die_marker``."""
+    it is the first to create ``die_marker`` (see the module doc for ``hold_node``, ``meet``)."""
 
     log: Optional[str]
     die_marker: Optional[str]
     die_at: int
+    hold_node: Optional[str] = None
+    meet: Optional[str] = None
+    meet_nodes: int = 2
 
     def __call__(self, image: np.ndarray, call: int) -> None:
+        if self.meet and call == 1:
+            _meet(Path(self.meet), self.meet_nodes)
         if self.log:
             with open(self.log, "a") as fh:
                 fh.write(f"{os.getpid()} {zlib.crc32(image.tobytes())}\n")
-        if self.die_marker and call == self.die_at:
+        if self.hold_node and call == self.die_at and ray_node() == self.hold_node:
+            Path(str(self.die_marker)).write_text(self.hold_node)
+            time.sleep(120)  # until the test removes this node (and this process with it)
+        elif self.die_marker and not self.hold_node and call == self.die_at:
             try:
                 os.close(os.open(self.die_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
@@ -102,11 +130,13 @@ class StandInFactory:
     die_at: int = 2
     fail: bool = False
     slides: bool = False
+    hold_node: Optional[str] = None
+    meet: Optional[str] = None
 
     def __call__(self) -> Tuple[CellCounter, ScaleSetup]:
         if self.fail:
             raise FileNotFoundError("det.pth: no such file")
-        hook = CallHook(self.log, self.die_marker, self.die_at)
+        hook = CallHook(self.log, self.die_marker, self.die_at, self.hold_node, self.meet)
         if self.slides:
             detector = LoggingNucleusDetector(hook)
             return CellCounter(detector, tile_size=0, tile_overlap=SLIDE_OVERLAP), ScaleSetup()

@@ -153,7 +153,7 @@ def test_unknown_engine_and_ray_missing_are_one_line_errors(day, tmp_path, monke
 def local_ray():
     """One local Ray of 2 CPUs for the module's Ray tests."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

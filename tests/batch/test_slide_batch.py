@@ -168,7 +168,7 @@ def test_the_batch_command_with_slides(day, tmp_path, monkeypatch, capsys):
 
 def test_two_ray_workers_count_the_slides_as_the_single_count(day, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         cases = find_slides([day / "slides"], tmp_path / "out")
         factory = StandInFactory(slides=True)
