@@ -155,6 +155,11 @@ def _add_loss_head_config(bmc: CN) -> None:
     bmc.LOSS.VFL_GAMMA = 2.0
     # Quality focal loss beta.
     bmc.LOSS.QFL_BETA = 2.0
+    # Weight of the distribution focal loss of GFL's box distributions (HEAD.REG_MAX > 0; GFL 0.25).
+    bmc.LOSS.DFL_WEIGHT = 0.25
+    # HEAD.REG_MAX > 0: weight each positive's box and DFL losses by its detached best class
+    # score, normalised by their sum (GFL); False: unweighted, normalised by the positive count.
+    bmc.LOSS.BOX_SCORE_WEIGHTS = True
 
     # ---- Head ----
     bmc.HEAD = CN()
@@ -164,6 +169,9 @@ def _add_loss_head_config(bmc: CN) -> None:
     bmc.HEAD.DEFORM_LAST = False
     # Deformable convs in the head are modulated (DCNv2) rather than DCNv1.
     bmc.HEAD.DEFORM_MODULATED = True
+    # 0: box deltas (4 per anchor); > 0: GFL's box distributions, REG_MAX + 1 bins per side over
+    # 0..REG_MAX strides from the anchor centre, integrated (needs a GIoU/DIoU/CIoU box loss).
+    bmc.HEAD.REG_MAX = 0
 
     # ---- Backbone extras (deformable ResNet stages use MODEL.RESNETS.DEFORM_*; here via
     # torchvision.ops.deform_conv2d, not detectron2's compiled DeformConv) ----

@@ -28,6 +28,10 @@ class BMCRetinaNetHead(RetinaNetHead):
     no deformable conv) the head has the same parameter names and outputs as ``RetinaNetHead``;
     a deformable conv adds ``offset_conv.*`` parameters, zero-initialised, so a fresh head still
     computes what the stock head would with the same weights.
+
+    With ``reg_max`` > 0 the box branch predicts GFL's box distributions (Li et al., "Generalized
+    Focal Loss", NeurIPS 2020; :mod:`bmc_detectron.modeling.gfl`): ``bbox_pred`` outputs
+    (N, A*4*(reg_max+1), H_i, W_i) bin logits, those of one side consecutive.
     """
 
     @configurable
@@ -37,6 +41,7 @@ class BMCRetinaNetHead(RetinaNetHead):
         dilations: Sequence[int] = (1,),
         deform_last: bool = False,
         deform_modulated: bool = True,
+        reg_max: int = 0,
         **kwargs,
     ):
         """
@@ -45,6 +50,8 @@ class BMCRetinaNetHead(RetinaNetHead):
                 (``len(conv_dims)``); each conv's padding equals its dilation.
             deform_last: make the last conv of each tower deformable.
             deform_modulated: that deformable conv is DCNv2 (offsets + mask) rather than DCNv1.
+            reg_max: 0 for 4 box deltas per anchor; > 0 for 4 distributions over
+                ``reg_max + 1`` bins per anchor (GFL).
             kwargs: the arguments of :class:`RetinaNetHead` (``input_shape``, ``num_classes``,
                 ``num_anchors``, ``conv_dims``, ``norm``, ``prior_prob``).
         """
@@ -67,6 +74,17 @@ class BMCRetinaNetHead(RetinaNetHead):
                 tower[positions[-1]] = DeformConv2dPack.from_conv(
                     tower[positions[-1]], modulated=deform_modulated
                 )
+        if reg_max < 0:
+            raise ValueError(f"MODEL.BMC.HEAD.REG_MAX must be >= 0, got {reg_max}")
+        self.reg_max = int(reg_max)
+        if self.reg_max > 0:
+            old = self.bbox_pred
+            out = old.out_channels * (self.reg_max + 1)
+            self.bbox_pred = nn.Conv2d(
+                old.in_channels, out, kernel_size=old.kernel_size, padding=old.padding
+            )
+            nn.init.normal_(self.bbox_pred.weight, mean=0, std=0.01)
+            nn.init.constant_(self.bbox_pred.bias, 0)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
@@ -75,4 +93,5 @@ class BMCRetinaNetHead(RetinaNetHead):
         ret["dilations"] = list(head.DILATIONS)
         ret["deform_last"] = head.DEFORM_LAST
         ret["deform_modulated"] = head.DEFORM_MODULATED
+        ret["reg_max"] = head.REG_MAX
         return ret

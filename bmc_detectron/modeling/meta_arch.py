@@ -15,6 +15,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
 from bmc_detectron.modeling.assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
+from bmc_detectron.modeling.gfl import DistributionBoxLosses, dense_distances
 from bmc_detectron.modeling.head import BMCRetinaNetHead
 from bmc_detectron.modeling.losses import (
     one_hot_quality_targets,
@@ -33,7 +34,11 @@ class BMCRetinaNet(RetinaNet):
     With the :class:`MaxIoU` assigner, the focal loss and detectron2's head and backbone, it is
     numerically identical to detectron2's ``RetinaNet``. Assigners that look at predictions
     (OTA, SimOTA, PAA, DynamicSoft) receive detached logits and decoded boxes; the loss code stays
-    detectron2's, except for the IoU-aware classification losses (varifocal, quality focal).
+    detectron2's, except for the IoU-aware classification losses (varifocal, quality focal) and,
+    with ``reg_max`` > 0, GFL's box distributions (:mod:`bmc_detectron.modeling.gfl`): the head's
+    bin logits are integrated into pixel distances (l, t, r, b) from the anchor centre, which
+    take the place of the box deltas everywhere (assigners, losses, inference, export), decoded
+    by ``Box2BoxTransformLinear(normalize_by_size=False)``; training adds ``loss_dfl``.
     """
 
     @configurable
@@ -49,6 +54,9 @@ class BMCRetinaNet(RetinaNet):
         vfl_alpha: float = 0.75,
         vfl_gamma: float = 2.0,
         qfl_beta: float = 2.0,
+        reg_max: int = 0,
+        dfl_weight: float = 0.25,
+        box_score_weights: bool = True,
         **kwargs,
     ):
         """
@@ -62,6 +70,12 @@ class BMCRetinaNet(RetinaNet):
                 alignment; needs an assigner with ``gives_quality``).
             cls_loss_weight, box_loss_weight: multipliers of the two losses.
             vfl_alpha, vfl_gamma, qfl_beta: parameters of the varifocal / quality focal losses.
+            reg_max: 0 for box deltas; > 0 for GFL's box distributions over ``reg_max + 1`` bins
+                (the head must have been built with the same ``reg_max``).
+            dfl_weight: multiplier of the distribution focal loss (``reg_max`` > 0).
+            box_score_weights: ``reg_max`` > 0: weight each positive's box losses by its
+                detached best class score, normalised by their sum (at least 1), as GFL does;
+                False: unweighted, averaged over the batch's positives.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -98,6 +112,18 @@ class BMCRetinaNet(RetinaNet):
         self.cls_loss_weight = cls_loss_weight
         self.box_loss_weight = box_loss_weight
         self.vfl_alpha, self.vfl_gamma, self.qfl_beta = vfl_alpha, vfl_gamma, qfl_beta
+        if getattr(self.head, "reg_max", 0) != reg_max:
+            raise ValueError(
+                f"MODEL.BMC.HEAD.REG_MAX {reg_max}: the head was built with "
+                f"{getattr(self.head, 'reg_max', 0)}"
+            )
+        self.reg_max = int(reg_max)
+        self.distribution_losses = None
+        if self.reg_max > 0:
+            self.distribution_losses = DistributionBoxLosses(
+                self.reg_max, self.box_reg_loss_type, box_score_weights, dfl_weight
+            )
+            self.box2box_transform = self.distribution_losses.transform
 
     @classmethod
     def from_config(cls, cfg):
@@ -117,10 +143,20 @@ class BMCRetinaNet(RetinaNet):
             vfl_alpha=loss.VFL_ALPHA,
             vfl_gamma=loss.VFL_GAMMA,
             qfl_beta=loss.QFL_BETA,
+            reg_max=cfg.MODEL.BMC.HEAD.REG_MAX,
+            dfl_weight=loss.DFL_WEIGHT,
+            box_score_weights=loss.BOX_SCORE_WEIGHTS,
         )
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):
+        distributions = None
+        if self.reg_max > 0:  # per level (N, Ri, 4 * (reg_max + 1)) bin logits, for the DFL
+            distributions = self._transpose_dense_predictions(
+                [predictions[1]], [4 * (self.reg_max + 1)]
+            )[0]
+            distributions = [x.float() for x in distributions]
+            predictions = self.integrate_boxes(predictions)
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4]
         )
@@ -128,23 +164,34 @@ class BMCRetinaNet(RetinaNet):
         pred_logits = [x.float() for x in pred_logits]
         pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
         anchors = self.anchor_generator(features)
+        quality = None
         if self.soft_target == "alignment":
             gt_labels, gt_boxes, quality = self.label_anchors(
                 anchors, gt_instances, pred_logits, pred_anchor_deltas, with_quality=True
             )
-            return self.losses(
-                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality=quality
+        else:
+            gt_labels, gt_boxes = self.label_anchors(
+                anchors, gt_instances, pred_logits, pred_anchor_deltas
             )
-        gt_labels, gt_boxes = self.label_anchors(
-            anchors, gt_instances, pred_logits, pred_anchor_deltas
+        return self.losses(
+            anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality, distributions
         )
-        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
 
     def forward_inference(self, images, features, predictions):
         # decode boxes and scores in float32 whatever precision the network ran in: bf16 keeps
         # 8 mantissa bits, about 2 px at a 300 px coordinate
         predictions = [[x.float() for x in level] for level in predictions]
-        return super().forward_inference(images, features, predictions)
+        return super().forward_inference(images, features, self.integrate_boxes(predictions))
+
+    def integrate_boxes(self, predictions: List[List[Tensor]]) -> List[List[Tensor]]:
+        """The head's ``[logits, box outputs]`` with the box outputs as box deltas: unchanged
+        for ``reg_max`` 0; else the per-level (N, A*4*(reg_max+1), Hi, Wi) bin logits become
+        (N, A*4, Hi, Wi) float32 integral distances in pixels."""
+        if self.reg_max == 0:
+            return predictions
+        logits, bins = predictions
+        strides = self.anchor_generator.strides
+        return [logits, dense_distances([b.float() for b in bins], strides, self.reg_max)]
 
     def anchor_layout(self, anchors: List[Boxes]) -> AnchorLayout:
         """Concatenate per-level anchors into the assigners' :class:`AnchorLayout`."""
@@ -173,7 +220,7 @@ class BMCRetinaNet(RetinaNet):
         features = self.backbone(images.tensor)
         features = [features[f] for f in self.head_in_features]
         logits, deltas = self._transpose_dense_predictions(
-            self.head(features), [self.num_classes, 4]
+            self.integrate_boxes(self.head(features)), [self.num_classes, 4]
         )
         layout = self.anchor_layout(self.anchor_generator(features))
         boxes = self._decode_all(layout.boxes, deltas)
@@ -237,14 +284,34 @@ class BMCRetinaNet(RetinaNet):
             return gt_labels, matched_gt_boxes, quality
         return gt_labels, matched_gt_boxes
 
-    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality=None):
+    def losses(
+        self,
+        anchors,
+        pred_logits,
+        gt_labels,
+        pred_anchor_deltas,
+        gt_boxes,
+        quality=None,
+        distributions=None,
+    ):
         """detectron2's losses, or the IoU-aware ones; ``quality``: N (R,) soft targets of the
-        assigner, used when ``soft_target`` is "alignment"."""
+        assigner, used when ``soft_target`` is "alignment"; ``distributions``: per level
+        (N, Ri, 4 * (reg_max + 1)) bin logits (``reg_max`` > 0), whose GFL box losses replace
+        ``loss_box_reg`` and add ``loss_dfl``."""
         if self.cls_loss_type == "focal":
             out = super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         else:
             out = self._quality_losses(
                 anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality
+            )
+        if distributions is not None:
+            pos_mask = torch.stack(gt_labels) >= 0
+            pos_mask &= torch.stack(gt_labels) != self.num_classes
+            layout = self.anchor_layout(anchors)
+            out.update(
+                self.distribution_losses(
+                    layout, pred_anchor_deltas, distributions, pred_logits, gt_boxes, pos_mask
+                )
             )
         if self.cls_loss_weight != 1.0:
             out["loss_cls"] = out["loss_cls"] * self.cls_loss_weight

@@ -42,6 +42,7 @@ pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
 REPO = Path(__file__).resolve().parents[2]
 DET_CONFIG = str(REPO / "configs/cpu/retinanet_R_18_full_cpu.yaml")
 DCN_CONFIG = str(REPO / "configs/cpu/retinanet_R_18_PAN_SE_DCN_cpu.yaml")
+GFL_CONFIG = str(REPO / "configs/cpu/retinanet_R_18_full_GFL_cpu.yaml")
 CLS_CONFIG = str(REPO / "configs/recognition/cell_classifier_R_18_synth_cpu.yaml")
 THRESH = 0.25
 # 3 classes, short side 128 (at most 192), a threshold that this random model passes
@@ -365,6 +366,25 @@ def test_deformable_config_exports(tmp_path):
     image = _smear(333, 517, 2)
     theirs = _torch_detections(DefaultPredictor(cfg), image)
     result = compare_detections(theirs, OnnxDetector(tmp_path / "dcn.onnx", threads=1)(image))
+    assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+
+
+def test_gfl_config_exports(tmp_path):
+    """GFL's box distributions (MODEL.BMC.HEAD.REG_MAX 16): the softmax and integral are in the
+    graph, whose detections match PyTorch's."""
+    opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
+    weights = _seeded_detector_weights(GFL_CONFIG, opts, tmp_path / "gfl.pth")
+    state = torch.load(weights)
+    torch.nn.init.normal_(state["model"]["head.bbox_pred.weight"], std=0.3)  # uneven bins
+    torch.save(state, weights)
+    printed = _export(GFL_CONFIG, weights, tmp_path / "gfl.onnx", opts)
+    assert "Softmax" in _op_types(onnx.load(str(tmp_path / "gfl.onnx")).graph)
+    meta = read_sidecar(tmp_path / "gfl.onnx", "detector")
+    assert meta["verification"]["passed"], printed
+    cfg = build_cfg(GFL_CONFIG, [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
+    image = _smear(333, 517, 2)
+    theirs = _torch_detections(DefaultPredictor(cfg), image)
+    result = compare_detections(theirs, OnnxDetector(tmp_path / "gfl.onnx", threads=1)(image))
     assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
 
 
