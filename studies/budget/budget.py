@@ -137,13 +137,12 @@ def _trend(gaps: Sequence[tuple]) -> str:
     if len(gaps) < 2:
         return "measured at one budget only: whether it closes with training is not known yet"
     (b0, g0), (b1, g1) = gaps[0], gaps[-1]
+    change = f"{g0:+.1f} -> {g1:+.1f} AP from {b0} to {b1} iterations"
     if g1 <= 0:
-        return f"closed by {b1} iterations: a short-schedule effect"
+        return f"closes ({change}): a short-schedule effect"
     if g1 <= g0 / 2:
-        return f"more than halved from {b0} to {b1} iterations: mostly a short-schedule effect"
-    if g1 < g0 - 1.0:
-        return f"shrinks from {b0} to {b1} iterations but stays: partly a short-schedule effect"
-    return f"does not shrink from {b0} to {b1} iterations: structural at these budgets"
+        return f"more than halves ({change}): mostly a short-schedule effect"
+    return f"less than halves ({change}): mostly structural at these budgets"
 
 
 def verdict(

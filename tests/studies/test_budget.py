@@ -83,16 +83,17 @@ def test_verdict_ranks_each_budget_and_follows_the_peers_lead(tmp_path):
         "- **1560 iterations**: best `ref`; `ref` 59.0 (n=1) > `full` 56.0 (n=1).",
         "- `ref` - `full` at 780 iterations: +4.0 AP (n=2 / 1); `full`'s latency 1.00x.",
         "- `ref` - `full` at 1560 iterations: +3.0 AP (n=1 / 1); `full`'s latency 1.00x.",
-        "- `ref`'s lead does not shrink from 780 to 1560 iterations: structural at these budgets.",
+        "- `ref`'s lead less than halves (+4.0 -> +3.0 AP from 780 to 1560 iterations): mostly"
+        " structural at these budgets.",
         "- `full`'s best (56.0 AP at 1560 iterations) stays below `ref` at 780 iterations"
         " (57.5 AP).",
     ]
 
 
 def test_verdict_trend_names_a_short_schedule_effect():
-    assert budget._trend([(780, 4.0), (2340, 1.5)]).startswith("more than halved")
-    assert budget._trend([(780, 4.0), (2340, -0.2)]).startswith("closed by 2340")
-    assert budget._trend([(780, 4.0), (2340, 2.5)]).startswith("shrinks from 780")
+    assert budget._trend([(780, 4.0), (2340, 1.5)]).startswith("more than halves (+4.0 -> +1.5")
+    assert budget._trend([(780, 4.0), (2340, -0.2)]).startswith("closes (+4.0 -> -0.2 AP")
+    assert budget._trend([(780, 4.0), (2340, 2.5)]).startswith("less than halves")
     assert "one budget only" in budget._trend([(780, 4.0)])
 
 
