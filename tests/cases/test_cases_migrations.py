@@ -149,24 +149,34 @@ OLD_ROWS = [
 ]
 
 
+def _old_database_upgraded(
+    db_url: str, images: Path, capsys, revision: str, extra: tuple = ()
+) -> CaseDB:
+    """A database at ``revision`` holding :data:`OLD_ROWS` (and the ``extra`` statements):
+    refused by :class:`CaseDB`, upgraded by ``bmc cases upgrade``, then opened."""
+    from bmc_detectron.tools import cases as cases_tool
+
+    engine = make_engine(db_url)
+    assert upgrade(engine, revision) == revision
+    with engine.begin() as conn:
+        for statement in [*OLD_ROWS, *extra]:
+            conn.execute(text(statement))
+    engine.dispose()
+    older = rf"revision {revision}, older than this bmc-detectron's 0004"
+    with pytest.raises(SchemaError, match=older):
+        CaseDB(db_url)
+    assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(images)]) == 0
+    assert f"revision {revision} -> 0004" in capsys.readouterr().out
+    return CaseDB(db_url, images)  # current now
+
+
 def test_labs_revision_upgrades_a_0001_database_keeping_its_data(
     tmp_path: Path, db_url: str, capsys
 ) -> None:
     from bmc_detectron.cases.queries import find_cases, get_case
-    from bmc_detectron.tools import cases as cases_tool
 
-    url = db_url
-    engine = make_engine(url)
-    assert upgrade(engine, "0001") == "0001"  # the schema before labs, built by Alembic
-    with engine.begin() as conn:
-        for statement in OLD_ROWS:
-            conn.execute(text(statement))
-    engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0001, older than this bmc-detectron's 0004"):
-        CaseDB(url)
-    assert cases_tool.main(["upgrade", "--db", url, "--images", str(tmp_path / "images")]) == 0
-    assert "revision 0001 -> 0004" in capsys.readouterr().out
-    db = CaseDB(url, tmp_path / "images")  # current now
+    # the schema before labs, built by Alembic
+    db = _old_database_upgraded(db_url, tmp_path / "images", capsys, "0001")
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, lab FROM users")).all() == [("olga", "default")]
         assert conn.execute(text("SELECT case_id, lab, status FROM cases")).all() == [
@@ -191,21 +201,10 @@ def test_session_epoch_revision_upgrades_a_0002_database_keeping_its_data(
     tmp_path: Path, db_url: str, capsys
 ) -> None:
     from bmc_detectron.cases.users import end_sessions, get_user, verify_password
-    from bmc_detectron.tools import cases as cases_tool
 
-    engine = make_engine(db_url)
-    assert upgrade(engine, "0002") == "0002"  # labs, no session epoch
-    with engine.begin() as conn:
-        for statement in OLD_ROWS:
-            conn.execute(text(statement))
-        conn.execute(text("UPDATE users SET lab = 'hema'"))
-        conn.execute(text("UPDATE cases SET lab = 'hema'"))
-    engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0002, older than this bmc-detectron's 0004"):
-        CaseDB(db_url)
-    assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(tmp_path / "im")]) == 0
-    assert "revision 0002 -> 0004" in capsys.readouterr().out
-    db = CaseDB(db_url, tmp_path / "im")  # current now
+    labs = ("UPDATE users SET lab = 'hema'", "UPDATE cases SET lab = 'hema'")
+    # labs, no session epoch
+    db = _old_database_upgraded(db_url, tmp_path / "im", capsys, "0002", labs)
     with db.engine.connect() as conn:
         users = conn.execute(text("SELECT name, lab, role, session_epoch FROM users")).all()
         assert users == [("olga", "hema", "reviewer", 0)]
@@ -230,20 +229,10 @@ def test_login_failures_revision_upgrades_a_0003_database_and_downgrades(
     tmp_path: Path, db_url: str, capsys
 ) -> None:
     from bmc_detectron.cases.logins import LoginLimit
-    from bmc_detectron.tools import cases as cases_tool
 
-    engine = make_engine(db_url)
-    assert upgrade(engine, "0003") == "0003"  # session epochs, the login limit in memory
-    with engine.begin() as conn:
-        for statement in OLD_ROWS:
-            conn.execute(text(statement))
-        conn.execute(text("UPDATE users SET session_epoch = 2"))
-    engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0003, older than this bmc-detectron's 0004"):
-        CaseDB(db_url)
-    assert cases_tool.main(["upgrade", "--db", db_url, "--images", str(tmp_path / "im")]) == 0
-    assert "revision 0003 -> 0004" in capsys.readouterr().out
-    db = CaseDB(db_url, tmp_path / "im")  # current now
+    epochs = ("UPDATE users SET session_epoch = 2",)
+    # session epochs, the login limit in memory
+    db = _old_database_upgraded(db_url, tmp_path / "im", capsys, "0003", epochs)
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, session_epoch FROM users")).all() == [("olga", 2)]
         assert conn.execute(text("SELECT reviewed_class, version FROM cells")).all() == [("Red", 2)]
