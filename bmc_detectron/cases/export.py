@@ -29,6 +29,7 @@ from bmc_detectron.cases.models import Case, Cell
 from bmc_detectron.cases.queries import find_cases, get_case
 from bmc_detectron.cases.store import ImageStore
 from bmc_detectron.data.classes import OTHER
+from bmc_detectron.reporting.tables import markdown_table
 
 
 def latest_signed(session: Session, case_id: str, lab: Optional[str] = None) -> Optional[Case]:
@@ -151,3 +152,13 @@ def rank_unreviewed(
         cells = sum(len(f.cells) for f in case.fields)
         ranked.append((case.case_id, float(image_score(strategy, matrix, aggregate)), cells))
     return sorted(ranked, key=lambda r: (-r[1], r[0]))
+
+
+def unreviewed_table(
+    session: Session, strategy: str = "entropy", aggregate: str = "max", budget: int = 10
+) -> str:
+    """The first ``budget`` cases of :func:`rank_unreviewed` as a markdown table (what ``bmc
+    cases next`` prints)."""
+    ranked = rank_unreviewed(session, strategy, aggregate)[: max(budget, 0)]
+    rows = [[i + 1, cid, f"{score:.4f}", cells] for i, (cid, score, cells) in enumerate(ranked)]
+    return markdown_table(["rank", "case", f"{strategy} ({aggregate})", "cells"], rows)

@@ -59,6 +59,17 @@ class LabelStudioExport:
     left_out: Dict[str, str] = field(default_factory=dict)
 
 
+def summary_lines(out: LabelStudioExport, output: str, config: str) -> List[str]:
+    """What ``bmc cases export-labelstudio`` prints about ``out`` written to ``output`` and
+    ``config``: the tasks, how many carry reviewed boxes, and each case left out and why."""
+    signed = sum("annotations" in t for t in out.tasks)
+    head = (
+        f"wrote {output}: {len(out.tasks)} task(s) from {len(out.exported)} case(s) "
+        f"({signed} with the reviewed boxes); labelling config {config}"
+    )
+    return [head] + [f"left out {case_id}: {why}" for case_id, why in out.left_out.items()]
+
+
 def box_to_percent(box: Sequence[float], width: int, height: int) -> Dict[str, float]:
     """A box ``(x0, y0, x1, y1)`` in pixels as Label Studio's ``x, y, width, height`` in percent
     of a ``width`` x ``height`` image."""

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 from bmc_detectron.cases.errors import CaseError
 from bmc_detectron.cases.states import DEFAULT_LAB, ROLES, STATUSES
-from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, write_json_atomic
 
 if TYPE_CHECKING:
@@ -125,8 +124,7 @@ def _login() -> str:
 def _init(db: CaseDB, args: argparse.Namespace) -> int:
     revision, created = db.create()
     what = "created the case database at" if created else "case database already at"
-    print(f"{what} {db.url} (revision {revision})")
-    print(f"images stored in {db.store.root}")
+    print(f"{what} {db.url} (revision {revision})\nimages stored in {db.store.root}")
     return 0
 
 
@@ -191,22 +189,16 @@ def _export(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _export_labelstudio(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.export_labelstudio import export_labelstudio, labeling_config
+    from bmc_detectron.cases import export_labelstudio as ls
     from bmc_detectron.cases.labs import listed_lab
 
     lab = listed_lab(None, args.lab)
     with db.session() as s:
-        out = export_labelstudio(s, db.store, args.cases, args.signed_only, args.image_root, lab)
+        out = ls.export_labelstudio(s, db.store, args.cases, args.signed_only, args.image_root, lab)
     config = Path(args.config) if args.config else Path(args.output).parent / "labeling.xml"
     write_json_atomic(out.tasks, args.output, indent=1)
-    atomic_write_text(config, labeling_config(out.labels))
-    signed = sum("annotations" in t for t in out.tasks)
-    print(
-        f"wrote {args.output}: {len(out.tasks)} task(s) from {len(out.exported)} case(s) "
-        f"({signed} with the reviewed boxes); labelling config {config}"
-    )
-    for case_id, why in out.left_out.items():
-        print(f"left out {case_id}: {why}")
+    atomic_write_text(config, ls.labeling_config(out.labels))
+    print("\n".join(ls.summary_lines(out, args.output, str(config))))
     return 0
 
 
@@ -244,12 +236,10 @@ def _end_sessions(db: CaseDB, args: argparse.Namespace) -> int:
 
 
 def _next(db: CaseDB, args: argparse.Namespace) -> int:
-    from bmc_detectron.cases.export import rank_unreviewed
+    from bmc_detectron.cases.export import unreviewed_table
 
     with db.session() as s:
-        ranked = rank_unreviewed(s, args.strategy, args.aggregate)[: max(args.budget, 0)]
-    rows = [[i + 1, cid, f"{score:.4f}", cells] for i, (cid, score, cells) in enumerate(ranked)]
-    print(markdown_table(["rank", "case", f"{args.strategy} ({args.aggregate})", "cells"], rows))
+        print(unreviewed_table(s, args.strategy, args.aggregate, args.budget))
     return 0
 
 
