@@ -7,7 +7,8 @@
     python -m bmc_detectron.analysis_tools.benchmark \
         --configs configs/cpu/d2_retinanet_R_18_FPN_cpu.yaml \
         configs/cpu/retinanet_R_18_full_cpu.yaml [--reference d2_retinanet_R_18_FPN_cpu] \
-        [--full retinanet_R_18_full_cpu] [--rounds 6] [--num-images 10] [KEY VALUE ...]
+        [--full retinanet_R_18_full_cpu] [--rounds 6] [--num-images 10] \
+        [--weights A.pth B.pth] [--own-size] [KEY VALUE ...]
 
 Models are named by their config stem and run on ``MODEL.DEVICE`` in their config's precision
 (:mod:`bmc_detectron.bench.measure`). Latency is batch 1, eval mode, ``model([input])``
@@ -27,7 +28,10 @@ Several configs: every model is built in this one process and timed on the same 
 ``--rounds`` interleaved rounds (the order rotating from round to round, so that drift of the
 machine falls on all alike), each call split into backbone + neck / head / rest by forward hooks;
 each median is divided by the reference's (``--reference``, a config stem; default the first
-config), and ``--full NAME`` states whether NAME is within ``--max-ratio`` of it. Writes
+config), and ``--full NAME`` states whether NAME is within ``--max-ratio`` of it. ``--weights``
+gives one checkpoint per config (trained weights: a dense detector's decoding and NMS cost
+depend on its scores); ``--own-size`` times each model on the images at its own config's test
+size (models of different input resolutions compared at their own cost). Writes
 ``OUTPUT/latency.json`` and ``OUTPUT/latency.md``.
 """
 
@@ -60,8 +64,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--configs", "--config-file", nargs="+", required=True, dest="configs")
-    p.add_argument("--weights", help="checkpoint (sets MODEL.WEIGHTS; one config only)")
+    p.add_argument(
+        "--weights", nargs="+", help="checkpoint(s) (MODEL.WEIGHTS): one, or one per config"
+    )
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument(
+        "--own-size",
+        action="store_true",
+        help="several configs: each model on the images at its own test size",
+    )
     p.add_argument("--num-images", type=int, help="images per model (and round); 20 / 10")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default: 1 / 6)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls per model")
@@ -84,8 +95,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if single else 6)
     if args.num_images < 1 or args.rounds < 1:
         p.error("--num-images and --rounds must be >= 1")
-    if args.weights and not single:
-        p.error("--weights needs exactly one config")
+    if args.weights and len(args.weights) != len(args.configs):
+        p.error("--weights needs one checkpoint per config")
+    if args.own_size and (single or args.input_size):
+        p.error("--own-size needs several configs and no --input-size")
     return args
 
 
@@ -93,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for a config that does not load)."""
     args = parse_args(argv)
     setup_logger(name="bmc_detectron")
-    opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     try:
-        entries = load_configs(args.configs, opts)
+        entries = load_configs(args.configs, list(args.opts), weights=args.weights)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -107,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_images=args.num_images,
         rounds=args.rounds,
         warmup=args.warmup,
+        own_size=args.own_size,
     )
     with torch_threads(args.threads):
         if len(entries) == 1:

@@ -32,7 +32,9 @@ class TimingInputs:
     """The images a latency measurement runs on and how often: ``num_images`` images (per model
     and round) of ``input_size`` (H, W; None: the config's test size) from the folder ``images``
     or else the registered ``dataset`` (neither: random images), ``rounds`` interleaved rounds
-    after ``warmup`` untimed calls per model."""
+    after ``warmup`` untimed calls per model. With ``own_size`` (several models side by side,
+    no ``input_size``) each model gets the images at its own config's test size, as its data
+    loader would give them (models of different input resolutions compared at their cost)."""
 
     input_size: Tuple[int, int] | None = None
     images: str | None = None
@@ -40,6 +42,7 @@ class TimingInputs:
     num_images: int = 10
     rounds: int = 6
     warmup: int = 3
+    own_size: bool = False
 
     def size(self, cfg: CfgNode) -> Tuple[int, int]:
         """``input_size``, else ``cfg``'s test size (:func:`default_input_size`)."""

@@ -177,12 +177,16 @@ def build_subject(cfg: CfgNode, name: str, description: str = "") -> Subject:
 
 def measure_latency(
     subjects: Sequence[Subject],
-    inputs: Sequence[dict],
+    inputs: Sequence[dict] | Mapping[str, Sequence[dict]],
     rounds: int = 1,
     warmup: int = 3,
     stages: bool = False,
 ) -> Dict[str, Dict[str, object]]:
     """Batch-1 eval-mode latency of ``model([input])`` per subject, in its config's precision.
+
+    ``inputs`` is one list for all subjects, or a list per subject name (each model on the
+    images at its own size; the lists are of one length, the i-th calls of two models are of
+    the i-th image).
 
     After ``warmup`` untimed calls per model, ``rounds`` rounds of
     :func:`~bmc_detectron.reporting.timing.interleaved_latency`: in each, every input goes
@@ -193,6 +197,9 @@ def measure_latency(
     the per-call times (``calls_ms``) and, with ``stages``, the per-stage medians
     (``<stage>_ms``).
     """
+    own = inputs if isinstance(inputs, Mapping) else {s.name: inputs for s in subjects}
+    if len({len(own[s.name]) for s in subjects}) > 1:
+        raise ValueError("measure_latency: the subjects' input lists differ in length")
     clocks = {s.name: StageClock(s.model) for s in subjects} if stages else {}
     calls = {s.name: {k: [] for k in STAGES} if stages else {} for s in subjects}
     devices = list(dict.fromkeys(s.model.device for s in subjects))
@@ -202,10 +209,16 @@ def measure_latency(
                 s.model.eval()
                 with s.precision():
                     for i in range(warmup):
-                        s.model([inputs[i % len(inputs)]])
-            call = {s.name: _latency_call(s, clocks.get(s.name), calls[s.name]) for s in subjects}
+                        s.model([own[s.name][i % len(own[s.name])]])
+            call = {
+                s.name: _latency_call(s, own[s.name], clocks.get(s.name), calls[s.name])
+                for s in subjects
+            }
             total = interleaved_latency(
-                call, inputs, rounds, timer=lambda fn: timed(fn, *devices)[0]
+                call,
+                range(len(own[subjects[0].name])),
+                rounds,
+                timer=lambda fn: timed(fn, *devices)[0],
             )
     finally:
         for clock in clocks.values():
@@ -214,16 +227,19 @@ def measure_latency(
 
 
 def _latency_call(
-    subject: Subject, clock: StageClock | None, stage_calls: Dict[str, List[float]]
-) -> Callable[[dict], None]:
-    """``subject``'s model on one input, in its precision; with a ``clock``, the call's
-    seconds per stage are appended to ``stage_calls``."""
+    subject: Subject,
+    inputs: Sequence[dict],
+    clock: StageClock | None,
+    stage_calls: Dict[str, List[float]],
+) -> Callable[[int], None]:
+    """``subject``'s model on the input of an index, in its precision; with a ``clock``, the
+    call's seconds per stage are appended to ``stage_calls``."""
 
-    def call(inp: dict) -> None:
+    def call(index: int) -> None:
         if clock is not None:
             clock.reset()
         with subject.precision():
-            subject.model([inp])
+            subject.model([inputs[index]])
         for stage in STAGES if clock is not None else ():
             stage_calls[stage].append(clock.spent[stage])
 

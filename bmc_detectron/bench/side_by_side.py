@@ -30,11 +30,20 @@ LATENCY_TITLE = "## Inference latency, side by side\n\n"
 
 
 def load_configs(
-    config_files: Sequence[str], opts: Sequence[str]
+    config_files: Sequence[str],
+    opts: Sequence[str],
+    weights: Sequence[str] | None = None,
 ) -> List[Tuple[str, str, CfgNode]]:
-    """(name, config file, config with ``opts``) per config (:func:`~.names.run_names`);
-    raises :class:`~bmc_detectron.config.ConfigError` for a config that does not load."""
-    return [(n, c, build_cfg(c, list(opts))) for n, c in run_names(config_files)]
+    """(name, config file, config with ``opts``) per config (:func:`~.names.run_names`), with
+    ``weights[i]`` as the i-th config's MODEL.WEIGHTS when given (one per config); raises
+    :class:`~bmc_detectron.config.ConfigError` for a config that does not load."""
+    if weights is not None and len(weights) != len(config_files):
+        raise ValueError(f"load_configs: {len(weights)} weights for {len(config_files)} configs")
+    extra = [["MODEL.WEIGHTS", w] for w in weights] if weights else [[]] * len(config_files)
+    return [
+        (n, c, build_cfg(c, list(opts) + more))
+        for (n, c), more in zip(run_names(config_files), extra)
+    ]
 
 
 def side_by_side_latency(
@@ -53,23 +62,37 @@ def side_by_side_latency(
     for name, config_file, cfg in entries:
         torch.manual_seed(0)
         subjects.append(build_subject(cfg, name, describe(config_file)))
+    if timing.own_size and timing.input_size:
+        raise ValueError("side_by_side_latency: own_size takes each config's size, not input_size")
     cfg0 = entries[0][2]
-    size = timing.size(cfg0)
+    sizes = {s.name: timing.size(s.cfg if timing.own_size else cfg0) for s in subjects}
     records = image_records(timing.images, timing.dataset)
-    inputs = latency_inputs(records, timing.num_images, size, cfg0.INPUT.FORMAT)
+    inputs = {
+        s.name: latency_inputs(records, timing.num_images, sizes[s.name], cfg0.INPUT.FORMAT)
+        for s in subjects
+    }
     t0 = time.perf_counter()
     lat = measure_latency(subjects, inputs, timing.rounds, timing.warmup, stages=True)
     models = []
     for s in subjects:
         rec = {"name": s.name, "description": s.description, "precision": precision_name(s.cfg)}
         rec.update(lat[s.name], **count_parameters(s.model))
-        rec["gflops"] = count_gflops(s.model, size)["gflops"]
+        rec["gflops"] = count_gflops(s.model, sizes[s.name])["gflops"]
+        rec["input_size"] = list(sizes[s.name])
         models.append(rec)
     reference = reference or subjects[0].name
     add_ratios(models, reference)
     machine = machine_info()
+    size = sizes[subjects[0].name]
+    shown = (
+        "each model's own test size ("
+        + ", ".join(f"{s.name} {sizes[s.name][0]}x{sizes[s.name][1]}" for s in subjects)
+        + ")"
+        if timing.own_size
+        else f"{size[0]}x{size[1]}"
+    )
     header = (
-        f"Batch 1, input {size[0]}x{size[1]} ({timing.source or 'random images'}),"
+        f"Batch 1, input {shown} ({timing.source or 'random images'}),"
         f" {timing.rounds} interleaved rounds x {timing.num_images} images per model after"
         f" {timing.warmup} warm-up calls; device {subjects[0].model.device}, {machine['cpu']},"
         f" {torch.get_num_threads()} torch threads, 1-min load average {machine['load_avg_1m']}."
@@ -78,6 +101,7 @@ def side_by_side_latency(
         "models": models,
         "reference": reference,
         "input_size": list(size),
+        "own_size": timing.own_size,
         "rounds": timing.rounds,
         "num_images": timing.num_images,
         "threads": torch.get_num_threads(),

@@ -100,6 +100,35 @@ def test_latency_interleaves_models_in_rotating_order_and_splits_stages():
     assert not subjects[0].model.backbone._forward_hooks  # hooks removed afterwards
 
 
+class _ShapeLogger(nn.Module):
+    """Logs the (H, W) of every image it is called on."""
+
+    def __init__(self, log: list):
+        super().__init__()
+        self.log = log
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def forward(self, batch):
+        self.log.append(tuple(batch[0]["image"].shape[1:]))
+
+
+def test_latency_gives_each_model_its_own_inputs_when_asked():
+    logs = {"small": [], "large": []}
+    subjects = [Subject(n, _ShapeLogger(logs[n]), tiny_cfg()) for n in logs]
+    inputs = {
+        "small": [{"image": torch.zeros(3, 8, 10)}] * 2,
+        "large": [{"image": torch.zeros(3, 16, 20)}] * 2,
+    }
+    out = measure_latency(subjects, inputs, rounds=2, warmup=1)
+    assert logs["small"] == [(8, 10)] * 5 and logs["large"] == [(16, 20)] * 5
+    assert out["small"]["n"] == out["large"]["n"] == 4
+    with pytest.raises(ValueError, match="differ in length"):
+        measure_latency(subjects, {**inputs, "large": inputs["large"][:1]})
+
+
 def test_latency_without_stages_has_no_split():
     subjects = [Subject("a", _FakeDetector("a", []), tiny_cfg())]
     out = measure_latency(subjects, [{"image": torch.zeros(1, 2, 2)}], rounds=2, warmup=0)

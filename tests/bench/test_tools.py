@@ -12,6 +12,7 @@ import torch
 from detectron2.modeling import build_model
 
 from bmc_detectron.analysis_tools import benchmark
+from bmc_detectron.bench.side_by_side import load_configs
 from bmc_detectron.config import build_cfg
 from bmc_detectron.data.classes import marrow_metadata
 from bmc_detectron.data.datasets import register_coco_dataset, unregister_dataset
@@ -247,6 +248,43 @@ def test_benchmark_several_configs_side_by_side_with_stage_split(tmp_path):
     assert bmc["params_m"] == pytest.approx(ref["params_m"])  # same architecture
     md = (out / "latency.md").read_text()
     assert "| retinanet_R_18_FPN_cpu | CPU baseline" in md and "(target ≤ 1.3x) → **" in md
+
+
+@pytest.mark.slow
+def test_benchmark_side_by_side_at_each_models_own_size(tmp_path):
+    out, larger = tmp_path / "lat", tmp_path / "larger.yaml"
+    larger.write_text(f'_BASE_: "{CFG}"\nINPUT:\n  MIN_SIZE_TEST: 96\n  MAX_SIZE_TEST: 128\n')
+    argv = ["--configs", CFG, str(larger), "--own-size", "--rounds", "1", "--num-images", "1"]
+    tiny = [x for i, x in enumerate(TINY) if "_TEST" not in TINY[i - i % 2]]  # sizes kept
+    argv += ["--warmup", "0", "--threads", "1", "--output", str(out), *tiny]
+    assert benchmark.main(argv) == 0
+    rec = json.loads((out / "latency.json").read_text())
+    assert rec["own_size"] is True
+    assert [m["input_size"] for m in rec["models"]] == [[320, 426], [96, 128]]
+    assert "own test size (retinanet_R_18_FPN_cpu 320x426, larger 96x128)" in rec["markdown"]
+    small, large = rec["models"]
+    assert large["gflops"] < small["gflops"]  # counted at each model's own size
+
+
+def test_benchmark_checks_its_weights_and_size_arguments(tmp_path):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--configs", CFG, D2_CFG, "--weights", "a.pth"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--configs", CFG, "--own-size"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--configs", CFG, D2_CFG, "--own-size", "--input-size", "64", "64"])
+    args = benchmark.parse_args(["--configs", CFG, D2_CFG, "--weights", "a.pth", "b.pth"])
+    assert args.weights == ["a.pth", "b.pth"]
+
+
+def test_load_configs_sets_each_configs_own_weights(tmp_path):
+    weights = [str(tmp_path / "a.pth"), str(tmp_path / "b.pth")]
+    for w in weights:
+        torch.save({}, w)
+    entries = load_configs([CFG, D2_CFG], ["MODEL.DEVICE", "cpu"], weights=weights)
+    assert [cfg.MODEL.WEIGHTS for _, _, cfg in entries] == weights
+    with pytest.raises(ValueError, match="1 weights for 2 configs"):
+        load_configs([CFG, D2_CFG], [], weights=["a.pth"])
 
 
 def test_benchmark_rejects_a_config_that_does_not_load(tmp_path, capsys):
