@@ -1,10 +1,13 @@
-"""Test-time flips on the full model (issue 25, section 2: "test-time flips, reported apart").
+"""Test-time flips and NMS thresholds on the full model (issue 25, section 2: "test-time flips,
+reported apart").
 
 The full model's three 780-iteration seeds (the budget study's runs, the gap study's protocol:
 BCCD train -> val) are evaluated with ``train_net.py --eval-only``, once plainly and once per flip
-variant (``BMC.TEST_FLIPS`` / ``BMC.TEST_FLIP_MERGE``, modeling/tta.py). The per-image latency
-of each variant against the plain model is measured in one process on the val images, every
-image through every variant in turn (reporting/timing.interleaved_latency). The page shows the
+variant (``BMC.TEST_FLIPS`` / ``BMC.TEST_FLIP_MERGE``, modeling/tta.py) and per NMS threshold
+(``MODEL.RETINANET.NMS_THRESH_TEST``; the plain model's is 0.5). The per-image latency of each
+flip variant against the plain model is measured in one process on the val images, every
+image through every variant in turn (reporting/timing.interleaved_latency); an NMS threshold
+leaves the network's cost as it is. The page shows the
 AP / AP50 / AP75 of each variant, the paired differences to the plain model over the seeds
 (mean and 95 % t-interval, studies/ablation/report.mean_interval) and the latency ratio.
 
@@ -42,12 +45,16 @@ VARIANTS: Dict[str, tuple] = {
     "hv": (["hv"], "nms"),
     "h+v+hv": (["h", "v", "hv"], "nms"),
     "h+v+hv wbf": (["h", "v", "hv"], "wbf"),
+    "nms 0.6": ([], "nms"),
+    "nms 0.7": ([], "nms"),
 }
+#: variant -> MODEL.RETINANET.NMS_THRESH_TEST where it is not the model's own (0.5)
+NMS_THRESH = {"nms 0.6": 0.6, "nms 0.7": 0.7}
 
 
 def folder(variant: str) -> str:
     """The variant's folder name under ``--out``."""
-    return variant.replace("+", "_").replace(" ", "_")
+    return variant.replace("+", "_").replace(" ", "_").replace(".", "")
 
 
 def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
@@ -67,7 +74,11 @@ def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
         repr(flips),
         "BMC.TEST_FLIP_MERGE",
         merge,
-    ]
+    ] + (
+        ["MODEL.RETINANET.NMS_THRESH_TEST", str(NMS_THRESH[variant])]
+        if variant in NMS_THRESH
+        else []
+    )
 
 
 def metrics_file(out: Path, variant: str, seed: int) -> Path:
@@ -175,13 +186,16 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
             "over images of variant / plain time, measured back to back on this shared machine."
         )
     merges = ", ".join(f"`{v}`: flips {f} merged by {m}" for v, (f, m) in VARIANTS.items() if f)
+    merges += "; " + ", ".join(f"`{v}`: no flip, NMS at IoU {t}" for v, t in NMS_THRESH.items())
     lines = [
-        "# Test-time flips on the full model (BCCD val, 780 iterations)",
+        "# Test-time flips and NMS thresholds on the full model (BCCD val, 780 iterations)",
         "",
         f"Generated {datetime.now():%Y-%m-%d %H:%M} by `python -m studies.gap.flips` from the "
         f"evaluations in `{out}` of the full model's seeds in `{runs}` (`train_net.py --eval-only "
-        "BMC.TEST_FLIPS ... BMC.TEST_FLIP_MERGE ...`); reported apart from the trained candidates "
-        "of [the gap study](RESULTS_gap.md): flips change only inference, and cost latency.",
+        "BMC.TEST_FLIPS ... BMC.TEST_FLIP_MERGE ... MODEL.RETINANET.NMS_THRESH_TEST ...`); "
+        "reported apart from the trained candidates of [the gap study](RESULTS_gap.md): they "
+        "change only inference; flips cost latency, an NMS threshold does not (no latency "
+        "measured for those rows).",
         "",
         f"Variants: {merges}. NMS is class-wise at the model's test threshold "
         "(MODEL.RETINANET.NMS_THRESH_TEST); WBF is weighted box fusion (Solovyev et al. 2021) "

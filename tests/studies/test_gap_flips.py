@@ -45,3 +45,12 @@ def test_eval_command_sets_the_flip_keys(tmp_path):
     assert "--eval-only" in cmd
     with pytest.raises(KeyError):
         eval_command("py", tmp_path, tmp_path, "x")
+
+
+def test_eval_command_of_an_nms_variant_sets_only_the_threshold(tmp_path):
+    cmd = eval_command("py", tmp_path, tmp_path / "o", "nms 0.7")
+    assert cmd[cmd.index("MODEL.RETINANET.NMS_THRESH_TEST") + 1] == "0.7"
+    assert cmd[cmd.index("BMC.TEST_FLIPS") + 1] == "[]"
+    plain = eval_command("py", tmp_path, tmp_path / "o", "plain")
+    assert "MODEL.RETINANET.NMS_THRESH_TEST" not in plain
+    assert metrics_file(tmp_path, "nms 0.7", 0).parts[-5] == "nms_07"
