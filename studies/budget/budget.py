@@ -9,7 +9,10 @@ Reads the finished runs of ``<runs>/budget_<iterations>/runs/<config>/seed<S>/``
 and ``run.json``), and writes a page with, per detector and budget, the mean AP / AP50 / AP75
 over the finished seeds (with their spread and count), the training time, the runs' own batch-1
 latency, the planned runs' status (:func:`studies.status.study_status`), and a plot of AP against
-the budget beside the page (``<page stem>_ap_vs_budget.png``).
+the budget beside the page (``<page stem>_ap_vs_budget.png``). With ``--latency`` (the
+``latency.json`` of ``python -m bmc_detectron.analysis_tools.benchmark --configs ...`` on the
+detectors' trained weights, side by side in one process) the page shows that table and the
+verdict's latency ratio is read from it instead of from the runs' own timing.
 """
 
 from __future__ import annotations
@@ -145,12 +148,29 @@ def _trend(gaps: Sequence[tuple]) -> str:
     return f"less than halves ({change}): mostly structural at these budgets"
 
 
+def side_by_side_ratio(latency: Optional[Mapping], model: str, peer: str) -> Optional[float]:
+    """``model``'s median batch-1 latency over ``peer``'s in a side-by-side record (None when
+    either is missing)."""
+    medians = {m["name"]: m["median_ms"] for m in (latency or {}).get("models", [])}
+    if model in medians and peer in medians:
+        return medians[model] / medians[peer]
+    return None
+
+
 def verdict(
-    runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Sequence[int], model: str, peer: str
+    runs: Sequence[BudgetRun],
+    configs: Sequence[str],
+    budgets: Sequence[int],
+    model: str,
+    peer: str,
+    latency: Optional[Mapping] = None,
 ) -> str:
     """Markdown bullets written from the runs: the best detector at each budget, and ``peer``'s
-    lead over ``model`` (AP, latency) at each budget both reached, with its trend."""
+    lead over ``model`` (AP, latency) at each budget both reached, with its trend. The latency
+    ratio comes from the side-by-side record ``latency`` when it has both, else from the runs'
+    own timing."""
     lines = []
+    side = side_by_side_ratio(latency, model, peer)
     for b in budgets:
         ranked = sorted(
             ((ap, n) for n in configs if (ap := _mean_ap(runs, n, b)) is not None), reverse=True
@@ -167,6 +187,8 @@ def verdict(
         gaps.append((b, theirs - ours))
         lat = [_median([r.latency_ms for r in runs if r.config == n]) for n in (model, peer)]
         ratio = f"; `{model}`'s latency {fmt(lat[0] / lat[1], 2)}x" if None not in lat else ""
+        if side is not None:
+            ratio = f"; `{model}`'s latency {fmt(side, 2)}x (side by side)"
         lines.append(
             f"- `{peer}` - `{model}` at {b} iterations: {theirs - ours:+.1f} AP "
             f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}){ratio}."
@@ -211,7 +233,21 @@ def plot_budget(
     return save_figure(fig, path)
 
 
-def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
+def latency_section(latency: Optional[Mapping]) -> str:
+    """The side-by-side latency table and the command that measured it ("" without one)."""
+    if not latency:
+        return ""
+    return (
+        "## Latency, side by side\n\n"
+        f"Measured {latency.get('date', '')} by `{latency.get('command', '')}` (trained weights, "
+        "every model in one process, interleaved rounds): the verdict's latency ratio is read "
+        "from here.\n\n" + str(latency["markdown"]).strip() + "\n\n"
+    )
+
+
+def write_page(
+    runs_root: Path, output: Path, argv: Sequence[str], latency: Optional[Mapping] = None
+) -> Path:
     """The results page (and its plot beside it) from the runs that exist."""
     manifest = load_manifest(shown_path(MANIFEST))
     configs = [name for name, _ in planned_runs(manifest)]
@@ -244,9 +280,9 @@ def write_page(runs_root: Path, output: Path, argv: Sequence[str]) -> Path:
         f"## AP against budget\n\n![AP against budget]({plot.name})\n\n"
         + budget_table(runs, configs, budgets)
         + "\n\n## Verdict (generated from the runs above)\n\n"
-        + verdict(runs, configs, budgets, str(manifest["model"]), str(manifest["peer"]))
+        + verdict(runs, configs, budgets, str(manifest["model"]), str(manifest["peer"]), latency)
         + "\n\nFew seeds make these rankings provisional: the status below says which runs "
-        "are still missing.\n\n## Status\n\n" + status
+        "are still missing.\n\n" + latency_section(latency) + "## Status\n\n" + status
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, text)
@@ -259,11 +295,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--runs", default="output/budget", help="the runs root (budget_<N>/ inside)")
     p.add_argument("--output", default="docs/results/budget/RESULTS_budget.md")
     p.add_argument("--list-tasks", action="store_true", help="print the planned runs and stop")
+    p.add_argument("--latency", help="a side-by-side latency.json of the detectors (benchmark)")
     args = p.parse_args(argv)
     if args.list_tasks:
         print("\n".join(planned_tasks(load_manifest(MANIFEST))))
         return 0
-    page = write_page(Path(args.runs), Path(args.output), argv)
+    latency = None
+    if args.latency:
+        path = Path(args.latency)
+        if not path.is_file():
+            print(f"error: {path}: no such latency record", file=sys.stderr)
+            return 2
+        latency = json.loads(path.read_text())
+    page = write_page(Path(args.runs), Path(args.output), argv, latency)
     print(f"[budget] wrote {page}")
     return 0
 

@@ -112,3 +112,31 @@ def test_verdict_says_when_a_budget_is_missing_detectors(tmp_path):
     runs = budget.collect(tmp_path, MANIFEST)
     text = budget.verdict(runs, ["ref", "full"], [780, 1560], "full", "ref")
     assert text == "- **780 iterations**: best of 1 finished `full`; `full` 53.5 (n=1)."
+
+
+def test_side_by_side_latency_sets_the_verdicts_ratio_and_has_its_section(tmp_path, monkeypatch):
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text(json.dumps(MANIFEST))
+    monkeypatch.setattr(budget, "MANIFEST", manifest)
+    _run(tmp_path / "runs", 780, "ref", 0, 57.0)
+    _run(tmp_path / "runs", 780, "full", 0, 53.0)
+    latency = {
+        "models": [{"name": "ref", "median_ms": 150.0}, {"name": "full", "median_ms": 60.0}],
+        "markdown": "| model | latency |\n|---|---|\n| ref | 150 |",
+        "command": "python -m bmc_detectron.analysis_tools.benchmark --configs a b",
+        "date": "2026-12-06T18:00:00",
+    }
+    assert budget.side_by_side_ratio(latency, "full", "ref") == 0.4
+    assert budget.side_by_side_ratio(latency, "full", "other") is None
+    assert budget.side_by_side_ratio(None, "full", "ref") is None
+    page = budget.write_page(tmp_path / "runs", tmp_path / "R.md", [], latency).read_text()
+    assert "+4.0 AP (n=1 / 1); `full`'s latency 0.40x (side by side)." in page
+    assert "## Latency, side by side" in page and "| ref | 150 |" in page
+    without = budget.write_page(tmp_path / "runs", tmp_path / "R2.md", []).read_text()
+    assert "## Latency, side by side" not in without and "latency 1.00x." in without
+
+
+def test_main_names_a_missing_latency_record(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    assert budget.main(["--runs", str(tmp_path), "--latency", str(missing)]) == 2
+    assert "nope.json: no such latency record" in capsys.readouterr().err
