@@ -37,6 +37,11 @@ def test_config_merges_and_builds(path):
     assert sum(p.numel() for p in model.parameters()) > 1e6
 
 
+#: Configs whose loss needs more steps to fall: GroupNorm in the 2-conv head makes the box loss
+#: rise first (0.90 -> 1.48 at step 8 -> 0.66 at step 16 here); that leaf lost 19 AP on BCCD val.
+STEPS = {"retinanet_R_18_full_GN_cpu.yaml": 16}
+
+
 @pytest.mark.parametrize("path", CPU, ids=_id)
 def test_cpu_ladder_trains_and_infers(path):
     # GFL's box losses are weighted by the class scores, which rise from the prior at first:
@@ -61,7 +66,7 @@ def test_cpu_ladder_trains_and_infers(path):
     watched = "loss_box_reg" if cfg.MODEL.BMC.LOSS.SOFT_LABELS else None
     history = []
     with EventStorage():
-        for _ in range(8):
+        for _ in range(STEPS.get(path.name, 8)):
             losses = model(batch)
             loss = sum(losses.values())
             opt.zero_grad()
