@@ -33,7 +33,8 @@ if [[ -n "${LATENCY:-}" ]]; then
 fi
 if [[ -n "${REPORT:-}" ]]; then
   lat=(); [[ -f "$LATENCY_DIR/latency.json" ]] && lat=(--latency "$LATENCY_DIR/latency.json")
-  "$PY" -m studies.budget.budget --runs "$OUT" --output docs/results/budget/RESULTS_budget.md "${lat[@]}"
+  "$PY" -m studies.budget.budget --runs "$OUT" --output docs/results/budget/RESULTS_budget.md \
+    --index docs/results/index.md "${lat[@]}"
   exit 0
 fi
 if [[ -z "${TASKS:-}" ]]; then

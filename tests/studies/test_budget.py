@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from studies.budget import budget
 from studies.status import load_manifest
 
@@ -140,3 +142,35 @@ def test_main_names_a_missing_latency_record(tmp_path, capsys):
     missing = tmp_path / "nope.json"
     assert budget.main(["--runs", str(tmp_path), "--latency", str(missing)]) == 2
     assert "nope.json: no such latency record" in capsys.readouterr().err
+
+
+def test_index_verdict_block_is_replaced_and_a_missing_block_named(tmp_path):
+    index = tmp_path / "index.md"
+    index.write_text(f"# R\n\nhand\n\n{budget.INDEX_START}\nold\n{budget.INDEX_END}\n\nafter\n")
+    budget.write_index_verdict(index, "- new", "budget/R.md")
+    assert index.read_text() == (
+        f"# R\n\nhand\n\n{budget.INDEX_START}\n- new\n\n(From [the budget page](budget/R.md).)\n"
+        f"{budget.INDEX_END}\n\nafter\n"
+    )
+    plain = tmp_path / "plain.md"
+    plain.write_text("# R\n")
+    with pytest.raises(ValueError, match="plain.md: no block"):
+        budget.write_index_verdict(plain, "- new", "x.md")
+    assert plain.read_text() == "# R\n"
+
+
+def test_main_writes_the_verdict_into_the_index(tmp_path, monkeypatch):
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text(json.dumps(MANIFEST))
+    monkeypatch.setattr(budget, "MANIFEST", manifest)
+    _run(tmp_path / "runs", 780, "ref", 0, 57.0)
+    _run(tmp_path / "runs", 780, "full", 0, 53.0)
+    index = tmp_path / "docs" / "index.md"
+    index.parent.mkdir()
+    index.write_text(f"{budget.INDEX_START}\n{budget.INDEX_END}\n")
+    page = tmp_path / "docs" / "budget" / "R.md"
+    argv = ["--runs", str(tmp_path / "runs"), "--output", str(page), "--index", str(index)]
+    assert budget.main(argv) == 0
+    text = index.read_text()
+    assert "- **780 iterations**: best `ref`; `ref` 57.0 (n=1) > `full` 53.0 (n=1)." in text
+    assert "(From [the budget page](budget/R.md).)" in text and "## Status" not in text
