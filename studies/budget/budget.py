@@ -32,6 +32,7 @@ from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.reporting.timing import training_sessions
 from bmc_detectron.utils.io import atomic_write_text, shown_path
+from studies.ablation.report import mean_interval
 from studies.status import load_manifest, planned_runs, study_status
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -136,6 +137,17 @@ def _seeds(runs: Sequence[BudgetRun], name: str, budget: int) -> int:
     return sum(1 for r in runs if r.config == name and r.budget == budget)
 
 
+def _paired(runs: Sequence[BudgetRun], a: str, b: str, budget: int) -> str:
+    """ "; paired by seed (n=K): +x.x [lo, hi]": the 95 % t-interval of ``a`` - ``b`` over the
+    seeds both finished at ``budget`` ("" for fewer than two)."""
+    ap = {(r.config, r.seed): r.metrics["AP"] for r in runs if r.budget == budget}
+    diffs = [ap[(a, s)] - ap[(b, s)] for (c, s) in ap if c == a and (b, s) in ap]
+    if len(diffs) < 2:
+        return ""
+    mean, lo, hi, n = mean_interval(diffs)
+    return f"; paired by seed (n={n}): {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
 def _trend(gaps: Sequence[tuple]) -> str:
     """How the lead changes from the smallest to the largest budget both detectors reached."""
     if len(gaps) < 2:
@@ -192,7 +204,8 @@ def verdict(
             ratio = f"; `{model}`'s latency {fmt(side, 2)}x (side by side)"
         lines.append(
             f"- `{peer}` - `{model}` at {b} iterations: {theirs - ours:+.1f} AP "
-            f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}){ratio}."
+            f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}"
+            f"{_paired(runs, peer, model, b)}){ratio}."
         )
     if gaps:
         lines.append(f"- `{peer}`'s lead {_trend(gaps)}.")

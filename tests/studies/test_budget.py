@@ -174,3 +174,16 @@ def test_main_writes_the_verdict_into_the_index(tmp_path, monkeypatch):
     text = index.read_text()
     assert "- **780 iterations**: best `ref`; `ref` 57.0 (n=1) > `full` 53.0 (n=1)." in text
     assert "(From [the budget page](budget/R.md).)" in text and "## Status" not in text
+
+
+def test_verdict_gives_the_paired_interval_over_common_seeds(tmp_path):
+    for seed, (ref, full) in enumerate([(57.0, 53.0), (58.0, 55.0), (59.0, 54.0)]):
+        _run(tmp_path, 780, "ref", seed, ref)
+        _run(tmp_path, 780, "full", seed, full)
+    runs = budget.collect(tmp_path, {**MANIFEST, "seeds": [0, 1, 2], "configs": ["ref", "full"]})
+    lines = budget.verdict(runs, ["ref", "full"], [780], "full", "ref").splitlines()
+    # differences 4, 3, 5: mean 4, t(0.975, 2) = 4.303, s = 1 -> half width 2.48
+    assert lines[1] == (
+        "- `ref` - `full` at 780 iterations: +4.0 AP (n=3 / 3; paired by seed (n=3): +4.0 "
+        "[+1.5, +6.5]); `full`'s latency 1.00x."
+    )
