@@ -116,12 +116,19 @@ def test_verdict_says_when_a_budget_is_missing_detectors(tmp_path):
     assert text == "- **780 iterations**: best of 1 finished `full`; `full` 53.5 (n=1)."
 
 
-def test_side_by_side_latency_sets_the_verdicts_ratio_and_has_its_section(tmp_path, monkeypatch):
+@pytest.fixture
+def one_seed_each(tmp_path, monkeypatch) -> Path:
+    """The manifest in place and seed 0 of "ref" (57.0 AP) and "full" (53.0) at 780; the runs
+    root."""
     manifest = tmp_path / "study.yaml"
     manifest.write_text(json.dumps(MANIFEST))
     monkeypatch.setattr(budget, "MANIFEST", manifest)
     _run(tmp_path / "runs", 780, "ref", 0, 57.0)
     _run(tmp_path / "runs", 780, "full", 0, 53.0)
+    return tmp_path / "runs"
+
+
+def test_side_by_side_latency_sets_the_verdicts_ratio_and_has_its_section(tmp_path, one_seed_each):
     latency = {
         "models": [{"name": "ref", "median_ms": 150.0}, {"name": "full", "median_ms": 60.0}],
         "markdown": "| model | latency |\n|---|---|\n| ref | 150 |",
@@ -159,12 +166,7 @@ def test_index_verdict_block_is_replaced_and_a_missing_block_named(tmp_path):
     assert plain.read_text() == "# R\n"
 
 
-def test_main_writes_the_verdict_into_the_index(tmp_path, monkeypatch):
-    manifest = tmp_path / "study.yaml"
-    manifest.write_text(json.dumps(MANIFEST))
-    monkeypatch.setattr(budget, "MANIFEST", manifest)
-    _run(tmp_path / "runs", 780, "ref", 0, 57.0)
-    _run(tmp_path / "runs", 780, "full", 0, 53.0)
+def test_main_writes_the_verdict_into_the_index(tmp_path, one_seed_each):
     index = tmp_path / "docs" / "index.md"
     index.parent.mkdir()
     index.write_text(f"{budget.INDEX_START}\n{budget.INDEX_END}\n")
