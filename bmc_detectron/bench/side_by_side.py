@@ -58,12 +58,12 @@ def side_by_side_latency(
     """Interleaved batch-1 latency of the models of ``entries`` (see the module docstring);
     the ratios are to ``reference`` (a name; default the first), and ``full`` is judged
     against ``max_ratio``. Returns the JSON record (``markdown``: the table)."""
+    if timing.own_size and timing.input_size:
+        raise ValueError("side_by_side_latency: own_size takes each config's size, not input_size")
     subjects = []
     for name, config_file, cfg in entries:
         torch.manual_seed(0)
         subjects.append(build_subject(cfg, name, describe(config_file)))
-    if timing.own_size and timing.input_size:
-        raise ValueError("side_by_side_latency: own_size takes each config's size, not input_size")
     cfg0 = entries[0][2]
     sizes = {s.name: timing.size(s.cfg if timing.own_size else cfg0) for s in subjects}
     records = image_records(timing.images, timing.dataset)
@@ -84,15 +84,9 @@ def side_by_side_latency(
     add_ratios(models, reference)
     machine = machine_info()
     size = sizes[subjects[0].name]
-    shown = (
-        "each model's own test size ("
-        + ", ".join(f"{s.name} {sizes[s.name][0]}x{sizes[s.name][1]}" for s in subjects)
-        + ")"
-        if timing.own_size
-        else f"{size[0]}x{size[1]}"
-    )
     header = (
-        f"Batch 1, input {shown} ({timing.source or 'random images'}),"
+        f"Batch 1, input {_input_text(sizes, timing.own_size)}"
+        f" ({timing.source or 'random images'}),"
         f" {timing.rounds} interleaved rounds x {timing.num_images} images per model after"
         f" {timing.warmup} warm-up calls; device {subjects[0].model.device}, {machine['cpu']},"
         f" {torch.get_num_threads()} torch threads, 1-min load average {machine['load_avg_1m']}."
@@ -111,6 +105,18 @@ def side_by_side_latency(
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": command,
     }
+
+
+def _input_text(sizes: Dict[str, Tuple[int, int]], own_size: bool) -> str:
+    """The input size(s) as the table's header names them."""
+    if not own_size:
+        h, w = next(iter(sizes.values()))
+        return f"{h}x{w}"
+    return (
+        "each model's own test size ("
+        + ", ".join(f"{name} {h}x{w}" for name, (h, w) in sizes.items())
+        + ")"
+    )
 
 
 def write_side_by_side(out: Path, rec: Dict[str, object]) -> None:
