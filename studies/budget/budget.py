@@ -199,9 +199,10 @@ def verdict(
             continue
         gaps.append((b, theirs - ours))
         lat = [_median([r.latency_ms for r in runs if r.config == n]) for n in (model, peer)]
-        ratio = f"; `{model}`'s latency {fmt(lat[0] / lat[1], 2)}x" if None not in lat else ""
         if side is not None:
             ratio = f"; `{model}`'s latency {fmt(side, 2)}x (side by side)"
+        else:
+            ratio = f"; `{model}`'s latency {fmt(lat[0] / lat[1], 2)}x" if None not in lat else ""
         lines.append(
             f"- `{peer}` - `{model}` at {b} iterations: {theirs - ours:+.1f} AP "
             f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}"
@@ -278,9 +279,14 @@ def latency_section(latency: Optional[Mapping]) -> str:
 
 
 def write_page(
-    runs_root: Path, output: Path, argv: Sequence[str], latency: Optional[Mapping] = None
+    runs_root: Path,
+    output: Path,
+    argv: Sequence[str],
+    latency: Optional[Mapping] = None,
+    index: Optional[Path] = None,
 ) -> Path:
-    """The results page (and its plot beside it) from the runs that exist."""
+    """The results page (and its plot beside it) from the runs that exist; with ``index``, the
+    verdict also goes into that page's generated block (:func:`write_index_verdict`)."""
     manifest = load_manifest(shown_path(MANIFEST))
     configs = [name for name, _ in planned_runs(manifest)]
     budgets = [int(b) for b in manifest.get("budgets") or []]
@@ -291,6 +297,7 @@ def write_page(
         output.with_name(f"{output.stem}_ap_vs_budget.png"),
         str(manifest["test_dataset"]),
     )
+    said = verdict(runs, configs, budgets, str(manifest["model"]), str(manifest["peer"]), latency)
     now = datetime.datetime.now()
     status = "\n".join(
         f"### {b} iterations\n\n" + study_status(manifest, runs_root / f"budget_{b}")
@@ -312,12 +319,14 @@ def write_page(
         f"## AP against budget\n\n![AP against budget]({plot.name})\n\n"
         + budget_table(runs, configs, budgets)
         + "\n\n## Verdict (generated from the runs above)\n\n"
-        + verdict(runs, configs, budgets, str(manifest["model"]), str(manifest["peer"]), latency)
+        + said
         + "\n\nFew seeds make these rankings provisional: the status below says which runs "
         "are still missing.\n\n" + latency_section(latency) + "## Status\n\n" + status
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, text)
+    if index is not None:
+        write_index_verdict(index, said, os.path.relpath(output, index.parent))
     return output
 
 
@@ -340,16 +349,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {path}: no such latency record", file=sys.stderr)
             return 2
         latency = json.loads(path.read_text())
-    page = write_page(Path(args.runs), Path(args.output), argv, latency)
-    if args.index:
-        index = Path(args.index)
-        text = page.read_text().split("## Verdict (generated from the runs above)\n\n", 1)[1]
-        link = os.path.relpath(page, index.parent)
-        try:
-            write_index_verdict(index, text.split("\n\n", 1)[0], link)
-        except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    index = Path(args.index) if args.index else None
+    try:
+        page = write_page(Path(args.runs), Path(args.output), argv, latency, index)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if index is not None:
         print(f"[budget] verdict written into {index}")
     print(f"[budget] wrote {page}")
     return 0

@@ -37,19 +37,18 @@ OUT = "output/gap/flips"
 PAGE = "docs/results/gap/RESULTS_flips.md"
 DATASET = "bccd_val"
 METRICS = ("AP", "AP50", "AP75")
-#: variant -> (BMC.TEST_FLIPS, BMC.TEST_FLIP_MERGE); "plain" is the model as it ships
+#: variant -> (BMC.TEST_FLIPS, BMC.TEST_FLIP_MERGE, MODEL.RETINANET.NMS_THRESH_TEST or None for
+#: the model's own 0.5); "plain" is the model as it ships
 VARIANTS: Dict[str, tuple] = {
-    "plain": ([], "nms"),
-    "h": (["h"], "nms"),
-    "v": (["v"], "nms"),
-    "hv": (["hv"], "nms"),
-    "h+v+hv": (["h", "v", "hv"], "nms"),
-    "h+v+hv wbf": (["h", "v", "hv"], "wbf"),
-    "nms 0.6": ([], "nms"),
-    "nms 0.7": ([], "nms"),
+    "plain": ([], "nms", None),
+    "h": (["h"], "nms", None),
+    "v": (["v"], "nms", None),
+    "hv": (["hv"], "nms", None),
+    "h+v+hv": (["h", "v", "hv"], "nms", None),
+    "h+v+hv wbf": (["h", "v", "hv"], "wbf", None),
+    "nms 0.6": ([], "nms", 0.6),
+    "nms 0.7": ([], "nms", 0.7),
 }
-#: variant -> MODEL.RETINANET.NMS_THRESH_TEST where it is not the model's own (0.5)
-NMS_THRESH = {"nms 0.6": 0.6, "nms 0.7": 0.7}
 
 
 def folder(variant: str) -> str:
@@ -59,7 +58,7 @@ def folder(variant: str) -> str:
 
 def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
     """``train_net.py --eval-only`` of one seed's weights with the variant's flips."""
-    flips, merge = VARIANTS[variant]
+    flips, merge, nms = VARIANTS[variant]
     return [
         py,
         "train_net.py",
@@ -74,11 +73,7 @@ def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
         repr(flips),
         "BMC.TEST_FLIP_MERGE",
         merge,
-    ] + (
-        ["MODEL.RETINANET.NMS_THRESH_TEST", str(NMS_THRESH[variant])]
-        if variant in NMS_THRESH
-        else []
-    )
+    ] + (["MODEL.RETINANET.NMS_THRESH_TEST", str(nms)] if nms is not None else [])
 
 
 def metrics_file(out: Path, variant: str, seed: int) -> Path:
@@ -115,7 +110,7 @@ def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict[str
     loader = BMCTrainer.build_test_loader(cfg, DATASET)
     batches = [b for _, b in zip(range(images), loader)]
     subjects = {"plain": model}
-    for name, (flips, merge) in VARIANTS.items():
+    for name, (flips, merge, _) in VARIANTS.items():
         if flips:
             subjects[name] = BMCRetinaNetWithTTA(model, flips=flips, merge=merge).eval()
     with torch.no_grad():
@@ -185,8 +180,10 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
             f"{latency['median_ms']['plain']:.0f} ms median per image; the ratio is the median "
             "over images of variant / plain time, measured back to back on this shared machine."
         )
-    merges = ", ".join(f"`{v}`: flips {f} merged by {m}" for v, (f, m) in VARIANTS.items() if f)
-    merges += "; " + ", ".join(f"`{v}`: no flip, NMS at IoU {t}" for v, t in NMS_THRESH.items())
+    merges = ", ".join(f"`{v}`: flips {f} merged by {m}" for v, (f, m, _) in VARIANTS.items() if f)
+    merges += "; " + ", ".join(
+        f"`{v}`: no flip, NMS at IoU {t}" for v, (_, _, t) in VARIANTS.items() if t is not None
+    )
     lines = [
         "# Test-time flips and NMS thresholds on the full model (BCCD val, 780 iterations)",
         "",
