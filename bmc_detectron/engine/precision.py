@@ -11,6 +11,11 @@ scaler, switched on by ``SOLVER.AMP.ENABLED``). This module adds the CPU path:
   classifier; Faster R-CNN runs its RPN head and box head in bfloat16 too.
   bfloat16 keeps float32's exponent range, so no loss scaling is needed, and the optimizer keeps
   float32 master weights (the parameters never change dtype).
+  One exception runs in float32 while training: a strided convolution (kernel > 1) on a feature
+  map one pixel wide or high. oneDNN's bfloat16 weight gradient for that shape is wrong at
+  random (NaN or values of 1e30 in some processes; measured with torch 2.14.1 on a 3x3 stride-2
+  conv over a width-1 input, RetinaNet's P7 of a 64-px image); forward values and input
+  gradients are right, so inference keeps bfloat16 there.
 - ``BMC.PRECISION.CHANNELS_LAST``: conv weights and the backbone input in NHWC layout, the one
   oneDNN's CPU convolutions prefer.
 
@@ -60,6 +65,34 @@ def _bf16_forward(forward: Callable) -> Callable:
     return run
 
 
+def _thin_map_in_float32(forward: Callable) -> Callable:
+    """Wrap a strided conv's forward: while gradients are recorded, a map with a side of 1 px
+    goes through in float32 (the oneDNN bfloat16 weight-gradient fault in the module
+    docstring); inference and every other shape are unchanged."""
+
+    @functools.wraps(forward)
+    def run(x, *args, **kwargs):
+        thin = isinstance(x, torch.Tensor) and x.dim() == 4 and min(x.shape[-2:]) == 1
+        if thin and torch.is_grad_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return forward(x.float(), *args, **kwargs)
+        return forward(x, *args, **kwargs)
+
+    run.bmc_thin_f32 = True
+    return run
+
+
+def _guard_strided_convs(module: nn.Module) -> None:
+    for conv in module.modules():
+        if (
+            isinstance(conv, nn.Conv2d)
+            and max(conv.stride) > 1
+            and max(conv.kernel_size) > 1
+            and not getattr(conv.forward, "bmc_thin_f32", False)
+        ):
+            conv.forward = _thin_map_in_float32(conv.forward)
+
+
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
     x = args[0] if args else None
     if isinstance(x, torch.Tensor) and x.dim() == 4:
@@ -84,6 +117,7 @@ def apply_precision(model: nn.Module, cfg: CfgNode) -> nn.Module:
             module = _submodule(model, name)
             if module is not None and not getattr(module.forward, "bmc_bf16", False):
                 module.forward = _bf16_forward(module.forward)
+                _guard_strided_convs(module)
     if cfg.BMC.PRECISION.CHANNELS_LAST and not getattr(model, "_bmc_channels_last", False):
         model.to(memory_format=torch.channels_last)
         backbone = getattr(model, "backbone", None)

@@ -84,3 +84,20 @@ def test_trainer_builds_the_model_with_its_precision():
     model = BMCTrainer.build_model(cfg)
     assert getattr(model.backbone.forward, "bmc_bf16", False)
     assert getattr(model.head.forward, "bmc_bf16", False)
+
+
+def test_strided_conv_on_a_one_pixel_wide_map_gets_true_weight_gradients():
+    # oneDNN's bf16 weight gradient of a 3x3 stride-2 conv over a width-1 map is garbage in
+    # most processes (NaN / 1e30 within 20 tries); the guard runs that shape in float32
+    cfg = tiny_cfg(["BMC.PRECISION.CPU_BF16", True])
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, stride=2, padding=1))
+    apply_precision(model, cfg)
+    conv = model.backbone[0]
+    x = torch.randn(2, 64, 3, 1)
+    want = torch.nn.grad.conv2d_weight(x, conv.weight.shape, torch.ones(2, 64, 2, 1), 2, 1)
+    for _ in range(20):
+        conv.zero_grad()
+        model.backbone(x).sum().backward()
+        torch.testing.assert_close(conv.weight.grad, want, rtol=1e-4, atol=1e-4)
