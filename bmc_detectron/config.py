@@ -283,6 +283,10 @@ def _add_classifier_config(cfg: CN) -> None:
     clf.LABEL_SMOOTHING = 0.0
     # Crops per forward pass at inference (test loader batches, predict_crops chunks).
     clf.BATCH_SIZE_TEST = 64
+    # Views of each crop averaged at inference (modeling/classifier.dihedral_views): 1 as is, 2
+    # with its mirror image, 8 with its flips and quarter turns. The pooled features are averaged,
+    # so logits, the open-set score, the threshold and the ONNX graph all see the same views.
+    clf.TEST_FLIPS = 1
     # Open-set score of the "Other" outcome (evaluation/open_set.py): "knn" or "mahalanobis" (the
     # pooled features against statistics of the training crops', evaluation/feature_scores.py),
     # "energy" or "max_softmax" (the logits).

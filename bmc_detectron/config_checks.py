@@ -90,6 +90,7 @@ def _check_classifier(cfg: CN) -> None:
         ),
         "CROP_SIZE": (clf.CROP_SIZE < 32, "must be >= 32 (the ResNet's stride)"),
         "CROP_MARGIN": (clf.CROP_MARGIN < 0, "must be >= 0"),
+        "TEST_FLIPS": (clf.TEST_FLIPS not in (1, 2, 8), "must be 1, 2 or 8"),
         "LABEL_SMOOTHING": (not 0 <= clf.LABEL_SMOOTHING < 1, "must be in [0, 1)"),
         "OPEN_SET_SCORE": (
             clf.OPEN_SET_SCORE not in ("knn", "mahalanobis", "energy", "max_softmax"),

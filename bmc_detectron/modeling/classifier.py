@@ -23,7 +23,35 @@ from torch import nn
 
 from bmc_detectron.config import ConfigError
 
-__all__ = ["BMCCellClassifier", "classifier_class_names"]
+__all__ = ["BMCCellClassifier", "classifier_class_names", "dihedral_views"]
+
+#: the view counts of ``MODEL.BMC.CLASSIFIER.TEST_FLIPS``
+TEST_FLIPS = (1, 2, 8)
+
+
+def dihedral_views(x: torch.Tensor, views: int) -> torch.Tensor:
+    """The first ``views`` of the square crops' eight flips and quarter turns, stacked view by
+    view: as they are, mirrored left-right, then turned by 90, 180 and 270 degrees, each also
+    mirrored (a cell has no up or left on a smear).
+
+    Args:
+        x: (N, C, S, S) crops.
+        views: 1, 2 or 8.
+
+    Returns:
+        (views * N, C, S, S); rows ``v * N .. (v + 1) * N`` hold view ``v``.
+    """
+    if views not in TEST_FLIPS:
+        raise ValueError(f"dihedral_views: views must be one of {TEST_FLIPS}, got {views}")
+    # quarter turns as transposes and flips (what ONNX exports; torch.rot90 has no ONNX op)
+    turns = [x]
+    if views == 8:
+        across = x.transpose(2, 3)
+        turns += [across.flip(2), x.flip((2, 3)), across.flip(3)]  # rot90 by 1, 2, 3
+    out = []
+    for turned in turns:
+        out += [turned, turned.flip(3)] if views > 1 else [turned]
+    return torch.cat(out)
 
 
 def classifier_class_names(cfg: CfgNode) -> List[str]:
@@ -73,6 +101,7 @@ class BMCCellClassifier(nn.Module):
         label_smoothing: float = 0.0,
         class_names: Sequence[str] = (),
         test_batch_size: int = 64,
+        test_flips: int = 1,
     ):
         """
         Args:
@@ -84,6 +113,8 @@ class BMCCellClassifier(nn.Module):
             label_smoothing: of the training cross-entropy.
             class_names: K names (only stored, for tools and the count pipeline).
             test_batch_size: crops per forward pass in :meth:`predict_crops`.
+            test_flips: views of each crop whose pooled features are averaged in eval mode
+                (:func:`dihedral_views`; 1: the crop as it is). Training sees one view.
         """
         super().__init__()
         self.backbone = backbone
@@ -97,6 +128,9 @@ class BMCCellClassifier(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.class_names = list(class_names)
         self.test_batch_size = int(test_batch_size)
+        if test_flips not in TEST_FLIPS:
+            raise ValueError(f"test_flips must be one of {TEST_FLIPS}, got {test_flips}")
+        self.test_flips = int(test_flips)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -125,6 +159,7 @@ class BMCCellClassifier(nn.Module):
             "label_smoothing": clf.LABEL_SMOOTHING,
             "class_names": class_names,
             "test_batch_size": clf.BATCH_SIZE_TEST,
+            "test_flips": clf.TEST_FLIPS,
         }
 
     @property
@@ -153,10 +188,15 @@ class BMCCellClassifier(nn.Module):
             x: (N, 3, S, S) raw crops, as :meth:`forward_logits`.
 
         Returns:
-            (N, C) features (C: the channels of ``in_feature``, 512 for R-18).
+            (N, C) features (C: the channels of ``in_feature``, 512 for R-18); in eval mode the
+            mean over the ``test_flips`` views of each crop.
         """
         x = (x - self.pixel_mean) / self.pixel_std
-        return self.backbone(x)[self.in_feature].mean(dim=(2, 3))
+        views = 1 if self.training else self.test_flips
+        if views > 1:
+            x = dihedral_views(x, views)
+        pooled = self.backbone(x)[self.in_feature].mean(dim=(2, 3))
+        return pooled.unflatten(0, (views, -1)).mean(dim=0) if views > 1 else pooled
 
     def _stack(self, batched_inputs: List[dict]) -> torch.Tensor:
         """(N, 3, S, S) float32 on the model's device from the inputs' ``"image"`` tensors."""

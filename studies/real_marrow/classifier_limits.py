@@ -33,7 +33,7 @@ from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.data.synthetic.marrow import FieldSpec, generate_dataset
 from bmc_detectron.engine.classifier_trainer import load_crop_records
 from bmc_detectron.engine.loading import load_model
-from bmc_detectron.modeling.classifier import classifier_class_names
+from bmc_detectron.modeling.classifier import classifier_class_names, dihedral_views
 from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.utils.io import atomic_write_text
 
@@ -60,12 +60,10 @@ FACTORS = {
 
 def dihedral_probs(model: torch.nn.Module, crops: torch.Tensor) -> np.ndarray:
     """(8, N, K) softmax probabilities of crops (N, 3, S, S) under the 8 flips / quarter turns
-    (index 0: the crops as they are)."""
-    out = []
-    for k in range(8):
-        x = torch.rot90(crops, k % 4, (2, 3))
-        out.append(model.predict_logits(x.flip(3) if k >= 4 else x).softmax(1).numpy())
-    return np.stack(out)
+    in :func:`~bmc_detectron.modeling.classifier.dihedral_views`' order (0: as they are, 1:
+    mirrored), each view alone (the product's ``TEST_FLIPS`` averages features instead)."""
+    probs = model.predict_logits(dihedral_views(crops, 8)).softmax(1).numpy()
+    return probs.reshape(8, len(crops), -1)
 
 
 def dataset_probs(cfg, model: torch.nn.Module, name: str) -> Dict[str, Any]:
@@ -212,7 +210,7 @@ def tta_rows(m: Dict[str, Any]) -> List[List[str]]:
             [
                 label,
                 acc(probs[0].argmax(1) == y),
-                acc(probs[[0, 4]].sum(0).argmax(1) == y),
+                acc(probs[:2].sum(0).argmax(1) == y),
                 acc(probs.sum(0).argmax(1) == y),
             ]
         )

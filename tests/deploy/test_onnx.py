@@ -271,6 +271,25 @@ def test_classifier_matches_pytorch(clf):
     assert runtime.predict_crops(np.zeros((0, 3, 32, 32), np.uint8)).shape == (0, 3)
 
 
+def test_classifier_with_test_flips_matches_pytorch(clf, tmp_path):
+    # the averaged views are part of the exported graph
+    opts = [*CLS_OPTS, "MODEL.BMC.CLASSIFIER.TEST_FLIPS", "8"]
+    _export(CLS_CONFIG, clf["weights"], tmp_path / "flips.onnx", opts)
+    runtime = OnnxCellClassifier(tmp_path / "flips.onnx", threads=1)
+    model = clf["model"]
+    crops = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(2))
+    model.test_flips = 8
+    try:
+        logits, features = model.predict_logits_and_features(crops.to(torch.uint8))
+    finally:
+        model.test_flips = 1
+    onnx_logits, onnx_features = runtime.predict_logits_and_features(crops.numpy())
+    assert np.abs(onnx_logits - logits.numpy()).max() <= 1e-4
+    assert np.abs(onnx_features - features.numpy()).max() <= 1e-4
+    turned = runtime.predict_logits(torch.rot90(crops, 1, (2, 3)).numpy())
+    assert np.abs(turned - onnx_logits).max() <= 1e-4
+
+
 def test_classifier_sidecar(clf):
     meta = read_sidecar(clf["onnx"], "classifier")
     assert meta["class_names"] == CLS_NAMES and meta["crop_size"] == 32

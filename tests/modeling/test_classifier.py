@@ -35,6 +35,7 @@ from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation import ClassificationEvaluator, classification_metrics
 from bmc_detectron.evaluation.open_set import open_set_score, read_threshold
 from bmc_detectron.modeling import classifier_class_names
+from bmc_detectron.modeling.classifier import dihedral_views
 from bmc_detectron.tools import open_set_threshold as open_set_tool
 from bmc_detectron.utils.io import file_sha256
 from tests.helpers import CONFIGS, register_synthetic
@@ -221,6 +222,44 @@ def test_the_pooled_features_feed_the_linear_layer():
     torch.testing.assert_close(model.forward_features(crops[:2].float()), features[:2])
     empty = model.predict_logits_and_features(crops[:0])
     assert empty[0].shape == (0, 3) and empty[1].shape == (0, 512)
+
+
+def test_dihedral_views_are_the_eight_flips_and_turns():
+    x = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+    grids = [v.flatten().tolist() for v in dihedral_views(x, 8)]
+    assert grids[:4] == [[0, 1, 2, 3], [1, 0, 3, 2], [1, 3, 0, 2], [3, 1, 2, 0]]
+    assert len({tuple(g) for g in grids}) == 8  # the whole dihedral group of the square
+    crops = torch.rand(2, 3, 5, 5)
+    views = dihedral_views(crops, 8).unflatten(0, (8, 2))
+    for k in range(4):
+        torch.testing.assert_close(views[2 * k], torch.rot90(crops, k, (2, 3)))
+        torch.testing.assert_close(views[2 * k + 1], torch.rot90(crops, k, (2, 3)).flip(3))
+    torch.testing.assert_close(dihedral_views(x, 2), dihedral_views(x, 8)[:2])
+    torch.testing.assert_close(dihedral_views(x, 1), x)
+    two = torch.stack([x[0], x[0] + 10])
+    assert dihedral_views(two, 2)[:, 0, 0, 0].tolist() == [0, 10, 1, 11]  # view by view
+    with pytest.raises(ValueError, match="1, 2, 8"):
+        dihedral_views(x, 4)
+
+
+def test_test_flips_average_the_views_at_inference_only():
+    torch.manual_seed(0)
+    model = build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.TEST_FLIPS", 8))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.cls_score.weight, std=0.3)
+    crops = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    logits = model.predict_logits(crops)
+    for turned in (crops.flip(3), torch.rot90(crops, 1, (2, 3)), crops.flip(2)):
+        torch.testing.assert_close(model.predict_logits(turned), logits, rtol=1e-4, atol=1e-4)
+    model.test_flips = 1
+    one_view = torch.stack([model.predict_logits(v) for v in dihedral_views(crops, 8).split(5)])
+    assert (model.predict_logits(crops.flip(3)) - model.predict_logits(crops)).abs().max() > 1e-3
+    torch.testing.assert_close(one_view.mean(0), logits, rtol=1e-4, atol=1e-4)
+    model.test_flips = 8
+    model.train()  # training sees each crop once
+    assert model.forward_features(crops.float()).shape == (5, 512)
+    with pytest.raises(ConfigError, match="TEST_FLIPS 3: must be 1, 2 or 8"):
+        build_cfg(PBC_CPU, ["MODEL.BMC.CLASSIFIER.TEST_FLIPS", 3])
 
 
 def _discs(n_per_class: int, size: int, seed: int):
