@@ -1,7 +1,7 @@
 """Feature-space open-set scores measured with the leave-one-type-out models (no retraining).
 
     OMP_NUM_THREADS=1 python -m studies.open_set.features --runs output/open_set \
-        [--types Lym Mono] [--max-train-crops 4000] [--knn-k 10]
+        [--types Lym Mono] [--max-train-crops 4000] [--knn-k 10] [--test-flips 8]
 
 For each finished run ``<runs>/without_<T>/`` (``model_final.pth``, trained by
 ``studies/open_set/open_set.py``) the model's logits and pooled penultimate features
@@ -12,6 +12,8 @@ cut once for all runs (``<runs>/crops_<dataset>.npz``). Then every score of
 energy, max-softmax, Mahalanobis and kNN is measured as the driver measures
 energy (threshold on the known val crops, at most ``max_known_lost`` flagged; the share of T's val
 crops below it; AUROC) -> ``<run>/feature_scores.json``. A second call only re-measures (seconds).
+``--test-flips 8`` measures the same models with each crop's 8 flips and quarter turns averaged
+(``MODEL.BMC.CLASSIFIER.TEST_FLIPS``) into ``features_flips8.npz`` / ``feature_scores_flips8.json``.
 The page: ``python -m studies.open_set.report``.
 """
 
@@ -45,6 +47,13 @@ TRAIN, VAL = "pbc_marrow_train", "pbc_marrow_val"
 KNN_KS = (1, 5, 10, 20, 50, 200)
 
 
+def result_names(test_flips: int) -> Tuple[str, str]:
+    """The cache and scores file names of a run measured with ``test_flips`` views."""
+    if test_flips == 1:
+        return FEATURES, SCORES
+    return f"features_flips{test_flips}.npz", f"feature_scores_flips{test_flips}.json"
+
+
 def dataset_crops(cfg, runs: Path, dataset: str) -> Tuple[np.ndarray, np.ndarray]:
     """(N, 3, S, S) uint8 test crops (exact boxes) and (N,) labels of ``dataset``, cut once and
     cached in ``<runs>/crops_<dataset>.npz``."""
@@ -66,15 +75,23 @@ def _forward(model, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def run_features(
-    run: Path, runs: Path, left_out: str, config: str, max_train_crops: int, seed: int = 0
+    run: Path,
+    runs: Path,
+    left_out: str,
+    config: str,
+    max_train_crops: int,
+    seed: int = 0,
+    test_flips: int = 1,
 ) -> Dict[str, np.ndarray]:
-    """The cached logits / features of one leave-one-out model (computed when missing)."""
-    path = run / FEATURES
+    """The cached logits / features of one leave-one-out model (computed when missing), each
+    crop's ``test_flips`` views averaged."""
+    path = run / result_names(test_flips)[0]
     if path.is_file():
         with np.load(path) as data:
             return dict(data)
     register_builtin_datasets()
-    cfg = leave_out_cfg(config, ["OUTPUT_DIR", str(run)])
+    flips = ["MODEL.BMC.CLASSIFIER.TEST_FLIPS", str(test_flips)]
+    cfg = leave_out_cfg(config, ["OUTPUT_DIR", str(run), *flips])
     t = PBC_MARROW_CLASSES.index(left_out)
     train_crops, train_labels = dataset_crops(cfg, runs, TRAIN)
     val_crops, val_labels = dataset_crops(cfg, runs, VAL)
@@ -142,6 +159,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--knn-k", type=int, default=int(features["knn_k"]))
     p.add_argument("--max-known-lost", type=float, default=float(manifest["max_known_lost"]))
     p.add_argument("--config", default=str(manifest["config"]), help="leave-one-out config")
+    p.add_argument(
+        "--test-flips",
+        type=int,
+        choices=(1, 2, 8),
+        default=1,
+        help="views of each crop averaged (MODEL.BMC.CLASSIFIER.TEST_FLIPS)",
+    )
     return p.parse_args(argv)
 
 
@@ -154,17 +178,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not (run / "model_final.pth").is_file():
             print(f"without {left_out}: no model_final.pth yet, skipped")
             continue
-        cache = run_features(run, runs, left_out, args.config, args.max_train_crops)
+        cache = run_features(
+            run, runs, left_out, args.config, args.max_train_crops, test_flips=args.test_flips
+        )
         results = measure(cache, args.max_known_lost, args.knn_k)
         write_json_atomic(
             {
                 "left_out": left_out,
                 "knn_k": args.knn_k,
+                "test_flips": args.test_flips,
                 "train_crops": int(cache["train_labels"].size),
                 "scores": results,
                 "knn_by_k": knn_by_k(cache, args.max_known_lost),
             },
-            run / SCORES,
+            run / result_names(args.test_flips)[1],
             indent=1,
         )
         line = ", ".join(

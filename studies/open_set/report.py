@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, shown_path
+from studies.open_set.features import result_names
 from studies.status import load_manifest
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -30,16 +31,17 @@ def _pct(value: Optional[float]) -> object:
     return None if value is None else 100.0 * float(value)
 
 
-def collect(runs: Path, types: Sequence[str]) -> Dict[str, Dict]:
+def collect(runs: Path, types: Sequence[str], test_flips: int = 1) -> Dict[str, Dict]:
     """``type -> result`` of the finished leave-one-out runs, in ``types`` order; the scores
     measured by ``features.py`` (``feature_scores.json``: every score from the cached features)
-    replace the driver's (energy and max-softmax only) where they exist."""
+    replace the driver's (energy and max-softmax only) where they exist. With ``test_flips`` > 1
+    only the runs that ``features.py --test-flips`` measured, with those scores."""
     out = {}
     for t in types:
         path = runs / f"without_{t}" / "result.json"
-        if path.is_file():
+        measured = path.with_name(result_names(test_flips)[1])
+        if path.is_file() and (test_flips == 1 or measured.is_file()):
             out[t] = json.loads(path.read_text())
-            measured = path.with_name("feature_scores.json")
             if measured.is_file():
                 extra = json.loads(measured.read_text())
                 out[t] |= {"scores": extra["scores"], "train_crops": extra["train_crops"]}
@@ -157,6 +159,34 @@ def collect_full(runs: Path) -> Dict[str, Mapping]:
     return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
 
+def views_section(runs: Path, types: Sequence[str], results: Mapping[str, Mapping]) -> str:
+    """The same models with each crop's 8 flips and quarter turns averaged (``TEST_FLIPS 8``)."""
+    flips = collect(runs, types, test_flips=8)
+    if not flips:
+        return "Not measured (`python -m studies.open_set.features --test-flips 8`)."
+    lines = []
+    both = [t for t in flips if "knn" in flips[t]["scores"] and "knn" in results[t]["scores"]]
+    if both:
+        views = _mean([flips[t]["scores"]["knn"]["unseen_flagged"] for t in both])
+        plain = _mean([results[t]["scores"]["knn"]["unseen_flagged"] for t in both])
+        lines += [
+            f"kNN, mean over these {len(both)} run{'s' * (len(both) > 1)}: {_pct(views):.1f} %"
+            " of the left-out crops"
+            f" flagged with the 8 views, {_pct(plain):.1f} % with the crop as it is.",
+            "",
+        ]
+    lines += [
+        "Share of the left-out type's val crops flagged Other (%):",
+        "",
+        score_table(flips, "unseen_flagged", True),
+        "",
+        "AUROC:",
+        "",
+        score_table(flips, "auroc", False),
+    ]
+    return "\n".join(lines)
+
+
 def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
     manifest = load_manifest(MANIFEST)
     types = list(manifest["types"])
@@ -216,6 +246,16 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         runs_table(results) if results else "No finished run yet.",
         "",
         f"Not finished yet: {', '.join(missing)}." if missing else "Every planned type is done.",
+        "",
+        "## Eight views of each crop (`MODEL.BMC.CLASSIFIER.TEST_FLIPS 8`)",
+        "",
+        "The same models, each crop's features averaged over its 8 flips and quarter turns (the"
+        " classifier's own test-time option, `python -m studies.open_set.features --test-flips"
+        " 8`); the threshold again at most"
+        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops, chosen with the"
+        " same views.",
+        "",
+        views_section(runs, types, results),
         "",
         "## The full model (composites + PBC)",
         "",

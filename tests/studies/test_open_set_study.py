@@ -46,7 +46,7 @@ def _result(t, flagged, lost):
     return {"left_out": t, "iterations": 10, "known_top1": 0.9, "scores": scores}
 
 
-def _write_runs(runs, with_features):
+def _write_runs(runs, with_features, with_views=False):
     for t, flagged in (("Baso", 0.9), ("Eosl", 0.7)):
         (runs / f"without_{t}").mkdir(parents=True)
         (runs / f"without_{t}" / "result.json").write_text(json.dumps(_result(t, flagged, 0.04)))
@@ -56,6 +56,10 @@ def _write_runs(runs, with_features):
             extra = {"knn_k": 10, "train_crops": 4000, "scores": scores}
             extra["knn_by_k"] = {"1": scores["knn"], "10": scores["knn"]}
             (runs / f"without_{t}" / "feature_scores.json").write_text(json.dumps(extra))
+            if with_views and t == "Eosl":  # one run measured with the 8 views
+                extra["scores"] = _scores(("energy", "mahalanobis", "knn"), 0.6, 0.05)
+                views = runs / f"without_{t}" / "feature_scores_flips8.json"
+                views.write_text(json.dumps(extra))
     (runs / "full").mkdir()
     full = {"datasets": {"pbc_marrow_val": {"crops": 300, "top1": 0.93, "other": 0.05}}}
     (runs / "full" / "result.json").write_text(json.dumps(full))
@@ -91,6 +95,19 @@ def test_page_with_the_feature_scores(tmp_path):
     assert "| knn | 4.5 | 4.5 | 4.5 |" in text  # known lost
     assert "| 10 | 2 | 30.0 | 4.5 | 0.90 |" in text  # k sensitivity
     assert "| Baso | 10 | 90.0 | - | 30 | 4000 |" in text
+    assert "Not measured (`python -m studies.open_set.features --test-flips 8`)." in text
+
+
+def test_page_with_the_eight_views(tmp_path):
+    runs = tmp_path / "runs"
+    _write_runs(runs, with_features=True, with_views=True)
+    page = tmp_path / "RESULTS_open_set.md"
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    views = page.read_text().split("## Eight views of each crop")[1].split("## The full model")[0]
+    assert "over these 1 run: 60.0 % of the left-out crops flagged with the 8 views" in views
+    assert "20.0 % with the crop as it is" in views  # Eosl's knn as it is: 0.7 - 0.5
+    assert "| score | Eosl | mean |" in views and "| knn | 60.0 | 60.0 |" in views
+    assert "| knn | 0.90 | 0.90 |" in views  # AUROC
 
 
 def test_features_measure_every_score_on_a_hand_made_cache():
