@@ -21,10 +21,11 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 
 from bmc_detectron.config import get_bmc_cfg
 from bmc_detectron.data.crop_mapper import CellCropMapper
@@ -56,6 +57,15 @@ FACTORS = {
         "scale_jitter": (1.0, 1.0),
     },
 }
+
+
+def load_run(run: Path) -> Tuple[CfgNode, torch.nn.Module]:
+    """A classifier run's config and weights, one view per crop (``TEST_FLIPS 1``: the views
+    are what this study varies, :func:`dihedral_probs`), whatever the run was trained with."""
+    cfg = get_bmc_cfg()
+    cfg.merge_from_file(str(run / "config.yaml"))
+    cfg.merge_from_list(["MODEL.BMC.CLASSIFIER.TEST_FLIPS", 1])
+    return cfg, load_model(cfg, str(run / "model_final.pth"))
 
 
 def dihedral_probs(model: torch.nn.Module, crops: torch.Tensor) -> np.ndarray:
@@ -92,9 +102,7 @@ def acc(ok: np.ndarray, mask: Optional[np.ndarray] = None) -> str:
 
 def measure_run(run: Path, root: Path) -> Dict[str, Any]:
     """Every number of one classifier run's section."""
-    cfg = get_bmc_cfg()
-    cfg.merge_from_file(str(run / "config.yaml"))
-    model = load_model(cfg, str(run / "model_final.pth"))
+    cfg, model = load_run(run)
     names = classifier_class_names(cfg)
     comp, single = dataset_probs(cfg, model, COMPOSITE), dataset_probs(cfg, model, SINGLE)
     anns = composite_annotations(root)
@@ -120,9 +128,7 @@ def measure_run(run: Path, root: Path) -> Dict[str, Any]:
 def factor_rows(run: Path, work: Path, num_fields: int) -> List[List[str]]:
     """Top-1 of one run on val composites regenerated with each of :data:`FACTORS` left out
     (``num_fields`` fields each, same seed; cached in ``work``)."""
-    cfg = get_bmc_cfg()
-    cfg.merge_from_file(str(run / "config.yaml"))
-    model = load_model(cfg, str(run / "model_final.pth"))
+    cfg, model = load_run(run)
     mapper, rows = CellCropMapper(cfg, False), []
     for i, (label, change) in enumerate(FACTORS.items()):
         out = work / f"factor{i}"
