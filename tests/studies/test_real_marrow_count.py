@@ -22,3 +22,11 @@ def test_targets_and_verdicts():
     assert rows[3][1] == "95.0 % of 40 pairs"
     assert rows[4] == ["uncertain / other cells listed", "12 / 7", "reported"]
     assert count.target_rows(_result(0.95, 0.95, 3.5), summary)[2][2] == "not met"
+
+
+def test_the_page_says_how_the_classifier_sees_a_cell(tmp_path):
+    (tmp_path / "config.yaml").write_text(
+        "MODEL:\n  BMC:\n    CLASSIFIER:\n      CROP_SIZE: 96\n      TEST_FLIPS: 8\n"
+        "SOLVER:\n  MAX_ITER: 2800\n"
+    )
+    assert count.classifier_views(tmp_path) == "96 px crops, 8 views averaged, 2800 iterations"
