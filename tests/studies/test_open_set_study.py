@@ -79,6 +79,13 @@ def test_page_from_hand_made_results(tmp_path):
     assert "| max_softmax | 0.90 | 0.90 | 0.90 |" in text  # AUROC
     assert "| Baso | 10 | 90.0 | - | 30 | - |" in text
     assert "Not finished yet: Lym, Mono" in text
+    (runs / "full_b").mkdir()  # a second full model gets its own target rows
+    other = {"datasets": {"marrow_real_val": {"crops": 3047, "top1": 0.85, "other": 0.05}}}
+    (runs / "full_b" / "result.json").write_text(json.dumps(other))
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    text = page.read_text()
+    assert "| full model top-1 >= 90 % on pbc_marrow_val | 93.0 | met |" in text
+    assert "| full model `full_b` top-1 >= 90 % on marrow_real_val | 85.0 | not met |" in text
 
 
 def test_page_with_the_feature_scores(tmp_path):
