@@ -41,6 +41,8 @@ def _registered_choices(cfg: CN) -> Dict[str, tuple]:
 
 
 CLASSIFIER_ARCH = "BMCCellClassifier"
+#: the view counts MODEL.BMC.CLASSIFIER.TEST_FLIPS takes (modeling/classifier.dihedral_views)
+CLASSIFIER_TEST_FLIPS = (1, 2, 8)
 
 #: test-time flips (``BMC.TEST_FLIPS``): "h" mirrors left-right, "v" top-bottom, "hv" both
 TEST_FLIPS = ("h", "v", "hv")
@@ -90,7 +92,7 @@ def _check_classifier(cfg: CN) -> None:
         ),
         "CROP_SIZE": (clf.CROP_SIZE < 32, "must be >= 32 (the ResNet's stride)"),
         "CROP_MARGIN": (clf.CROP_MARGIN < 0, "must be >= 0"),
-        "TEST_FLIPS": (clf.TEST_FLIPS not in (1, 2, 8), "must be 1, 2 or 8"),
+        "TEST_FLIPS": (clf.TEST_FLIPS not in CLASSIFIER_TEST_FLIPS, "must be 1, 2 or 8"),
         "LABEL_SMOOTHING": (not 0 <= clf.LABEL_SMOOTHING < 1, "must be in [0, 1)"),
         "OPEN_SET_SCORE": (
             clf.OPEN_SET_SCORE not in ("knn", "mahalanobis", "energy", "max_softmax"),

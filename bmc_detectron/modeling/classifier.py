@@ -22,11 +22,9 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from bmc_detectron.config import ConfigError
+from bmc_detectron.config_checks import CLASSIFIER_TEST_FLIPS
 
 __all__ = ["BMCCellClassifier", "classifier_class_names", "dihedral_views"]
-
-#: the view counts of ``MODEL.BMC.CLASSIFIER.TEST_FLIPS``
-TEST_FLIPS = (1, 2, 8)
 
 
 def dihedral_views(x: torch.Tensor, views: int) -> torch.Tensor:
@@ -41,8 +39,10 @@ def dihedral_views(x: torch.Tensor, views: int) -> torch.Tensor:
     Returns:
         (views * N, C, S, S); rows ``v * N .. (v + 1) * N`` hold view ``v``.
     """
-    if views not in TEST_FLIPS:
-        raise ValueError(f"dihedral_views: views must be one of {TEST_FLIPS}, got {views}")
+    if views not in CLASSIFIER_TEST_FLIPS:
+        raise ValueError(
+            f"dihedral_views: views must be one of {CLASSIFIER_TEST_FLIPS}, got {views}"
+        )
     # quarter turns as transposes and flips (what ONNX exports; torch.rot90 has no ONNX op)
     turns = [x]
     if views == 8:
@@ -128,8 +128,8 @@ class BMCCellClassifier(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.class_names = list(class_names)
         self.test_batch_size = int(test_batch_size)
-        if test_flips not in TEST_FLIPS:
-            raise ValueError(f"test_flips must be one of {TEST_FLIPS}, got {test_flips}")
+        if test_flips not in CLASSIFIER_TEST_FLIPS:
+            raise ValueError(f"test_flips must be one of {CLASSIFIER_TEST_FLIPS}, got {test_flips}")
         self.test_flips = int(test_flips)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
