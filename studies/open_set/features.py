@@ -28,6 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from bmc_detectron.config_checks import CLASSIFIER_TEST_FLIPS
 from bmc_detectron.data.crop_mapper import CellCropMapper
 from bmc_detectron.data.datasets import register_builtin_datasets
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
@@ -162,7 +163,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--test-flips",
         type=int,
-        choices=(1, 2, 8),
+        choices=CLASSIFIER_TEST_FLIPS,
         default=1,
         help="views of each crop averaged (MODEL.BMC.CLASSIFIER.TEST_FLIPS)",
     )

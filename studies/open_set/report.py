@@ -172,9 +172,9 @@ def collect_full(runs: Path) -> Dict[str, Mapping]:
     return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
 
-def views_section(runs: Path, types: Sequence[str], results: Mapping[str, Mapping]) -> str:
-    """The same models with each crop's 8 flips and quarter turns averaged (``TEST_FLIPS 8``)."""
-    flips = collect(runs, types, test_flips=8)
+def views_section(flips: Mapping[str, Mapping], results: Mapping[str, Mapping]) -> str:
+    """The same models with each crop's 8 flips and quarter turns averaged (``TEST_FLIPS 8``;
+    ``flips``: :func:`collect` with ``test_flips=8``) beside ``results`` (one view)."""
     if not flips:
         return "Not measured (`python -m studies.open_set.features --test-flips 8`)."
     lines = []
@@ -204,6 +204,7 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
     manifest = load_manifest(MANIFEST)
     types = list(manifest["types"])
     results = collect(runs, types)
+    views = collect(runs, types, test_flips=8)
     fulls = collect_full(runs)
     missing = [t for t in types if t not in results]
     now = datetime.datetime.now()
@@ -231,7 +232,7 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         "",
         "## Targets",
         "",
-        targets_table(results, fulls, manifest["targets"], collect(runs, types, test_flips=8)),
+        targets_table(results, fulls, manifest["targets"], views),
         "",
         "## Leaving one type out",
         "",
@@ -267,7 +268,7 @@ def write_page(runs: Path, output: Path, argv: Sequence[str]) -> Path:
         f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops, chosen with the"
         " same views.",
         "",
-        views_section(runs, types, results),
+        views_section(views, results),
         "",
         "## The full model (composites + PBC)",
         "",

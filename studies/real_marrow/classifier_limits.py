@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 
-from bmc_detectron.config import get_bmc_cfg
+from bmc_detectron.config import build_cfg
 from bmc_detectron.data.crop_mapper import CellCropMapper
 from bmc_detectron.data.datasets import register_coco_dataset
 from bmc_detectron.data.paths import datasets_root
@@ -62,9 +62,7 @@ FACTORS = {
 def load_run(run: Path) -> Tuple[CfgNode, torch.nn.Module]:
     """A classifier run's config and weights, one view per crop (``TEST_FLIPS 1``: the views
     are what this study varies, :func:`dihedral_probs`), whatever the run was trained with."""
-    cfg = get_bmc_cfg()
-    cfg.merge_from_file(str(run / "config.yaml"))
-    cfg.merge_from_list(["MODEL.BMC.CLASSIFIER.TEST_FLIPS", 1])
+    cfg = build_cfg(str(run / "config.yaml"), ["MODEL.BMC.CLASSIFIER.TEST_FLIPS", "1"])
     return cfg, load_model(cfg, str(run / "model_final.pth"))
 
 

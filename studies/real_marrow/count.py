@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from bmc_detectron.config import get_bmc_cfg
+from bmc_detectron.config import build_cfg
 from bmc_detectron.counting import CounterSpec, prepare_count
 from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.pipeline.report_eval import count_eval_markdown, evaluate_report
@@ -84,8 +84,7 @@ def target_rows(result: Dict[str, Any], summary: Dict[str, Any]) -> List[List[st
 
 def classifier_views(classifier: Path) -> str:
     """How the run's classifier sees a cell: its crop size and test views (its ``config.yaml``)."""
-    cfg = get_bmc_cfg()
-    cfg.merge_from_file(str(classifier / "config.yaml"))
+    cfg = build_cfg(str(classifier / "config.yaml"))
     clf = cfg.MODEL.BMC.CLASSIFIER
     views = "1 view" if clf.TEST_FLIPS == 1 else f"{clf.TEST_FLIPS} views averaged"
     return f"{clf.CROP_SIZE} px crops, {views}, {cfg.SOLVER.MAX_ITER} iterations"
