@@ -18,7 +18,8 @@ unless ``overwrite`` (which deletes the report files and drawings first). A fold
 saved result is reused only when the image's bytes (SHA-256) and the run's fingerprint (model
 configs and weights, thresholds, tiling, and the fields' rescale factor and stain normalisation)
 are unchanged; otherwise it is counted again. A non-empty folder with neither file is refused
-unless ``overwrite``.
+unless ``overwrite``; the temp file of a write the run was killed in (``.run.json.*.tmp``) does
+not count, and such files are removed when a run starts.
 
 Scale and stain (:mod:`.field_checks`, :mod:`.auto_scale`, :mod:`.scale_plan`,
 :mod:`.field_prep`): with a :class:`~.scale_plan.ScaleSetup` every field is first measured (red

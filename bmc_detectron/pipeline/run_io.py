@@ -21,7 +21,12 @@ import numpy as np
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps
 
-from bmc_detectron.utils.io import IMAGE_SUFFIXES, write_json_atomic
+from bmc_detectron.utils.io import (
+    IMAGE_SUFFIXES,
+    is_partial_write,
+    remove_partial_writes,
+    write_json_atomic,
+)
 
 STATE_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -83,8 +88,8 @@ def check_output(output: Path, overwrite: bool) -> str:
         state = "finished"
     elif (output / STATE_FILE).exists():
         state = "unfinished"
-    elif output.is_dir() and any(output.iterdir()):
-        state = "foreign"
+    elif output.is_dir() and any(not is_partial_write(p) for p in output.iterdir()):
+        state = "foreign"  # a killed write's temp file alone (e.g. of run.json) is not
     else:
         state = "new"
     if state == "finished" and not overwrite:
@@ -102,6 +107,8 @@ def prepare_output(output: Path, fingerprint: str, overwrite: bool) -> str:
     """Check the output folder (see the module doc), clear a finished report when overwriting and
     write ``run.json``; returns the folder's state before (:func:`check_output`)."""
     state = check_output(output, overwrite)
+    for folder in (output, output / RESULTS_DIR, output / DRAWINGS_DIR):
+        remove_partial_writes(folder)  # left by a run killed mid-write
     if state == "finished":
         for name in REPORT_FILES:  # summary.json first: from here on the run is unfinished
             (output / name).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, List, Sequence, Union
@@ -23,6 +24,9 @@ PathLike = Union[str, os.PathLike]
 
 # Image file endings the tools accept when they are given a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+_PARTIAL_WRITE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -43,6 +47,22 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def is_partial_write(path: PathLike) -> bool:
+    """Whether ``path`` is the temp file of an :func:`atomic_write_bytes` whose process was
+    killed before its rename (``.<name>.<8 random characters>.tmp``)."""
+    return _PARTIAL_WRITE.fullmatch(Path(path).name) is not None
+
+
+def remove_partial_writes(folder: PathLike) -> int:
+    """Delete the temp files killed atomic writes left in ``folder`` (not below); returns how
+    many. Call it only where no other process writes into ``folder``."""
+    folder = Path(folder)
+    stale = [p for p in folder.iterdir() if is_partial_write(p)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

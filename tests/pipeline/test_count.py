@@ -321,6 +321,28 @@ def test_count_command_refuses_to_overwrite_a_finished_report(case, capsys):
     assert all(f["reused"] for f in summary["fields"])  # same models and images: nothing recounted
 
 
+def test_a_run_killed_while_writing_run_json_is_not_a_foreign_folder(case, capsys):
+    """A process killed inside an atomic write leaves its temp file (the batch's pool terminates
+    the other workers when one dies): the folder is counted, not refused, and the files go."""
+    args, out = case
+    out.mkdir()
+    (out / ".run.json.k3x_9q2a.tmp").write_text('{"fingerprint": "')
+    assert count_tool.main(args) == 1
+    assert (out / "summary.json").exists() and not list(out.glob(".*.tmp"))
+    (out / "summary.json").unlink()  # killed later, while writing a field's cells
+    (out / "cells" / ".field0.json.0abcdefg.tmp").write_text("[")
+    assert count_tool.main(args) == 1
+    assert not list((out / "cells").glob(".*.tmp"))
+    other = case[1].parent / "other"
+    other.mkdir()
+    (other / ".notes.tmp").write_text("not ours: no 8-character random part\n")
+    args[args.index("--output") + 1] = str(other)
+    capsys.readouterr()
+    assert count_tool.main(args) == 2
+    assert "not empty and holds no count run" in capsys.readouterr().err
+    assert (other / ".notes.tmp").exists()
+
+
 def test_count_command_empty_input_is_a_one_line_error(case, tmp_path, capsys):
     args, out = case
     empty = tmp_path / "empty"
