@@ -78,7 +78,8 @@ def collect(runs_root: Path, manifest: Mapping[str, object]) -> List[BudgetRun]:
                         name,
                         budget,
                         int(seed_dir.name[4:]),
-                        {k: float(box[k]) for k in METRICS},
+                        {k: float(box[k]) for k in METRICS}
+                        | {k: float(v) for k, v in box.items() if k.startswith("AP-")},
                         run.get("train_s"),
                         run.get("latency_ms"),
                     )
@@ -128,9 +129,40 @@ def budget_table(runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Seq
     return markdown_table(headers, rows)
 
 
-def _mean_ap(runs: Sequence[BudgetRun], name: str, budget: int) -> Optional[float]:
-    group = [r.metrics["AP"] for r in runs if r.config == name and r.budget == budget]
-    return statistics.mean(group) if group else None
+def _mean_ap(
+    runs: Sequence[BudgetRun], name: str, budget: int, metric: str = "AP"
+) -> Optional[float]:
+    group = [r.metrics[metric] for r in runs if r.config == name and r.budget == budget]
+    return statistics.mean(group) if group and all(v is not None for v in group) else None
+
+
+def class_names(runs: Sequence[BudgetRun]) -> List[str]:
+    """The classes every run has a per-class AP of (``AP-<class>``), in the first run's order."""
+    keys = [k for k in (runs[0].metrics if runs else {}) if k.startswith("AP-")]
+    return [k[3:] for k in keys if all(k in r.metrics for r in runs)]
+
+
+def class_table(runs: Sequence[BudgetRun], configs: Sequence[str], budgets: Sequence[int]) -> str:
+    """Markdown: the mean AP of each class, a row per detector and budget."""
+    names = class_names(runs)
+    rows = [
+        [f"`{n}`", b, _seeds(runs, n, b)] + [fmt(_mean_ap(runs, n, b, f"AP-{c}")) for c in names]
+        for n in configs
+        for b in budgets
+        if _seeds(runs, n, b)
+    ]
+    return markdown_table(["detector", "iterations", "n", *names], rows) if names else ""
+
+
+def _class_gaps(runs: Sequence[BudgetRun], a: str, b: str, budget: int) -> str:
+    """ "; by class: RBC +x.x, ..." (``a`` - ``b``, mean APs; "" without per-class APs)."""
+    gaps = [
+        f"{c} {x - y:+.1f}"
+        for c in class_names(runs)
+        if (x := _mean_ap(runs, a, budget, f"AP-{c}")) is not None
+        and (y := _mean_ap(runs, b, budget, f"AP-{c}")) is not None
+    ]
+    return f"; by class {', '.join(gaps)}" if gaps else ""
 
 
 def _seeds(runs: Sequence[BudgetRun], name: str, budget: int) -> int:
@@ -206,7 +238,7 @@ def verdict(
         lines.append(
             f"- `{peer}` - `{model}` at {b} iterations: {theirs - ours:+.1f} AP "
             f"(n={_seeds(runs, peer, b)} / {_seeds(runs, model, b)}"
-            f"{_paired(runs, peer, model, b)}){ratio}."
+            f"{_paired(runs, peer, model, b)}{_class_gaps(runs, peer, model, b)}){ratio}."
         )
     if gaps:
         lines.append(f"- `{peer}`'s lead {_trend(gaps)}.")
@@ -318,6 +350,8 @@ def write_page(
         "- *n*: the seeds finished.\n\n"
         f"## AP against budget\n\n![AP against budget]({plot.name})\n\n"
         + budget_table(runs, configs, budgets)
+        + "\n\nAP of each class (mean over the seeds):\n\n"
+        + class_table(runs, configs, budgets)
         + "\n\n## Verdict (generated from the runs above)\n\n"
         + said
         + "\n\nFew seeds make these rankings provisional: the status below says which runs "

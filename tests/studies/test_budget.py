@@ -22,10 +22,13 @@ MANIFEST = {
 }
 
 
-def _run(root: Path, b: int, name: str, seed: int, ap: float, train_s: float = 600.0) -> None:
+def _run(
+    root: Path, b: int, name: str, seed: int, ap: float, train_s: float = 600.0, **per_class
+) -> None:
     run = root / f"budget_{b}" / "runs" / name / f"seed{seed}"
     (run / "inference" / "bccd_val").mkdir(parents=True)
     box = {"AP": ap, "AP50": ap + 30, "AP75": ap - 5}
+    box |= {f"AP-{c}": v for c, v in per_class.items()} | {"AP50-WBC": 99.0}
     (run / "inference" / "bccd_val" / "coco_metrics.json").write_text(json.dumps({"bbox": box}))
     (run / "run.json").write_text(json.dumps({"train_s": train_s, "latency_ms": 50.0 + seed}))
 
@@ -189,3 +192,24 @@ def test_verdict_gives_the_paired_interval_over_common_seeds(tmp_path):
         "- `ref` - `full` at 780 iterations: +4.0 AP (n=3 / 3; paired by seed (n=3): +4.0 "
         "[+1.5, +6.5]); `full`'s latency 1.00x."
     )
+
+
+def test_per_class_ap_table_and_the_verdicts_breakdown_of_the_lead(tmp_path):
+    _run(tmp_path, 780, "ref", 0, 57.0, RBC=54.0, WBC=73.0, Platelets=44.0)
+    _run(tmp_path, 780, "ref", 1, 58.0, RBC=55.0, WBC=74.0, Platelets=45.0)
+    _run(tmp_path, 780, "full", 0, 53.5, RBC=52.0, WBC=71.0, Platelets=37.5)
+    runs = budget.collect(tmp_path, MANIFEST)
+    assert budget.class_names(runs) == ["RBC", "WBC", "Platelets"]  # AP50-* are not classes
+    table = budget.class_table(runs, ["ref", "full"], [780, 1560]).splitlines()
+    assert table[0] == "| detector | iterations | n | RBC | WBC | Platelets |"
+    assert table[2:] == [
+        "| `ref` | 780 | 2 | 54.5 | 73.5 | 44.5 |",
+        "| `full` | 780 | 1 | 52.0 | 71.0 | 37.5 |",
+    ]
+    lines = budget.verdict(runs, ["ref", "full"], [780], "full", "ref").splitlines()
+    assert lines[1] == (
+        "- `ref` - `full` at 780 iterations: +4.0 AP (n=2 / 1; by class RBC +2.5, WBC +2.5,"
+        " Platelets +7.0); `full`'s latency 0.99x."
+    )
+    _run(tmp_path, 1560, "full", 0, 50.0)  # a run without per-class APs: no class column
+    assert budget.class_table(budget.collect(tmp_path, MANIFEST), ["full"], [1560]) == ""

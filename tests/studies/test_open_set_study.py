@@ -145,3 +145,27 @@ def test_features_measure_every_score_on_a_hand_made_cache():
 def test_driver_refuses_an_unknown_type(tmp_path, capsys):
     assert open_set.main(["--output", str(tmp_path), "--types", "Megakaryocyte"]) == 2
     assert "unknown type" in capsys.readouterr().out
+
+
+def test_page_with_a_longer_schedule(tmp_path):
+    runs, longer = tmp_path / "runs", tmp_path / "longer"
+    _write_runs(runs, with_features=True, with_views=True)
+    run = longer / "without_Eosl"
+    run.mkdir(parents=True)
+    result = _result("Eosl", 0.8, 0.04) | {"iterations": 40, "known_top1": 0.95}
+    (run / "result.json").write_text(json.dumps(result))
+    scores = _scores(("mahalanobis",), 0.7, 0.05) | _scores(("knn",), 0.8, 0.05)
+    scores["knn"]["auroc"] = 0.95
+    extra = {"knn_k": 10, "train_crops": 4000, "scores": scores}
+    (run / "feature_scores_flips8.json").write_text(json.dumps(extra))
+    page = tmp_path / "RESULTS_open_set.md"
+    args = ["--runs", str(runs), "--output", str(page)]
+    assert report.main(args) == 0
+    assert "Not measured (`python -m studies.open_set.open_set --iterations" in page.read_text()
+    assert report.main([*args, "--longer-runs", str(longer)]) == 0
+    section = page.read_text().split("## A longer schedule")[1].split("## The full model")[0]
+    # Eosl with 8 views at 10 iterations (hand-made: knn and Mahalanobis 60 %, AUROC 0.90)
+    assert "| Eosl | 10 -> 40 | 90.0 -> 95.0 | 60.0 -> 80.0 | 60.0 -> 70.0 | 0.90 -> 0.95 |" in (
+        section
+    )
+    assert "Baso" not in section  # not run again
