@@ -224,6 +224,57 @@ def schedule_section(longer: Mapping[str, Mapping], shorter: Mapping[str, Mappin
     return markdown_table(headers, rows)
 
 
+def _intro(manifest: Mapping, results: Mapping[str, Mapping]) -> str:
+    """What a run does and what each score is."""
+    return (
+        "Each run trains the PBC classifier (`" + str(manifest["config"]) + "`, a short schedule)"
+        " without one type; the threshold is chosen on the known types' val crops so that at most"
+        f" {100 * float(manifest['max_known_lost']):.0f} % of them are flagged, and the share of"
+        " the left-out type's val crops (30 per type in PBC val) below it is reported. Scores"
+        " (higher = more like a known type): `energy` (`logsumexp` of the logits) and"
+        " `max_softmax` from the logits (`bmc_detectron/evaluation/open_set.py`); `mahalanobis`"
+        " (minus the smallest Mahalanobis distance to a class mean, one Ledoit-Wolf-shrunk"
+        " covariance shared by the classes) and `knn` (minus the distance to the k-th nearest"
+        f" training feature, both L2-normalised, k = {_knn_k(results)}) from the pooled res5"
+        " features (`bmc_detectron/evaluation/feature_scores.py`), fitted on the run's own"
+        " training crops (`python -m studies.open_set.features`, which caches the features)."
+        f" New classifiers store `{manifest['targets'].get('score', 'energy')}` (the targets"
+        " below read it; `MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`), threshold files of other scores"
+        " keep working. A cell flagged Other is listed apart from the uncertain cells and is in"
+        " no percentage of the differential."
+    )
+
+
+def _leave_one_out_lines(results: Mapping[str, Mapping], missing: Sequence[str]) -> List[str]:
+    """The section of the one-view runs: flagged, lost, AUROC, k and the runs."""
+    none = "No finished run yet."
+    return [
+        "Share of the left-out type's val crops flagged Other (%):",
+        "",
+        score_table(results, "unseen_flagged", True) if results else none,
+        "",
+        "Share of the known types' val crops flagged (lost, %):",
+        "",
+        score_table(results, "known_lost", True) if results else none,
+        "",
+        "AUROC, known vs left-out crops (0.5 = chance, 1 = every unseen crop scores lower):",
+        "",
+        score_table(results, "auroc", False) if results else none,
+        "",
+        f"The kNN score's k was fixed at {_knn_k(results)} before these runs (Sun et al. use 50"
+        " for 50,000 training images; these banks hold about 4,000); other k, shown and not"
+        " chosen on them:",
+        "",
+        knn_k_table(results),
+        "",
+        "The runs:",
+        "",
+        runs_table(results) if results else none,
+        "",
+        f"Not finished yet: {', '.join(missing)}." if missing else "Every planned type is done.",
+    ]
+
+
 def write_page(
     runs: Path, output: Path, argv: Sequence[str], longer_runs: Optional[Path] = None
 ) -> Path:
@@ -241,21 +292,7 @@ def write_page(
         f"Generated {now:%Y-%m-%d %H:%M} by `{shell_join(['python', '-m', __spec__.name, *argv])}`"
         f" from the runs in `{shown_path(runs)}` (driver: `python -m studies.open_set.open_set`).",
         "",
-        "Each run trains the PBC classifier (`" + str(manifest["config"]) + "`, a short schedule)"
-        " without one type; the threshold is chosen on the known types' val crops so that at most"
-        f" {100 * float(manifest['max_known_lost']):.0f} % of them are flagged, and the share of"
-        " the left-out type's val crops (30 per type in PBC val) below it is reported. Scores"
-        " (higher = more like a known type): `energy` (`logsumexp` of the logits) and"
-        " `max_softmax` from the logits (`bmc_detectron/evaluation/open_set.py`); `mahalanobis`"
-        " (minus the smallest Mahalanobis distance to a class mean, one Ledoit-Wolf-shrunk"
-        " covariance shared by the classes) and `knn` (minus the distance to the k-th nearest"
-        f" training feature, both L2-normalised, k = {_knn_k(results)}) from the pooled res5"
-        " features (`bmc_detectron/evaluation/feature_scores.py`), fitted on the run's own"
-        " training crops (`python -m studies.open_set.features`, which caches the features)."
-        f" New classifiers store `{manifest['targets'].get('score', 'energy')}` (the targets"
-        " below read it; `MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`), threshold files of other scores"
-        " keep working. A cell flagged Other is listed apart from the uncertain cells and is in"
-        " no percentage of the differential.",
+        _intro(manifest, results),
         "",
         "## Targets",
         "",
@@ -263,29 +300,7 @@ def write_page(
         "",
         "## Leaving one type out",
         "",
-        "Share of the left-out type's val crops flagged Other (%):",
-        "",
-        score_table(results, "unseen_flagged", True) if results else "No finished run yet.",
-        "",
-        "Share of the known types' val crops flagged (lost, %):",
-        "",
-        score_table(results, "known_lost", True) if results else "No finished run yet.",
-        "",
-        "AUROC, known vs left-out crops (0.5 = chance, 1 = every unseen crop scores lower):",
-        "",
-        score_table(results, "auroc", False) if results else "No finished run yet.",
-        "",
-        f"The kNN score's k was fixed at {_knn_k(results)} before these runs (Sun et al. use 50"
-        " for 50,000 training images; these banks hold about 4,000); other k, shown and not"
-        " chosen on them:",
-        "",
-        knn_k_table(results),
-        "",
-        "The runs:",
-        "",
-        runs_table(results) if results else "No finished run yet.",
-        "",
-        f"Not finished yet: {', '.join(missing)}." if missing else "Every planned type is done.",
+        *_leave_one_out_lines(results, missing),
         "",
         "## Eight views of each crop (`MODEL.BMC.CLASSIFIER.TEST_FLIPS 8`)",
         "",

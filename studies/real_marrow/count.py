@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -36,7 +35,9 @@ TARGETS = {"recall": 90.0, "precision": 90.0, "mae_per_case": 3.0}
 
 
 def count_fields(detector: Path, classifier: Path, fields: Path, work: Path) -> Dict[str, Any]:
-    """``bmc count`` of the fields with both models (a finished report is reused)."""
+    """``bmc count`` of the fields with both models into ``work``: a field already counted there
+    with the same models and settings is reused (the run's fingerprint), any other is counted
+    again, so a changed model never leaves the page on the old one's cells."""
     spec = CounterSpec(
         detector_config=str(detector / "config.yaml"),
         detector_weights=str(detector / "model_final.pth"),
@@ -44,12 +45,16 @@ def count_fields(detector: Path, classifier: Path, fields: Path, work: Path) -> 
         classifier_weights=str(classifier / "model_final.pth"),
         device="cpu",
     )
-    if (work / "summary.json").is_file():
-        return json.loads((work / "summary.json").read_text())
-    counter, setup = prepare_count(spec, work, ScaleOptions(), overwrite=False)
+    counter, setup = prepare_count(spec, work, ScaleOptions(), overwrite=True)
     inputs = expand_inputs([str(fields)])
     return run_count(
-        counter, inputs, work, lineage=Lineage.from_options(), progress=False, scale=setup
+        counter,
+        inputs,
+        work,
+        lineage=Lineage.from_options(),
+        progress=False,
+        scale=setup,
+        overwrite=True,
     )
 
 

@@ -30,3 +30,46 @@ def test_the_page_says_how_the_classifier_sees_a_cell(tmp_path):
         "SOLVER:\n  MAX_ITER: 2800\n"
     )
     assert count.classifier_views(tmp_path) == "96 px crops, 8 views averaged, 2800 iterations"
+
+
+def test_a_changed_model_is_counted_again_not_read_from_the_old_report(tmp_path, monkeypatch):
+    import cv2
+    import torch
+
+    from bmc_detectron.pipeline.recognition import CellClassifier
+    from tests.helpers import CONFIGS
+    from tests.pipeline.helpers import channel_classifier, disc_field, save_random_detector
+
+    monkeypatch.setattr(
+        CellClassifier, "from_config", classmethod(lambda cls, c, w, o=(): channel_classifier())
+    )
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for i in range(2):
+        image, _ = disc_field(64, 64, [(20 + 8 * i, 30, 9, "A")])
+        cv2.imwrite(str(fields / f"f{i}.png"), image)
+    classifier = tmp_path / "cls"
+    classifier.mkdir()
+    (classifier / "config.yaml").write_text("# stand-in\n")
+    (classifier / "model_final.pth").write_bytes(b"stand-in")
+    detectors = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = (CONFIGS / "cpu" / "retinanet_R_18_FPN_cpu.yaml").read_text()
+        (folder / "config.yaml").write_text(config.replace('_BASE_: "', f'_BASE_: "{CONFIGS}/cpu/'))
+        weights = save_random_detector(folder / "model_final.pth")
+        if name == "b":  # other weights: one bias moved
+            state = torch.load(weights)
+            key = next(k for k in state["model"] if k.endswith("bias"))
+            state["model"][key] += 0.5
+            torch.save(state, weights)
+        detectors.append(folder)
+    work = tmp_path / "work"
+    first = count.count_fields(detectors[0], classifier, fields, work)
+    again = count.count_fields(detectors[0], classifier, fields, work)
+    assert [f["reused"] for f in again["fields"]] == [True, True]
+    assert again["settings"] == first["settings"]
+    other = count.count_fields(detectors[1], classifier, fields, work)
+    assert [f["reused"] for f in other["fields"]] == [False, False]  # not the old report
+    assert other["settings"]["detector"] != first["settings"]["detector"]
