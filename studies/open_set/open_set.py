@@ -11,9 +11,11 @@ from its last checkpoint, a finished one, with ``result.json``, is skipped). The
 is chosen on the known types' val crops (at most ``--max-known-lost`` flagged,
 :func:`bmc_detectron.evaluation.open_set.open_set_metrics`) and the share of T's val crops below
 it is the measurement, for each score (energy, max-softmax). ``--full-run`` evaluates the full
-model (trained by ``bmc train`` with the marrow_real config) on PBC val and on the crops of the
-composite val fields: top-1, and the share its stored threshold flags, into ``<output>/full/``
-(``--full-name``: another folder, e.g. for the same model with a kNN threshold).
+model (trained by ``bmc train`` with the marrow_real config; evaluated with the ``config.yaml``
+it was trained with, so its crop size and views, unless ``--full-config``) on PBC val and on the
+crops of the composite val fields: top-1, and the share its stored threshold flags, into
+``<output>/full/`` (``--full-name``: another folder, e.g. for the same model with a kNN
+threshold).
 The page: ``python -m studies.open_set.report``.
 """
 
@@ -146,7 +148,8 @@ def evaluate_full(
     cfg = build_cfg(config, ["OUTPUT_DIR", str(run)])
     model = load_model(cfg, str(weights))
     threshold = read_threshold(weights)
-    result: Dict[str, object] = {"run": str(run), "threshold": None, "datasets": {}}
+    result: Dict[str, object] = {"run": str(run), "config": config, "threshold": None}
+    result["datasets"] = {}
     if threshold is not None:
         result["threshold"] = {"score": threshold.score, "threshold": threshold.threshold}
     for dataset in datasets or ("pbc_marrow_val", "marrow_real_val"):
@@ -161,6 +164,13 @@ def evaluate_full(
     return result
 
 
+def full_config(run: Path) -> str:
+    """The config a full run is evaluated with: the one it was trained with (``config.yaml``
+    beside its weights: crop size, views), else the manifest's ``full_config``."""
+    own = run / "config.yaml"
+    return str(own) if own.is_file() else str(load_manifest(MANIFEST)["full_config"])
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     manifest = load_manifest(MANIFEST)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -171,7 +181,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(manifest["config"]), help="leave-one-out config")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--full-run", help="the full model's OUTPUT_DIR: evaluate it instead")
-    p.add_argument("--full-config", default=str(manifest["full_config"]))
+    p.add_argument(
+        "--full-config",
+        help="its config (default: the run's own config.yaml, else the manifest's full_config)",
+    )
     p.add_argument("--full-name", default="full", help="its results folder under --output")
     return p.parse_args(argv)
 
@@ -180,7 +193,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
     if args.full_run:
-        result = evaluate_full(Path(args.full_run), output, args.full_config, name=args.full_name)
+        run = Path(args.full_run)
+        config = args.full_config or full_config(run)
+        result = evaluate_full(run, output, config, name=args.full_name)
         for name, entry in result["datasets"].items():
             print(f"{name}: top-1 {100 * entry['top1']:.1f} % of {entry['crops']} crops")
         return 0

@@ -169,3 +169,11 @@ def test_page_with_a_longer_schedule(tmp_path):
         section
     )
     assert "Baso" not in section  # not run again
+
+
+def test_a_full_run_is_evaluated_with_the_config_it_was_trained_with(tmp_path):
+    # a 96 px run read with the 64 px manifest config had scored 55 % instead of 86 %
+    manifest_config = open_set.load_manifest(open_set.MANIFEST)["full_config"]
+    assert open_set.full_config(tmp_path) == manifest_config
+    (tmp_path / "config.yaml").write_text("MODEL: {}\n")
+    assert open_set.full_config(tmp_path) == str(tmp_path / "config.yaml")
