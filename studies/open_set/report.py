@@ -202,26 +202,48 @@ def views_section(flips: Mapping[str, Mapping], results: Mapping[str, Mapping]) 
 
 def schedule_section(longer: Mapping[str, Mapping], shorter: Mapping[str, Mapping]) -> str:
     """The types left out again with a longer schedule (``longer``: :func:`collect` of another
-    runs folder, 8 views) beside the same types' runs of the page (``shorter``, 8 views)."""
+    runs folder, 8 views) beside the same types' runs of the page (``shorter``, 8 views), and
+    their mean."""
     both = [t for t in longer if t in shorter and "knn" in longer[t]["scores"]]
     if not both:
         return "Not measured (`python -m studies.open_set.open_set --iterations ...`)."
-    rows = []
-    for t in both:
-        s, g = shorter[t], longer[t]
-        rows.append(
-            [t, f"{s['iterations']} -> {g['iterations']}"]
-            + [f"{_pct(s['known_top1']):.1f} -> {_pct(g['known_top1']):.1f}"]
-            + [
-                f"{_pct(s['scores'][k]['unseen_flagged']):.1f} -> "
-                f"{_pct(g['scores'][k]['unseen_flagged']):.1f}"
-                for k in ("knn", "mahalanobis")
-            ]
-            + [f"{s['scores']['knn']['auroc']:.2f} -> {g['scores']['knn']['auroc']:.2f}"]
-        )
+    groups = [(t, [t]) for t in both] + ([("mean", both)] if len(both) > 1 else [])
+    rows = [
+        [name, _iterations(shorter, longer, types)]
+        + [_change(shorter, longer, types, column) for column in _COLUMNS]
+        for name, types in groups
+    ]
     headers = ["left out", "iterations", "known top-1 (%)", "kNN flagged (%)"]
     headers += ["Mahalanobis flagged (%)", "kNN AUROC"]
     return markdown_table(headers, rows)
+
+
+def _iterations(
+    shorter: Mapping[str, Mapping], longer: Mapping[str, Mapping], types: Sequence[str]
+) -> str:
+    its = {(shorter[t]["iterations"], longer[t]["iterations"]) for t in types}
+    return " / ".join(f"{a} -> {b}" for a, b in sorted(its))
+
+
+#: (score, key) of the schedule table's columns after the iterations (score None: the run's own)
+_COLUMNS = ((None, "known_top1"), ("knn", "unseen_flagged"), ("mahalanobis", "unseen_flagged"))
+_COLUMNS += (("knn", "auroc"),)
+
+
+def _change(
+    shorter: Mapping[str, Mapping], longer: Mapping[str, Mapping], types: Sequence[str], column
+) -> str:
+    """ "a -> b": the mean of one column over ``types``, shorter -> longer schedule."""
+    score, key = column
+
+    def mean(results: Mapping[str, Mapping]) -> float:
+        values = [
+            results[t][key] if score is None else results[t]["scores"][score][key] for t in types
+        ]
+        return statistics.fmean(values)
+
+    a, b = mean(shorter), mean(longer)
+    return f"{a:.2f} -> {b:.2f}" if key == "auroc" else f"{_pct(a):.1f} -> {_pct(b):.1f}"
 
 
 def _intro(manifest: Mapping, results: Mapping[str, Mapping]) -> str:

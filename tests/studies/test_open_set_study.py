@@ -168,7 +168,23 @@ def test_page_with_a_longer_schedule(tmp_path):
     assert "| Eosl | 10 -> 40 | 90.0 -> 95.0 | 60.0 -> 80.0 | 60.0 -> 70.0 | 0.90 -> 0.95 |" in (
         section
     )
-    assert "Baso" not in section  # not run again
+    assert "Baso" not in section and "| mean |" not in section  # Baso not run again
+    run = longer / "without_Baso"  # a second type: a mean row
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps(_result("Baso", 0.8, 0.04)))
+    (run / "feature_scores_flips8.json").write_text(json.dumps(extra))
+    (runs / "without_Baso" / "feature_scores_flips8.json").write_text(
+        (runs / "without_Eosl" / "feature_scores_flips8.json").read_text()
+    )
+    assert report.main([*args, "--longer-runs", str(longer)]) == 0
+    section = page.read_text().split("## A longer schedule")[1].split("## The full model")[0]
+    assert (
+        "| Baso | 10 -> 10 | 90.0 -> 90.0 | 60.0 -> 80.0 | 60.0 -> 70.0 | 0.90 -> 0.95 |" in section
+    )
+    row = (
+        "| mean | 10 -> 10 / 10 -> 40 | 90.0 -> 92.5 | 60.0 -> 80.0 | 60.0 -> 70.0 | 0.90 -> 0.95 |"
+    )
+    assert row in section
 
 
 def test_a_full_run_is_evaluated_with_the_config_it_was_trained_with(tmp_path):
