@@ -133,7 +133,7 @@ def _mean_ap(
     runs: Sequence[BudgetRun], name: str, budget: int, metric: str = "AP"
 ) -> Optional[float]:
     group = [r.metrics[metric] for r in runs if r.config == name and r.budget == budget]
-    return statistics.mean(group) if group and all(v is not None for v in group) else None
+    return statistics.mean(group) if group else None
 
 
 def class_names(runs: Sequence[BudgetRun]) -> List[str]:

@@ -148,8 +148,12 @@ def evaluate_full(
     cfg = build_cfg(config, ["OUTPUT_DIR", str(run)])
     model = load_model(cfg, str(weights))
     threshold = read_threshold(weights)
-    result: Dict[str, object] = {"run": str(run), "config": config, "threshold": None}
-    result["datasets"] = {}
+    result: Dict[str, object] = {
+        "run": str(run),
+        "config": config,
+        "threshold": None,
+        "datasets": {},
+    }
     if threshold is not None:
         result["threshold"] = {"score": threshold.score, "threshold": threshold.threshold}
     for dataset in datasets or ("pbc_marrow_val", "marrow_real_val"):

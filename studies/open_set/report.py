@@ -226,8 +226,12 @@ def _iterations(
 
 
 #: (score, key) of the schedule table's columns after the iterations (score None: the run's own)
-_COLUMNS = ((None, "known_top1"), ("knn", "unseen_flagged"), ("mahalanobis", "unseen_flagged"))
-_COLUMNS += (("knn", "auroc"),)
+_COLUMNS = (
+    (None, "known_top1"),
+    ("knn", "unseen_flagged"),
+    ("mahalanobis", "unseen_flagged"),
+    ("knn", "auroc"),
+)
 
 
 def _change(
