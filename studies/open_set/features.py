@@ -37,6 +37,7 @@ from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation.feature_scores import FEATURE_SCORES, fit_statistics
 from bmc_detectron.evaluation.open_set import OPEN_SET_SCORES, open_set_metrics, open_set_score
 from bmc_detectron.utils.io import write_json_atomic
+from studies.open_set.neighbours import unseen_predicted_as
 from studies.open_set.open_set import leave_out_cfg
 from studies.status import load_manifest
 
@@ -191,6 +192,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "train_crops": int(cache["train_labels"].size),
                 "scores": results,
                 "knn_by_k": knn_by_k(cache, args.max_known_lost),
+                "unseen_predicted_as": unseen_predicted_as(
+                    cache["val_logits"],
+                    cache["val_labels"],
+                    cache["train_labels"],
+                    int(cache["left_out"]),
+                ),
             },
             run / result_names(args.test_flips)[1],
             indent=1,

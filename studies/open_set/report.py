@@ -22,6 +22,7 @@ from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, shown_path
 from studies.open_set.features import result_names
+from studies.open_set.neighbours import neighbours_section
 from studies.status import load_manifest
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -46,6 +47,7 @@ def collect(runs: Path, types: Sequence[str], test_flips: int = 1) -> Dict[str, 
                 extra = json.loads(measured.read_text())
                 out[t] |= {"scores": extra["scores"], "train_crops": extra["train_crops"]}
                 out[t] |= {"knn_k": extra["knn_k"], "knn_by_k": extra.get("knn_by_k")}
+                out[t] |= {"unseen_predicted_as": extra.get("unseen_predicted_as")}
     return out
 
 
@@ -337,6 +339,15 @@ def write_page(
         " same views.",
         "",
         views_section(views, results),
+        "",
+        "## Where the unseen crops go",
+        "",
+        "The known type of highest logit for each left-out type's val crops (8 views), and"
+        " whether it is a stage beside the left-out one on the granulocytic line (promyelocyte,"
+        " myelocyte, metamyelocyte, band, segmented): a stage between two known ones can look"
+        " like one of them rather than like nothing known.",
+        "",
+        neighbours_section(views),
         "",
         "## A longer schedule",
         "",

@@ -8,7 +8,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 
 from bmc_detectron.data.datasets import unregister_dataset
-from studies.open_set import features, open_set, report
+from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
+from studies.open_set import features, neighbours, open_set, report
 from tests.helpers import register_synthetic
 
 
@@ -118,6 +119,42 @@ def test_page_with_the_eight_views(tmp_path):
     targets = page.read_text().split("## Targets")[1].split("## Leaving")[0]
     row = "| >= 80 % of unseen-type crops flagged (knn, 8 views, 1 runs, mean) | 60.0 | not met |"
     assert row in targets
+
+
+def test_unseen_crops_are_counted_by_the_known_type_they_are_called():
+    ids = {t: i for i, t in enumerate(PBC_MARROW_CLASSES)}
+    myelo, late, promy, lym = ids["Myelo"], ids["Late"], ids["Promy"], ids["Lym"]
+    train_labels = np.array([promy, late, lym, late])
+    logits = np.zeros((5, len(ids)), dtype=np.float32)
+    logits[:, ids["Prim"]] = 9.0  # never trained: not a known type, never the answer
+    logits[:, myelo] = 8.0  # the left-out type's own output: ignored too
+    logits[0, late] = logits[1, late] = logits[2, promy] = 1.0
+    logits[3, lym] = logits[4, late] = 5.0  # 3, 4: crops of known types, not counted
+    labels = np.array([myelo, myelo, myelo, lym, late])
+    counts = neighbours.unseen_predicted_as(logits, labels, train_labels, myelo)
+    assert counts == {"Late": 2, "Promy": 1} and list(counts) == ["Late", "Promy"]
+    assert neighbours.is_neighbour("Myelo", "Late") and neighbours.is_neighbour("Lobu", "Rods")
+    assert not neighbours.is_neighbour("Myelo", "Lobu")
+    assert not neighbours.is_neighbour("Lym", "Mono")
+
+
+def test_page_says_where_the_unseen_crops_go(tmp_path):
+    runs = tmp_path / "runs"
+    taken = {"Myelo": ({"Late": 20, "Promy": 10}, 0.2), "Eosl": ({"Baso": 27, "Lym": 3}, 0.6)}
+    for t, (counts, flagged) in taken.items():
+        (runs / f"without_{t}").mkdir(parents=True)
+        (runs / f"without_{t}" / "result.json").write_text(json.dumps(_result(t, flagged, 0.04)))
+        extra = {"knn_k": 10, "train_crops": 4000, "unseen_predicted_as": counts}
+        extra["scores"] = _scores(("energy", "knn"), flagged, 0.05)
+        for name in ("feature_scores.json", "feature_scores_flips8.json"):
+            (runs / f"without_{t}" / name).write_text(json.dumps(extra))
+    page = tmp_path / "RESULTS_open_set.md"
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    section = page.read_text().split("## Where the unseen crops go")[1].split("## A longer")[0]
+    assert "| Myelo | Late 67 % | Promy 33 % | yes | 20.0 |" in section
+    assert "| Eosl | Baso 90 % | Lym 10 % | no | 60.0 |" in section
+    line = "1 of 2 left-out types go mostly to a neighbouring stage of the granulocytic line;"
+    assert line + " knn flags 20.0 % of their crops, 60.0 % of the other types' crops." in section
 
 
 def test_features_measure_every_score_on_a_hand_made_cache():
