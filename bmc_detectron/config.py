@@ -281,6 +281,13 @@ def _add_classifier_config(cfg: CN) -> None:
     clf.IN_FEATURE = "res5"
     # Label smoothing of the cross-entropy loss (0 = none).
     clf.LABEL_SMOOTHING = 0.0
+    # Logit normalisation of the training loss (Wei et al. 2022): the cross-entropy reads
+    # logits / (tau * ||logits||), which keeps their norm from growing; tau > 0 turns it on (the
+    # paper's 0.04), 0 = the plain cross-entropy. Inference logits are unchanged.
+    clf.LOGIT_NORM_TAU = 0.0
+    # Cosine last layer (NormFace, Wang et al. 2017): > 0: the logits are this scale times the
+    # cosine between the pooled features and each class's weights (e.g. 16); 0 = a linear layer.
+    clf.COSINE_SCALE = 0.0
     # Crops per forward pass at inference (test loader batches, predict_crops chunks).
     clf.BATCH_SIZE_TEST = 64
     # Views of each crop averaged at inference (modeling/classifier.dihedral_views): 1 as is, 2

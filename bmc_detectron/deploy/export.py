@@ -235,7 +235,7 @@ def export_detector(model: DenseDetector, output: Path, image: Tensor | None = N
 
 def _classifier_outputs(model: nn.Module, crops: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     features = model.forward_features(crops)
-    logits = model.cls_score(features)
+    logits = model.logits_of_features(features)
     return logits.softmax(dim=1), logits, features
 
 
@@ -243,8 +243,10 @@ def export_classifier(model: nn.Module, crop_size: int, output: Path) -> Path:
     """Trace a classifier's ``forward_features`` + linear layer (outputs ``probs``, ``logits``
     and ``features``, the pooled features a feature open-set score reads) and write the graph to
     ``output``."""
-    if not hasattr(model, "forward_features"):
-        raise ExportError(f"{type(model).__name__} has no forward_features(x) to export")
+    if not (hasattr(model, "forward_features") and hasattr(model, "logits_of_features")):
+        raise ExportError(
+            f"{type(model).__name__} has no forward_features(x) and logits_of_features(f) to export"
+        )
     crops = torch.rand(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
     adapter = TracingAdapter(model, crops * 255, inference_func=_classifier_outputs)
     names = {

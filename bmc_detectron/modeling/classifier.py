@@ -86,6 +86,11 @@ class BMCCellClassifier(nn.Module):
 
     Inputs are crops in ``input_format`` (BGR by default) with pixel values 0..255; the model
     normalises them with ``pixel_mean`` / ``pixel_std`` itself, as detectron2's models do.
+    Two options shape the features for the open-set scores: a cosine layer (the logits are a
+    scale times the cosine between the pooled features and each class's weight vector; Wang et
+    al., "NormFace: L2 Hypersphere Embedding for Face Verification", ACM MM 2017) and logit
+    normalisation of the training loss (Wei et al., "Mitigating Neural Network Overconfidence
+    with Logit Normalization", ICML 2022).
     """
 
     @configurable
@@ -99,6 +104,8 @@ class BMCCellClassifier(nn.Module):
         pixel_std: Sequence[float],
         input_format: str = "BGR",
         label_smoothing: float = 0.0,
+        logit_norm_tau: float = 0.0,
+        cosine_scale: float = 0.0,
         class_names: Sequence[str] = (),
         test_batch_size: int = 64,
         test_flips: int = 1,
@@ -111,6 +118,10 @@ class BMCCellClassifier(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation, in ``input_format`` order.
             input_format: channel order of the input crops ("BGR" or "RGB").
             label_smoothing: of the training cross-entropy.
+            logit_norm_tau: > 0: the training cross-entropy reads the (N, K) logits divided by
+                ``tau`` times their L2 norm per crop (LogitNorm); 0: the logits as they are.
+            cosine_scale: > 0: the logits are this scale times the cosine between the pooled
+                features and each class's weight vector (no bias); 0: the linear layer.
             class_names: K names (only stored, for tools and the count pipeline).
             test_batch_size: crops per forward pass in :meth:`predict_crops`.
             test_flips: views of each crop whose pooled features are averaged in eval mode
@@ -126,6 +137,12 @@ class BMCCellClassifier(nn.Module):
         self.num_classes = num_classes
         self.input_format = input_format
         self.label_smoothing = float(label_smoothing)
+        if logit_norm_tau < 0:
+            raise ValueError(f"logit_norm_tau must be >= 0, got {logit_norm_tau}")
+        self.logit_norm_tau = float(logit_norm_tau)
+        if cosine_scale < 0:
+            raise ValueError(f"cosine_scale must be >= 0, got {cosine_scale}")
+        self.cosine_scale = float(cosine_scale)
         self.class_names = list(class_names)
         self.test_batch_size = int(test_batch_size)
         if test_flips not in CLASSIFIER_TEST_FLIPS:
@@ -157,6 +174,8 @@ class BMCCellClassifier(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "label_smoothing": clf.LABEL_SMOOTHING,
+            "logit_norm_tau": clf.LOGIT_NORM_TAU,
+            "cosine_scale": clf.COSINE_SCALE,
             "class_names": class_names,
             "test_batch_size": clf.BATCH_SIZE_TEST,
             "test_flips": clf.TEST_FLIPS,
@@ -177,7 +196,15 @@ class BMCCellClassifier(nn.Module):
         Returns:
             (N, K) logits.
         """
-        return self.cls_score(self.forward_features(x))
+        return self.logits_of_features(self.forward_features(x))
+
+    def logits_of_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The last layer: (N, C) pooled features -> (N, K) logits (the linear layer, or the
+        scaled cosines with ``cosine_scale``)."""
+        if self.cosine_scale > 0:
+            weight = F.normalize(self.cls_score.weight, dim=1)
+            return self.cosine_scale * F.linear(F.normalize(features, dim=1), weight)
+        return self.cls_score(features)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled penultimate features of raw crops: ``IN_FEATURE`` (res5) averaged over
@@ -227,6 +254,9 @@ class BMCCellClassifier(nn.Module):
                     f"[0, {self.num_classes}) (MODEL.BMC.CLASSIFIER.NUM_CLASSES)"
                 )
             logits = self.forward_logits(images).float()
+            if self.logit_norm_tau > 0:
+                norms = logits.norm(dim=1, keepdim=True).clamp_min(1e-7)
+                logits = logits / (self.logit_norm_tau * norms)
             target = torch.tensor(labels, device=logits.device)
             loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
             return {"loss_cls": loss}
@@ -271,7 +301,7 @@ class BMCCellClassifier(nn.Module):
         try:
             for chunk in crops.split(max(1, self.test_batch_size)):
                 feature = self.forward_features(chunk.to(self.device, torch.float32))
-                logits.append(self.cls_score(feature).float())
+                logits.append(self.logits_of_features(feature).float())
                 features.append(feature.float())
         finally:
             self.train(was_training)

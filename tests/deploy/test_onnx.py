@@ -290,6 +290,22 @@ def test_classifier_with_test_flips_matches_pytorch(clf, tmp_path):
     assert np.abs(turned - onnx_logits).max() <= 1e-4
 
 
+def test_classifier_with_a_cosine_layer_matches_pytorch(clf, tmp_path):
+    # the same weights read as a cosine layer: the normalisations are part of the graph
+    opts = [*CLS_OPTS, "MODEL.BMC.CLASSIFIER.COSINE_SCALE", "16.0"]
+    _export(CLS_CONFIG, clf["weights"], tmp_path / "cosine.onnx", opts)
+    runtime = OnnxCellClassifier(tmp_path / "cosine.onnx", threads=1)
+    model = clf["model"]
+    crops = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(3))
+    model.cosine_scale = 16.0
+    try:
+        logits = model.predict_logits(crops.to(torch.uint8)).numpy()
+    finally:
+        model.cosine_scale = 0.0
+    onnx_logits = runtime.predict_logits(crops.numpy())
+    assert np.abs(onnx_logits - logits).max() <= 1e-4 and np.abs(logits).max() <= 16.0
+
+
 def test_classifier_sidecar(clf):
     meta = read_sidecar(clf["onnx"], "classifier")
     assert meta["class_names"] == CLS_NAMES and meta["crop_size"] == 32

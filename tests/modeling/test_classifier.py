@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
@@ -280,9 +281,12 @@ def _discs(n_per_class: int, size: int, seed: int):
     return samples
 
 
-def test_classifier_learns_coloured_discs():
+@pytest.mark.parametrize(
+    "key,value", [("LOGIT_NORM_TAU", 0.0), ("LOGIT_NORM_TAU", 0.5), ("COSINE_SCALE", 16.0)]
+)
+def test_classifier_learns_coloured_discs(key, value):
     torch.manual_seed(0)
-    model = build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.LABEL_SMOOTHING", 0.0))
+    model = build_model(tiny_classifier_cfg(3, 32, f"MODEL.BMC.CLASSIFIER.{key}", value))
     train, held_out = _discs(8, 32, seed=0), _discs(5, 32, seed=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     order = torch.Generator().manual_seed(0)
@@ -300,6 +304,44 @@ def test_classifier_learns_coloured_discs():
     probs = model.predict_crops(torch.stack([s["image"] for s in held_out]))
     accuracy = (probs.argmax(1) == torch.tensor([s["label"] for s in held_out])).float().mean()
     assert accuracy >= 0.8  # chance is 1/3
+
+
+def test_logit_norm_trains_on_logits_divided_by_tau_times_their_norm():
+    torch.manual_seed(0)
+    tau = 0.5
+    model = build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.LOGIT_NORM_TAU", tau))
+    batch = _discs(2, 32, seed=0)
+    model.train()
+    with EventStorage():
+        loss = model(batch)["loss_cls"]
+        logits = model.forward_logits(model._stack(batch)).float()
+    labels = torch.tensor([s["label"] for s in batch])
+    scaled = logits / (tau * logits.norm(dim=1, keepdim=True))
+    smoothing = model.label_smoothing  # the PBC config's 0.1
+    expected = F.cross_entropy(scaled, labels, label_smoothing=smoothing)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    plain = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert not torch.allclose(loss, plain, atol=1e-3)
+    with pytest.raises(ValueError, match="logit_norm_tau must be >= 0"):
+        build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.LOGIT_NORM_TAU", -1.0))
+
+
+def test_a_cosine_layer_gives_the_scaled_cosines_of_features_and_class_weights():
+    torch.manual_seed(0)
+    model = build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.COSINE_SCALE", 16.0))
+    model.eval()
+    crops = torch.stack([s["image"] for s in _discs(1, 32, seed=2)]).float()
+    with torch.no_grad():
+        features = model.forward_features(crops)
+        logits = model.forward_logits(crops)
+    weight = model.cls_score.weight
+    expected = 16.0 * torch.stack(
+        [F.cosine_similarity(features, weight[k].expand_as(features), dim=1) for k in range(3)], 1
+    )
+    assert torch.allclose(logits, expected, atol=1e-5) and logits.abs().max() <= 16.0
+    assert torch.allclose(model.predict_logits(crops), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="cosine_scale must be >= 0"):
+        build_model(tiny_classifier_cfg(3, 32, "MODEL.BMC.CLASSIFIER.COSINE_SCALE", -1.0))
 
 
 def test_training_labels_outside_the_classes_are_an_error():
