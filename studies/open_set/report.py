@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, shown_path
+from studies.open_set.compare import candidates_section, schedule_section
 from studies.open_set.features import result_names
 from studies.open_set.neighbours import neighbours_section
 from studies.status import load_manifest
@@ -202,56 +203,6 @@ def views_section(flips: Mapping[str, Mapping], results: Mapping[str, Mapping]) 
     return "\n".join(lines)
 
 
-def schedule_section(longer: Mapping[str, Mapping], shorter: Mapping[str, Mapping]) -> str:
-    """The types left out again with a longer schedule (``longer``: :func:`collect` of another
-    runs folder, 8 views) beside the same types' runs of the page (``shorter``, 8 views), and
-    their mean."""
-    both = [t for t in longer if t in shorter and "knn" in longer[t]["scores"]]
-    if not both:
-        return "Not measured (`python -m studies.open_set.open_set --iterations ...`)."
-    groups = [(t, [t]) for t in both] + ([("mean", both)] if len(both) > 1 else [])
-    rows = [
-        [name, _iterations(shorter, longer, types)]
-        + [_change(shorter, longer, types, column) for column in _COLUMNS]
-        for name, types in groups
-    ]
-    headers = ["left out", "iterations", "known top-1 (%)", "kNN flagged (%)"]
-    headers += ["Mahalanobis flagged (%)", "kNN AUROC"]
-    return markdown_table(headers, rows)
-
-
-def _iterations(
-    shorter: Mapping[str, Mapping], longer: Mapping[str, Mapping], types: Sequence[str]
-) -> str:
-    its = {(shorter[t]["iterations"], longer[t]["iterations"]) for t in types}
-    return " / ".join(f"{a} -> {b}" for a, b in sorted(its))
-
-
-#: (score, key) of the schedule table's columns after the iterations (score None: the run's own)
-_COLUMNS = (
-    (None, "known_top1"),
-    ("knn", "unseen_flagged"),
-    ("mahalanobis", "unseen_flagged"),
-    ("knn", "auroc"),
-)
-
-
-def _change(
-    shorter: Mapping[str, Mapping], longer: Mapping[str, Mapping], types: Sequence[str], column
-) -> str:
-    """ "a -> b": the mean of one column over ``types``, shorter -> longer schedule."""
-    score, key = column
-
-    def mean(results: Mapping[str, Mapping]) -> float:
-        values = [
-            results[t][key] if score is None else results[t]["scores"][score][key] for t in types
-        ]
-        return statistics.fmean(values)
-
-    a, b = mean(shorter), mean(longer)
-    return f"{a:.2f} -> {b:.2f}" if key == "auroc" else f"{_pct(a):.1f} -> {_pct(b):.1f}"
-
-
 def _intro(manifest: Mapping, results: Mapping[str, Mapping]) -> str:
     """What a run does and what each score is."""
     return (
@@ -304,13 +255,20 @@ def _leave_one_out_lines(results: Mapping[str, Mapping], missing: Sequence[str])
 
 
 def write_page(
-    runs: Path, output: Path, argv: Sequence[str], longer_runs: Optional[Path] = None
+    runs: Path,
+    output: Path,
+    argv: Sequence[str],
+    longer_runs: Optional[Path] = None,
+    candidates: Optional[Mapping[str, Path]] = None,
 ) -> Path:
+    """The page from ``runs``, a longer schedule's runs and candidate classifiers' runs
+    (``name -> runs folder``)."""
     manifest = load_manifest(MANIFEST)
     types = list(manifest["types"])
     results = collect(runs, types)
     views = collect(runs, types, test_flips=8)
     longer = collect(longer_runs, types, test_flips=8) if longer_runs else {}
+    others = {n: collect(d, types, test_flips=8) for n, d in (candidates or {}).items()}
     fulls = collect_full(runs)
     missing = [t for t in types if t not in results]
     now = datetime.datetime.now()
@@ -360,6 +318,16 @@ def write_page(
         "",
         schedule_section(longer, views),
         "",
+        "## Candidate classifiers",
+        "",
+        "Every type left out again by another classifier config (everything else as the page's"
+        " runs: schedule, 8 views, the threshold at most"
+        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops), against the"
+        " page's runs of the same types (one seed each):"
+        + "".join(f" `{n}` = `{shown_path(d)}`;" for n, d in (candidates or {}).items()),
+        "",
+        candidates_section(others, views),
+        "",
         "## The full model (composites + PBC)",
         "",
         "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"
@@ -381,9 +349,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--runs", required=True, help="the driver's --output folder")
     p.add_argument("--output", required=True, help="the page (.md)")
     p.add_argument("--longer-runs", help="runs folder of the same driver at a longer schedule")
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="runs folders of the driver with another --config (a candidate classifier)",
+    )
     args = p.parse_args(argv)
     longer = Path(args.longer_runs) if args.longer_runs else None
-    print(write_page(Path(args.runs), Path(args.output), argv, longer))
+    candidates = {}
+    for item in args.candidates:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            p.error(f"--candidates {item!r}: expected NAME=DIR")
+        candidates[name] = Path(folder)
+    print(write_page(Path(args.runs), Path(args.output), argv, longer, candidates))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from detectron2.data import DatasetCatalog
 
 from bmc_detectron.data.datasets import unregister_dataset
@@ -222,6 +223,30 @@ def test_page_with_a_longer_schedule(tmp_path):
         "| mean | 10 -> 10 / 10 -> 40 | 90.0 -> 92.5 | 60.0 -> 80.0 | 60.0 -> 70.0 | 0.90 -> 0.95 |"
     )
     assert row in section
+
+
+def test_page_with_candidate_classifiers(tmp_path):
+    runs, cosine = tmp_path / "runs", tmp_path / "cosine"
+    _write_runs(runs, with_features=True, with_views=True)  # Eosl with 8 views: every score 60 %
+    run = cosine / "without_Eosl"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps(_result("Eosl", 0.8, 0.04)))
+    scores = _scores(("mahalanobis", "energy"), 0.5, 0.05) | _scores(("knn",), 0.7, 0.05)
+    extra = {"knn_k": 10, "train_crops": 4000, "scores": scores}
+    (run / "feature_scores_flips8.json").write_text(json.dumps(extra))
+    (tmp_path / "empty").mkdir()
+    page = tmp_path / "RESULTS_open_set.md"
+    args = ["--runs", str(runs), "--output", str(page), "--candidates"]
+    assert report.main([*args, f"cos={cosine}", f"ln={tmp_path / 'empty'}"]) == 0
+    section = page.read_text().split("## Candidate classifiers")[1].split("## The full model")[0]
+    row = "| cos | 1 | 90.0 -> 90.0 | 60.0 -> 70.0 | 60.0 -> 50.0 | 60.0 -> 50.0 | 0.90 -> 0.90 |"
+    assert row in section
+    assert "| ln | 0 | not measured yet |" in section
+    assert "- `cos`: kNN flags more of the unseen crops than the page's runs for 1 of 1 types" in (
+        section
+    )
+    with pytest.raises(SystemExit):
+        report.main([*args, "cosine"])
 
 
 def test_a_full_run_is_evaluated_with_the_config_it_was_trained_with(tmp_path):
