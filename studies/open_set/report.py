@@ -254,6 +254,46 @@ def _leave_one_out_lines(results: Mapping[str, Mapping], missing: Sequence[str])
     ]
 
 
+def _comparison_lines(
+    manifest: Mapping,
+    views: Mapping[str, Mapping],
+    longer_runs: Optional[Path],
+    candidates: Optional[Mapping[str, Path]],
+) -> List[str]:
+    """The sections that pair other runs folders with the page's 8-view runs (``views``): a
+    longer schedule and candidate classifiers."""
+    types = list(manifest["types"])
+    longer = collect(longer_runs, types, test_flips=8) if longer_runs else {}
+    others = {n: collect(d, types, test_flips=8) for n, d in (candidates or {}).items()}
+    return [
+        "## A longer schedule",
+        "",
+        "Some types left out again with a longer schedule"
+        + (f" (`{shown_path(longer_runs)}`)" if longer_runs else "")
+        + ", everything else as above, 8 views, threshold at most"
+        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops: do better-trained"
+        " features set an unseen type further apart? (The shipped classifiers train 2800 or"
+        " more iterations.)",
+        "",
+        schedule_section(longer, views),
+        "",
+        "## Candidate classifiers",
+        "",
+        "Every type left out again by another classifier config (everything else as the page's"
+        " runs: schedule, 8 views, the threshold at most"
+        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops), against the"
+        " page's runs of the same types (one seed each)"
+        + "".join(
+            f"{': ' if i == 0 else '; '}`{n}` = `{shown_path(d)}`"
+            for i, (n, d) in enumerate((candidates or {}).items())
+        )
+        + ".",
+        "",
+        candidates_section(others, views),
+        "",
+    ]
+
+
 def write_page(
     runs: Path,
     output: Path,
@@ -267,8 +307,6 @@ def write_page(
     types = list(manifest["types"])
     results = collect(runs, types)
     views = collect(runs, types, test_flips=8)
-    longer = collect(longer_runs, types, test_flips=8) if longer_runs else {}
-    others = {n: collect(d, types, test_flips=8) for n, d in (candidates or {}).items()}
     fulls = collect_full(runs)
     missing = [t for t in types if t not in results]
     now = datetime.datetime.now()
@@ -307,27 +345,7 @@ def write_page(
         "",
         neighbours_section(views),
         "",
-        "## A longer schedule",
-        "",
-        "Some types left out again with a longer schedule"
-        + (f" (`{shown_path(longer_runs)}`)" if longer_runs else "")
-        + ", everything else as above, 8 views, threshold at most"
-        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops: do better-trained"
-        " features set an unseen type further apart? (The shipped classifiers train 2800 or"
-        " more iterations.)",
-        "",
-        schedule_section(longer, views),
-        "",
-        "## Candidate classifiers",
-        "",
-        "Every type left out again by another classifier config (everything else as the page's"
-        " runs: schedule, 8 views, the threshold at most"
-        f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops), against the"
-        " page's runs of the same types (one seed each):"
-        + "".join(f" `{n}` = `{shown_path(d)}`;" for n, d in (candidates or {}).items()),
-        "",
-        candidates_section(others, views),
-        "",
+        *_comparison_lines(manifest, views, longer_runs, candidates),
         "## The full model (composites + PBC)",
         "",
         "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"
