@@ -11,6 +11,7 @@ import statistics
 from typing import List, Mapping, Sequence, Tuple
 
 from bmc_detectron.reporting.tables import markdown_table
+from studies.ablation.report import mean_interval
 
 #: (score, key) of a column (score None: the run's own key); the schedule table's columns
 SCHEDULE_COLUMNS: Tuple[Tuple[object, str], ...] = (
@@ -68,7 +69,8 @@ def candidates_section(
 ) -> str:
     """One row per candidate (``name -> its results``): the mean over the types both it and
     ``base`` finished, base -> candidate, and one line per candidate naming the types it beats
-    base on by kNN."""
+    base on by kNN, with the 95 % t-interval of the paired differences (one run per type, so
+    the interval holds the runs' own noise as well as the candidate's effect)."""
     rows, lines = [], []
     for name, results in candidates.items():
         both = shared_types(base, results)
@@ -78,16 +80,20 @@ def candidates_section(
         rows.append(
             [name, len(both)] + [change(base, results, both, col) for col in CANDIDATE_COLUMNS]
         )
-        gains = [
-            t
+        diffs = {
+            t: 100 * results[t]["scores"]["knn"]["unseen_flagged"]
+            - 100 * base[t]["scores"]["knn"]["unseen_flagged"]
             for t in both
-            if results[t]["scores"]["knn"]["unseen_flagged"]
-            > base[t]["scores"]["knn"]["unseen_flagged"]
-        ]
-        lines.append(
+        }
+        gains = [t for t, d in diffs.items() if d > 0]
+        line = (
             f"- `{name}`: kNN flags more of the unseen crops than the page's runs for"
-            f" {len(gains)} of {len(both)} types" + (f" ({', '.join(gains)})." if gains else ".")
+            f" {len(gains)} of {len(both)} types" + (f" ({', '.join(gains)})" if gains else "")
         )
+        mean, lo, hi, n = mean_interval(list(diffs.values()))
+        if n >= 2:
+            line += f"; paired by type: {mean:+.1f} points [{lo:+.1f}, {hi:+.1f}]"
+        lines.append(line + ".")
     if not rows:
         return "No candidate given (`python -m studies.open_set.report --candidates NAME=DIR`)."
     table = markdown_table(["candidate", "types", *CANDIDATE_HEADERS], rows)

@@ -245,6 +245,17 @@ def test_page_with_candidate_classifiers(tmp_path):
     assert "- `cos`: kNN flags more of the unseen crops than the page's runs for 1 of 1 types" in (
         section
     )
+    (runs / "without_Baso" / "feature_scores_flips8.json").write_text(
+        (runs / "without_Eosl" / "feature_scores_flips8.json").read_text()
+    )  # base Baso as Eosl: kNN 60 %; the candidate's Baso 50 %: paired -10, +10 points
+    run = cosine / "without_Baso"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps(_result("Baso", 0.8, 0.04)))
+    extra["scores"] = _scores(("mahalanobis", "energy", "knn"), 0.5, 0.05)
+    (run / "feature_scores_flips8.json").write_text(json.dumps(extra))
+    assert report.main([*args, f"cos={cosine}"]) == 0
+    line = "for 1 of 2 types (Eosl); paired by type: +0.0 points [-127.1, +127.1]."
+    assert line in page.read_text()
     with pytest.raises(SystemExit):
         report.main([*args, "cosine"])
 
