@@ -240,7 +240,7 @@ def _classifier_outputs(model: nn.Module, crops: Tensor) -> Tuple[Tensor, Tensor
 
 
 def export_classifier(model: nn.Module, crop_size: int, output: Path) -> Path:
-    """Trace a classifier's ``forward_features`` + linear layer (outputs ``probs``, ``logits``
+    """Trace a classifier's ``forward_features`` + last layer (outputs ``probs``, ``logits``
     and ``features``, the pooled features a feature open-set score reads) and write the graph to
     ``output``."""
     if not (hasattr(model, "forward_features") and hasattr(model, "logits_of_features")):
