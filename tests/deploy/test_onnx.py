@@ -271,37 +271,35 @@ def test_classifier_matches_pytorch(clf):
     assert runtime.predict_crops(np.zeros((0, 3, 32, 32), np.uint8)).shape == (0, 3)
 
 
-def test_classifier_with_test_flips_matches_pytorch(clf, tmp_path):
-    # the averaged views are part of the exported graph
-    opts = [*CLS_OPTS, "MODEL.BMC.CLASSIFIER.TEST_FLIPS", "8"]
-    _export(CLS_CONFIG, clf["weights"], tmp_path / "flips.onnx", opts)
-    runtime = OnnxCellClassifier(tmp_path / "flips.onnx", threads=1)
-    model = clf["model"]
-    crops = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(2))
-    model.test_flips = 8
+def _with_option(clf, tmp_path, key: str, value, default, seed: int):
+    """The classifier exported with ``MODEL.BMC.CLASSIFIER.<key> value`` (its runtime), random
+    crops, and the torch model's logits and features of them with that option set."""
+    onnx = tmp_path / f"{key.lower()}.onnx"
+    option = [f"MODEL.BMC.CLASSIFIER.{key}", str(value)]
+    _export(CLS_CONFIG, clf["weights"], onnx, [*CLS_OPTS, *option])
+    model, attr = clf["model"], key.lower()
+    crops = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
+    setattr(model, attr, value)
     try:
         logits, features = model.predict_logits_and_features(crops.to(torch.uint8))
     finally:
-        model.test_flips = 1
+        setattr(model, attr, default)
+    return OnnxCellClassifier(onnx, threads=1), crops, logits.numpy(), features.numpy()
+
+
+def test_classifier_with_test_flips_matches_pytorch(clf, tmp_path):
+    # the averaged views are part of the exported graph
+    runtime, crops, logits, features = _with_option(clf, tmp_path, "TEST_FLIPS", 8, 1, seed=2)
     onnx_logits, onnx_features = runtime.predict_logits_and_features(crops.numpy())
-    assert np.abs(onnx_logits - logits.numpy()).max() <= 1e-4
-    assert np.abs(onnx_features - features.numpy()).max() <= 1e-4
+    assert np.abs(onnx_logits - logits).max() <= 1e-4
+    assert np.abs(onnx_features - features).max() <= 1e-4
     turned = runtime.predict_logits(torch.rot90(crops, 1, (2, 3)).numpy())
     assert np.abs(turned - onnx_logits).max() <= 1e-4
 
 
 def test_classifier_with_a_cosine_layer_matches_pytorch(clf, tmp_path):
     # the same weights read as a cosine layer: the normalisations are part of the graph
-    opts = [*CLS_OPTS, "MODEL.BMC.CLASSIFIER.COSINE_SCALE", "16.0"]
-    _export(CLS_CONFIG, clf["weights"], tmp_path / "cosine.onnx", opts)
-    runtime = OnnxCellClassifier(tmp_path / "cosine.onnx", threads=1)
-    model = clf["model"]
-    crops = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(3))
-    model.cosine_scale = 16.0
-    try:
-        logits = model.predict_logits(crops.to(torch.uint8)).numpy()
-    finally:
-        model.cosine_scale = 0.0
+    runtime, crops, logits, _ = _with_option(clf, tmp_path, "COSINE_SCALE", 16.0, 0.0, seed=3)
     onnx_logits = runtime.predict_logits(crops.numpy())
     assert np.abs(onnx_logits - logits).max() <= 1e-4 and np.abs(logits).max() <= 16.0
 
