@@ -8,7 +8,7 @@ Each argument ``results`` is :func:`studies.open_set.report.collect` of one runs
 from __future__ import annotations
 
 import statistics
-from typing import List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from bmc_detectron.reporting.tables import markdown_table
 from studies.ablation.report import mean_interval
@@ -24,6 +24,11 @@ SCHEDULE_HEADERS = ["known top-1 (%)", "kNN flagged (%)", "Mahalanobis flagged (
 #: the candidates table's columns: the schedule's and the energy score's
 CANDIDATE_COLUMNS = (*SCHEDULE_COLUMNS[:3], ("energy", "unseen_flagged"), SCHEDULE_COLUMNS[3])
 CANDIDATE_HEADERS = [*SCHEDULE_HEADERS[:3], "energy flagged (%)", SCHEDULE_HEADERS[3]]
+
+
+def mean_or_none(values: Sequence[float]) -> Optional[float]:
+    """The mean of ``values``, None when there are none."""
+    return statistics.fmean(values) if values else None
 
 
 def shared_types(a: Mapping[str, Mapping], b: Mapping[str, Mapping]) -> List[str]:

@@ -10,13 +10,13 @@ leave-one-out run's cached logits, ``studies/open_set/features.py`` stores it in
 
 from __future__ import annotations
 
-import statistics
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping
 
 import numpy as np
 
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.reporting.tables import markdown_table
+from studies.open_set.compare import mean_or_none
 
 #: the neutrophil maturation line, in order (each stage's neighbours are the ones beside it)
 GRANULOCYTIC = ("Promy", "Myelo", "Late", "Rods", "Lobu")
@@ -56,10 +56,6 @@ def _taken(counts: Mapping[str, int], rank: int) -> str:
     return f"{name} {100 * n / total:.0f} %"
 
 
-def _mean(values: Sequence[float]) -> Optional[float]:
-    return statistics.fmean(values) if values else None
-
-
 def neighbours_section(results: Mapping[str, Mapping], score: str = "knn") -> str:
     """The table (left-out type, the two known types taking most of its crops, whether the first
     is a neighbouring stage, the share ``score`` flags) and one line comparing the flagged share
@@ -74,11 +70,12 @@ def neighbours_section(results: Mapping[str, Mapping], score: str = "knn") -> st
         neighbour = is_neighbour(t, first)
         flagged = 100 * float(r["scores"][score]["unseen_flagged"])
         (near if neighbour else far).append(flagged)
-        rows.append([t, _taken(counts, 0), _taken(counts, 1), "yes" if neighbour else "no"])
-        rows[-1].append(flagged)
+        rows.append(
+            [t, _taken(counts, 0), _taken(counts, 1), "yes" if neighbour else "no", flagged]
+        )
     headers = ["left out", "called most often", "second", "a neighbouring stage", "flagged (%)"]
     lines: List[str] = [markdown_table(headers, rows), ""]
-    a, b = _mean(near), _mean(far)
+    a, b = mean_or_none(near), mean_or_none(far)
     lines.append(
         f"{len(near)} of {len(measured)} left-out types go mostly to a neighbouring stage of"
         " the granulocytic line"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -21,7 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from bmc_detectron.reporting.provenance import shell_join
 from bmc_detectron.reporting.tables import markdown_table
 from bmc_detectron.utils.io import atomic_write_text, shown_path
-from studies.open_set.compare import candidates_section, schedule_section
+from studies.open_set.compare import candidates_section, mean_or_none, schedule_section
 from studies.open_set.features import result_names
 from studies.open_set.neighbours import neighbours_section
 from studies.status import load_manifest
@@ -78,7 +77,7 @@ def score_table(results: Mapping[str, Mapping], key: str, percent: bool) -> str:
     rows = []
     for kind in scores_of(results):
         values = [r["scores"][kind][key] for r in results.values()]
-        shown = [_pct(v) if percent else f"{v:.2f}" for v in values + [_mean(values)]]
+        shown = [_pct(v) if percent else f"{v:.2f}" for v in values + [mean_or_none(values)]]
         rows.append([kind, *shown])
     return markdown_table(["score", *results, "mean"], rows)
 
@@ -90,8 +89,9 @@ def knn_k_table(results: Mapping[str, Mapping]) -> str:
         for k, metrics in (r.get("knn_by_k") or {}).items():
             by_k.setdefault(k, []).append(metrics)
     rows = [
-        [k, len(m), _pct(_mean([x["unseen_flagged"] for x in m]))]
-        + [_pct(_mean([x["known_lost"] for x in m])), f"{_mean([x['auroc'] for x in m]):.2f}"]
+        [k, len(m), _pct(mean_or_none([x["unseen_flagged"] for x in m]))]
+        + [_pct(mean_or_none([x["known_lost"] for x in m]))]
+        + [f"{mean_or_none([x['auroc'] for x in m]):.2f}"]
         for k, m in sorted(by_k.items(), key=lambda item: int(item[0]))
     ]
     headers = ["k", "runs", "flagged, mean (%)", "known lost, mean (%)", "AUROC, mean"]
@@ -103,10 +103,6 @@ def _knn_k(results: Mapping[str, Mapping]) -> object:
     return ", ".join(map(str, ks)) or "-"
 
 
-def _mean(values: List[float]) -> Optional[float]:
-    return statistics.fmean(values) if values else None
-
-
 def _verdict(value: Optional[float], ok: bool) -> str:
     return "not measured yet" if value is None else ("met" if ok else "not met")
 
@@ -115,8 +111,8 @@ def open_set_rows(results: Mapping[str, Mapping], targets: Mapping, views: str =
     """The two open-set target rows (flagged, known lost) of the manifest's score."""
     score = str(targets.get("score", "energy"))
     score = score if score in scores_of(results) else "energy"
-    flagged = _mean([r["scores"][score]["unseen_flagged"] for r in results.values()])
-    lost = _mean([r["scores"][score]["known_lost"] for r in results.values()])
+    flagged = mean_or_none([r["scores"][score]["unseen_flagged"] for r in results.values()])
+    lost = mean_or_none([r["scores"][score]["known_lost"] for r in results.values()])
     goal, tag = float(targets["unseen_flagged"]), f"{score}{views}, mean"
     return [
         [f">= {100 * goal:.0f} % of unseen-type crops flagged ({tag})", _pct(flagged)]
@@ -183,8 +179,8 @@ def views_section(flips: Mapping[str, Mapping], results: Mapping[str, Mapping]) 
     lines = []
     both = [t for t in flips if "knn" in flips[t]["scores"] and "knn" in results[t]["scores"]]
     if both:
-        views = _mean([flips[t]["scores"]["knn"]["unseen_flagged"] for t in both])
-        plain = _mean([results[t]["scores"]["knn"]["unseen_flagged"] for t in both])
+        views = mean_or_none([flips[t]["scores"]["knn"]["unseen_flagged"] for t in both])
+        plain = mean_or_none([results[t]["scores"]["knn"]["unseen_flagged"] for t in both])
         lines += [
             f"kNN, mean over these {len(both)} run{'s' * (len(both) > 1)}: {_pct(views):.1f} %"
             " of the left-out crops"
