@@ -1,7 +1,7 @@
 """Open-set recognition measured: leave one PBC type out of training, flag it as Other.
 
     python -m studies.open_set.open_set --output output/open_set [--types Myelo Baso] \
-        [--iterations 600] [--threads 1]
+        [--iterations 600] [--threads 1] [--seed 1]
     python -m studies.open_set.open_set --output output/open_set --full-run output/clf_marrow_real
 
 For each left-out type T (default: every PBC type with val crops) a classifier
@@ -94,8 +94,10 @@ def leave_one_out(
     iterations: int,
     max_known_lost: float,
     threads: int = 1,
+    seed: Optional[int] = None,
 ) -> Dict[str, object]:
-    """Train without ``left_out`` (resumable) and measure; writes and returns ``result.json``."""
+    """Train without ``left_out`` (resumable) and measure; writes and returns ``result.json``.
+    ``seed``: the run's ``SEED`` (None: the config's), for repeats that measure the runs' noise."""
     run = output / f"without_{left_out}"
     if (run / RESULT).is_file():
         return json.loads((run / RESULT).read_text())
@@ -109,6 +111,7 @@ def leave_one_out(
     opts += ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100"]
     opts += ["SOLVER.WARMUP_ITERS", str(min(100, iterations // 5)), "OUTPUT_DIR", str(run)]
     opts += ["MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", "-1.0", "DATALOADER.NUM_WORKERS", "0"]
+    opts += [] if seed is None else ["SEED", str(seed)]
     cfg = leave_out_cfg(config, opts)
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -122,6 +125,7 @@ def leave_one_out(
     result: Dict[str, object] = {
         "left_out": left_out,
         "iterations": iterations,
+        "seed": int(cfg.SEED),
         "train_s": round(train_s, 1),
         "known_top1": float((known_logits.argmax(1) == known_labels).mean()),
         "scores": {
@@ -184,6 +188,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-known-lost", type=float, default=float(manifest["max_known_lost"]))
     p.add_argument("--config", default=str(manifest["config"]), help="leave-one-out config")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument(
+        "--seed", type=int, help="the runs' SEED (default: the config's); a repeat's own --output"
+    )
     p.add_argument("--full-run", help="the full model's OUTPUT_DIR: evaluate it instead")
     p.add_argument(
         "--full-config",
@@ -215,6 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             iterations=args.iterations,
             max_known_lost=args.max_known_lost,
             threads=args.threads,
+            seed=args.seed,
         )
         energy = result["scores"]["energy"]
         print(

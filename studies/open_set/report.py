@@ -23,6 +23,7 @@ from bmc_detectron.utils.io import atomic_write_text, shown_path
 from studies.open_set.compare import candidates_section, mean_or_none, schedule_section
 from studies.open_set.features import result_names
 from studies.open_set.neighbours import neighbours_section
+from studies.open_set.non_cell_table import non_cells_section
 from studies.status import load_manifest
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -275,8 +276,9 @@ def _comparison_lines(
         "",
         "## Candidate classifiers",
         "",
-        "Every type left out again by another classifier config (everything else as the page's"
-        " runs: schedule, 8 views, the threshold at most"
+        "Every type left out again by another classifier config, or by the same config with"
+        " another seed (a repeat: its difference is the runs' noise alone; everything else as"
+        " the page's runs: schedule, 8 views, the threshold at most"
         f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops), against the"
         " page's runs of the same types (one seed each)"
         + "".join(
@@ -342,6 +344,17 @@ def write_page(
         neighbours_section(views),
         "",
         *_comparison_lines(manifest, views, longer_runs, candidates),
+        "## Crops that are not cells",
+        "",
+        "Real marrow's unknowns are also things that are no white cell: red cells and platelets"
+        " a detector boxes, background, a box on part of a cell, a cell too blurred to name"
+        " (`python -m studies.open_set.non_cells`: BCCD val red cells, platelets and background"
+        " windows, another lab's stain; PBC val background windows and quarter-cell fragments,"
+        " the training stain; PBC val cells blurred at sigma = crop / 16), flagged at each"
+        " model's leave-one-out threshold.",
+        "",
+        *non_cells_section(runs, types, candidates),
+        "",
         "## The full model (composites + PBC)",
         "",
         "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"

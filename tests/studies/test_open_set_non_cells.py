@@ -1,0 +1,127 @@
+"""The open-set study's crops that are not cells: boxes, measurement and the page's section."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bmc_detectron.data.crops import crop_square
+from bmc_detectron.data.datasets import register_builtin_datasets
+from studies.open_set import non_cell_table, non_cells, report
+
+
+def test_fragment_box_is_the_asked_corner_quadrant():
+    box = np.array([10.0, 20.0, 50.0, 100.0])
+    assert non_cells.fragment_box(box, 0).tolist() == [10.0, 20.0, 30.0, 60.0]
+    assert non_cells.fragment_box(box, 1).tolist() == [30.0, 20.0, 50.0, 60.0]
+    assert non_cells.fragment_box(box, 2).tolist() == [10.0, 60.0, 30.0, 100.0]
+    assert non_cells.fragment_box(box, 3).tolist() == [30.0, 60.0, 50.0, 100.0]
+
+
+def test_background_box_lies_inside_the_image_and_off_every_cell():
+    rng = np.random.default_rng(0)
+    cells = np.array([[0.0, 0.0, 100.0, 200.0], [150.0, 0.0, 200.0, 200.0]])
+    for _ in range(50):
+        box = non_cells.background_boxes(200, 200, cells, 20.0, 0.15, rng)
+        assert box is not None
+        assert np.allclose(box[2:] - box[:2], 20.0)
+        square = crop_square(box, 0.15)  # what the crop shows: the box and its margin
+        assert square[0] >= 0 and square[1] >= 0 and square[2] <= 200 and square[3] <= 200
+        assert not non_cells._touches(square, cells)
+    # the only free strip (x in 100..150) is too narrow for a 60 px window
+    assert non_cells.background_boxes(200, 200, cells, 60.0, 0.15, rng) is None
+    # a window larger than the image never fits
+    assert non_cells.background_boxes(50, 50, np.zeros((0, 4)), 60.0, 0.0, rng) is None
+
+
+def _cache():
+    rng = np.random.default_rng(0)
+    centres = np.repeat([[6.0, 0, 0, 0], [0, 6.0, 0, 0]], 100, axis=0)
+    train = rng.normal(0, 1, (200, 4)) + centres
+    labels = np.repeat([0, 1], 100)
+    return {
+        "train_features": train,
+        "train_labels": labels,
+        "val_features": train[::4] + 0.01,
+        "val_labels": labels[::4],
+        "val_logits": np.tile([[5.0, 0.0, 0.0]], (50, 1)),
+        "left_out": np.asarray(2),
+    }
+
+
+def test_far_crops_are_flagged_and_known_like_ones_are_not():
+    rng = np.random.default_rng(1)
+    n = len(non_cells.KINDS)
+    far = rng.normal(0, 1, (n * 4, 4)) + [0, 0, 30.0, 0]  # red cells ... far from both types
+    features = far.copy()
+    features[-4:] = rng.normal(0, 1, (4, 4)) + [6.0, 0, 0, 0]  # blurred cells: like type 0
+    kinds = np.repeat(np.asarray(non_cells.KINDS), 4)
+    logits = np.tile([[0.0, 5.0, 0.0]], (n * 4, 1))  # confident: the logits cannot tell
+    result = non_cells.measure_run(_cache(), logits, features, kinds, 0.05, knn_k=5)
+    red = result["kinds"]["red cell (BCCD)"]
+    assert red["crops"] == 4 and red["predicted_as"] == {"Lym": 4}  # class 1 of the PBC list
+    assert red["flagged"]["knn"] == 1.0 and red["flagged"]["mahalanobis"] == 1.0
+    assert red["flagged"]["energy"] == 0.0  # logits as confident as the known crops'
+    blurred = result["kinds"]["blurred cell"]["flagged"]
+    assert blurred["knn"] == 0.0 and blurred["mahalanobis"] == 0.0
+    assert result["left_out"] == "Mono"  # class 2 of the PBC list
+
+
+def _write(runs, t, flips, knn, maha):
+    kinds = {
+        k: {"crops": 10, "flagged": {"knn": knn, "mahalanobis": maha}, "predicted_as": {"Red": 3}}
+        for k in non_cells.KINDS
+    }
+    path = runs / f"without_{t}" / non_cells.result_name(flips)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"left_out": t, "kinds": kinds}))
+
+
+def test_section_averages_the_models_and_names_the_better_score(tmp_path):
+    runs, other = tmp_path / "runs", tmp_path / "other"
+    _write(runs, "Lym", 8, 0.5, 1.0)
+    _write(runs, "Mono", 8, 0.7, 0.9)
+    _write(runs, "Lym", 1, 0.2, 0.4)
+    _write(other, "Lym", 8, 0.1, 0.3)
+    lines = non_cell_table.non_cells_section(runs, ["Lym", "Mono"], {"cosine": other})
+    text = "\n".join(lines)
+    assert "Mahalanobis flags 95-95 % of each kind" in text and "kNN 60-60 %" in text
+    assert "| red cell (BCCD) | 10 | - | - | 95.0 | 60.0 | Red (100 %) |" in text  # 8 views
+    assert "| blurred cell | 10 | - | - | 40.0 | 20.0 | Red (100 %) |" in text  # one view
+    assert "| cell fragment | 60.0 | 95.0 | 10.0 | 30.0 |" in text  # folders, 8 views
+    assert "Runs measured: page's runs: 2, cosine: 1." in text
+    assert "Not measured yet (`python -m studies.open_set.non_cells --full-run RUN`)." in text
+
+
+def test_page_shows_the_full_model_on_non_cells(tmp_path):
+    runs = tmp_path / "runs"
+    _write(runs, "Lym", 8, 0.5, 1.0)
+    (runs / "full").mkdir()
+    kinds = {"background (PBC)": {"crops": 5, "flagged": {"mahalanobis": 0.8}}}
+    full = {"score": "mahalanobis", "test_flips": 8, "kinds": kinds}
+    (runs / "full" / non_cells.RESULT).write_text(json.dumps(full))
+    page = tmp_path / "page.md"
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    text = page.read_text().split("## Crops that are not cells")[1]
+    assert "| full | mahalanobis | 8 | background (PBC) | 80.0 |" in text
+    assert "| full | mahalanobis | 8 | red cell (BCCD) | - |" in text
+
+
+def test_real_non_cell_crops_are_cut_once(shared_root, tmp_path, monkeypatch):
+    if not (shared_root / "pbc_wbc" / "val" / "labels").is_dir():
+        pytest.skip(f"{shared_root / 'pbc_wbc'} not found: set BMC_SHARED_DATASETS")
+    monkeypatch.setenv("BMC_DATASETS", str(tmp_path / "datasets"))
+    try:
+        crops, kinds = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=20)
+        assert crops.shape[1:] == (3, 16, 16) and crops.dtype == np.uint8
+        counts = {k: int((kinds == k).sum()) for k in non_cells.KINDS}
+        assert counts == {k: 20 for k in non_cells.KINDS}  # every kind has 20 or more
+        again, _ = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=5)
+        assert np.array_equal(again, crops)  # read from the cache, not cut again
+        blurred, whole = crops[kinds == "blurred cell"], crops[kinds == "cell fragment"]
+        assert blurred.std(axis=(2, 3)).mean() < whole.std(axis=(2, 3)).mean()
+    finally:
+        monkeypatch.undo()
+        register_builtin_datasets()
