@@ -71,7 +71,8 @@ def dataset_crops(cfg, runs: Path, dataset: str) -> Tuple[np.ndarray, np.ndarray
     return crops, labels
 
 
-def _forward(model, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def forward_crops(model, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, K) float32 logits and (N, D) pooled features of (N, 3, S, S) uint8 crops."""
     logits, features = model.predict_logits_and_features(torch.from_numpy(crops))
     return logits.numpy().astype(np.float32), features.numpy().astype(np.float32)
 
@@ -102,8 +103,8 @@ def run_features(
         known = np.sort(np.random.default_rng(seed).choice(known, max_train_crops, replace=False))
     model = load_model(cfg, str(run / "model_final.pth"))
     start = time.perf_counter()
-    train_logits, train_features = _forward(model, train_crops[known])
-    val_logits, val_features = _forward(model, val_crops)
+    train_logits, train_features = forward_crops(model, train_crops[known])
+    val_logits, val_features = forward_crops(model, val_crops)
     out = {
         "train_logits": train_logits,
         "train_features": train_features,

@@ -24,7 +24,7 @@ The crops are cut once per crop size into ``<runs>/crops_non_cells_<S>.npz``. Fo
 leave-one-out run the non-cell crops go through its model (``--test-flips`` views), and every
 score is measured against that run's known val crops, cached by ``features.py`` (run it first)
 -> ``<run>/non_cells[_flips8].json``. ``--full-run`` measures the product classifier with its own
-stored threshold and statistics (``<output>/full/non_cells.json``). The page:
+stored threshold and statistics (``<output>/<--full-name>/non_cells.json``). The page:
 ``python -m studies.open_set.report``.
 """
 
@@ -56,7 +56,7 @@ from bmc_detectron.evaluation.open_set import (
     read_threshold,
 )
 from bmc_detectron.utils.io import write_json_atomic
-from studies.open_set.features import result_names, run_features
+from studies.open_set.features import forward_crops, result_names, run_features
 from studies.open_set.open_set import full_config, leave_out_cfg
 from studies.status import load_manifest
 
@@ -249,14 +249,9 @@ def measure_run(
     }
 
 
-def _forward(model, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    logits, features = model.predict_logits_and_features(torch.from_numpy(crops))
-    return logits.numpy().astype(np.float32), features.numpy().astype(np.float32)
-
-
-def measure_full(run: Path, output: Path, per_kind: int) -> Dict[str, object]:
+def measure_full(run: Path, output: Path, per_kind: int, name: str = "full") -> Dict[str, object]:
     """The product classifier of ``run`` with its stored threshold (whichever score) on the
-    non-cell crops; writes ``<output>/full/non_cells.json``."""
+    non-cell crops; writes ``<output>/<name>/non_cells.json``."""
     register_builtin_datasets()
     weights = run / "model_final.pth"
     cfg = build_cfg(full_config(run), ["OUTPUT_DIR", str(run)])
@@ -267,7 +262,7 @@ def measure_full(run: Path, output: Path, per_kind: int) -> Dict[str, object]:
     crops, kinds = non_cell_crops(
         output, clf.CROP_SIZE, clf.CROP_MARGIN, cfg.INPUT.FORMAT, per_kind
     )
-    logits, features = _forward(load_model(cfg, str(weights)), crops)
+    logits, features = forward_crops(load_model(cfg, str(weights)), crops)
     other = threshold.scores(logits, features) < threshold.threshold
     names = list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES) or list(PBC_MARROW_CLASSES)
     result = {
@@ -276,7 +271,7 @@ def measure_full(run: Path, output: Path, per_kind: int) -> Dict[str, object]:
         "test_flips": int(clf.TEST_FLIPS),
         "kinds": _per_kind(kinds, {threshold.score: other}, logits.argmax(1), names),
     }
-    write_json_atomic(result, output / "full" / RESULT, indent=1)
+    write_json_atomic(result, output / name / RESULT, indent=1)
     return result
 
 
@@ -295,6 +290,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(manifest["config"]), help="leave-one-out config")
     p.add_argument("--full-run", help="the product classifier's OUTPUT_DIR: measure it instead")
     p.add_argument("--output", help="with --full-run: the runs folder of its results")
+    p.add_argument("--full-name", default="full", help="its results folder under --output")
     return p.parse_args(argv)
 
 
@@ -311,7 +307,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     if args.full_run:
-        result = measure_full(Path(args.full_run), Path(args.output or args.runs), args.per_kind)
+        output = Path(args.output or args.runs)
+        result = measure_full(Path(args.full_run), output, args.per_kind, args.full_name)
         _print(f"full ({result['score']})", result["kinds"])
         return 0
     runs = Path(args.runs)
@@ -329,7 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         crops, kinds = non_cell_crops(
             runs, clf.CROP_SIZE, clf.CROP_MARGIN, cfg.INPUT.FORMAT, args.per_kind
         )
-        logits, features = _forward(load_model(cfg, str(run / "model_final.pth")), crops)
+        logits, features = forward_crops(load_model(cfg, str(run / "model_final.pth")), crops)
         result = measure_run(cache, logits, features, kinds, args.max_known_lost, args.knn_k)
         result["test_flips"] = args.test_flips
         write_json_atomic(result, run / result_name(args.test_flips), indent=1)
