@@ -10,7 +10,8 @@
   ``bccd_{trainval,test,train,val}``, ``pbc_wbc_{train,val}``, ``pbc_marrow_{train,val}``
   (marrow class ids, :mod:`bmc_detectron.data.pbc`), ``bmc_synth_{train,test}`` and
   ``marrow_real_{train,val}`` (real PBC cells composed into dense marrow-like fields,
-  :mod:`bmc_detectron.data.synthetic.marrow`).
+  :mod:`bmc_detectron.data.synthetic.marrow`) and ``marrow_non_cells_{train,val}`` (boxes of
+  no whole white cell in PBC and BCCD images, labelled Other: :mod:`bmc_detectron.data.non_cells`).
   BCCD and PBC are converted from the read-only shared data on first load and cached under
   ``datasets_root()/{bccd,pbc_wbc,pbc_marrow}/annotations/<split>.json``; the synthetic data must be
   generated first (``python -m bmc_detectron.tools.synthetic --output datasets/bmc_synth``,
@@ -33,8 +34,16 @@ from typing import Callable, Dict, List, Mapping, Tuple, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import BASO, MARROW_COLORS, marrow_metadata
+from bmc_detectron.data.classes import (
+    BASO,
+    KNOWN_ABBRS,
+    KNOWN_COLORS,
+    KNOWN_NAMES,
+    MARROW_COLORS,
+    marrow_metadata,
+)
 from bmc_detectron.data.convert import read_image_list, voc_to_coco, yolo_to_coco
+from bmc_detectron.data.non_cells import NON_CELL_SOURCES, convert_non_cells
 from bmc_detectron.data.paths import datasets_root, shared_datasets_root
 from bmc_detectron.data.pbc import PBC_MARROW_SPLITS, convert_pbc_marrow, pbc_marrow_metadata
 from bmc_detectron.utils.io import shown_path, write_json_atomic
@@ -272,6 +281,12 @@ def _builtin_specs() -> List[Tuple[str, Path, Path, Dict[str, object], Callable 
         json_file = generated / "marrow_real" / "annotations" / f"{split}.json"
         image_root = generated / "marrow_real" / split
         specs.append((f"marrow_real_{split}", json_file, image_root, marrow_metadata(), None))
+    known = {"thing_classes": list(KNOWN_ABBRS), "thing_colors": list(KNOWN_COLORS)}
+    known["thing_full_names"] = list(KNOWN_NAMES)
+    for split in NON_CELL_SOURCES:  # boxes of no whole white cell, labelled Other
+        json_file = generated / "marrow_non_cells" / "annotations" / f"{split}.json"
+        convert = functools.partial(convert_non_cells, split, json_file)
+        specs.append((f"marrow_non_cells_{split}", json_file, shared, known, convert))
     return specs
 
 
