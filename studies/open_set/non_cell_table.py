@@ -70,18 +70,24 @@ def folders_table(folders: Mapping[str, Mapping[str, Mapping]]) -> str:
 
 
 def full_rows(runs: Path) -> str:
-    """The product classifier's own stored threshold on the non-cell crops (``full*``)."""
+    """The product classifiers with their own stored thresholds on the non-cell crops
+    (``full*``): flagged by the score, called the Other class (where it has one) and the
+    count's Other (either)."""
     rows = []
     for path in sorted(runs.glob(f"full*/{RESULT}")):
         r = json.loads(path.read_text())
         for kind in KINDS:
-            entry = r["kinds"].get(kind) or {}
-            flagged = (entry.get("flagged") or {}).get(r["score"])
-            share = None if flagged is None else 100.0 * flagged
-            rows.append([path.parent.name, r["score"], r["test_flips"], kind, share])
+            flagged = (r["kinds"].get(kind) or {}).get("flagged") or {}
+            shares = [flagged.get(key) for key in (r["score"], "Other class", "Other")]
+            shares[2] = shares[0] if shares[2] is None else shares[2]
+            rows.append(
+                [path.parent.name, r["score"], r["test_flips"], kind]
+                + [None if v is None else 100.0 * v for v in shares]
+            )
     if not rows:
         return "Not measured yet (`python -m studies.open_set.non_cells --full-run RUN`)."
-    headers = ["results", "open-set score", "views", "crops", "flagged Other (%)"]
+    headers = ["results", "open-set score", "views", "crops", "flagged by the score (%)"]
+    headers += ["called Other by the class (%)", "Other in the count (%)"]
     return markdown_table(headers, rows)
 
 

@@ -5,7 +5,9 @@
     OMP_NUM_THREADS=1 python -m studies.open_set.non_cells \
         --full-run output/marrow_real/classifier --output output/open_set
 
-The leave-one-type-out measurement asks a model to call a cell type it never saw "Other". Real
+The boxes come from :mod:`bmc_detectron.data.non_cells` (the same kinds the classifier with an
+Other class trains on, here from the ``val`` images), plus blurred cells. The leave-one-type-out
+measurement asks a model to call a cell type it never saw "Other". Real
 marrow's other unknowns are not cells of a type at all: red cells and platelets a detector boxes,
 empty background between cells, a box on part of a cell, a cell too blurred to name. This module
 cuts such crops from real images, never from generated ones, and measures the share each open-set
@@ -40,12 +42,18 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
-from detectron2.structures import BoxMode
 
 from bmc_detectron.config import build_cfg
 from bmc_detectron.config_checks import CLASSIFIER_TEST_FLIPS
-from bmc_detectron.data.crops import crop_boxes, crop_square
+from bmc_detectron.data.classes import OTHER
+from bmc_detectron.data.crops import crop_boxes
 from bmc_detectron.data.datasets import BCCD_CLASSES, register_builtin_datasets
+from bmc_detectron.data.non_cells import (
+    PBC_BACKGROUND_SIDE,
+    background_box,
+    boxes_of,
+    fragment_box,
+)
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation.feature_scores import FEATURE_SCORES, fit_statistics
@@ -69,67 +77,12 @@ KINDS = (
     "cell fragment",
     "blurred cell",
 )
-#: side of a PBC background window, as a fraction of the image's white-cell box
-PBC_BACKGROUND_SIDE = 0.45
 RESULT = "non_cells.json"
 
 
 def result_name(test_flips: int) -> str:
     """The results file of a run measured with ``test_flips`` views."""
     return RESULT if test_flips == 1 else f"non_cells_flips{test_flips}.json"
-
-
-def _boxes(rec: dict, category: Optional[int] = None) -> np.ndarray:
-    """(M, 4) XYXY boxes of one dataset dict's annotations of ``category`` (None: all)."""
-    boxes = [
-        BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
-        for a in rec.get("annotations", [])
-        if category is None or a["category_id"] == category
-    ]
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-
-
-def _touches(square: np.ndarray, boxes: np.ndarray) -> bool:
-    if not len(boxes):
-        return False
-    x0 = np.maximum(square[0], boxes[:, 0])
-    y0 = np.maximum(square[1], boxes[:, 1])
-    x1 = np.minimum(square[2], boxes[:, 2])
-    y1 = np.minimum(square[3], boxes[:, 3])
-    return bool(((x1 > x0) & (y1 > y0)).any())
-
-
-def background_boxes(
-    width: int,
-    height: int,
-    cells: np.ndarray,
-    side: float,
-    margin: float,
-    rng: np.random.Generator,
-    tries: int = 50,
-) -> Optional[np.ndarray]:
-    """A (4,) XYXY box of ``side`` px whose crop square (with ``margin``) lies inside the image
-    and touches none of the (M, 4) ``cells`` boxes; None when ``tries`` draws find none."""
-    reach = side * (1.0 + 2.0 * margin)
-    pad = (reach - side) / 2.0
-    if reach >= min(width, height):
-        return None
-    for _ in range(tries):
-        x0 = rng.uniform(pad, width - side - pad)
-        y0 = rng.uniform(pad, height - side - pad)
-        box = np.array([x0, y0, x0 + side, y0 + side])
-        if not _touches(crop_square(box, margin), cells):
-            return box
-    return None
-
-
-def fragment_box(box: np.ndarray, quadrant: int) -> np.ndarray:
-    """The (4,) XYXY corner quadrant ``quadrant`` (0..3: top-left, top-right, bottom-left,
-    bottom-right) of a (4,) XYXY box."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    left, top = quadrant % 2 == 0, quadrant < 2
-    return np.array([x0 if left else cx, y0 if top else cy, cx if left else x1, cy if top else y1])
 
 
 def _sample(items: List, n: int, rng: np.random.Generator) -> List:
@@ -157,21 +110,21 @@ def _kind_jobs(per_kind: int, margin: float, rng: np.random.Generator) -> Dict[s
     rbc, plt, wbc = (BCCD_CLASSES.index(c) for c in ("RBC", "Platelets", "WBC"))
     jobs: Dict[str, list] = {k: [] for k in KINDS}
     for rec in bccd:
-        jobs["red cell (BCCD)"] += [(rec["file_name"], b) for b in _boxes(rec, rbc)]
-        jobs["platelet (BCCD)"] += [(rec["file_name"], b) for b in _boxes(rec, plt)]
-    sides = [max(b[2] - b[0], b[3] - b[1]) for r in bccd for b in _boxes(r, wbc)]
+        jobs["red cell (BCCD)"] += [(rec["file_name"], b) for b in boxes_of(rec, rbc)]
+        jobs["platelet (BCCD)"] += [(rec["file_name"], b) for b in boxes_of(rec, plt)]
+    sides = [max(b[2] - b[0], b[3] - b[1]) for r in bccd for b in boxes_of(r, wbc)]
     side = float(np.median(sides))
     for rec in bccd:
-        box = background_boxes(rec["width"], rec["height"], _boxes(rec, wbc), side, margin, rng)
+        box = background_box(rec["width"], rec["height"], boxes_of(rec, wbc), side, margin, rng)
         if box is not None:
             jobs["background (BCCD)"].append((rec["file_name"], box))
     for rec in pbc:
-        cell = _boxes(rec)
+        cell = boxes_of(rec)
         side = PBC_BACKGROUND_SIDE * float(np.max(cell[:, 2:] - cell[:, :2]))
-        box = background_boxes(rec["width"], rec["height"], cell, side, margin, rng)
+        box = background_box(rec["width"], rec["height"], cell, side, margin, rng)
         if box is not None:
             jobs["background (PBC)"].append((rec["file_name"], box))
-    cells = [(r["file_name"], b) for r in pbc for b in _boxes(r)]
+    cells = [(r["file_name"], b) for r in pbc for b in boxes_of(r)]
     jobs["cell fragment"] = [(f, fragment_box(b, int(rng.integers(4)))) for f, b in cells]
     jobs["blurred cell"] = list(cells)
     return {k: _sample(v, per_kind, rng) for k, v in jobs.items()}
@@ -249,6 +202,19 @@ def measure_run(
     }
 
 
+def other_outcomes(
+    flagged: np.ndarray, logits: np.ndarray, names: Sequence[str], score: str
+) -> Dict[str, np.ndarray]:
+    """(N,) bools of each way a crop is Other: ``flagged`` by the open-set ``score``; with an
+    explicit Other class in ``names``, also called it by (N, K) ``logits`` and either of the two
+    (what the count lists as Other)."""
+    out = {score: flagged}
+    if OTHER.abbr in names:
+        called = logits.argmax(1) == list(names).index(OTHER.abbr)
+        out |= {"Other class": called, "Other": flagged | called}
+    return out
+
+
 def measure_full(run: Path, output: Path, per_kind: int, name: str = "full") -> Dict[str, object]:
     """The product classifier of ``run`` with its stored threshold (whichever score) on the
     non-cell crops; writes ``<output>/<name>/non_cells.json``."""
@@ -263,13 +229,14 @@ def measure_full(run: Path, output: Path, per_kind: int, name: str = "full") -> 
         output, clf.CROP_SIZE, clf.CROP_MARGIN, cfg.INPUT.FORMAT, per_kind
     )
     logits, features = forward_crops(load_model(cfg, str(weights)), crops)
-    other = threshold.scores(logits, features) < threshold.threshold
+    flagged = threshold.scores(logits, features) < threshold.threshold
     names = list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES) or list(PBC_MARROW_CLASSES)
+    shares = other_outcomes(flagged, logits, names, threshold.score)
     result = {
         "run": str(run),
         "score": threshold.score,
         "test_flips": int(clf.TEST_FLIPS),
-        "kinds": _per_kind(kinds, {threshold.score: other}, logits.argmax(1), names),
+        "kinds": _per_kind(kinds, shares, logits.argmax(1), names),
     }
     write_json_atomic(result, output / name / RESULT, indent=1)
     return result

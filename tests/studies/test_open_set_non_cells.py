@@ -7,33 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bmc_detectron.data.crops import crop_square
 from bmc_detectron.data.datasets import register_builtin_datasets
 from studies.open_set import non_cell_table, non_cells, report
-
-
-def test_fragment_box_is_the_asked_corner_quadrant():
-    box = np.array([10.0, 20.0, 50.0, 100.0])
-    assert non_cells.fragment_box(box, 0).tolist() == [10.0, 20.0, 30.0, 60.0]
-    assert non_cells.fragment_box(box, 1).tolist() == [30.0, 20.0, 50.0, 60.0]
-    assert non_cells.fragment_box(box, 2).tolist() == [10.0, 60.0, 30.0, 100.0]
-    assert non_cells.fragment_box(box, 3).tolist() == [30.0, 60.0, 50.0, 100.0]
-
-
-def test_background_box_lies_inside_the_image_and_off_every_cell():
-    rng = np.random.default_rng(0)
-    cells = np.array([[0.0, 0.0, 100.0, 200.0], [150.0, 0.0, 200.0, 200.0]])
-    for _ in range(50):
-        box = non_cells.background_boxes(200, 200, cells, 20.0, 0.15, rng)
-        assert box is not None
-        assert np.allclose(box[2:] - box[:2], 20.0)
-        square = crop_square(box, 0.15)  # what the crop shows: the box and its margin
-        assert square[0] >= 0 and square[1] >= 0 and square[2] <= 200 and square[3] <= 200
-        assert not non_cells._touches(square, cells)
-    # the only free strip (x in 100..150) is too narrow for a 60 px window
-    assert non_cells.background_boxes(200, 200, cells, 60.0, 0.15, rng) is None
-    # a window larger than the image never fits
-    assert non_cells.background_boxes(50, 50, np.zeros((0, 4)), 60.0, 0.0, rng) is None
 
 
 def _cache():
@@ -105,8 +80,16 @@ def test_page_shows_the_full_model_on_non_cells(tmp_path):
     page = tmp_path / "page.md"
     assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
     text = page.read_text().split("## Crops that are not cells")[1]
-    assert "| full | mahalanobis | 8 | background (PBC) | 80.0 |" in text
-    assert "| full | mahalanobis | 8 | red cell (BCCD) | - |" in text
+    assert "| full | mahalanobis | 8 | background (PBC) | 80.0 | - | 80.0 |" in text
+    assert "| full | mahalanobis | 8 | red cell (BCCD) | - | - | - |" in text
+    (runs / "full_other").mkdir()  # a classifier with an Other class: the count's is either
+    flagged = {"knn": 0.25, "Other class": 0.5, "Other": 0.625}
+    kinds = {"cell fragment": {"crops": 8, "flagged": flagged}}
+    full = {"score": "knn", "test_flips": 1, "kinds": kinds}
+    (runs / "full_other" / non_cells.RESULT).write_text(json.dumps(full))
+    assert report.main(["--runs", str(runs), "--output", str(page)]) == 0
+    text = page.read_text().split("## Crops that are not cells")[1]
+    assert "| full_other | knn | 1 | cell fragment | 25.0 | 50.0 | 62.5 |" in text
 
 
 def test_real_non_cell_crops_are_cut_once(shared_root, tmp_path, monkeypatch):
@@ -125,3 +108,13 @@ def test_real_non_cell_crops_are_cut_once(shared_root, tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         register_builtin_datasets()
+
+
+def test_the_count_calls_other_what_the_score_flags_or_the_other_class_wins():
+    flagged = np.array([True, False, False])
+    logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    out = non_cells.other_outcomes(flagged, logits, ["Lym", "Other"], "knn")
+    assert out["knn"].tolist() == [True, False, False]
+    assert out["Other class"].tolist() == [False, True, False]
+    assert out["Other"].tolist() == [True, True, False]
+    assert list(non_cells.other_outcomes(flagged, logits, ["Lym", "Mono"], "knn")) == ["knn"]
