@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from bmc_detectron.data.classes import OTHER
+
 # Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
 
@@ -143,18 +145,20 @@ def differential(
 ) -> Dict[str, object]:
     """The differential count of cells given by their labels and uncertain flags.
 
-    ``other`` (None: none) flags the cells of no known type: counted in ``other`` only.
+    ``other`` (None: none) flags the cells of no known type: counted in ``other`` only, as is
+    a cell labelled ``Other`` (a classifier with an Other class); ``Other`` in ``class_names``
+    gets no row of its own.
     Returns ``counted`` (certain cells), ``uncertain`` (total and per class), ``other`` (the
     number of Other cells), ``classes`` (one row per class: count, percent of counted, 95 %
     Wilson interval in percent, lineage), ``me`` (:func:`me_ratio`) and ``warnings``.
     """
-    counts = {c: 0 for c in class_names}
-    unsure = {c: 0 for c in class_names}
+    counts = {c: 0 for c in class_names if c != OTHER.abbr}
+    unsure = {c: 0 for c in class_names if c != OTHER.abbr}
     labels = list(labels)
     other_flags = [False] * len(labels) if other is None else list(other)
     n_other = 0
     for label, flag, is_other in zip(labels, uncertain, other_flags):
-        if is_other:
+        if is_other or label == OTHER.abbr:
             n_other += 1
             continue
         target = unsure if flag else counts

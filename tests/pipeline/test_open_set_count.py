@@ -137,6 +137,21 @@ def test_other_cells_are_listed_apart_and_in_no_percentage():
     ]
 
 
+def test_a_classifier_with_an_other_class_gets_no_other_row_in_the_differential():
+    cells = [
+        Cell((0, 0, 10, 10), 0.9, "cell", "Red", 0.95, [0.0, 0.95, 0.05]),
+        Cell((60, 0, 70, 10), 0.7, "cell", "Other", 0.9, [0.05, 0.05, 0.9]),  # the class won
+    ]
+    record = FieldRecord("f1", "f1.png", "0" * 64, "fp", 64, 80, 1, 0.5, 0.25, cells)
+    names = ["Lobu", "Red", "Other"]
+    summary = build_summary(
+        [record], [], names, uncertain_below=0.6, lineage=Lineage(), settings={}
+    )
+    assert [r["class"] for r in summary["classes"]] == ["Lobu", "Red"]
+    assert (summary["counted"], summary["other"]) == (1, 1)
+    assert [r["percent"] for r in summary["classes"]] == [0.0, 100.0]
+
+
 def test_the_html_report_shows_other_apart():
     _, summary = _summary()
     summary.update(created="now", scale={}, timing={"detect_s": 1, "recognise_s": 1})
