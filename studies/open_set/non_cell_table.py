@@ -80,8 +80,13 @@ def full_rows(runs: Path) -> str:
             flagged = (r["kinds"].get(kind) or {}).get("flagged") or {}
             shares = [flagged.get(key) for key in (r["score"], "Other class", "Other")]
             shares[2] = shares[0] if shares[2] is None else shares[2]
+            run = (
+                f"{path.parent.name} (`{Path(r['run']).name}`)"
+                if r.get("run")
+                else path.parent.name
+            )
             rows.append(
-                [path.parent.name, r["score"], r["test_flips"], kind]
+                [run, r["score"], r["test_flips"], kind]
                 + [None if v is None else 100.0 * v for v in shares]
             )
     if not rows:

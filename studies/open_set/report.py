@@ -156,9 +156,10 @@ def full_table(fulls: Mapping[str, Mapping]) -> str:
     rows = []
     for folder, full in fulls.items():
         threshold = full.get("threshold") or {}
+        shown = f"{folder} (`{Path(full['run']).name}`)" if full.get("run") else folder
         for name, e in full["datasets"].items():
             rows.append(
-                [name, threshold.get("score"), folder, e["crops"], _pct(e["top1"])]
+                [name, threshold.get("score"), shown, e["crops"], _pct(e["top1"])]
                 + [_pct(e.get("other"))]
             )
     headers = ["dataset", "open-set score", "results", "crops", "top-1 (%)"]
@@ -357,7 +358,8 @@ def write_page(
         "",
         "## The full model (composites + PBC)",
         "",
-        "`" + str(manifest["full_config"]) + "`, its stored threshold applied to known-type crops"
+        "`" + str(manifest["full_config"]) + "` and its leaves (the run of each results folder"
+        " named), the stored threshold applied to known-type crops"
         " (the threshold is chosen so that at most 5 % of the known crops of each dataset its"
         " threshold file names are flagged; the composite crops are all of known types, so"
         " every one flagged is lost to the differential). The open-set score is the one its"
