@@ -24,6 +24,22 @@ def shared_root() -> Path:
     return root
 
 
+@pytest.fixture
+def pbc_datasets(shared_root, tmp_path, monkeypatch):
+    """The built-in datasets registered with generated data under ``tmp_path / "datasets"``
+    (``$BMC_DATASETS``), registered back as they were afterwards; skips without the PBC cells."""
+    if not (shared_root / "pbc_wbc" / "val" / "labels").is_dir():
+        pytest.skip(f"{shared_root / 'pbc_wbc'} not found: set BMC_SHARED_DATASETS")
+    from bmc_detectron.data.datasets import register_builtin_datasets
+
+    generated = tmp_path / "datasets"
+    monkeypatch.setenv("BMC_DATASETS", str(generated))
+    register_builtin_datasets()
+    yield generated
+    monkeypatch.undo()
+    register_builtin_datasets()
+
+
 # The loggers the project's commands set up with detectron2's ``setup_logger`` (propagate off).
 OWN_LOGGERS = ("bmc_detectron", "detectron2")
 

@@ -34,6 +34,8 @@ BUILTIN = [
     "bmc_synth_test",
     "marrow_real_train",
     "marrow_real_val",
+    "marrow_non_cells_train",
+    "marrow_non_cells_val",
 ]
 
 

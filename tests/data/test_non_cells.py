@@ -7,14 +7,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from bmc_detectron.data import non_cells
 from bmc_detectron.data.classes import KNOWN_ABBRS
 from bmc_detectron.data.crops import crop_square
-from bmc_detectron.data.datasets import register_builtin_datasets
 
 
 def test_fragment_box_is_the_asked_corner_quadrant():
@@ -98,26 +96,18 @@ def test_coco_labels_every_box_other_with_paths_under_the_root(tmp_path):
     assert [a["kind"] for a in coco["annotations"]] == ["red cell (BCCD)", "platelet (BCCD)"]
 
 
-def test_registered_non_cells_of_the_real_images(shared_root, tmp_path, monkeypatch):
-    if not (shared_root / "pbc_wbc" / "val" / "labels").is_dir():
-        pytest.skip(f"{shared_root / 'pbc_wbc'} not found: set BMC_SHARED_DATASETS")
-    monkeypatch.setenv("BMC_DATASETS", str(tmp_path))
-    register_builtin_datasets()
-    try:
-        dicts = DatasetCatalog.get("marrow_non_cells_val")
-        assert MetadataCatalog.get("marrow_non_cells_val").thing_classes == KNOWN_ABBRS
-        labels = {a["category_id"] for d in dicts for a in d["annotations"]}
-        assert labels == {KNOWN_ABBRS.index("Other")}
-        data = json.loads((tmp_path / "marrow_non_cells" / "annotations" / "val.json").read_text())
-        kinds = Counter(a["kind"] for a in data["annotations"])
-        assert set(kinds) == {
-            "red cell (BCCD)",
-            "platelet (BCCD)",
-            "background (BCCD)",
-            "background (PBC)",
-            "cell fragment",
-        }
-        assert all(Path(d["file_name"]).is_file() for d in dicts[:20])  # under the shared root
-    finally:
-        monkeypatch.undo()
-        register_builtin_datasets()
+def test_registered_non_cells_of_the_real_images(pbc_datasets):
+    dicts = DatasetCatalog.get("marrow_non_cells_val")
+    assert MetadataCatalog.get("marrow_non_cells_val").thing_classes == KNOWN_ABBRS
+    labels = {a["category_id"] for d in dicts for a in d["annotations"]}
+    assert labels == {KNOWN_ABBRS.index("Other")}
+    data = json.loads((pbc_datasets / "marrow_non_cells" / "annotations" / "val.json").read_text())
+    kinds = Counter(a["kind"] for a in data["annotations"])
+    assert set(kinds) == {
+        "red cell (BCCD)",
+        "platelet (BCCD)",
+        "background (BCCD)",
+        "background (PBC)",
+        "cell fragment",
+    }
+    assert all(Path(d["file_name"]).is_file() for d in dicts[:20])  # under the shared root

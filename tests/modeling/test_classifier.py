@@ -21,7 +21,6 @@ from bmc_detectron.data.classes import MARROW_ABBRS
 from bmc_detectron.data.crop_mapper import CellCropMapper, crop_records, jitter_box
 from bmc_detectron.data.datasets import (
     PBC_WBC_CLASSES,
-    register_builtin_datasets,
     unregister_dataset,
 )
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES, pbc_marrow_class, pbc_marrow_coco
@@ -407,21 +406,13 @@ def test_pbc_conversion_merges_splits_and_checks_labels(tmp_path):
         pbc_marrow_coco(tmp_path, ("odd",), PBC_WBC_CLASSES)
 
 
-def test_real_pbc_val_has_marrow_ids(shared_root, tmp_path, monkeypatch):
-    if not (shared_root / "pbc_wbc" / "val" / "labels").is_dir():
-        pytest.skip(f"{shared_root / 'pbc_wbc'} not found: set BMC_SHARED_DATASETS")
-    monkeypatch.setenv("BMC_DATASETS", str(tmp_path))
-    register_builtin_datasets()
-    try:
-        dicts = DatasetCatalog.get("pbc_marrow_val")
-        meta = MetadataCatalog.get("pbc_marrow_val")
-        counts = np.bincount([a["category_id"] for d in dicts for a in d["annotations"]], None, 12)
-        assert len(dicts) == 300 and meta.absent_classes == ["Prim", "Plas"]
-        assert counts[PBC_MARROW_CLASSES.index("Prim")] == counts[3] == 0
-        assert sorted(set(counts.tolist())) == [0, 30]  # 30 of each of the 10 present types
-    finally:
-        monkeypatch.undo()
-        register_builtin_datasets()
+def test_real_pbc_val_has_marrow_ids(pbc_datasets):
+    dicts = DatasetCatalog.get("pbc_marrow_val")
+    meta = MetadataCatalog.get("pbc_marrow_val")
+    counts = np.bincount([a["category_id"] for d in dicts for a in d["annotations"]], None, 12)
+    assert len(dicts) == 300 and meta.absent_classes == ["Prim", "Plas"]
+    assert counts[PBC_MARROW_CLASSES.index("Prim")] == counts[3] == 0
+    assert sorted(set(counts.tolist())) == [0, 30]  # 30 of each of the 10 present types
 
 
 # ---- train_net ---------------------------------------------------------------------------------

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-from bmc_detectron.data.datasets import register_builtin_datasets
 from studies.open_set import non_cell_table, non_cells, report
 
 
@@ -92,22 +90,15 @@ def test_page_shows_the_full_model_on_non_cells(tmp_path):
     assert "| full_other | knn | 1 | cell fragment | 25.0 | 50.0 | 62.5 |" in text
 
 
-def test_real_non_cell_crops_are_cut_once(shared_root, tmp_path, monkeypatch):
-    if not (shared_root / "pbc_wbc" / "val" / "labels").is_dir():
-        pytest.skip(f"{shared_root / 'pbc_wbc'} not found: set BMC_SHARED_DATASETS")
-    monkeypatch.setenv("BMC_DATASETS", str(tmp_path / "datasets"))
-    try:
-        crops, kinds = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=20)
-        assert crops.shape[1:] == (3, 16, 16) and crops.dtype == np.uint8
-        counts = {k: int((kinds == k).sum()) for k in non_cells.KINDS}
-        assert counts == {k: 20 for k in non_cells.KINDS}  # every kind has 20 or more
-        again, _ = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=5)
-        assert np.array_equal(again, crops)  # read from the cache, not cut again
-        blurred, whole = crops[kinds == "blurred cell"], crops[kinds == "cell fragment"]
-        assert blurred.std(axis=(2, 3)).mean() < whole.std(axis=(2, 3)).mean()
-    finally:
-        monkeypatch.undo()
-        register_builtin_datasets()
+def test_real_non_cell_crops_are_cut_once(pbc_datasets, tmp_path):
+    crops, kinds = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=20)
+    assert crops.shape[1:] == (3, 16, 16) and crops.dtype == np.uint8
+    counts = {k: int((kinds == k).sum()) for k in non_cells.KINDS}
+    assert counts == {k: 20 for k in non_cells.KINDS}  # every kind has 20 or more
+    again, _ = non_cells.non_cell_crops(tmp_path, 16, 0.15, "BGR", per_kind=5)
+    assert np.array_equal(again, crops)  # read from the cache, not cut again
+    blurred, whole = crops[kinds == "blurred cell"], crops[kinds == "cell fragment"]
+    assert blurred.std(axis=(2, 3)).mean() < whole.std(axis=(2, 3)).mean()
 
 
 def test_the_count_calls_other_what_the_score_flags_or_the_other_class_wins():
