@@ -4,8 +4,8 @@ A detector on real marrow boxes red cells, platelets, background and parts of ce
 the nucleated cells. The classifier calls every box one of its types unless it is told about
 these; ``marrow_non_cells_{train,val}`` (registered by :mod:`bmc_detectron.data.datasets`) are
 such boxes, cut from real images and labelled ``Other`` (``data.classes.OTHER``, id 12), so a
-classifier with an Other class (``configs/recognition/cell_classifier_R_18_marrow_real_other_cpu.
-yaml``) learns them, and the count lists them as Other, apart from the differential:
+classifier with an Other class (the marrow classifier,
+``configs/recognition/cell_classifier_R_18_marrow_real_cpu.yaml``) learns them, and the count lists them as Other, apart from the differential:
 
 - ``background (PBC)``: a window of 0.45 times the image's white-cell box in a PBC image (red
   cells, platelets, plasma), whose crop touches that box nowhere;
