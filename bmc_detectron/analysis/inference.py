@@ -14,11 +14,12 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 
 from bmc_detectron.analysis.tide import ImageDetections
 from bmc_detectron.data.datasets import prepare_dataset
 from bmc_detectron.engine.trainer import BMCTrainer, load_checked_dicts
+from bmc_detectron.structures.boxes import record_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +35,6 @@ def class_names(name: str, num_classes: int) -> List[str]:
     """``thing_classes`` of a dataset, or "0", "1", ... when it has none."""
     names = MetadataCatalog.get(name).get("thing_classes")
     return list(names) if names else [str(i) for i in range(num_classes)]
-
-
-def record_gts(record: dict) -> Tuple[np.ndarray, np.ndarray]:
-    """(G, 4) XYXY boxes and (G,) classes of a record's non-crowd annotations."""
-    boxes, classes = [], []
-    for ann in record.get("annotations", []):
-        if ann.get("iscrowd", 0):
-            continue
-        boxes.append(BoxMode.convert(ann["bbox"], ann["bbox_mode"], BoxMode.XYXY_ABS))
-        classes.append(int(ann["category_id"]))
-    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64)
 
 
 class ModelInput(NamedTuple):
@@ -82,7 +72,7 @@ def make_input(
 def record_input(cfg: CfgNode, record: dict) -> ModelInput:
     """The :class:`ModelInput` of a dataset record (image read from ``file_name``)."""
     image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
-    boxes, classes = record_gts(record)
+    boxes, classes = record_boxes(record)
     out = make_input(cfg, image, boxes, classes)
     out.inputs.update(file_name=record["file_name"], image_id=record.get("image_id"))
     return out
@@ -117,7 +107,7 @@ def predict_dataset(
     inference_on_dataset(model, BMCTrainer.build_test_loader(cfg, name), collector)
     images = []
     for rec in records:
-        boxes, classes = record_gts(rec)
+        boxes, classes = record_boxes(rec)
         pb, pc, ps = collector.outputs.get(rec["image_id"], (np.zeros((0, 4)), [], []))
         images.append(ImageDetections(rec["image_id"], boxes, classes, pb, np.asarray(pc), ps))
     return images, records

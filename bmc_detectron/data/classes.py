@@ -3,8 +3,9 @@
 * :data:`MARROW_CLASSES`: the 11 trainable nucleated bone-marrow classes (ids 0-10). This is what
   the outputs of an 11-class model mean; every model trained today has these 11 outputs.
 * :data:`BASO`: the basophil, a 12th class of the PBC cell classifier (id 11; rare in marrow).
-* :data:`OTHER`: a nucleated cell that fits none of them (smudged, broken, a rare type). It is
-  known (named, coloured on the page and in reports) but no model has an output for it yet.
+* :data:`OTHER`: a box that fits none of them (a cell smudged, broken or of a rare type, or no
+  white cell at all). The marrow classifier learns it as its 13th output (id 12) from
+  :mod:`bmc_detectron.data.non_cells`; the count lists such cells apart from the differential.
 * :data:`KNOWN_CLASSES`: all of them, ids public: the marrow classes, Baso (id 11), Other (id 12).
 
 The order, abbreviations and display colours are part of the public interface: category ids in
@@ -15,6 +16,8 @@ appended to :data:`KNOWN_CLASSES`, never inserted.
 from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Tuple
+
+from bmc_detectron.structures.differential import OTHER_LABEL
 
 
 class CellClass(NamedTuple):
@@ -45,8 +48,8 @@ MARROW_COLORS: List[Tuple[int, int, int]] = [c.color for c in MARROW_CLASSES]
 #: the basophil: the PBC classifier's 12th output (id 11), after the marrow classes
 BASO = CellClass("Baso", "basophil", (60, 60, 170))
 
-#: a nucleated cell that fits none of the marrow classes (known, not trained)
-OTHER = CellClass("Other", "other / not classifiable", (128, 128, 0))
+#: a box that fits none of the classes (the marrow classifier's 13th output, id 12)
+OTHER = CellClass(OTHER_LABEL, "other / not classifiable", (128, 128, 0))
 
 #: every class the project knows, by public id: the 11 marrow classes, Baso (11), Other (12)
 KNOWN_CLASSES: List[CellClass] = [*MARROW_CLASSES, BASO, OTHER]

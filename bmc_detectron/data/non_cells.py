@@ -5,7 +5,8 @@ the nucleated cells. The classifier calls every box one of its types unless it i
 these; ``marrow_non_cells_{train,val}`` (registered by :mod:`bmc_detectron.data.datasets`) are
 such boxes, cut from real images and labelled ``Other`` (``data.classes.OTHER``, id 12), so a
 classifier with an Other class (the marrow classifier,
-``configs/recognition/cell_classifier_R_18_marrow_real_cpu.yaml``) learns them, and the count lists them as Other, apart from the differential:
+``configs/recognition/cell_classifier_R_18_marrow_real_cpu.yaml``) learns them, and the count
+lists them as Other, apart from the differential:
 
 - ``background (PBC)``: a window of 0.45 times the image's white-cell box in a PBC image (red
   cells, platelets, plasma), whose crop touches that box nowhere;
@@ -25,11 +26,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog
-from detectron2.structures import BoxMode
 
 from bmc_detectron.data.classes import KNOWN_CLASSES, OTHER
 from bmc_detectron.data.crops import crop_square
 from bmc_detectron.data.paths import shared_datasets_root
+from bmc_detectron.structures.boxes import intersection, record_boxes
 from bmc_detectron.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -49,23 +50,9 @@ RED_CELLS_PER_IMAGE = 3
 PBC_SHARE = 0.5
 
 
-def boxes_of(record: dict, category: Optional[int] = None) -> np.ndarray:
-    """(M, 4) XYXY boxes of a dataset dict's annotations of ``category`` (None: all)."""
-    boxes = [
-        BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
-        for a in record.get("annotations", [])
-        if category is None or a["category_id"] == category
-    ]
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-
-
 def touches(region: np.ndarray, boxes: np.ndarray) -> bool:
     """Whether the (4,) XYXY ``region`` overlaps any of the (M, 4) ``boxes`` (edges may meet)."""
-    if not len(boxes):
-        return False
-    x0, y0 = np.maximum(region[0], boxes[:, 0]), np.maximum(region[1], boxes[:, 1])
-    x1, y1 = np.minimum(region[2], boxes[:, 2]), np.minimum(region[3], boxes[:, 3])
-    return bool(((x1 > x0) & (y1 > y0)).any())
+    return bool((intersection(region, boxes) > 0).any())
 
 
 def background_box(
@@ -106,7 +93,7 @@ def pbc_non_cells(records: Sequence[dict], rng: np.random.Generator, share: floa
     window or a quarter of the cell, half each."""
     out = []
     for rec in records:
-        cells = boxes_of(rec)
+        cells = record_boxes(rec)[0]
         if not len(cells) or rng.random() >= share:
             continue
         if rng.random() < 0.5:
@@ -123,15 +110,17 @@ def bccd_non_cells(records: Sequence[dict], rng: np.random.Generator, red_per_im
     """(record, box, kind) of BCCD dicts (classes RBC 0, WBC 1, Platelets 2): red cells (at most
     ``red_per_image`` per image, drawn), every platelet, one background window per image."""
     out = []
-    sides = [max(b[2] - b[0], b[3] - b[1]) for r in records for b in boxes_of(r, 1)]
+    sides = [max(b[2] - b[0], b[3] - b[1]) for r in records for b in record_boxes(r, 1)[0]]
     side = float(np.median(sides)) if sides else 0.0
     for rec in records:
-        red = boxes_of(rec, 0)
+        red = record_boxes(rec, 0)[0]
         if len(red) > red_per_image:
             red = red[np.sort(rng.choice(len(red), red_per_image, replace=False))]
         out += [(rec, b, "red cell (BCCD)") for b in red]
-        out += [(rec, b, "platelet (BCCD)") for b in boxes_of(rec, 2)]
-        box = background_box(rec["width"], rec["height"], boxes_of(rec, 1), side, MARGIN, rng)
+        out += [(rec, b, "platelet (BCCD)") for b in record_boxes(rec, 2)[0]]
+        box = background_box(
+            rec["width"], rec["height"], record_boxes(rec, 1)[0], side, MARGIN, rng
+        )
         if side > 0 and box is not None:
             out.append((rec, box, "background (BCCD)"))
     return out

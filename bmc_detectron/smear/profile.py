@@ -40,6 +40,7 @@ from bmc_detectron.smear.known_scale import KnownScale, read_known_scale
 from bmc_detectron.smear.ranges import TrainingRanges
 from bmc_detectron.smear.ruler import estimate_rbc_diameter
 from bmc_detectron.smear.stain import ReinhardTarget, lab_stats
+from bmc_detectron.structures.boxes import record_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -195,17 +196,6 @@ def sample_indices(n: int, cap: int) -> List[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, cap)})
 
 
-def _record_boxes(record: Dict[str, Any], category: int) -> np.ndarray:
-    from detectron2.structures import BoxMode
-
-    boxes = [
-        BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
-        for a in record.get("annotations", [])
-        if int(a.get("category_id", -1)) == category and not a.get("iscrowd", 0)
-    ]
-    return np.asarray(boxes, np.float64).reshape(-1, 4)
-
-
 def profile_from_records(
     records: Sequence[Dict[str, Any]],
     class_names: Sequence[str] = (),
@@ -241,7 +231,7 @@ def profile_from_records(
     boxes = []
     if red is not None:
         for r in records:
-            boxes.append(box_diameters(_record_boxes(r, red), r.get("height"), r.get("width")))
+            boxes.append(box_diameters(record_boxes(r, red)[0], r.get("height"), r.get("width")))
     box_d = np.concatenate(boxes) if boxes else np.zeros(0)
     info = {"images": len(records), "images_measured": len(means), "red_boxes": int(box_d.size)}
     info["created"] = time.strftime("%Y-%m-%d %H:%M:%S")

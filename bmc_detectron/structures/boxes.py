@@ -5,6 +5,8 @@ Boxes are XYXY in pixels, as detectron2 stores them (``x1 > x0`` for a non-empty
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 from numpy.typing import DTypeLike
 
@@ -13,6 +15,22 @@ def as_boxes(boxes: object, dtype: DTypeLike = np.float64) -> np.ndarray:
     """``boxes`` (anything array-like of XYXY rows, possibly empty) as an (N, 4) array of
     ``dtype`` (float64 by default)."""
     return np.asarray(boxes, dtype=dtype).reshape(-1, 4)
+
+
+def record_boxes(record: dict, category: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(G, 4) XYXY boxes and (G,) category ids of a detectron2 dataset dict's non-crowd
+    annotations, of ``category`` only unless None (a missing ``bbox_mode`` is COCO's XYWH)."""
+    from detectron2.structures import BoxMode
+
+    boxes, classes = [], []
+    for ann in record.get("annotations", []):
+        cls = int(ann.get("category_id", -1))
+        if ann.get("iscrowd", 0) or (category is not None and cls != category):
+            continue
+        mode = ann.get("bbox_mode", BoxMode.XYWH_ABS)
+        boxes.append(BoxMode.convert(list(ann["bbox"]), mode, BoxMode.XYXY_ABS))
+        classes.append(cls)
+    return as_boxes(boxes), np.asarray(classes, np.int64)
 
 
 def clipped_area(boxes: np.ndarray) -> np.ndarray:

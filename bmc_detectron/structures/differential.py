@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from bmc_detectron.data.classes import OTHER
+#: the label of a cell of no known type (a classifier's own Other class, ``data.classes.OTHER``):
+#: counted in ``other``, never in a class row
+OTHER_LABEL = "Other"
+
 
 # Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
@@ -152,13 +155,13 @@ def differential(
     number of Other cells), ``classes`` (one row per class: count, percent of counted, 95 %
     Wilson interval in percent, lineage), ``me`` (:func:`me_ratio`) and ``warnings``.
     """
-    counts = {c: 0 for c in class_names if c != OTHER.abbr}
-    unsure = {c: 0 for c in class_names if c != OTHER.abbr}
+    counts = {c: 0 for c in class_names if c != OTHER_LABEL}
+    unsure = {c: 0 for c in class_names if c != OTHER_LABEL}
     labels = list(labels)
     other_flags = [False] * len(labels) if other is None else list(other)
     n_other = 0
     for label, flag, is_other in zip(labels, uncertain, other_flags):
-        if is_other or label == OTHER.abbr:
+        if is_other or label == OTHER_LABEL:
             n_other += 1
             continue
         target = unsure if flag else counts

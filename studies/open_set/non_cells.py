@@ -51,7 +51,6 @@ from bmc_detectron.data.datasets import BCCD_CLASSES, register_builtin_datasets
 from bmc_detectron.data.non_cells import (
     PBC_BACKGROUND_SIDE,
     background_box,
-    boxes_of,
     fragment_box,
 )
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
@@ -63,6 +62,7 @@ from bmc_detectron.evaluation.open_set import (
     open_set_score,
     read_threshold,
 )
+from bmc_detectron.structures.boxes import record_boxes
 from bmc_detectron.utils.io import write_json_atomic
 from studies.open_set.features import forward_crops, result_names, run_features
 from studies.open_set.open_set import full_config, leave_out_cfg
@@ -110,21 +110,23 @@ def _kind_jobs(per_kind: int, margin: float, rng: np.random.Generator) -> Dict[s
     rbc, plt, wbc = (BCCD_CLASSES.index(c) for c in ("RBC", "Platelets", "WBC"))
     jobs: Dict[str, list] = {k: [] for k in KINDS}
     for rec in bccd:
-        jobs["red cell (BCCD)"] += [(rec["file_name"], b) for b in boxes_of(rec, rbc)]
-        jobs["platelet (BCCD)"] += [(rec["file_name"], b) for b in boxes_of(rec, plt)]
-    sides = [max(b[2] - b[0], b[3] - b[1]) for r in bccd for b in boxes_of(r, wbc)]
+        jobs["red cell (BCCD)"] += [(rec["file_name"], b) for b in record_boxes(rec, rbc)[0]]
+        jobs["platelet (BCCD)"] += [(rec["file_name"], b) for b in record_boxes(rec, plt)[0]]
+    sides = [max(b[2] - b[0], b[3] - b[1]) for r in bccd for b in record_boxes(r, wbc)[0]]
     side = float(np.median(sides))
     for rec in bccd:
-        box = background_box(rec["width"], rec["height"], boxes_of(rec, wbc), side, margin, rng)
+        box = background_box(
+            rec["width"], rec["height"], record_boxes(rec, wbc)[0], side, margin, rng
+        )
         if box is not None:
             jobs["background (BCCD)"].append((rec["file_name"], box))
     for rec in pbc:
-        cell = boxes_of(rec)
+        cell = record_boxes(rec)[0]
         side = PBC_BACKGROUND_SIDE * float(np.max(cell[:, 2:] - cell[:, :2]))
         box = background_box(rec["width"], rec["height"], cell, side, margin, rng)
         if box is not None:
             jobs["background (PBC)"].append((rec["file_name"], box))
-    cells = [(r["file_name"], b) for r in pbc for b in boxes_of(r)]
+    cells = [(r["file_name"], b) for r in pbc for b in record_boxes(r)[0]]
     jobs["cell fragment"] = [(f, fragment_box(b, int(rng.integers(4)))) for f, b in cells]
     jobs["blurred cell"] = list(cells)
     return {k: _sample(v, per_kind, rng) for k, v in jobs.items()}

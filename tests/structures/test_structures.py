@@ -14,6 +14,7 @@ from bmc_detectron.structures.boxes import (
     intersection,
     iou_from_areas,
     overlap_box,
+    record_boxes,
     safe_ratio,
 )
 from bmc_detectron.structures.matching import greedy_match, match_by_score
@@ -69,6 +70,27 @@ def test_elementwise_geometry_keeps_float32():
     cover = safe_ratio(inter, clipped_area(a), 1e-9)
     assert cover.dtype == np.float32 and cover.tolist() == [[0.5, 0], [0, 0]]
     assert safe_ratio(np.float32([1.0]), np.float32([0.0])).tolist() == [0.0]
+
+
+def test_record_boxes_hand_built():
+    """XYWH (also when bbox_mode is missing) and XYXY annotations come back as XYXY; crowd
+    annotations are skipped; ``category`` keeps one class."""
+    from detectron2.structures import BoxMode
+
+    record = {
+        "annotations": [
+            {"bbox": [10, 20, 30, 40], "category_id": 1},
+            {"bbox": [0, 0, 5, 6], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+            {"bbox": [1, 1, 2, 2], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 1},
+            {"bbox": [2, 3, 4, 5], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1},
+        ]
+    }
+    boxes, classes = record_boxes(record)
+    np.testing.assert_array_equal(boxes, [[10, 20, 40, 60], [0, 0, 5, 6], [2, 3, 6, 8]])
+    np.testing.assert_array_equal(classes, [1, 0, 1])
+    boxes, classes = record_boxes(record, 1)
+    np.testing.assert_array_equal(boxes, [[10, 20, 40, 60], [2, 3, 6, 8]])
+    assert record_boxes({}, 0)[0].shape == (0, 4) and record_boxes({})[1].shape == (0,)
 
 
 def test_greedy_match_hand_built():
