@@ -52,6 +52,7 @@ from bmc_detectron.evaluation.open_set import (
     write_threshold,
 )
 from bmc_detectron.modeling.classifier import classifier_class_names
+from bmc_detectron.structures.differential import OTHER_LABEL
 from bmc_detectron.utils.io import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -128,9 +129,13 @@ def fit_open_set_statistics(
 ) -> FeatureStatistics:
     """The statistics of the feature score ``MODEL.BMC.CLASSIFIER.OPEN_SET_SCORE`` fitted on the
     features of ``DATASETS.TRAIN``'s crops (test crops; a seeded random ``OPEN_SET_FIT_CROPS`` of
-    them when more; the kNN's k at most the crops there are)."""
+    them when more; the kNN's k at most the crops there are). They describe the known cell
+    types: crops of the classifier's own ``Other`` class (boxes of no whole cell) are left out."""
     clf = cfg.MODEL.BMC.CLASSIFIER
     records = load_crop_records(cfg, cfg.DATASETS.TRAIN)
+    names = classifier_class_names(cfg)
+    if OTHER_LABEL in names:
+        records = [r for r in records if r["label"] != names.index(OTHER_LABEL)]
     if not records:
         raise ConfigError("no training crops to fit the open-set statistics on (DATASETS.TRAIN)")
     if len(records) > clf.OPEN_SET_FIT_CROPS:

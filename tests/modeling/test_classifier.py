@@ -17,7 +17,7 @@ from PIL import Image
 
 from bmc_detectron.config import ConfigError, build_cfg, get_bmc_cfg
 from bmc_detectron.data.checks import DatasetError
-from bmc_detectron.data.classes import MARROW_ABBRS
+from bmc_detectron.data.classes import MARROW_ABBRS, OTHER
 from bmc_detectron.data.crop_mapper import CellCropMapper, crop_records, jitter_box
 from bmc_detectron.data.datasets import (
     PBC_WBC_CLASSES,
@@ -29,6 +29,7 @@ from bmc_detectron.engine.classifier_trainer import (
     choose_open_set_threshold,
     crop_outputs,
     dataset_logits,
+    fit_open_set_statistics,
     load_crop_records,
 )
 from bmc_detectron.engine.loading import load_model
@@ -503,6 +504,27 @@ def test_the_open_set_threshold_flags_at_most_the_share_asked_for(tiny_synth, ca
     missing = ["--config-file", SYNTH_CPU, "--weights", str(tiny_synth / "none.pth")]
     assert open_set_tool.main(missing) == 2
     assert "none.pth: classifier weights not found" in capsys.readouterr().err
+
+
+def test_the_feature_statistics_leave_the_classifiers_own_other_class_out(tiny_synth):
+    """The kNN bank describes the known cell types: crops the classifier learns as its Other
+    class (boxes of no whole cell) are not in it."""
+    names = [*MARROW_ABBRS[:10], OTHER.abbr]  # the synthetic data's class 10 named Other here
+    source = "clf_tiny_train"
+    DatasetCatalog.register("clf_tiny_train_other", lambda: DatasetCatalog.get(source))
+    MetadataCatalog.get("clf_tiny_train_other").set(thing_classes=names)
+    try:
+        opts = _opts(tiny_synth, "MODEL.BMC.CLASSIFIER.CLASS_NAMES", json.dumps(names))
+        opts += ["DATASETS.TRAIN", "('clf_tiny_train_other',)"]
+        cfg = build_cfg(SYNTH_CPU, [*opts, "MODEL.BMC.CLASSIFIER.OPEN_SET_FIT_CROPS", 10000])
+        labels = [r["label"] for r in load_crop_records(cfg, cfg.DATASETS.TRAIN)]
+        assert 0 < labels.count(10) < len(labels)
+        torch.manual_seed(0)
+        stats = fit_open_set_statistics(cfg, build_model(cfg).eval())
+        assert stats.crops == len(labels) - labels.count(10)
+    finally:
+        DatasetCatalog.remove("clf_tiny_train_other")
+        MetadataCatalog.remove("clf_tiny_train_other")
 
 
 def test_a_dataset_may_have_the_classifiers_first_classes(tiny_synth):
