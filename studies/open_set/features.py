@@ -38,7 +38,7 @@ from bmc_detectron.evaluation.feature_scores import FEATURE_SCORES, fit_statisti
 from bmc_detectron.evaluation.open_set import OPEN_SET_SCORES, open_set_metrics, open_set_score
 from bmc_detectron.utils.io import write_json_atomic
 from studies.open_set.neighbours import unseen_predicted_as
-from studies.open_set.open_set import leave_out_cfg
+from studies.open_set.open_set import called_other_flagged, leave_out_cfg, other_column
 from studies.status import load_manifest
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -113,6 +113,7 @@ def run_features(
         "val_features": val_features,
         "val_labels": val_labels,
         "left_out": np.asarray(t),
+        "other_column": np.asarray(other_column(cfg)),
         "seconds": np.asarray(time.perf_counter() - start),
     }
     np.savez(path, **out)
@@ -123,8 +124,6 @@ def measure(
     cache: Dict[str, np.ndarray], max_known_lost: float, knn_k: int
 ) -> Dict[str, Dict[str, object]]:
     """``score -> open_set_metrics`` of every score, from one run's cached arrays."""
-    t = int(cache["left_out"])
-    is_known = cache["val_labels"] != t
     results = {}
     for kind in OPEN_SET_SCORES + FEATURE_SCORES:
         if kind in FEATURE_SCORES:
@@ -134,21 +133,37 @@ def measure(
             scores = stats.scores(cache["val_features"])
         else:
             scores = open_set_score(cache["val_logits"], kind)
-        results[kind] = open_set_metrics(scores[is_known], scores[~is_known], max_known_lost)
+        results[kind] = _metrics(cache, scores, max_known_lost)
     return results
+
+
+def _metrics(cache: Dict[str, np.ndarray], scores: np.ndarray, max_known_lost: float) -> Dict:
+    """``open_set_metrics`` of the val crops' ``scores``, a crop the model calls Other flagged
+    (a cache of a model with that class: ``other_column`` >= 0)."""
+    is_known = cache["val_labels"] != int(cache["left_out"])
+    logits = cache["val_logits"]
+    other = int(cache.get("other_column", -1))
+    known, unseen = called_other_flagged(
+        scores[is_known],
+        scores[~is_known],
+        logits[is_known],
+        logits[~is_known],
+        other,
+        max_known_lost,
+    )
+    return open_set_metrics(known, unseen, max_known_lost)
 
 
 def knn_by_k(
     cache: Dict[str, np.ndarray], max_known_lost: float, ks: Sequence[int] = KNN_KS
 ) -> Dict[str, Dict[str, object]]:
     """The kNN score's metrics for other k (shown on the page, never chosen on it)."""
-    is_known = cache["val_labels"] != int(cache["left_out"])
     out = {}
     for k in ks:
         scores = fit_statistics("knn", cache["train_features"], None, knn_k=k).scores(
             cache["val_features"]
         )
-        out[str(k)] = open_set_metrics(scores[is_known], scores[~is_known], max_known_lost)
+        out[str(k)] = _metrics(cache, scores, max_known_lost)
     return out
 
 

@@ -10,7 +10,10 @@ For each left-out type T (default: every PBC type with val crops) a classifier
 from its last checkpoint, a finished one, with ``result.json``, is skipped). The open-set threshold
 is chosen on the known types' val crops (at most ``--max-known-lost`` flagged,
 :func:`bmc_detectron.evaluation.open_set.open_set_metrics`) and the share of T's val crops below
-it is the measurement, for each score (energy, max-softmax). ``--full-run`` evaluates the full
+it is the measurement, for each score (energy, max-softmax). A config whose classifier has the
+``Other`` class (``cell_classifier_R_18_pbc_other_cpu.yaml``) keeps its other training sets (the
+non-cell boxes) and a crop it calls Other is flagged whatever its score, as the count lists it
+(:func:`called_other_flagged`). ``--full-run`` evaluates the full
 model (trained by ``bmc train`` with the marrow_real config; evaluated with the ``config.yaml``
 it was trained with, so its crop size and views, unless ``--full-config``) on PBC val and on the
 crops of the composite val fields: top-1, and the share its stored threshold flags, into
@@ -23,16 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bmc_detectron.config import build_cfg
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.data.datasets import register_builtin_datasets
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.engine.classifier_trainer import (
@@ -82,8 +87,44 @@ def register_split(source: str, name: str, keep: Sequence[int]) -> str:
 
 
 def leave_out_cfg(config: str, opts: Sequence[str]):
-    names = json.dumps(list(PBC_MARROW_CLASSES))
-    return build_cfg(config, ["MODEL.BMC.CLASSIFIER.CLASS_NAMES", names, *opts])
+    """``config`` with the PBC types as its classes (+ ``Other`` where it has that class)."""
+    names = list(PBC_MARROW_CLASSES)
+    if OTHER.abbr in build_cfg(config).MODEL.BMC.CLASSIFIER.CLASS_NAMES:
+        names.append(OTHER.abbr)
+    return build_cfg(config, ["MODEL.BMC.CLASSIFIER.CLASS_NAMES", json.dumps(names), *opts])
+
+
+def other_column(cfg) -> int:
+    """The column of the classifier's own Other class in its logits; -1 when it has none."""
+    names = list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES)
+    return names.index(OTHER.abbr) if OTHER.abbr in names else -1
+
+
+def called_other_flagged(
+    known: np.ndarray,
+    unseen: np.ndarray,
+    known_logits: np.ndarray,
+    unseen_logits: np.ndarray,
+    other: int,
+    max_known_lost: float,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The (known, unseen) scores with every crop whose highest logit is the Other class
+    (column ``other``; -1: none) put below all the others, so that any threshold that flags at
+    most the allowed share of the known crops flags it too (ValueError when more known crops
+    than that are called Other: no score threshold could then keep to the share)."""
+    if other < 0:
+        return known, unseen
+    floor = float(min(np.min(known), np.min(unseen) if unseen.size else np.inf)) - 1.0
+    known, unseen = np.array(known, np.float64), np.array(unseen, np.float64)
+    called = known_logits.argmax(1) == other
+    if called.sum() > math.floor(max_known_lost * called.size + 1e-9):
+        raise ValueError(
+            f"{int(called.sum())} of {called.size} known crops are called Other: more than "
+            f"{max_known_lost:.0%}, no threshold keeps to it"
+        )
+    known[called] = floor
+    unseen[unseen_logits.argmax(1) == other] = floor
+    return known, unseen
 
 
 def leave_one_out(
@@ -107,7 +148,9 @@ def leave_one_out(
     train = register_split("pbc_marrow_train", f"pbc_marrow_train_without_{left_out}", known)
     val = register_split("pbc_marrow_val", f"pbc_marrow_val_without_{left_out}", known)
     unseen = register_split("pbc_marrow_val", f"pbc_marrow_val_only_{left_out}", [t])
-    opts = ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)"]
+    # the config's other training sets (the non-cell boxes of an Other class) stay
+    extra = [d for d in build_cfg(config).DATASETS.TRAIN if d != "pbc_marrow_train"]
+    opts = ["DATASETS.TRAIN", str((train, *extra)), "DATASETS.TEST", f"('{val}',)"]
     opts += ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100"]
     opts += ["SOLVER.WARMUP_ITERS", str(min(100, iterations // 5)), "OUTPUT_DIR", str(run)]
     opts += ["MODEL.BMC.CLASSIFIER.OPEN_SET_MAX_KNOWN_LOST", "-1.0", "DATALOADER.NUM_WORKERS", "0"]
@@ -130,8 +173,14 @@ def leave_one_out(
         "known_top1": float((known_logits.argmax(1) == known_labels).mean()),
         "scores": {
             kind: open_set_metrics(
-                open_set_score(known_logits, kind),
-                open_set_score(unseen_logits, kind),
+                *called_other_flagged(
+                    open_set_score(known_logits, kind),
+                    open_set_score(unseen_logits, kind),
+                    known_logits,
+                    unseen_logits,
+                    other_column(cfg),
+                    max_known_lost,
+                ),
                 max_known_lost,
             )
             for kind in OPEN_SET_SCORES

@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog
 
 from bmc_detectron.data.datasets import unregister_dataset
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
+from bmc_detectron.evaluation.open_set import open_set_metrics
 from studies.open_set import features, neighbours, open_set, report
 from tests.helpers import register_synthetic
 
@@ -178,6 +179,36 @@ def test_features_measure_every_score_on_a_hand_made_cache():
     for kind in ("mahalanobis", "knn"):  # the third cluster is far from both known ones
         assert results[kind]["auroc"] == 1.0 and results[kind]["unseen_flagged"] == 1.0
         assert results[kind]["known_lost"] <= 0.05
+
+
+def test_a_crop_called_other_is_flagged_whatever_its_score():
+    """A model with an Other class: the crops it calls Other are flagged at the chosen threshold,
+    known and unseen alike; more known crops called Other than the share allowed is refused."""
+    known = np.arange(20, dtype=float)  # 20 known crops, the highest-scoring one called Other
+    unseen = np.array([30.0, 31.0, 0.5])  # the first called Other
+    k_logits, u_logits = np.zeros((20, 3)), np.zeros((3, 3))
+    k_logits[19, 2] = u_logits[0, 2] = 1.0
+    k_logits[:19, 0] = u_logits[1:, 1] = 1.0
+    k, u = open_set.called_other_flagged(known, unseen, k_logits, u_logits, 2, 0.05)
+    result = open_set_metrics(k, u, 0.05)
+    assert result["known_lost"] == 0.05  # the one called Other: the threshold flags no other
+    assert result["unseen_flagged"] == pytest.approx(
+        1 / 3
+    )  # 30.0 called Other; 0.5 is above the threshold (0)
+    same = open_set.called_other_flagged(known, unseen, k_logits, u_logits, -1, 0.05)
+    assert same[0] is known and same[1] is unseen  # no Other class: unchanged
+    k_logits[18] = [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="2 of 20 known crops are called Other"):
+        open_set.called_other_flagged(known, unseen, k_logits, u_logits, 2, 0.05)
+
+
+def test_the_other_candidate_keeps_its_class_and_its_non_cell_boxes():
+    cfg = open_set.leave_out_cfg("configs/recognition/cell_classifier_R_18_pbc_other_cpu.yaml", [])
+    assert list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES) == [*PBC_MARROW_CLASSES, "Other"]
+    assert open_set.other_column(cfg) == 12
+    assert "marrow_non_cells_train" in cfg.DATASETS.TRAIN
+    plain = open_set.leave_out_cfg("configs/recognition/cell_classifier_R_18_pbc_cpu.yaml", [])
+    assert open_set.other_column(plain) == -1
 
 
 def test_driver_refuses_an_unknown_type(tmp_path, capsys):
