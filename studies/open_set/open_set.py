@@ -167,6 +167,7 @@ def leave_one_out(
     unseen_logits, _ = dataset_logits(cfg, model, unseen)
     result: Dict[str, object] = {
         "left_out": left_out,
+        "config": config,
         "iterations": iterations,
         "seed": int(cfg.SEED),
         "train_s": round(train_s, 1),

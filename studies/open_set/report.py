@@ -52,6 +52,12 @@ def collect(runs: Path, types: Sequence[str], test_flips: int = 1) -> Dict[str, 
     return out
 
 
+def _config_of(results: Optional[Mapping[str, Mapping]]) -> str:
+    """`` (`config.yaml`)``: the config its runs name (runs before 2026-12-07 name none)."""
+    names = {Path(r["config"]).name for r in (results or {}).values() if r.get("config")}
+    return f" (`{', '.join(sorted(names))}`)" if names else ""
+
+
 def runs_table(results: Mapping[str, Mapping]) -> str:
     """One row per left-out type: the run and its crops."""
     rows = []
@@ -283,7 +289,7 @@ def _comparison_lines(
         f" {100 * float(manifest['max_known_lost']):.0f} % of the known crops), against the"
         " page's runs of the same types (one seed each)"
         + "".join(
-            f"{': ' if i == 0 else '; '}`{n}` = `{shown_path(d)}`"
+            f"{': ' if i == 0 else '; '}`{n}` = `{shown_path(d)}`{_config_of(others.get(n))}"
             for i, (n, d) in enumerate((candidates or {}).items())
         )
         + ".",

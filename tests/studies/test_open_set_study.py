@@ -261,7 +261,8 @@ def test_page_with_candidate_classifiers(tmp_path):
     _write_runs(runs, with_features=True, with_views=True)  # Eosl with 8 views: every score 60 %
     run = cosine / "without_Eosl"
     run.mkdir(parents=True)
-    (run / "result.json").write_text(json.dumps(_result("Eosl", 0.8, 0.04)))
+    config = "configs/recognition/cell_classifier_R_18_pbc_cosine_cpu.yaml"
+    (run / "result.json").write_text(json.dumps(_result("Eosl", 0.8, 0.04) | {"config": config}))
     scores = _scores(("mahalanobis", "energy"), 0.5, 0.05) | _scores(("knn",), 0.7, 0.05)
     extra = {"knn_k": 10, "train_crops": 4000, "scores": scores}
     (run / "feature_scores_flips8.json").write_text(json.dumps(extra))
@@ -273,6 +274,10 @@ def test_page_with_candidate_classifiers(tmp_path):
     row = "| cos | 1 | 90.0 -> 90.0 | 60.0 -> 70.0 | 60.0 -> 50.0 | 60.0 -> 50.0 | 0.90 -> 0.90 |"
     assert row in section
     assert "| ln | 0 | not measured yet |" in section
+    # the runs' own config is named beside their folder
+    assert (
+        f"`cos` = `{cosine}` (`cell_classifier_R_18_pbc_cosine_cpu.yaml`); `ln`" in page.read_text()
+    )
     assert "- `cos`: kNN flags more of the unseen crops than the page's runs for 1 of 1 types" in (
         section
     )
