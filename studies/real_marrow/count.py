@@ -88,11 +88,16 @@ def target_rows(result: Dict[str, Any], summary: Dict[str, Any]) -> List[List[st
 
 
 def classifier_views(classifier: Path) -> str:
-    """How the run's classifier sees a cell: its crop size and test views (its ``config.yaml``)."""
+    """How the run's classifier sees a cell: its classes, crop size and test views (its
+    ``config.yaml``)."""
     cfg = build_cfg(str(classifier / "config.yaml"))
     clf = cfg.MODEL.BMC.CLASSIFIER
     views = "1 view" if clf.TEST_FLIPS == 1 else f"{clf.TEST_FLIPS} views averaged"
-    return f"{clf.CROP_SIZE} px crops, {views}, {cfg.SOLVER.MAX_ITER} iterations"
+    other = " with an Other class" if "Other" in clf.CLASS_NAMES else ""
+    return (
+        f"{clf.NUM_CLASSES} classes{other}, {clf.CROP_SIZE} px crops, {views}, "
+        f"{cfg.SOLVER.MAX_ITER} iterations"
+    )
 
 
 def page(result: Dict[str, Any], summary: Dict[str, Any], command: str, views: str = "") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bmc_detectron.data.classes import KNOWN_ABBRS
 from studies.real_marrow import count
 
 
@@ -29,7 +30,14 @@ def test_the_page_says_how_the_classifier_sees_a_cell(tmp_path):
         "MODEL:\n  BMC:\n    CLASSIFIER:\n      CROP_SIZE: 96\n      TEST_FLIPS: 8\n"
         "SOLVER:\n  MAX_ITER: 2800\n"
     )
-    assert count.classifier_views(tmp_path) == "96 px crops, 8 views averaged, 2800 iterations"
+    expected = "11 classes, 96 px crops, 8 views averaged, 2800 iterations"
+    assert count.classifier_views(tmp_path) == expected
+    names = '["' + '", "'.join(KNOWN_ABBRS) + '"]'
+    (tmp_path / "config.yaml").write_text(
+        f"MODEL:\n  BMC:\n    CLASSIFIER:\n      NUM_CLASSES: 13\n      CLASS_NAMES: {names}\n"
+    )
+    expected = "13 classes with an Other class, 64 px crops, 1 view, 40000 iterations"
+    assert count.classifier_views(tmp_path) == expected
 
 
 def test_a_changed_model_is_counted_again_not_read_from_the_old_report(tmp_path, monkeypatch):
