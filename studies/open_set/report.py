@@ -134,13 +134,19 @@ def targets_table(
     fulls: Mapping[str, Mapping],
     targets: Mapping,
     views: Optional[Mapping[str, Mapping]] = None,
+    longer: Optional[Mapping[str, Mapping]] = None,
 ) -> str:
     """The issue's targets against the measurements (mean over the left-out types; again with
-    the 8 views where ``views`` holds those runs); the top-1 target for each evaluated full
-    model (``full`` first, then the other ``full_*`` folders)."""
+    the 8 views where ``views`` holds those runs, and for the types a longer schedule's runs,
+    ``longer``, left out again with 8 views); the top-1 target for each evaluated full model
+    (``full`` first, then the other ``full_*`` folders)."""
     rows = open_set_rows(results, targets)
     if views:
         rows += open_set_rows(views, targets, f", 8 views, {len(views)} runs")
+    if longer:
+        its = sorted({int(r["iterations"]) for r in longer.values()})
+        tag = f", 8 views, {len(longer)} runs of {'/'.join(map(str, its))} iterations"
+        rows += open_set_rows(longer, targets, tag + f": {', '.join(longer)}")
     top1 = float(targets["top1"])
     for folder, full in {"full": None, **fulls}.items():
         label = "full model" if folder == "full" else f"full model `{folder}`"
@@ -312,6 +318,7 @@ def write_page(
     types = list(manifest["types"])
     results = collect(runs, types)
     views = collect(runs, types, test_flips=8)
+    longer = collect(longer_runs, types, test_flips=8) if longer_runs else {}
     fulls = collect_full(runs)
     missing = [t for t in types if t not in results]
     now = datetime.datetime.now()
@@ -325,7 +332,7 @@ def write_page(
         "",
         "## Targets",
         "",
-        targets_table(results, fulls, manifest["targets"], views),
+        targets_table(results, fulls, manifest["targets"], views, longer),
         "",
         "## Leaving one type out",
         "",
