@@ -51,8 +51,7 @@ from bmc_detectron.evaluation.open_set import (
     open_set_score,
     write_threshold,
 )
-from bmc_detectron.modeling.classifier import classifier_class_names
-from bmc_detectron.structures.differential import OTHER_LABEL
+from bmc_detectron.modeling.classifier import classifier_class_names, classifier_other_index
 from bmc_detectron.utils.io import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -133,9 +132,8 @@ def fit_open_set_statistics(
     types: crops of the classifier's own ``Other`` class (boxes of no whole cell) are left out."""
     clf = cfg.MODEL.BMC.CLASSIFIER
     records = load_crop_records(cfg, cfg.DATASETS.TRAIN)
-    names = classifier_class_names(cfg)
-    if OTHER_LABEL in names:
-        records = [r for r in records if r["label"] != names.index(OTHER_LABEL)]
+    other = classifier_other_index(cfg)
+    records = [r for r in records if r["label"] != other]
     if not records:
         raise ConfigError("no training crops to fit the open-set statistics on (DATASETS.TRAIN)")
     if len(records) > clf.OPEN_SET_FIT_CROPS:

@@ -10,7 +10,7 @@ CellCropMapper`; the count pipeline: detector boxes).
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import nn
 
 from bmc_detectron.config import ConfigError
 from bmc_detectron.config_checks import CLASSIFIER_TEST_FLIPS
+from bmc_detectron.structures.differential import OTHER_LABEL
 
 __all__ = ["BMCCellClassifier", "classifier_class_names", "dihedral_views"]
 
@@ -78,6 +79,13 @@ def classifier_class_names(cfg: CfgNode) -> List[str]:
             f"{clf.NUM_CLASSES}"
         )
     return names
+
+
+def classifier_other_index(cfg: CfgNode) -> Optional[int]:
+    """The class id of the classifier's own ``Other`` class (boxes of no whole cell, counted
+    apart from the differential); None when it has none."""
+    names = classifier_class_names(cfg)
+    return names.index(OTHER_LABEL) if OTHER_LABEL in names else None
 
 
 @META_ARCH_REGISTRY.register()

@@ -36,9 +36,10 @@ from bmc_detectron.engine.classifier_trainer import load_crop_records
 from bmc_detectron.engine.loading import load_model
 from bmc_detectron.evaluation.feature_scores import FEATURE_SCORES, fit_statistics
 from bmc_detectron.evaluation.open_set import OPEN_SET_SCORES, open_set_metrics, open_set_score
+from bmc_detectron.modeling.classifier import classifier_other_index
 from bmc_detectron.utils.io import write_json_atomic
 from studies.open_set.neighbours import unseen_predicted_as
-from studies.open_set.open_set import called_other_flagged, leave_out_cfg, other_column
+from studies.open_set.open_set import called_other_flagged, leave_out_cfg
 from studies.status import load_manifest
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -113,7 +114,8 @@ def run_features(
         "val_features": val_features,
         "val_labels": val_labels,
         "left_out": np.asarray(t),
-        "other_column": np.asarray(other_column(cfg)),
+        # the model's Other class id, -1 when it has none (an npz holds no None)
+        "other_column": np.asarray(-1 if (i := classifier_other_index(cfg)) is None else i),
         "seconds": np.asarray(time.perf_counter() - start),
     }
     np.savez(path, **out)
@@ -143,6 +145,7 @@ def _metrics(cache: Dict[str, np.ndarray], scores: np.ndarray, max_known_lost: f
     is_known = cache["val_labels"] != int(cache["left_out"])
     logits = cache["val_logits"]
     other = int(cache.get("other_column", -1))
+    other = None if other < 0 else other
     known, unseen = called_other_flagged(
         scores[is_known],
         scores[~is_known],

@@ -54,6 +54,7 @@ from bmc_detectron.evaluation.open_set import (
     open_set_score,
     read_threshold,
 )
+from bmc_detectron.modeling.classifier import classifier_other_index
 from bmc_detectron.utils.io import write_json_atomic
 from studies.status import load_manifest
 
@@ -94,25 +95,19 @@ def leave_out_cfg(config: str, opts: Sequence[str]):
     return build_cfg(config, ["MODEL.BMC.CLASSIFIER.CLASS_NAMES", json.dumps(names), *opts])
 
 
-def other_column(cfg) -> int:
-    """The column of the classifier's own Other class in its logits; -1 when it has none."""
-    names = list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES)
-    return names.index(OTHER.abbr) if OTHER.abbr in names else -1
-
-
 def called_other_flagged(
     known: np.ndarray,
     unseen: np.ndarray,
     known_logits: np.ndarray,
     unseen_logits: np.ndarray,
-    other: int,
+    other: Optional[int],
     max_known_lost: float,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The (known, unseen) scores with every crop whose highest logit is the Other class
-    (column ``other``; -1: none) put below all the others, so that any threshold that flags at
-    most the allowed share of the known crops flags it too (ValueError when more known crops
-    than that are called Other: no score threshold could then keep to the share)."""
-    if other < 0:
+    (column ``other``; None: the model has no such class) put below all the others, so that any
+    threshold that flags at most the allowed share of the known crops flags it too (ValueError
+    when more known crops than that are called Other: no score threshold could keep to it)."""
+    if other is None:
         return known, unseen
     floor = float(min(np.min(known), np.min(unseen) if unseen.size else np.inf)) - 1.0
     known, unseen = np.array(known, np.float64), np.array(unseen, np.float64)
@@ -179,7 +174,7 @@ def leave_one_out(
                     open_set_score(unseen_logits, kind),
                     known_logits,
                     unseen_logits,
-                    other_column(cfg),
+                    classifier_other_index(cfg),
                     max_known_lost,
                 ),
                 max_known_lost,

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bmc_detectron.config import build_cfg
 from bmc_detectron.counting import CounterSpec, prepare_count
+from bmc_detectron.data.classes import OTHER
 from bmc_detectron.data.paths import datasets_root
 from bmc_detectron.pipeline.report_eval import count_eval_markdown, evaluate_report
 from bmc_detectron.pipeline.run import run_count
@@ -93,7 +94,7 @@ def classifier_views(classifier: Path) -> str:
     cfg = build_cfg(str(classifier / "config.yaml"))
     clf = cfg.MODEL.BMC.CLASSIFIER
     views = "1 view" if clf.TEST_FLIPS == 1 else f"{clf.TEST_FLIPS} views averaged"
-    other = " with an Other class" if "Other" in clf.CLASS_NAMES else ""
+    other = " with an Other class" if OTHER.abbr in clf.CLASS_NAMES else ""
     return (
         f"{clf.NUM_CLASSES} classes{other}, {clf.CROP_SIZE} px crops, {views}, "
         f"{cfg.SOLVER.MAX_ITER} iterations"

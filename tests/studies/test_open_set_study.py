@@ -11,6 +11,7 @@ from detectron2.data import DatasetCatalog
 from bmc_detectron.data.datasets import unregister_dataset
 from bmc_detectron.data.pbc import PBC_MARROW_CLASSES
 from bmc_detectron.evaluation.open_set import open_set_metrics
+from bmc_detectron.modeling.classifier import classifier_other_index
 from studies.open_set import features, neighbours, open_set, report
 from tests.helpers import register_synthetic
 
@@ -195,7 +196,7 @@ def test_a_crop_called_other_is_flagged_whatever_its_score():
     assert result["unseen_flagged"] == pytest.approx(
         1 / 3
     )  # 30.0 called Other; 0.5 is above the threshold (0)
-    same = open_set.called_other_flagged(known, unseen, k_logits, u_logits, -1, 0.05)
+    same = open_set.called_other_flagged(known, unseen, k_logits, u_logits, None, 0.05)
     assert same[0] is known and same[1] is unseen  # no Other class: unchanged
     k_logits[18] = [0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="2 of 20 known crops are called Other"):
@@ -205,10 +206,10 @@ def test_a_crop_called_other_is_flagged_whatever_its_score():
 def test_the_other_candidate_keeps_its_class_and_its_non_cell_boxes():
     cfg = open_set.leave_out_cfg("configs/recognition/cell_classifier_R_18_pbc_other_cpu.yaml", [])
     assert list(cfg.MODEL.BMC.CLASSIFIER.CLASS_NAMES) == [*PBC_MARROW_CLASSES, "Other"]
-    assert open_set.other_column(cfg) == 12
+    assert classifier_other_index(cfg) == 12
     assert "marrow_non_cells_train" in cfg.DATASETS.TRAIN
     plain = open_set.leave_out_cfg("configs/recognition/cell_classifier_R_18_pbc_cpu.yaml", [])
-    assert open_set.other_column(plain) == -1
+    assert classifier_other_index(plain) is None
 
 
 def test_driver_refuses_an_unknown_type(tmp_path, capsys):
