@@ -173,6 +173,10 @@ def _add_loss_head_config(bmc: CN) -> None:
     # 0..REG_MAX strides from the anchor centre, integrated (needs a GIoU/DIoU/CIoU box loss).
     bmc.HEAD.REG_MAX = 0
 
+    # PAA's score voting after NMS (modeling/score_voting.py): width sigma of the IoU weight
+    # exp(-(1 - IoU)^2 / sigma) (PAA: 0.025); 0 = off (detectron2's inference).
+    bmc.SCORE_VOTING_SIGMA = 0.0
+
     # ---- Backbone extras (deformable ResNet stages use MODEL.RESNETS.DEFORM_*; here via
     # torchvision.ops.deform_conv2d, not detectron2's compiled DeformConv) ----
     bmc.BACKBONE = CN()

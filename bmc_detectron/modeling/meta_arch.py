@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
+from torchvision.ops import batched_nms
 
 from bmc_detectron.modeling.assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
 from bmc_detectron.modeling.gfl import DistributionBoxLosses, dense_distances
@@ -22,6 +23,7 @@ from bmc_detectron.modeling.losses import (
     quality_focal_loss,
     varifocal_loss,
 )
+from bmc_detectron.modeling.score_voting import vote_instances
 
 CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
 SOFT_TARGETS = ("iou", "alignment")
@@ -57,6 +59,7 @@ class BMCRetinaNet(RetinaNet):
         reg_max: int = 0,
         dfl_weight: float = 0.25,
         box_score_weights: bool = True,
+        score_voting_sigma: float = 0.0,
         **kwargs,
     ):
         """
@@ -76,6 +79,9 @@ class BMCRetinaNet(RetinaNet):
             box_score_weights: ``reg_max`` > 0: weight each positive's box losses by its
                 detached best class score, normalised by their sum (at least 1), as GFL does;
                 False: unweighted, averaged over the batch's positives.
+            score_voting_sigma: > 0: after NMS, move each detection's box to the score- and
+                IoU-weighted mean of its class's candidates (PAA's score voting,
+                :mod:`bmc_detectron.modeling.score_voting`); 0: off.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -105,6 +111,11 @@ class BMCRetinaNet(RetinaNet):
                 f"that gives a quality (TaskAligned); got SOFT_LABELS {soft_labels}, "
                 f"{type(assigner).__name__}"
             )
+        if score_voting_sigma < 0:
+            raise ValueError(
+                f"MODEL.BMC.SCORE_VOTING_SIGMA must be >= 0 (0 = off), got {score_voting_sigma}"
+            )
+        self.score_voting_sigma = float(score_voting_sigma)
         self.assigner = assigner
         self.soft_target = soft_target
         self.cls_loss_type = cls_loss_type
@@ -146,6 +157,7 @@ class BMCRetinaNet(RetinaNet):
             reg_max=cfg.MODEL.BMC.HEAD.REG_MAX,
             dfl_weight=loss.DFL_WEIGHT,
             box_score_weights=loss.BOX_SCORE_WEIGHTS,
+            score_voting_sigma=cfg.MODEL.BMC.SCORE_VOTING_SIGMA,
         )
         return ret
 
@@ -182,6 +194,20 @@ class BMCRetinaNet(RetinaNet):
         # 8 mantissa bits, about 2 px at a 300 px coordinate
         predictions = [[x.float() for x in level] for level in predictions]
         return super().forward_inference(images, features, self.integrate_boxes(predictions))
+
+    def inference_single_image(self, anchors, box_cls, box_delta, image_size):
+        """detectron2's single-image inference, then score voting when the sigma is > 0."""
+        if self.score_voting_sigma <= 0:
+            return super().inference_single_image(anchors, box_cls, box_delta, image_size)
+        # the candidates the parent's inference decodes (its own hook), NMS as it does
+        pred = self._decode_multi_level_predictions(
+            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates,
+            image_size,
+        )  # fmt: skip
+        keep = batched_nms(
+            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+        )
+        return vote_instances(pred, keep[: self.max_detections_per_image], self.score_voting_sigma)
 
     def integrate_boxes(self, predictions: List[List[Tensor]]) -> List[List[Tensor]]:
         """The head's ``[logits, box outputs]`` with the box outputs as box deltas: unchanged

@@ -1,13 +1,14 @@
-"""Test-time flips and NMS thresholds on the full model (issue 25, section 2: "test-time flips,
-reported apart").
+"""Test-time flips, NMS thresholds and score voting on the full model (issue 25, section 2:
+"test-time flips, reported apart").
 
 The full model's three 780-iteration seeds (the budget study's runs, the gap study's protocol:
 BCCD train -> val) are evaluated with ``train_net.py --eval-only``, once plainly and once per flip
 variant (``BMC.TEST_FLIPS`` / ``BMC.TEST_FLIP_MERGE``, modeling/tta.py) and per NMS threshold
-(``MODEL.RETINANET.NMS_THRESH_TEST``; the plain model's is 0.5). The per-image latency of each
-flip variant against the plain model is measured in one process on the val images, every
-image through every variant in turn (reporting/timing.interleaved_latency); an NMS threshold
-leaves the network's cost as it is. The page shows the
+(``MODEL.RETINANET.NMS_THRESH_TEST``; the plain model's is 0.5) and with PAA's score voting
+(``MODEL.BMC.SCORE_VOTING_SIGMA``, modeling/score_voting.py). The per-image latency of each
+flip or voting variant against the plain model is measured in one process on the val images,
+every image through every variant in turn (reporting/timing.interleaved_latency); an NMS
+threshold leaves the network's cost as it is. The page shows the
 AP / AP50 / AP75 of each variant, the paired differences to the plain model over the seeds
 (mean and 95 % t-interval, studies/ablation/report.mean_interval) and the latency ratio.
 
@@ -32,22 +33,24 @@ from typing import Dict, List, Sequence
 from studies.ablation.report import mean_interval
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = "/work/bmc-runs/budget_780/runs/retinanet_R_18_full_cpu"
+RUNS = "output/gap/runs/retinanet_R_18_full_cpu"
 OUT = "output/gap/flips"
 PAGE = "docs/results/gap/RESULTS_flips.md"
 DATASET = "bccd_val"
 METRICS = ("AP", "AP50", "AP75")
 #: variant -> (BMC.TEST_FLIPS, BMC.TEST_FLIP_MERGE, MODEL.RETINANET.NMS_THRESH_TEST or None for
-#: the model's own 0.5); "plain" is the model as it ships
+#: the model's own 0.5, MODEL.BMC.SCORE_VOTING_SIGMA: 0 = off); "plain" is the model as it ships
 VARIANTS: Dict[str, tuple] = {
-    "plain": ([], "nms", None),
-    "h": (["h"], "nms", None),
-    "v": (["v"], "nms", None),
-    "hv": (["hv"], "nms", None),
-    "h+v+hv": (["h", "v", "hv"], "nms", None),
-    "h+v+hv wbf": (["h", "v", "hv"], "wbf", None),
-    "nms 0.6": ([], "nms", 0.6),
-    "nms 0.7": ([], "nms", 0.7),
+    "plain": ([], "nms", None, 0.0),
+    "h": (["h"], "nms", None, 0.0),
+    "v": (["v"], "nms", None, 0.0),
+    "hv": (["hv"], "nms", None, 0.0),
+    "h+v+hv": (["h", "v", "hv"], "nms", None, 0.0),
+    "h+v+hv wbf": (["h", "v", "hv"], "wbf", None, 0.0),
+    "nms 0.6": ([], "nms", 0.6, 0.0),
+    "nms 0.7": ([], "nms", 0.7, 0.0),
+    "vote": ([], "nms", None, 0.025),
+    "hv vote": (["hv"], "nms", None, 0.025),
 }
 
 
@@ -58,7 +61,7 @@ def folder(variant: str) -> str:
 
 def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
     """``train_net.py --eval-only`` of one seed's weights with the variant's flips."""
-    flips, merge, nms = VARIANTS[variant]
+    flips, merge, nms, sigma = VARIANTS[variant]
     return [
         py,
         "train_net.py",
@@ -73,6 +76,8 @@ def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
         repr(flips),
         "BMC.TEST_FLIP_MERGE",
         merge,
+        "MODEL.BMC.SCORE_VOTING_SIGMA",
+        str(sigma),
     ] + (["MODEL.RETINANET.NMS_THRESH_TEST", str(nms)] if nms is not None else [])
 
 
@@ -96,6 +101,8 @@ def run_evals(py: str, runs: Path, out: Path, seeds: Sequence[int]) -> None:
 def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict[str, object]:
     """Per-image seconds of every variant on the first ``images`` val images (one thread,
     interleaved, one warm-up round), and each variant's median paired ratio to the plain model."""
+    import copy
+
     import torch
 
     from bmc_detectron.config import build_cfg
@@ -110,9 +117,14 @@ def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict[str
     loader = BMCTrainer.build_test_loader(cfg, DATASET)
     batches = [b for _, b in zip(range(images), loader)]
     subjects = {"plain": model}
-    for name, (flips, merge, _) in VARIANTS.items():
-        if flips:
-            subjects[name] = BMCRetinaNetWithTTA(model, flips=flips, merge=merge).eval()
+    for name, (flips, merge, _, sigma) in VARIANTS.items():
+        if not (flips or sigma):
+            continue
+        variant = model
+        if sigma:
+            variant = copy.deepcopy(model)
+            variant.score_voting_sigma = sigma
+        subjects[name] = BMCRetinaNetWithTTA(variant, flips=flips, merge=merge).eval()
     with torch.no_grad():
         times = interleaved_latency(subjects, batches, rounds=rounds, warmup=1)
     base = times["plain"]
@@ -180,12 +192,21 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
             f"{latency['median_ms']['plain']:.0f} ms median per image; the ratio is the median "
             "over images of variant / plain time, measured back to back on this shared machine."
         )
-    merges = ", ".join(f"`{v}`: flips {f} merged by {m}" for v, (f, m, _) in VARIANTS.items() if f)
+    merges = ", ".join(
+        f"`{v}`: flips {f} merged by {m}" for v, (f, m, _, sv) in VARIANTS.items() if f and not sv
+    )
     merges += "; " + ", ".join(
-        f"`{v}`: no flip, NMS at IoU {t}" for v, (_, _, t) in VARIANTS.items() if t is not None
+        f"`{v}`: no flip, NMS at IoU {t}" for v, (_, _, t, _) in VARIANTS.items() if t is not None
+    )
+    merges += "; " + ", ".join(
+        f"`{v}`: {'flips ' + str(f) + ' merged by ' + m + ', ' if f else ''}score voting at "
+        f"sigma {sv}"
+        for v, (f, m, _, sv) in VARIANTS.items()
+        if sv
     )
     lines = [
-        "# Test-time flips and NMS thresholds on the full model (BCCD val, 780 iterations)",
+        "# Test-time flips, NMS thresholds and score voting on the full model (BCCD val, 780 "
+        "iterations)",
         "",
         f"Generated {datetime.now():%Y-%m-%d %H:%M} by `python -m studies.gap.flips` from the "
         f"evaluations in `{out}` of the full model's seeds in `{runs}` (`train_net.py --eval-only "
@@ -196,7 +217,9 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
         "",
         f"Variants: {merges}. NMS is class-wise at the model's test threshold "
         "(MODEL.RETINANET.NMS_THRESH_TEST); WBF is weighted box fusion (Solovyev et al. 2021) "
-        "matching at the same IoU. Differences are paired by seed: mean and 95 % t-interval.",
+        "matching at the same IoU; score voting (PAA, Kim & Lee 2020) moves each kept box to the "
+        "score- and IoU-weighted mean of its class's pre-NMS candidates (scores unchanged). "
+        "Differences are paired by seed: mean and 95 % t-interval.",
         "",
         markdown_table(head + ["latency vs plain"], results_rows(found, latency)),
         "",

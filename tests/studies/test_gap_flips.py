@@ -54,3 +54,12 @@ def test_eval_command_of_an_nms_variant_sets_only_the_threshold(tmp_path):
     plain = eval_command("py", tmp_path, tmp_path / "o", "plain")
     assert "MODEL.RETINANET.NMS_THRESH_TEST" not in plain
     assert metrics_file(tmp_path, "nms 0.7", 0).parts[-5] == "nms_07"
+
+
+def test_eval_command_of_a_voting_variant_sets_the_sigma_and_plain_turns_it_off(tmp_path):
+    cmd = eval_command("py", tmp_path, tmp_path / "o", "hv vote")
+    assert cmd[cmd.index("MODEL.BMC.SCORE_VOTING_SIGMA") + 1] == "0.025"
+    assert cmd[cmd.index("BMC.TEST_FLIPS") + 1] == "['hv']"
+    plain = eval_command("py", tmp_path, tmp_path / "o", "plain")
+    assert plain[plain.index("MODEL.BMC.SCORE_VOTING_SIGMA") + 1] == "0.0"
+    assert metrics_file(tmp_path, "hv vote", 0).parts[-5] == "hv_vote"
