@@ -130,6 +130,7 @@ def detector_sidecar(
         "score_threshold_input": "score_threshold",
         "nms_threshold": float(retina.NMS_THRESH_TEST),
         "nms": "per class, inside the graph (ONNX NonMaxSuppression)",
+        "score_voting_sigma": float(cfg.MODEL.BMC.SCORE_VOTING_SIGMA),
         "topk_candidates": int(retina.TOPK_CANDIDATES_TEST),
         "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
         "outputs": {

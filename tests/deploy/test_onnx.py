@@ -421,6 +421,27 @@ def test_gfl_config_exports(tmp_path):
     assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
 
 
+def test_score_voting_exports(tmp_path):
+    """PAA's score voting (MODEL.BMC.SCORE_VOTING_SIGMA) is traced into the graph: its
+    detections match PyTorch's, whose voted boxes differ from the plain model's."""
+    opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
+    weights = _seeded_detector_weights(DET_CONFIG, opts, tmp_path / "det.pth")
+    voting = [*opts, "MODEL.BMC.SCORE_VOTING_SIGMA", "0.025"]
+    printed = _export(DET_CONFIG, weights, tmp_path / "vote.onnx", voting)
+    meta = read_sidecar(tmp_path / "vote.onnx", "detector")
+    assert meta["verification"]["passed"] and meta["score_voting_sigma"] == 0.025, printed
+    image = _smear(333, 517, 2)
+
+    def torch_dets(extra):
+        cfg = build_cfg(DET_CONFIG, [*extra, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
+        return _torch_detections(DefaultPredictor(cfg), image)
+
+    voted, plain = torch_dets(voting), torch_dets(opts)
+    result = compare_detections(voted, OnnxDetector(tmp_path / "vote.onnx", threads=1)(image))
+    assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+    assert not compare_detections(voted, plain).equal(BOX_TOL, SCORE_TOL)
+
+
 @pytest.mark.parametrize(
     "case", ["missing weights", "unknown config", "weights of another model", "odd overrides"]
 )
