@@ -4,6 +4,7 @@ machine, wall times and the commands that made it."""
 from __future__ import annotations
 
 import datetime
+import shlex
 import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -36,9 +37,25 @@ def _setup_lines(
         if ref
         else "- no reference run",
     ]
+    lines += _own_schedule_lines(sched, records)
     if notes:
         lines.append(Path(notes).read_text().strip() + "\n")
     return lines
+
+
+def _own_schedule_lines(sched: Sequence[str], records: List[Dict]) -> List[str]:
+    """A line per config whose runs trained with other values of the schedule's keys than
+    ``sched`` (a run driven alone takes its own config's schedule), read from the runs'
+    training commands."""
+    wanted = dict(zip(sched[::2], sched[1::2]))
+    own: Dict[str, str] = {}
+    for r in records:
+        words = shlex.split(r.get("train_net_command") or "")
+        given = dict(zip(words, words[1:]))
+        diff = [f"{k} {given[k]}" for k in wanted if k in given and given[k] != wanted[k]]
+        if diff:
+            own.setdefault(r["name"], " ".join(diff))
+    return [f"- `{name}` trained with its own schedule: `{d}`" for name, d in own.items()]
 
 
 def _machine_lines() -> list:

@@ -113,3 +113,27 @@ def test_ablation_page_has_the_status_of_the_study(tmp_path):
     assert "1 of 2 planned runs done (1 queued)." in status
     assert "- `a`: 1 of 2 planned seeds done (0); queued: 1\n" in status
     assert "python -m studies.ablation.ablation --configs a.yaml\n" in text
+
+
+def test_ablation_page_names_runs_trained_with_their_own_schedule(tmp_path):
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "commands.txt").write_text("")
+    sched = ["SOLVER.MAX_ITER", "780", "SOLVER.BASE_LR", "0.01"]
+    command = "python train_net.py --config-file {} SOLVER.MAX_ITER 780 SOLVER.BASE_LR {} SEED 0"
+    records = [
+        {"name": "a", "seed": 0, "status": "ok", "config_file": "a.yaml",
+         "train_net_command": command.format("a.yaml", "0.01")},
+        {"name": "b", "seed": 0, "status": "ok", "config_file": "b.yaml",
+         "train_net_command": command.format("b.yaml", "0.02")},
+        {"name": "b", "seed": 1, "status": "failed", "config_file": "b.yaml",
+         "train_net_command": command.format("b.yaml", "0.02")},
+    ]  # fmt: skip
+    plan = RunPlan(
+        configs=["a.yaml", "b.yaml"], train_dataset="tr", test_dataset="te", num_classes=3
+    )
+    page = tmp_path / "RESULTS_x.md"
+    write_report(page, out, "T\n", records, plan, title="t", argv=[], wall_s=1.0, sched=sched)
+    setup = page.read_text().split("## Setup\n")[1].split("## ")[0]
+    assert "- `b` trained with its own schedule: `SOLVER.BASE_LR 0.02`\n" in setup
+    assert "`a` trained" not in setup
