@@ -1,8 +1,8 @@
 """Test-time flips, NMS thresholds and score voting on the full model (issue 25, section 2:
 "test-time flips, reported apart").
 
-The full model's three 780-iteration seeds (the budget study's runs, the gap study's protocol:
-BCCD train -> val) are evaluated with ``train_net.py --eval-only``, once plainly and once per flip
+The full model's three 780-iteration seeds (the gap study's own runs of it, BCCD train -> val,
+the same protocol as the budget study's 780-iteration runs) are evaluated with ``train_net.py --eval-only``, once plainly and once per flip
 variant (``BMC.TEST_FLIPS`` / ``BMC.TEST_FLIP_MERGE``, modeling/tta.py) and per NMS threshold
 (``MODEL.RETINANET.NMS_THRESH_TEST``; the plain model's is 0.5) and with PAA's score voting
 (``MODEL.BMC.SCORE_VOTING_SIGMA``, modeling/score_voting.py). The per-image latency of each
