@@ -2,8 +2,9 @@
 "test-time flips, reported apart").
 
 The full model's three 780-iteration seeds (the gap study's own runs of it, BCCD train -> val,
-the same protocol as the budget study's 780-iteration runs) are evaluated with ``train_net.py --eval-only``, once plainly and once per flip
-variant (``BMC.TEST_FLIPS`` / ``BMC.TEST_FLIP_MERGE``, modeling/tta.py) and per NMS threshold
+the same protocol as the budget study's 780-iteration runs) are evaluated with
+``train_net.py --eval-only``, once plainly and once per flip variant (``BMC.TEST_FLIPS`` /
+``BMC.TEST_FLIP_MERGE``, modeling/tta.py), per NMS threshold
 (``MODEL.RETINANET.NMS_THRESH_TEST``; the plain model's is 0.5) and with PAA's score voting
 (``MODEL.BMC.SCORE_VOTING_SIGMA``, modeling/score_voting.py). The per-image latency of each
 flip or voting variant against the plain model is measured in one process on the val images,
@@ -28,7 +29,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from studies.ablation.report import mean_interval
 
@@ -38,19 +39,37 @@ OUT = "output/gap/flips"
 PAGE = "docs/results/gap/RESULTS_flips.md"
 DATASET = "bccd_val"
 METRICS = ("AP", "AP50", "AP75")
-#: variant -> (BMC.TEST_FLIPS, BMC.TEST_FLIP_MERGE, MODEL.RETINANET.NMS_THRESH_TEST or None for
-#: the model's own 0.5, MODEL.BMC.SCORE_VOTING_SIGMA: 0 = off); "plain" is the model as it ships
-VARIANTS: Dict[str, tuple] = {
-    "plain": ([], "nms", None, 0.0),
-    "h": (["h"], "nms", None, 0.0),
-    "v": (["v"], "nms", None, 0.0),
-    "hv": (["hv"], "nms", None, 0.0),
-    "h+v+hv": (["h", "v", "hv"], "nms", None, 0.0),
-    "h+v+hv wbf": (["h", "v", "hv"], "wbf", None, 0.0),
-    "nms 0.6": ([], "nms", 0.6, 0.0),
-    "nms 0.7": ([], "nms", 0.7, 0.0),
-    "vote": ([], "nms", None, 0.025),
-    "hv vote": (["hv"], "nms", None, 0.025),
+
+
+class Variant(NamedTuple):
+    """One way of running the trained model at test time."""
+
+    flips: List[str] = []  # BMC.TEST_FLIPS
+    merge: str = "nms"  # BMC.TEST_FLIP_MERGE
+    nms: Optional[float] = None  # MODEL.RETINANET.NMS_THRESH_TEST; None: the model's own 0.5
+    sigma: float = 0.0  # MODEL.BMC.SCORE_VOTING_SIGMA; 0: off
+
+    def describe(self) -> str:
+        parts = [f"flips {self.flips} merged by {self.merge}"] if self.flips else ["no flip"]
+        if self.nms is not None:
+            parts.append(f"NMS at IoU {self.nms}")
+        if self.sigma:
+            parts.append(f"score voting at sigma {self.sigma}")
+        return ", ".join(parts)
+
+
+#: "plain" is the model as it ships
+VARIANTS: Dict[str, Variant] = {
+    "plain": Variant(),
+    "h": Variant(["h"]),
+    "v": Variant(["v"]),
+    "hv": Variant(["hv"]),
+    "h+v+hv": Variant(["h", "v", "hv"]),
+    "h+v+hv wbf": Variant(["h", "v", "hv"], "wbf"),
+    "nms 0.6": Variant(nms=0.6),
+    "nms 0.7": Variant(nms=0.7),
+    "vote": Variant(sigma=0.025),
+    "hv vote": Variant(["hv"], sigma=0.025),
 }
 
 
@@ -192,17 +211,8 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
             f"{latency['median_ms']['plain']:.0f} ms median per image; the ratio is the median "
             "over images of variant / plain time, measured back to back on this shared machine."
         )
-    merges = ", ".join(
-        f"`{v}`: flips {f} merged by {m}" for v, (f, m, _, sv) in VARIANTS.items() if f and not sv
-    )
-    merges += "; " + ", ".join(
-        f"`{v}`: no flip, NMS at IoU {t}" for v, (_, _, t, _) in VARIANTS.items() if t is not None
-    )
-    merges += "; " + ", ".join(
-        f"`{v}`: {'flips ' + str(f) + ' merged by ' + m + ', ' if f else ''}score voting at "
-        f"sigma {sv}"
-        for v, (f, m, _, sv) in VARIANTS.items()
-        if sv
+    merges = "; ".join(
+        f"`{name}`: {v.describe()}" for name, v in VARIANTS.items() if name != "plain"
     )
     lines = [
         "# Test-time flips, NMS thresholds and score voting on the full model (BCCD val, 780 "
