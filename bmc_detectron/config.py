@@ -177,6 +177,36 @@ def _add_loss_head_config(bmc: CN) -> None:
     # exp(-(1 - IoU)^2 / sigma) (PAA: 0.025); 0 = off (detectron2's inference).
     bmc.SCORE_VOTING_SIGMA = 0.0
 
+    # ---- Box refinement (modeling/refine.py): Faster R-CNN's box head refines the final
+    # detections once from RoIAlign features of the head's levels (Cascade R-CNN's stage) ----
+    bmc.REFINE = CN()
+    # Add the refinement stage (trained jointly, applied after NMS; the head's classes are kept).
+    bmc.REFINE.ENABLED = False
+    # Side of the RoIAlign grid pooled from each box's level.
+    bmc.REFINE.POOLER_RESOLUTION = 7
+    # Width of the box head's fully connected layers.
+    bmc.REFINE.FC_DIM = 256
+    # Number of those layers.
+    bmc.REFINE.NUM_FC = 2
+    # Also predict the refined box's IoU with its cell (IoU-Net); scores become sqrt(score * IoU).
+    bmc.REFINE.IOU_SCORE = False
+    # Training samples: at most this many of each image's own detections (best first) ...
+    bmc.REFINE.PROPOSALS_PER_IMAGE = 100
+    # ... plus its gt boxes and this many jittered copies of each ...
+    bmc.REFINE.GT_COPIES = 4
+    # ... moved and rescaled by up to this fraction of the box's size.
+    bmc.REFINE.JITTER = 0.15
+    # Samples whose best IoU with a gt box is at least this learn its deltas.
+    bmc.REFINE.FOREGROUND_IOU = 0.5
+    # Multiplier of the refinement losses (loss_refine_box, loss_refine_iou). The box loss is
+    # divided by the sample count, as Faster R-CNN's is; there at most a quarter of its 512 samples
+    # are foreground, here most are, so 0.25 keeps its weight per foreground box (at 1.0 the toy
+    # training of tests/test_configs.py diverges without a gradient clip).
+    bmc.REFINE.LOSS_WEIGHT = 0.25
+    # Train the refinement on detached features: the dense detector trains exactly as without it
+    # (detectron2 clips each parameter's gradient on its own), the second stage only reads it.
+    bmc.REFINE.DETACH_FEATURES = False
+
     # ---- Backbone extras (deformable ResNet stages use MODEL.RESNETS.DEFORM_*; here via
     # torchvision.ops.deform_conv2d, not detectron2's compiled DeformConv) ----
     bmc.BACKBONE = CN()

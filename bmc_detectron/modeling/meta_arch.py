@@ -23,6 +23,7 @@ from bmc_detectron.modeling.losses import (
     quality_focal_loss,
     varifocal_loss,
 )
+from bmc_detectron.modeling.refine import BoxRefinementHead
 from bmc_detectron.modeling.score_voting import vote_instances
 
 CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
@@ -60,6 +61,7 @@ class BMCRetinaNet(RetinaNet):
         dfl_weight: float = 0.25,
         box_score_weights: bool = True,
         score_voting_sigma: float = 0.0,
+        refinement: Optional[BoxRefinementHead] = None,
         **kwargs,
     ):
         """
@@ -82,6 +84,8 @@ class BMCRetinaNet(RetinaNet):
             score_voting_sigma: > 0: after NMS, move each detection's box to the score- and
                 IoU-weighted mean of its class's candidates (PAA's score voting,
                 :mod:`bmc_detectron.modeling.score_voting`); 0: off.
+            refinement: a second stage that refines the final detections from RoI features
+                (:mod:`bmc_detectron.modeling.refine`); None: off.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -116,6 +120,7 @@ class BMCRetinaNet(RetinaNet):
                 f"MODEL.BMC.SCORE_VOTING_SIGMA must be >= 0 (0 = off), got {score_voting_sigma}"
             )
         self.score_voting_sigma = float(score_voting_sigma)
+        self.refinement = refinement
         self.assigner = assigner
         self.soft_target = soft_target
         self.cls_loss_type = cls_loss_type
@@ -159,9 +164,23 @@ class BMCRetinaNet(RetinaNet):
             box_score_weights=loss.BOX_SCORE_WEIGHTS,
             score_voting_sigma=cfg.MODEL.BMC.SCORE_VOTING_SIGMA,
         )
+        if cfg.MODEL.BMC.REFINE.ENABLED:
+            ret["refinement"] = BoxRefinementHead(cfg, feature_shapes)
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):
+        losses = self._dense_losses(features, predictions, gt_instances)
+        if self.refinement is not None:
+            with torch.no_grad():  # what inference would refine, from the current weights
+                detections = self.dense_detections(
+                    images,
+                    [f.detach() for f in features],
+                    [[x.detach() for x in p] for p in predictions],
+                )
+            losses.update(self.refinement.losses(features, detections, gt_instances))
+        return losses
+
+    def _dense_losses(self, features, predictions, gt_instances):
         distributions = None
         if self.reg_max > 0:  # per level (N, Ri, 4 * (reg_max + 1)) bin logits, for the DFL
             distributions = self._transpose_dense_predictions(
@@ -190,6 +209,13 @@ class BMCRetinaNet(RetinaNet):
         )
 
     def forward_inference(self, images, features, predictions):
+        results = self.dense_detections(images, features, predictions)
+        if self.refinement is not None:
+            results = self.refinement.refine(features, results)
+        return results
+
+    def dense_detections(self, images, features, predictions) -> List[Instances]:
+        """detectron2's RetinaNet inference: per image the detections after NMS."""
         # decode boxes and scores in float32 whatever precision the network ran in: bf16 keeps
         # 8 mantissa bits, about 2 px at a 300 px coordinate
         predictions = [[x.float() for x in level] for level in predictions]
