@@ -165,18 +165,20 @@ class BMCRetinaNet(RetinaNet):
             score_voting_sigma=cfg.MODEL.BMC.SCORE_VOTING_SIGMA,
         )
         if cfg.MODEL.BMC.REFINE.ENABLED:
-            ret["refinement"] = BoxRefinementHead(cfg, feature_shapes)
+            # initialised without drawing from the global generator, so that what follows (the
+            # data loader's worker seeds) is as without the refinement
+            with torch.random.fork_rng(devices=[]):
+                ret["refinement"] = BoxRefinementHead(cfg, feature_shapes)
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):
         losses = self._dense_losses(features, predictions, gt_instances)
         if self.refinement is not None:
-            with torch.no_grad():  # what inference would refine, from the current weights
-                detections = self.dense_detections(
-                    images,
-                    [f.detach() for f in features],
-                    [[x.detach() for x in p] for p in predictions],
-                )
+            # what inference would refine, from the current weights; copies, as detectron2's
+            # inference applies the sigmoid to the logits in place
+            with torch.no_grad():
+                copies = [[x.detach().clone() for x in p] for p in predictions]
+                detections = self.dense_detections(images, features, copies)
             losses.update(self.refinement.losses(features, detections, gt_instances))
         return losses
 

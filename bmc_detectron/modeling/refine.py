@@ -30,15 +30,18 @@ __all__ = ["BoxRefinementHead", "jitter_boxes"]
 REFINE_DELTA_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
-def jitter_boxes(boxes: Tensor, copies: int, scale: float, generator=None) -> Tensor:
+def jitter_boxes(
+    boxes: Tensor, copies: int, scale: float, generator: Optional[torch.Generator] = None
+) -> Tensor:
     """(G * copies, 4) XYXY boxes: each of the (G, 4) ``boxes`` moved by up to ``scale`` of its
-    width / height and resized by up to a factor ``exp(+-scale)``, uniformly at random."""
+    width / height and resized by up to a factor ``exp(+-scale)``, uniformly at random (drawn
+    on the CPU from ``generator``, or the global generator)."""
     if copies == 0 or len(boxes) == 0:
         return boxes.new_zeros((0, 4))
     boxes = boxes.float().repeat(copies, 1)
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
     centre = (boxes[:, 2:] + boxes[:, :2]) / 2
-    noise = torch.rand(boxes.shape, generator=generator, device=boxes.device) * 2 - 1
+    noise = (torch.rand(boxes.shape, generator=generator) * 2 - 1).to(boxes.device)
     centre = centre + noise[:, :2] * scale * wh
     wh = wh * torch.exp(noise[:, 2:] * scale)
     return torch.cat([centre - wh / 2, centre + wh / 2], dim=1)
@@ -122,6 +125,8 @@ class BoxRefinementHead(nn.Module):
         self.foreground_iou, self.loss_weight = foreground_iou, loss_weight
         self.nms_thresh = nms_thresh
         self.detach_features = detach_features
+        # the jitter's own generator: training draws nothing from the global one
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, ()).item()))
 
     @classmethod
     def from_config(cls, cfg, input_shapes: List[ShapeSpec]):
@@ -189,7 +194,7 @@ class BoxRefinementHead(nn.Module):
         for det, g in zip(detections, gt):
             order = det.scores.argsort(descending=True)[: self.proposals_per_image]
             gt_boxes = g.gt_boxes.tensor.float()
-            jittered = jitter_boxes(gt_boxes, self.gt_copies, self.jitter)
+            jittered = jitter_boxes(gt_boxes, self.gt_copies, self.jitter, self.generator)
             boxes = Boxes(torch.cat([det.pred_boxes.tensor[order].float(), gt_boxes, jittered]))
             boxes.clip(g.image_size)
             out.append(boxes[boxes.nonempty()])
