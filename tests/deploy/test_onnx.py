@@ -442,6 +442,25 @@ def test_score_voting_exports(tmp_path):
     assert not compare_detections(voted, plain).equal(BOX_TOL, SCORE_TOL)
 
 
+def test_box_refinement_exports(tmp_path):
+    """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score) is traced into the graph:
+    RoIAlign over the levels, the box head, the rescoring and the second NMS match PyTorch."""
+    config = str(REPO / "configs/cpu/retinanet_R_18_full_REFINE_IOU_cpu.yaml")
+    opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
+    weights = _seeded_detector_weights(config, opts, tmp_path / "det.pth")
+    state = torch.load(weights)
+    deltas = state["model"]["refinement.deltas.weight"]
+    state["model"]["refinement.deltas.weight"] = torch.randn_like(deltas) * 0.05  # boxes move
+    torch.save(state, weights)
+    printed = _export(config, weights, tmp_path / "refine.onnx", opts)
+    assert read_sidecar(tmp_path / "refine.onnx", "detector")["verification"]["passed"], printed
+    cfg = build_cfg(config, [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
+    image = _smear(333, 517, 2)
+    ours = _torch_detections(DefaultPredictor(cfg), image)
+    result = compare_detections(ours, OnnxDetector(tmp_path / "refine.onnx", threads=1)(image))
+    assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+
+
 @pytest.mark.parametrize(
     "case", ["missing weights", "unknown config", "weights of another model", "odd overrides"]
 )
