@@ -203,6 +203,9 @@ def _add_loss_head_config(bmc: CN) -> None:
     # are foreground, here most are, so 0.25 keeps its weight per foreground box (at 1.0 the toy
     # training of tests/test_configs.py diverges without a gradient clip).
     bmc.REFINE.LOSS_WEIGHT = 0.25
+    # Per-class NMS again after refinement, at MODEL.RETINANET.NMS_THRESH_TEST (refined duplicates
+    # may converge); False: every refined detection is kept.
+    bmc.REFINE.SECOND_NMS = True
     # Train the refinement on detached features: the dense detector trains exactly as without it
     # (detectron2 clips each parameter's gradient on its own), the second stage only reads it.
     bmc.REFINE.DETACH_FEATURES = False

@@ -81,6 +81,7 @@ class BoxRefinementHead(nn.Module):
         loss_weight: float = 0.25,
         detach_features: bool = False,
         nms_thresh: float = 0.5,
+        second_nms: bool = True,
     ):
         """
         Args:
@@ -97,7 +98,8 @@ class BoxRefinementHead(nn.Module):
             loss_weight: multiplier of both refinement losses.
             detach_features: training does not reach the features (the dense detector trains
                 as it would alone).
-            nms_thresh: per-class NMS after refinement (refined duplicates converge).
+            nms_thresh: IoU of the per-class NMS after refinement (refined duplicates converge).
+            second_nms: run that NMS; False keeps every refined detection.
         """
         super().__init__()
         levels = [math.log2(s) for s in strides]
@@ -123,7 +125,7 @@ class BoxRefinementHead(nn.Module):
         self.proposals_per_image = proposals_per_image
         self.gt_copies, self.jitter = gt_copies, jitter
         self.foreground_iou, self.loss_weight = foreground_iou, loss_weight
-        self.nms_thresh = nms_thresh
+        self.nms_thresh, self.second_nms = nms_thresh, second_nms
         self.detach_features = detach_features
         # the jitter's own generator: training draws nothing from the global one
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, ()).item()))
@@ -145,6 +147,7 @@ class BoxRefinementHead(nn.Module):
             "loss_weight": ref.LOSS_WEIGHT,
             "detach_features": ref.DETACH_FEATURES,
             "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            "second_nms": ref.SECOND_NMS,
         }
 
     def forward(
@@ -167,7 +170,7 @@ class BoxRefinementHead(nn.Module):
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:
         """The detections (``pred_boxes``, ``scores``, ``pred_classes``, per image in the input's
         pixels) with refined boxes clipped to their image, rescored with ``iou_score``, and
-        per-class NMS again."""
+        per-class NMS again with ``second_nms``."""
         boxes = [d.pred_boxes for d in detections]
         deltas, iou = self.forward(features, boxes)
         out, start = [], 0
@@ -181,10 +184,14 @@ class BoxRefinementHead(nn.Module):
             if iou is not None:
                 refined.scores = torch.sqrt(det.scores * iou[start : start + n].sigmoid())
             refined.pred_classes = det.pred_classes
-            keep = batched_nms(
-                refined.pred_boxes.tensor, refined.scores, refined.pred_classes, self.nms_thresh
-            )
-            out.append(refined[keep])
+            if self.second_nms:
+                keep = batched_nms(
+                    refined.pred_boxes.tensor, refined.scores, refined.pred_classes, self.nms_thresh
+                )
+                refined = refined[keep]
+            elif iou is not None:  # best first, as NMS returns them
+                refined = refined[refined.scores.argsort(descending=True)]
+            out.append(refined)
             start += n
         return out
 

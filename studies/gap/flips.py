@@ -167,7 +167,7 @@ def collect(out: Path, seeds: Sequence[int]) -> Dict[str, Dict[int, Dict[str, fl
     return found
 
 
-def _cell(mean: float, lo: float, hi: float, n: int) -> str:
+def interval_cell(mean: float, lo: float, hi: float, n: int) -> str:
     if n < 2:
         return f"{mean:+.2f} (n={n})"
     return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
@@ -182,7 +182,7 @@ def results_rows(found: Dict, latency: Dict | None) -> List[List[object]]:
         row += [statistics.fmean(m[k] for m in per_seed.values()) for k in METRICS]
         for k in METRICS:
             diffs = [per_seed[s][k] - plain[s][k] for s in per_seed if s in plain]
-            row.append("" if variant == "plain" else _cell(*mean_interval(diffs)))
+            row.append("" if variant == "plain" else interval_cell(*mean_interval(diffs)))
         ratio = (latency or {}).get("ratio", {}).get(variant)
         row.append("" if ratio is None else f"{ratio:.2f}x")
         rows.append(row)

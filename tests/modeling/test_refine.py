@@ -111,6 +111,9 @@ def test_refine_clips_and_suppresses_duplicates_again():
     (out,) = head.refine(_features(), [det])
     assert out.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert out.pred_boxes.tensor[-1].tolist() == [50, 50, 64, 64]
+    head.second_nms = False
+    (out,) = head.refine(_features(), [det])
+    assert out.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
 
 
 def test_training_the_head_lowers_its_loss():
