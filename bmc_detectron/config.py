@@ -190,6 +190,9 @@ def _add_loss_head_config(bmc: CN) -> None:
     bmc.REFINE.NUM_FC = 2
     # Also predict the refined box's IoU with its cell (IoU-Net); scores become sqrt(score * IoU).
     bmc.REFINE.IOU_SCORE = False
+    # Also classify each box (Faster R-CNN's classifier: the detector's classes + background);
+    # scores become the geometric mean of the score, that class's probability (and the IoU).
+    bmc.REFINE.CLASSIFY = False
     # Training samples: at most this many of each image's own detections (best first) ...
     bmc.REFINE.PROPOSALS_PER_IMAGE = 100
     # ... plus its gt boxes and this many jittered copies of each ...

@@ -11,7 +11,7 @@ optionally an IoU-Net-style localisation score that re-ranks the detections.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor, nn
 
-__all__ = ["BoxRefinementHead", "jitter_boxes"]
+__all__ = ["BoxRefinementHead", "RefinementOutputs", "jitter_boxes"]
 
 #: Faster R-CNN's delta weights of its box head (detectron2's ROI_BOX_HEAD.BBOX_REG_WEIGHTS).
 REFINE_DELTA_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -47,6 +47,14 @@ def jitter_boxes(
     return torch.cat([centre - wh / 2, centre + wh / 2], dim=1)
 
 
+class RefinementOutputs(NamedTuple):
+    """What the head predicts for M boxes."""
+
+    deltas: Tensor  # (M, 4) float32, weighted by REFINE_DELTA_WEIGHTS
+    iou: Optional[Tensor]  # (M,) IoU logits, with iou_score
+    classes: Optional[Tensor]  # (M, K + 1) class logits, background last, with classify
+
+
 class BoxRefinementHead(nn.Module):
     """Refines a dense detector's detections once from RoI-pooled features.
 
@@ -55,13 +63,17 @@ class BoxRefinementHead(nn.Module):
     R-CNN (Cai & Vasconcelos, "Cascade R-CNN: Delving into High Quality Object Detection",
     CVPR 2018) to RetinaNet's detections, with the localisation score of IoU-Net (Jiang et al.,
     "Acquisition of Localization Confidence for Accurate Object Detection", ECCV 2018) as an
-    option. Class-agnostic: the detections keep the dense head's classes.
+    option, and Faster R-CNN's own classifier (K classes + background) as another. The boxes are
+    refined class-agnostically: the detections keep the dense head's classes.
 
     Training samples the dense head's own detections (detached, as inference makes them), the
     ground-truth boxes and jittered copies of them; a sample whose best IoU with a gt box is
     >= ``foreground_iou`` learns that box's deltas (L1, summed and divided by the number of
     samples, as Faster R-CNN does); with ``iou_score``, every sample also
-    learns the IoU of its refined box with its best gt (binary cross-entropy).
+    learns the IoU of its refined box with its best gt (binary cross-entropy); with
+    ``classify``, its gt's class, or background below ``foreground_iou`` (cross-entropy).
+    Rescoring multiplies the dense score by the predicted IoU and / or the RoI classifier's
+    probability of the detection's class, and takes the geometric mean of the factors.
     """
 
     @configurable
@@ -74,6 +86,8 @@ class BoxRefinementHead(nn.Module):
         fc_dim: int = 256,
         num_fc: int = 2,
         iou_score: bool = False,
+        classify: bool = False,
+        num_classes: int = 0,
         proposals_per_image: int = 100,
         gt_copies: int = 4,
         jitter: float = 0.15,
@@ -91,6 +105,9 @@ class BoxRefinementHead(nn.Module):
             fc_dim, num_fc: the box head's fully connected layers.
             iou_score: also predict the refined box's IoU with its object; inference scores
                 become ``sqrt(score * IoU)``.
+            classify: also classify each box among ``num_classes`` + background; inference
+                scores take the probability of the detection's class as a factor.
+            num_classes: K, the detector's classes (with ``classify``).
             proposals_per_image: most detections of each training image sampled (best first).
             gt_copies, jitter: jittered copies of each gt box added to the samples, moved and
                 rescaled by up to ``jitter`` of its size.
@@ -121,6 +138,15 @@ class BoxRefinementHead(nn.Module):
             self.iou = nn.Linear(fc_dim, 1)
             nn.init.normal_(self.iou.weight, std=0.01)
             nn.init.zeros_(self.iou.bias)
+        self.classes = None
+        if classify:
+            if num_classes < 1:
+                raise ValueError(
+                    f"box refinement: classify needs num_classes >= 1, got {num_classes}"
+                )
+            self.classes = nn.Linear(fc_dim, num_classes + 1)
+            nn.init.normal_(self.classes.weight, std=0.01)
+            nn.init.zeros_(self.classes.bias)
         self.transform = Box2BoxTransform(weights=REFINE_DELTA_WEIGHTS)
         self.proposals_per_image = proposals_per_image
         self.gt_copies, self.jitter = gt_copies, jitter
@@ -140,6 +166,8 @@ class BoxRefinementHead(nn.Module):
             "fc_dim": ref.FC_DIM,
             "num_fc": ref.NUM_FC,
             "iou_score": ref.IOU_SCORE,
+            "classify": ref.CLASSIFY,
+            "num_classes": cfg.MODEL.RETINANET.NUM_CLASSES,
             "proposals_per_image": ref.PROPOSALS_PER_IMAGE,
             "gt_copies": ref.GT_COPIES,
             "jitter": ref.JITTER,
@@ -150,49 +178,60 @@ class BoxRefinementHead(nn.Module):
             "second_nms": ref.SECOND_NMS,
         }
 
-    def forward(
-        self, features: List[Tensor], boxes: List[Boxes]
-    ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Deltas (and IoU logits) of boxes.
+    def forward(self, features: List[Tensor], boxes: List[Boxes]) -> RefinementOutputs:
+        """The head's predictions for boxes.
 
         Args:
             features: per level (N, C, Hi, Wi) maps, finest first.
             boxes: N images' XYXY boxes in the input's pixels, M in all.
-
-        Returns:
-            (M, 4) float32 deltas (``REFINE_DELTA_WEIGHTS``) and (M,) IoU logits or None.
         """
         pooled = self.pooler([f.float() for f in features], boxes)  # (M, C, S, S)
         hidden = self.box_head(pooled)
         iou = None if self.iou is None else self.iou(hidden).float().squeeze(1)
-        return self.deltas(hidden).float(), iou
+        classes = None if self.classes is None else self.classes(hidden).float()
+        return RefinementOutputs(self.deltas(hidden).float(), iou, classes)
+
+    def rescore(self, scores: Tensor, labels: Tensor, iou: Optional[Tensor], classes) -> Tensor:
+        """(M,) scores: the geometric mean of the dense ``scores`` and, where predicted, the IoU
+        and the RoI classifier's probability of each detection's class ``labels``."""
+        factors = [scores]
+        if iou is not None:
+            factors.append(iou.sigmoid())
+        if classes is not None:
+            probs = classes.softmax(dim=1)
+            factors.append(probs.gather(1, labels[:, None]).squeeze(1))
+        if len(factors) == 1:
+            return scores
+        return torch.stack(factors).prod(dim=0) ** (1.0 / len(factors))
 
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:
         """The detections (``pred_boxes``, ``scores``, ``pred_classes``, per image in the input's
         pixels) with refined boxes clipped to their image, rescored with ``iou_score``, and
         per-class NMS again with ``second_nms``."""
-        boxes = [d.pred_boxes for d in detections]
-        deltas, iou = self.forward(features, boxes)
+        deltas, iou, classes = self.forward(features, [d.pred_boxes for d in detections])
         out, start = [], 0
         for det in detections:
-            n = len(det)
-            new = self.transform.apply_deltas(deltas[start : start + n], det.pred_boxes.tensor)
+            part = slice(start, start + len(det))
+            new = self.transform.apply_deltas(deltas[part], det.pred_boxes.tensor)
             refined = Instances(det.image_size)
             refined.pred_boxes = Boxes(new)
             refined.pred_boxes.clip(det.image_size)
-            refined.scores = det.scores
-            if iou is not None:
-                refined.scores = torch.sqrt(det.scores * iou[start : start + n].sigmoid())
+            refined.scores = self.rescore(
+                det.scores,
+                det.pred_classes,
+                None if iou is None else iou[part],
+                None if classes is None else classes[part],
+            )
             refined.pred_classes = det.pred_classes
             if self.second_nms:
                 keep = batched_nms(
                     refined.pred_boxes.tensor, refined.scores, refined.pred_classes, self.nms_thresh
                 )
                 refined = refined[keep]
-            elif iou is not None:  # best first, as NMS returns them
+            elif iou is not None or classes is not None:  # best first, as NMS returns them
                 refined = refined[refined.scores.argsort(descending=True)]
             out.append(refined)
-            start += n
+            start += len(det)
         return out
 
     def samples(self, detections: List[Instances], gt: List[Instances]) -> List[Boxes]:
@@ -210,23 +249,14 @@ class BoxRefinementHead(nn.Module):
     def losses(
         self, features: List[Tensor], detections: List[Instances], gt: List[Instances]
     ) -> Dict[str, Tensor]:
-        """``loss_refine_box`` (and ``loss_refine_iou``) on the samples of :meth:`samples`."""
+        """``loss_refine_box`` (and ``loss_refine_iou``, ``loss_refine_cls``) on the samples of
+        :meth:`samples`."""
         samples = self.samples(detections, gt)
         if self.detach_features:
             features = [f.detach() for f in features]
-        deltas, iou_logits = self.forward(features, samples)
-        best_iou, matched = [], []
-        for boxes, g in zip(samples, gt):
-            if len(g) == 0:
-                best_iou.append(boxes.tensor.new_zeros(len(boxes)))
-                matched.append(boxes.tensor.clone())
-                continue
-            iou = pairwise_iou(boxes, g.gt_boxes)  # (S, G)
-            value, index = iou.max(dim=1)
-            best_iou.append(value)
-            matched.append(g.gt_boxes.tensor[index].float())
+        deltas, iou_logits, class_logits = self.forward(features, samples)
+        best_iou, matched, labels = _match(samples, gt)
         proposals = torch.cat([b.tensor for b in samples])
-        best_iou, matched = torch.cat(best_iou), torch.cat(matched)
         fg = best_iou >= self.foreground_iou
         targets = self.transform.get_deltas(proposals[fg], matched[fg])
         # Faster R-CNN's normalisation: the L1 sum over the foreground by the number of samples
@@ -242,4 +272,25 @@ class BoxRefinementHead(nn.Module):
                 ).clamp(min=0.0)
             loss_iou = F.binary_cross_entropy_with_logits(iou_logits, quality)
             out["loss_refine_iou"] = loss_iou * self.loss_weight
+        if class_logits is not None:
+            background = class_logits.shape[1] - 1
+            target = torch.where(fg, labels, torch.full_like(labels, background))
+            out["loss_refine_cls"] = F.cross_entropy(class_logits, target) * self.loss_weight
         return out
+
+
+def _match(samples: List[Boxes], gt: List[Instances]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Each sample's best IoU with its image's gt boxes (S,), that gt's box (S, 4) and class
+    (S,) int64 (0, 0 and the sample itself for an image without gt)."""
+    best_iou, matched, labels = [], [], []
+    for boxes, g in zip(samples, gt):
+        if len(g) == 0:
+            best_iou.append(boxes.tensor.new_zeros(len(boxes)))
+            matched.append(boxes.tensor.float().clone())
+            labels.append(torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device))
+            continue
+        value, index = pairwise_iou(boxes, g.gt_boxes).max(dim=1)  # over (S, G)
+        best_iou.append(value)
+        matched.append(g.gt_boxes.tensor[index].float())
+        labels.append(g.gt_classes[index])
+    return torch.cat(best_iou), torch.cat(matched), torch.cat(labels)

@@ -183,3 +183,27 @@ def test_detector_with_refinement_trains_and_refines():
     dense = dense[batched_nms(dense.pred_boxes.tensor, dense.scores, dense.pred_classes, 0.5)]
     assert torch.allclose(unmoved.pred_boxes.tensor, dense.pred_boxes.tensor)
     assert torch.allclose(unmoved.scores, dense.scores.sqrt())
+
+
+def test_classifier_learns_gt_classes_and_background_and_rescores():
+    head = _head(classify=True, num_classes=3, loss_weight=1.0)
+    with torch.no_grad():  # uniform probabilities: the loss is log(K + 1)
+        head.classes.weight.zero_()
+        head.classes.bias.zero_()
+    gt = _gt([[10.0, 10.0, 30.0, 30.0]])
+    gt.gt_classes = torch.tensor([2])
+    det = _dets([[11.0, 10.0, 31.0, 30.0], [40.0, 40.0, 60.0, 60.0]], [0.9, 0.8], [2, 0])
+    losses = head.losses(_features(), [det], [gt])
+    assert losses["loss_refine_cls"].item() == pytest.approx(math.log(4), abs=1e-5)
+    # the targets: the detection and the gt -> class 2, the far detection -> background (3)
+    with torch.no_grad():
+        head.classes.bias.copy_(torch.tensor([0.0, 0.0, 5.0, 5.0]))
+    mixed = head.losses(_features(), [det], [gt])["loss_refine_cls"].item()
+    expected = -math.log(math.exp(5) / (2 + 2 * math.exp(5)))  # each target class at e^5 / Z
+    assert mixed == pytest.approx(expected, abs=1e-5)
+    # rescoring: the geometric mean of the score and its class's probability
+    _set_deltas(head, [0.0, 0.0, 0.0, 0.0])
+    with torch.no_grad():
+        head.classes.bias.copy_(torch.tensor([0.0, 0.0, math.log(2.0), 0.0]))  # p(2) = 2 / 5
+    (out,) = head.refine(_features(), [_dets([[10.0, 10.0, 30.0, 30.0]], [0.9], [2])])
+    assert out.scores.item() == pytest.approx(math.sqrt(0.9 * 0.4), abs=1e-6)

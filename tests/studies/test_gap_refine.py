@@ -15,7 +15,7 @@ from studies.gap.refine import (
     write_page,
 )
 
-REFINE, DETACH, IOU = CANDIDATES
+REFINE, DETACH, IOU, CLS = CANDIDATES
 
 
 def _write(runs, out, config, variant, seed, ap, ap75):
@@ -26,7 +26,10 @@ def _write(runs, out, config, variant, seed, ap, ap75):
 
 
 def test_variants_and_their_commands(tmp_path):
-    assert "no IoU rescoring" in variants_of(IOU) and "no IoU rescoring" not in variants_of(REFINE)
+    assert "no rescoring" in variants_of(IOU) and "no rescoring" in variants_of(CLS)
+    assert "no rescoring" not in variants_of(REFINE)
+    cmd = eval_command("py", tmp_path / "run", tmp_path / "o", "no rescoring")
+    assert cmd[cmd.index("MODEL.BMC.REFINE.CLASSIFY") + 1] == "False"
     assert variants_of(REFINE)[0] == "as trained"
     cmd = eval_command("py", tmp_path / "run", tmp_path / "o", "no second NMS")
     assert cmd[cmd.index("MODEL.BMC.REFINE.SECOND_NMS") + 1] == "False"
@@ -35,8 +38,8 @@ def test_variants_and_their_commands(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     assert metrics_file(runs, out, REFINE, "as trained", 1).parts[-4] == "seed1"
     assert metrics_file(runs, out, REFINE, "as trained", 1).is_relative_to(runs / REFINE)
-    own = metrics_file(runs, out, IOU, "no IoU rescoring, no second NMS", 0)
-    assert own.is_relative_to(out / IOU / "no_IoU_rescoring_no_second_NMS")
+    own = metrics_file(runs, out, IOU, "no rescoring, no second NMS", 0)
+    assert own.is_relative_to(out / IOU / "no_rescoring_no_second_NMS")
 
 
 def test_rows_pair_every_variant_with_the_full_model_by_seed(tmp_path):
