@@ -112,7 +112,7 @@ class BoxRefinementHead(nn.Module):
             gt_copies, jitter: jittered copies of each gt box added to the samples, moved and
                 rescaled by up to ``jitter`` of its size.
             foreground_iou: samples at or above this IoU with a gt learn its deltas.
-            loss_weight: multiplier of both refinement losses.
+            loss_weight: multiplier of the refinement losses.
             detach_features: training does not reach the features (the dense detector trains
                 as it would alone).
             nms_thresh: IoU of the per-class NMS after refinement (refined duplicates converge).
@@ -130,23 +130,11 @@ class BoxRefinementHead(nn.Module):
         )
         shape = ShapeSpec(channels=in_channels, height=pooler_resolution, width=pooler_resolution)
         self.box_head = FastRCNNConvFCHead(shape, conv_dims=[], fc_dims=[fc_dim] * num_fc)
-        self.deltas = nn.Linear(fc_dim, 4)
-        nn.init.normal_(self.deltas.weight, std=0.001)
-        nn.init.zeros_(self.deltas.bias)
-        self.iou = None
-        if iou_score:
-            self.iou = nn.Linear(fc_dim, 1)
-            nn.init.normal_(self.iou.weight, std=0.01)
-            nn.init.zeros_(self.iou.bias)
-        self.classes = None
-        if classify:
-            if num_classes < 1:
-                raise ValueError(
-                    f"box refinement: classify needs num_classes >= 1, got {num_classes}"
-                )
-            self.classes = nn.Linear(fc_dim, num_classes + 1)
-            nn.init.normal_(self.classes.weight, std=0.01)
-            nn.init.zeros_(self.classes.bias)
+        self.deltas = _predictor(fc_dim, 4, std=0.001)
+        self.iou = _predictor(fc_dim, 1, std=0.01) if iou_score else None
+        if classify and num_classes < 1:
+            raise ValueError(f"box refinement: classify needs num_classes >= 1, got {num_classes}")
+        self.classes = _predictor(fc_dim, num_classes + 1, std=0.01) if classify else None
         self.transform = Box2BoxTransform(weights=REFINE_DELTA_WEIGHTS)
         self.proposals_per_image = proposals_per_image
         self.gt_copies, self.jitter = gt_copies, jitter
@@ -277,6 +265,14 @@ class BoxRefinementHead(nn.Module):
             target = torch.where(fg, labels, torch.full_like(labels, background))
             out["loss_refine_cls"] = F.cross_entropy(class_logits, target) * self.loss_weight
         return out
+
+
+def _predictor(in_dim: int, out_dim: int, std: float) -> nn.Linear:
+    """A linear predictor with normal(0, std) weights and zero bias (Faster R-CNN's init)."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def _match(samples: List[Boxes], gt: List[Instances]) -> Tuple[Tensor, Tensor, Tensor]:
