@@ -8,12 +8,13 @@ model's) add that stage to the full model (``MODEL.BMC.REFINE``, modeling/refine
 - ``REFINE``: trained jointly (its gradients reach the backbone and neck);
 - ``REFINE_DETACH``: trained on detached features, so the dense detector is the full model's own;
 - ``REFINE_IOU``: ``REFINE`` with IoU-Net's localisation score re-ranking the detections;
-- ``REFINE_CLS``: ``REFINE`` with Faster R-CNN's classifier (classes + background) re-ranking them.
+- ``REFINE_CLS``: ``REFINE`` with Faster R-CNN's classifier (classes + background) re-ranking them;
+- ``REFINE_IOU_CLS``: both.
 
 Each trained run is also evaluated (``train_net.py --eval-only``) at test-time settings that do
 not change training, to take the gain apart: without the per-class NMS after refinement
 (``SECOND_NMS False``), with the stage switched off (``REFINE.ENABLED False``: the jointly trained
-dense detector alone) and, for ``REFINE_IOU`` and ``REFINE_CLS``, without the rescoring. The
+dense detector alone) and, for the candidates that rescore, without the rescoring. The
 page shows every variant against the full model, paired by seed (mean and 95 % t-interval), and
 the batch-1 latency of the stage against the full model (one process, interleaved, trained weights).
 
@@ -50,6 +51,7 @@ CANDIDATES = (
     "retinanet_R_18_full_REFINE_DETACH_cpu",
     "retinanet_R_18_full_REFINE_IOU_cpu",
     "retinanet_R_18_full_REFINE_CLS_cpu",
+    "retinanet_R_18_full_REFINE_IOU_CLS_cpu",
 )
 RESCORING_OFF = ["MODEL.BMC.REFINE.IOU_SCORE", "False", "MODEL.BMC.REFINE.CLASSIFY", "False"]
 #: test-time variants: name -> config overrides ("as trained" is the run's own evaluation)
@@ -64,7 +66,7 @@ VARIANTS: Dict[str, List[str]] = {
 
 def variants_of(config: str) -> List[str]:
     """The variants that make sense for a candidate (rescoring ones only where it rescores)."""
-    rescores = "_IOU_" in config or "_CLS_" in config
+    rescores = "_IOU_" in config or "_CLS_" in config  # REFINE_IOU_CLS has both
     return [v for v in VARIANTS if "rescoring" not in v or rescores]
 
 
@@ -205,7 +207,8 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
         "`REFINE_IOU` is `REFINE` with IoU-Net's localisation score, detections ranked by "
         "sqrt(score x predicted IoU); `REFINE_CLS` is `REFINE` with Faster R-CNN's classifier "
         "(the three classes and background) on the RoI features, detections ranked by "
-        "sqrt(score x its probability of the detection's class).",
+        "sqrt(score x its probability of the detection's class); `REFINE_IOU_CLS` has both "
+        "(the geometric mean of the three factors).",
         "",
         "Test-time variants: "
         + "; ".join(f"`{v}`: {' '.join(o) or 'the run as trained'}" for v, o in VARIANTS.items())
