@@ -442,11 +442,14 @@ def test_score_voting_exports(tmp_path):
     assert not compare_detections(voted, plain).equal(BOX_TOL, SCORE_TOL)
 
 
-def test_box_refinement_exports(tmp_path):
-    """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score) is traced into the graph:
-    RoIAlign over the levels, the box head, the rescoring and the second NMS match PyTorch."""
-    config = str(REPO / "configs/cpu/retinanet_R_18_full_REFINE_IOU_cpu.yaml")
+@pytest.mark.parametrize("second_nms", [True, False])
+def test_box_refinement_exports(second_nms, tmp_path):
+    """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score and classifier) is traced:
+    RoIAlign over the levels, the box head, both rescorings and the second NMS (or the sort
+    by the new scores without it) match PyTorch."""
+    config = str(REPO / "configs/cpu/retinanet_R_18_full_REFINE_IOU_CLS_cpu.yaml")
     opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
+    opts += ["MODEL.BMC.REFINE.SECOND_NMS", str(second_nms)]
     weights = _seeded_detector_weights(config, opts, tmp_path / "det.pth")
     state = torch.load(weights)
     deltas = state["model"]["refinement.deltas.weight"]
