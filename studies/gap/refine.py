@@ -101,9 +101,10 @@ def run_evals(py: str, runs: Path, out: Path, seeds: Sequence[int]) -> None:
                 subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def measure_latency(runs: Path, config: str, seed: int, images: int, rounds: int) -> Dict:
-    """Per-image batch-1 seconds of the full model and ``config`` (trained weights of ``seed``,
-    one thread, interleaved after a warm-up round); the median paired ratio."""
+def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict:
+    """Per-image batch-1 seconds of the full model and every candidate trained at ``seed``
+    (trained weights, one thread, interleaved after a warm-up round); each candidate's median
+    paired ratio to the full model."""
     import torch
 
     from bmc_detectron.config import build_cfg
@@ -113,22 +114,24 @@ def measure_latency(runs: Path, config: str, seed: int, images: int, rounds: int
 
     torch.set_num_threads(1)
     subjects, loader = {}, None
-    for name in (FULL, config):
+    for name in (FULL, *CANDIDATES):
         run = runs / name / f"seed{seed}"
+        if not (run / "model_final.pth").is_file():
+            continue
         cfg = build_cfg(str(run / "config.yaml"))
         subjects[name] = load_model(cfg, str(run / "model_final.pth"))
         loader = loader or BMCTrainer.build_test_loader(cfg, DATASET)
     batches = [b for _, b in zip(range(images), loader)]
     with torch.no_grad():
         times = interleaved_latency(subjects, batches, rounds=rounds, warmup=1)
-    ratio = statistics.median(a / b for a, b in zip(times[config], times[FULL]))
     return {
-        "config": config,
         "seed": seed,
         "images": len(batches),
         "rounds": rounds,
         "median_ms": {k: statistics.median(v) * 1000 for k, v in times.items()},
-        "ratio": ratio,
+        "ratio": {
+            k: statistics.median(a / b for a, b in zip(v, times[FULL])) for k, v in times.items()
+        },
     }
 
 
@@ -174,12 +177,13 @@ def seed_rows(found: Dict) -> List[List[object]]:
 def latency_line(latency: Dict | None) -> str:
     if not latency:
         return "Latency: not measured yet (`python -m studies.gap.refine` measures it)."
-    ms = latency["median_ms"]
+    ms, ratio = latency["median_ms"], latency["ratio"]
+    each = ", ".join(f"{short(k)} {ms[k]:.0f} ms (**{ratio[k]:.2f}x**)" for k in ms if k != FULL)
     return (
         f"Latency (batch 1, one thread, {latency['images']} val images x {latency['rounds']} "
-        f"interleaved rounds after a warm-up, seed {latency['seed']}'s trained weights): full "
-        f"model {ms[FULL]:.0f} ms, {short(latency['config'])} {ms[latency['config']]:.0f} ms "
-        f"median per image, **{latency['ratio']:.2f}x** (median of the per-image ratios)."
+        f"interleaved rounds after a warm-up, seed {latency['seed']}'s trained weights, each "
+        f"as trained): full model {ms[FULL]:.0f} ms median per image; {each} (the median of "
+        "the per-image ratios to the full model)."
     )
 
 
@@ -235,7 +239,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--py", default=sys.executable)
     p.add_argument("--no-run", action="store_true", help="only the page, from existing outputs")
-    p.add_argument("--latency-config", default=CANDIDATES[0])
     p.add_argument("--latency-images", type=int, default=20)
     p.add_argument("--latency-rounds", type=int, default=3)
     return p.parse_args(argv)
@@ -247,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     latency_json = out / "latency.json"
     if not args.no_run:
         run_evals(args.py, runs, out, args.seeds)
-        latency = measure_latency(
-            runs, args.latency_config, args.seeds[0], args.latency_images, args.latency_rounds
-        )
+        latency = measure_latency(runs, args.seeds[0], args.latency_images, args.latency_rounds)
         out.mkdir(parents=True, exist_ok=True)
         latency_json.write_text(json.dumps(latency, indent=2))
     latency = json.loads(latency_json.read_text()) if latency_json.is_file() else None

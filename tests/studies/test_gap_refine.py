@@ -58,9 +58,9 @@ def test_rows_pair_every_variant_with_the_full_model_by_seed(tmp_path):
     assert refine[7] == "+2.00 [-0.48, +4.48]" and refine[9] == "+2.00 [+2.00, +2.00]"
     assert rows[("REFINE", "no second NMS")][7] == "+2.00 (n=1)"
     page = tmp_path / "RESULTS_gap_refine.md"
-    latency = {"config": REFINE, "seed": 0, "images": 20, "rounds": 3, "ratio": 1.12,
+    latency = {"seed": 0, "images": 20, "rounds": 3, "ratio": {FULL: 1.0, REFINE: 1.12},
                "median_ms": {FULL: 100.0, REFINE: 112.0}}  # fmt: skip
     write_page(page, found, latency, "runs", "out")
     text = page.read_text()
     assert "| REFINE | no second NMS | 1 | 52.0 |" in text
-    assert "**1.12x**" in text and "## Per seed" in text
+    assert "REFINE 112 ms (**1.12x**)" in text and "## Per seed" in text
