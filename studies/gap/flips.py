@@ -244,17 +244,37 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
     atomic_write_text(path, "\n".join(lines))
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", default=RUNS, help="the full model's seed<N>/ folders")
-    p.add_argument("--out", default=OUT, help="evaluation outputs (one folder per variant)")
-    p.add_argument("--page", default=PAGE)
+def variant_study_args(
+    argv: Sequence[str] | None,
+    description: str,
+    defaults: Dict[str, str],
+    helps: Dict[str, str],
+    latency_rounds: int,
+) -> argparse.Namespace:
+    """The command line of a study that evaluates trained runs at test-time variants: --runs,
+    --out, --page (``defaults`` and ``helps`` by name), --seeds, --py, --no-run, --latency-*."""
+    p = argparse.ArgumentParser(description=description)
+    for name in ("runs", "out", "page"):
+        p.add_argument(f"--{name}", default=defaults[name], help=helps.get(name))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--py", default=sys.executable)
     p.add_argument("--no-run", action="store_true", help="only the page, from existing outputs")
     p.add_argument("--latency-images", type=int, default=20)
-    p.add_argument("--latency-rounds", type=int, default=2)
+    p.add_argument("--latency-rounds", type=int, default=latency_rounds)
     return p.parse_args(argv)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return variant_study_args(
+        argv,
+        __doc__.split("\n")[0],
+        {"runs": RUNS, "out": OUT, "page": PAGE},
+        {
+            "runs": "the full model's seed<N>/ folders",
+            "out": "evaluation outputs (one folder per variant)",
+        },
+        latency_rounds=2,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,13 +31,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from studies.ablation.report import mean_interval
-from studies.gap.flips import interval_cell
+from studies.gap.flips import interval_cell, variant_study_args
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = "output/gap/runs"
@@ -232,16 +231,13 @@ def write_page(path: Path, found: Dict, latency: Dict | None, runs: str, out: st
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", default=RUNS, help="the gap study's runs/ folder")
-    p.add_argument("--out", default=OUT, help="evaluation outputs of the test-time variants")
-    p.add_argument("--page", default=PAGE)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--py", default=sys.executable)
-    p.add_argument("--no-run", action="store_true", help="only the page, from existing outputs")
-    p.add_argument("--latency-images", type=int, default=20)
-    p.add_argument("--latency-rounds", type=int, default=3)
-    return p.parse_args(argv)
+    return variant_study_args(
+        argv,
+        __doc__.split("\n")[0],
+        {"runs": RUNS, "out": OUT, "page": PAGE},
+        {"runs": "the gap study's runs/ folder", "out": "evaluations of the test-time variants"},
+        latency_rounds=3,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
