@@ -112,6 +112,31 @@ def _check_classifier(cfg: CN) -> None:
         raise ConfigError(f"BMC.CLASSIFIER_AUG.BOX_JITTER {jitter!r}: must be in [0, 0.5)")
 
 
+def _check_refinement(cfg: CN) -> None:
+    """MODEL.BMC.REFINE: only BMCRetinaNet has the stage; sizes and fractions in range."""
+    ref = cfg.MODEL.BMC.REFINE
+    if not ref.ENABLED:
+        return
+    if cfg.MODEL.META_ARCHITECTURE != "BMCRetinaNet":
+        raise ConfigError(
+            "MODEL.BMC.REFINE.ENABLED: the refinement stage belongs to BMCRetinaNet, not "
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r}"
+        )
+    problems = {
+        "POOLER_RESOLUTION": ref.POOLER_RESOLUTION < 1,
+        "FC_DIM": ref.FC_DIM < 1,
+        "NUM_FC": ref.NUM_FC < 1,
+        "PROPOSALS_PER_IMAGE": ref.PROPOSALS_PER_IMAGE < 0,
+        "GT_COPIES": ref.GT_COPIES < 0,
+        "JITTER": not 0 <= ref.JITTER < 1,
+        "FOREGROUND_IOU": not 0 < ref.FOREGROUND_IOU <= 1,
+        "LOSS_WEIGHT": ref.LOSS_WEIGHT < 0,
+    }
+    for key, bad in problems.items():
+        if bad:
+            raise ConfigError(f"MODEL.BMC.REFINE.{key} {ref[key]!r}: out of range")
+
+
 def check_cfg(cfg: CN) -> None:
     """Raise :class:`ConfigError` for a value that names nothing registered or allowed."""
     for key, (value, allowed) in _registered_choices(cfg).items():
@@ -121,6 +146,7 @@ def check_cfg(cfg: CN) -> None:
     if int(cfg.BMC.CHECKPOINTS_TO_KEEP) < 0:
         raise ConfigError(f"BMC.CHECKPOINTS_TO_KEEP {cfg.BMC.CHECKPOINTS_TO_KEEP!r}: must be >= 0")
     check_test_flips(cfg.BMC.TEST_FLIPS, cfg.BMC.TEST_FLIP_MERGE)
+    _check_refinement(cfg)
     ema = cfg.BMC.EMA
     if not 0 <= ema.DECAY < 1 or ema.WARMUP < 0:
         raise ConfigError(f"BMC.EMA: DECAY {ema.DECAY!r} not in [0, 1) or WARMUP {ema.WARMUP} < 0")

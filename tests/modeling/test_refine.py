@@ -207,3 +207,18 @@ def test_classifier_learns_gt_classes_and_background_and_rescores():
         head.classes.bias.copy_(torch.tensor([0.0, 0.0, math.log(2.0), 0.0]))  # p(2) = 2 / 5
     (out,) = head.refine(_features(), [_dets([[10.0, 10.0, 30.0, 30.0]], [0.9], [2])])
     assert out.scores.item() == pytest.approx(math.sqrt(0.9 * 0.4), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "opts, words",
+    [
+        (["MODEL.META_ARCHITECTURE", "BMCFCOS"], "belongs to BMCRetinaNet"),
+        (["MODEL.BMC.REFINE.FOREGROUND_IOU", "0.0"], "FOREGROUND_IOU 0.0: out of range"),
+        (["MODEL.BMC.REFINE.NUM_FC", "0"], "NUM_FC 0: out of range"),
+    ],
+)
+def test_bad_refinement_settings_are_named(opts, words):
+    from bmc_detectron.config import ConfigError, build_cfg
+
+    with pytest.raises(ConfigError, match=words):
+        build_cfg("configs/cpu/retinanet_R_18_full_REFINE_cpu.yaml", opts)
