@@ -5,7 +5,8 @@ Faster R-CNN's advantage over it on BCCD is mostly box quality (AP75) and small 
 second stage pools the features inside each proposal and regresses again. This module adds that
 second stage to RetinaNet's final detections, as one stage of Cascade R-CNN does to its
 proposals: RoIAlign on the neck's levels, Faster R-CNN's box head, class-agnostic deltas, and
-optionally an IoU-Net-style localisation score that re-ranks the detections.
+optionally an IoU-Net-style localisation score and / or Faster R-CNN's classifier (classes +
+background) that re-rank the detections.
 """
 
 from __future__ import annotations
@@ -179,7 +180,9 @@ class BoxRefinementHead(nn.Module):
         classes = None if self.classes is None else self.classes(hidden).float()
         return RefinementOutputs(self.deltas(hidden).float(), iou, classes)
 
-    def rescore(self, scores: Tensor, labels: Tensor, iou: Optional[Tensor], classes) -> Tensor:
+    def rescore(
+        self, scores: Tensor, labels: Tensor, iou: Optional[Tensor], classes: Optional[Tensor]
+    ) -> Tensor:
         """(M,) scores: the geometric mean of the dense ``scores`` and, where predicted, the IoU
         and the RoI classifier's probability of each detection's class ``labels``."""
         factors = [scores]
@@ -194,7 +197,7 @@ class BoxRefinementHead(nn.Module):
 
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:
         """The detections (``pred_boxes``, ``scores``, ``pred_classes``, per image in the input's
-        pixels) with refined boxes clipped to their image, rescored with ``iou_score``, and
+        pixels) with refined boxes clipped to their image, rescored (:meth:`rescore`), and
         per-class NMS again with ``second_nms``."""
         deltas, iou, classes = self.forward(features, [d.pred_boxes for d in detections])
         out, start = [], 0

@@ -104,17 +104,33 @@ def metrics_file(out: Path, variant: str, seed: int) -> Path:
     return out / folder(variant) / f"seed{seed}" / "inference" / DATASET / "coco_metrics.json"
 
 
+def run_eval(cmd: List[str]) -> None:
+    """One ``train_net.py --eval-only`` command, on one thread, its output not shown."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def latency_record(times: Dict[str, List[float]], base: str, **about: object) -> Dict:
+    """``about`` plus each subject's median ms per call and its median paired ratio to
+    ``base`` (the i-th calls of two subjects are paired: reporting/timing.interleaved_latency)."""
+    return {
+        **about,
+        "median_ms": {k: statistics.median(v) * 1000 for k, v in times.items()},
+        "ratio": {
+            k: statistics.median(a / b for a, b in zip(v, times[base])) for k, v in times.items()
+        },
+    }
+
+
 def run_evals(py: str, runs: Path, out: Path, seeds: Sequence[int]) -> None:
     """Every missing (variant, seed) evaluation, one at a time on one thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for seed in seeds:
         for variant in VARIANTS:
             if metrics_file(out, variant, seed).is_file():
                 continue
             target = out / folder(variant) / f"seed{seed}"
-            cmd = eval_command(py, runs / f"seed{seed}", target, variant)
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+            run_eval(eval_command(py, runs / f"seed{seed}", target, variant))
 
 
 def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict[str, object]:
@@ -146,14 +162,7 @@ def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict[str
         subjects[name] = BMCRetinaNetWithTTA(variant, flips=flips, merge=merge).eval()
     with torch.no_grad():
         times = interleaved_latency(subjects, batches, rounds=rounds, warmup=1)
-    base = times["plain"]
-    return {
-        "seed": seed,
-        "images": len(batches),
-        "rounds": rounds,
-        "median_ms": {k: statistics.median(v) * 1000 for k, v in times.items()},
-        "ratio": {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in times.items()},
-    }
+    return latency_record(times, "plain", seed=seed, images=len(batches), rounds=rounds)
 
 
 def collect(out: Path, seeds: Sequence[int]) -> Dict[str, Dict[int, Dict[str, float]]]:

@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from studies.ablation.report import mean_interval
-from studies.gap.flips import interval_cell, variant_study_args
+from studies.gap.flips import interval_cell, latency_record, run_eval, variant_study_args
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = "output/gap/runs"
@@ -85,7 +83,6 @@ def eval_command(py: str, run: Path, out: Path, variant: str) -> List[str]:
 
 def run_evals(py: str, runs: Path, out: Path, seeds: Sequence[int]) -> None:
     """Every missing evaluation of a trained run, one at a time on one thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for config in CANDIDATES:
         for seed in seeds:
             run = runs / config / f"seed{seed}"
@@ -95,9 +92,7 @@ def run_evals(py: str, runs: Path, out: Path, seeds: Sequence[int]) -> None:
                 target = metrics_file(runs, out, config, variant, seed)
                 if target.is_file():
                     continue
-                cmd = eval_command(py, run, target.parents[2], variant)
-                print("+", " ".join(cmd), flush=True)
-                subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+                run_eval(eval_command(py, run, target.parents[2], variant))
 
 
 def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict:
@@ -123,15 +118,7 @@ def measure_latency(runs: Path, seed: int, images: int, rounds: int) -> Dict:
     batches = [b for _, b in zip(range(images), loader)]
     with torch.no_grad():
         times = interleaved_latency(subjects, batches, rounds=rounds, warmup=1)
-    return {
-        "seed": seed,
-        "images": len(batches),
-        "rounds": rounds,
-        "median_ms": {k: statistics.median(v) * 1000 for k, v in times.items()},
-        "ratio": {
-            k: statistics.median(a / b for a, b in zip(v, times[FULL])) for k, v in times.items()
-        },
-    }
+    return latency_record(times, FULL, seed=seed, images=len(batches), rounds=rounds)
 
 
 def collect(runs: Path, out: Path, seeds: Sequence[int]) -> Dict[Tuple[str, str], Dict]:
