@@ -85,10 +85,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--target",
         type=float,
-        nargs=2,
+        nargs="+",
         default=(1.5, 2.0),
-        metavar=("AP", "AP50"),
-        help="gain over the reference the full model must reach",
+        metavar="AP [AP50]",
+        help="gain over the reference the full model must reach (AP, then AP50 if given)",
     )
     p.add_argument(
         "--bootstrap",
@@ -114,6 +114,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     bad = [x for x in args.parent if x.count("=") != 1]
     if bad:
         p.error(f"--parent takes CONFIG=PARENT pairs, got {bad}")
+    if len(args.target) > 2:
+        p.error(f"--target takes AP [AP50], got {len(args.target)} values")
     args.parents = dict(x.split("=") for x in args.parent)
     if args.reference:
         args.configs = [*args.configs, args.reference_config]

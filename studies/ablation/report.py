@@ -165,19 +165,24 @@ def interval_table(summary: List[Dict], parents: Mapping[str, str], reference: s
 
 
 def target_verdict(
-    summary: List[Dict], full: str, reference: str | None, min_ap: float, min_ap50: float
+    summary: List[Dict],
+    full: str,
+    reference: str | None,
+    min_ap: float,
+    min_ap50: float | None = None,
 ) -> str:
-    """Markdown line: does ``full`` beat the reference by ``min_ap`` AP and ``min_ap50`` AP50
-    (paired means over the seeds both finished)?"""
+    """Markdown line: does ``full`` beat the reference by ``min_ap`` AP (and by ``min_ap50``
+    AP50 unless None), paired means over the seeds both finished?"""
     by_name = {s["config"]: s for s in summary}
     if full not in by_name or reference not in by_name:
         return f"- target not evaluated: `{full}` or the reference is not in this ablation"
     ap, n = paired_delta(by_name[full], by_name[reference], "AP")
     ap50, _ = paired_delta(by_name[full], by_name[reference], "AP50")
-    met = n > 0 and ap >= min_ap and ap50 >= min_ap50
+    met = n > 0 and ap >= min_ap and (min_ap50 is None or ap50 >= min_ap50)
+    ap50_goal = "" if min_ap50 is None else f" (target ≥ {min_ap50:+.1f})"
     return (
         f"- full model `{full}` vs `{reference}` over {n} paired seed(s): "
-        f"ΔAP {ap:+.2f} (target ≥ +{min_ap}), ΔAP50 {ap50:+.2f} (target ≥ +{min_ap50})"
+        f"ΔAP {ap:+.2f} (target ≥ {min_ap:+.1f}), ΔAP50 {ap50:+.2f}{ap50_goal}"
         f" → **{'met' if met else 'not met'}**"
     )
 
@@ -238,7 +243,7 @@ def markdown_tables(
     classes: Sequence[str],
     parents: Mapping[str, str] | None = None,
     full: str | None = None,
-    targets: Tuple[float, float] = (1.5, 2.0),
+    targets: Tuple[float, ...] = (1.5, 2.0),
     reference: str | None = None,
     after_intervals: Sequence[str] = (),
 ) -> str:

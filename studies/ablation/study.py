@@ -30,18 +30,18 @@ class PageSpec:
     """What the tables and the page show besides the runs.
 
     ``parents``: config name -> the config its paired change is shown against; ``full``: the
-    config judged against the reference for ``targets`` (AP, AP50 gain); ``bootstrap``: draws of
-    the bootstrap interval over test images (0: none); ``latency_from``: a side-by-side
-    ``latency.json`` whose medians replace each run's own timing; ``report``: the page to write
-    (None: only ``ablation.md``/``.csv`` in the output folder), with ``title``, ``notes`` (a
-    markdown file under the setup), ``manifest`` (the study's ``study.yaml``: the page's status
-    section, :func:`studies.status.study_status`) and ``extra`` (markdown files included at the
-    end).
+    config judged against the reference for ``targets`` (AP gain, then AP50 gain if given);
+    ``bootstrap``: draws of the bootstrap interval over test images (0: none); ``latency_from``:
+    a side-by-side ``latency.json`` whose medians replace each run's own timing; ``report``: the
+    page to write (None: only ``ablation.md``/``.csv`` in the output folder), with ``title``,
+    ``notes`` (a markdown file under the setup), ``manifest`` (the study's ``study.yaml``: the
+    page's status section, :func:`studies.status.study_status`) and ``extra`` (markdown files
+    included at the end).
     """
 
     parents: Mapping[str, str] = field(default_factory=dict)
     full: str | None = None
-    targets: Tuple[float, float] = (1.5, 2.0)
+    targets: Tuple[float, ...] = (1.5, 2.0)
     bootstrap: int = 1000
     latency_from: str | None = None
     report: str | None = None

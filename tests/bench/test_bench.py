@@ -250,6 +250,10 @@ def test_paired_delta_uses_only_common_seeds():
     line = ablation_report.target_verdict([close, ref], "close", REFERENCE, 1.5, 2.0)
     assert "ΔAP50 +1.99 (target ≥ +2.0) → **not met**" in line
     assert "not evaluated" in ablation_report.target_verdict([full], "full", REFERENCE, 1.5, 2.0)
+    # an AP-only target (to match a stronger detector): AP50 is reported, not judged
+    level = _row("level", {0: 37.0, 1: 37.5}, {0: 70.0, 1: 70.0})
+    line = ablation_report.target_verdict([level, ref], "level", REFERENCE, 0.0)
+    assert "ΔAP +0.25 (target ≥ +0.0), ΔAP50 -4.50 → **met**" in line
     lonely = _row("lonely", {5: 1.0}, {5: 1.0})
     assert "**not met**" in ablation_report.target_verdict(
         [lonely, ref], "lonely", REFERENCE, -100, -100
