@@ -201,6 +201,9 @@ def _add_loss_head_config(bmc: CN) -> None:
     bmc.REFINE.JITTER = 0.15
     # Samples whose best IoU with a gt box is at least this learn its deltas.
     bmc.REFINE.FOREGROUND_IOU = 0.5
+    # Further stages (Cascade R-CNN), one per value: each refines the previous stage's boxes and
+    # trains at this foreground IoU, e.g. [0.6, 0.7]; empty: one stage.
+    bmc.REFINE.CASCADE_IOUS = []
     # Multiplier of the refinement losses (loss_refine_box, loss_refine_iou). The box loss is
     # divided by the sample count, as Faster R-CNN's is; there at most a quarter of its 512 samples
     # are foreground, here most are, so 0.25 keeps its weight per foreground box (at 1.0 the toy

@@ -135,6 +135,10 @@ def _check_refinement(cfg: CN) -> None:
     for key, bad in problems.items():
         if bad:
             raise ConfigError(f"MODEL.BMC.REFINE.{key} {ref[key]!r}: out of range")
+    if not all(0 < float(u) <= 1 for u in ref.CASCADE_IOUS):
+        raise ConfigError(
+            f"MODEL.BMC.REFINE.CASCADE_IOUS {list(ref.CASCADE_IOUS)!r}: each must be in (0, 1]"
+        )
 
 
 def check_cfg(cfg: CN) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from bmc_detectron.modeling.assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
+from bmc_detectron.modeling.cascade import RefinementCascade, build_refinement
 from bmc_detectron.modeling.gfl import DistributionBoxLosses, dense_distances
 from bmc_detectron.modeling.head import BMCRetinaNetHead
 from bmc_detectron.modeling.losses import (
@@ -61,7 +62,7 @@ class BMCRetinaNet(RetinaNet):
         dfl_weight: float = 0.25,
         box_score_weights: bool = True,
         score_voting_sigma: float = 0.0,
-        refinement: Optional[BoxRefinementHead] = None,
+        refinement: BoxRefinementHead | RefinementCascade | None = None,
         **kwargs,
     ):
         """
@@ -85,7 +86,8 @@ class BMCRetinaNet(RetinaNet):
                 IoU-weighted mean of its class's candidates (PAA's score voting,
                 :mod:`bmc_detectron.modeling.score_voting`); 0: off.
             refinement: a second stage that refines the final detections from RoI features
-                (:mod:`bmc_detectron.modeling.refine`); None: off.
+                (:mod:`bmc_detectron.modeling.refine`), or several in turn
+                (:mod:`bmc_detectron.modeling.cascade`); None: off.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -164,11 +166,10 @@ class BMCRetinaNet(RetinaNet):
             box_score_weights=loss.BOX_SCORE_WEIGHTS,
             score_voting_sigma=cfg.MODEL.BMC.SCORE_VOTING_SIGMA,
         )
-        if cfg.MODEL.BMC.REFINE.ENABLED:
-            # initialised without drawing from the global generator, so that what follows (the
-            # data loader's worker seeds) is as without the refinement
-            with torch.random.fork_rng(devices=[]):
-                ret["refinement"] = BoxRefinementHead(cfg, feature_shapes)
+        # initialised without drawing from the global generator, so that what follows (the
+        # data loader's worker seeds) is as without the refinement
+        with torch.random.fork_rng(devices=[]):
+            ret["refinement"] = build_refinement(cfg, feature_shapes)
         return ret
 
     def forward_training(self, images, features, predictions, gt_instances):

@@ -97,6 +97,7 @@ class BoxRefinementHead(nn.Module):
         detach_features: bool = False,
         nms_thresh: float = 0.5,
         second_nms: bool = True,
+        delta_weights: Sequence[float] = REFINE_DELTA_WEIGHTS,
     ):
         """
         Args:
@@ -118,6 +119,8 @@ class BoxRefinementHead(nn.Module):
                 as it would alone).
             nms_thresh: IoU of the per-class NMS after refinement (refined duplicates converge).
             second_nms: run that NMS; False keeps every refined detection.
+            delta_weights: the box transform's (wx, wy, ww, wh); larger for later stages of a
+                cascade, whose boxes are closer (:mod:`bmc_detectron.modeling.cascade`).
         """
         super().__init__()
         levels = [math.log2(s) for s in strides]
@@ -136,7 +139,7 @@ class BoxRefinementHead(nn.Module):
         if classify and num_classes < 1:
             raise ValueError(f"box refinement: classify needs num_classes >= 1, got {num_classes}")
         self.classes = _predictor(fc_dim, num_classes + 1, std=0.01) if classify else None
-        self.transform = Box2BoxTransform(weights=REFINE_DELTA_WEIGHTS)
+        self.transform = Box2BoxTransform(weights=tuple(delta_weights))
         self.proposals_per_image = proposals_per_image
         self.gt_copies, self.jitter = gt_copies, jitter
         self.foreground_iou, self.loss_weight = foreground_iou, loss_weight
@@ -180,38 +183,62 @@ class BoxRefinementHead(nn.Module):
         classes = None if self.classes is None else self.classes(hidden).float()
         return RefinementOutputs(self.deltas(hidden).float(), iou, classes)
 
+    @staticmethod
     def rescore(
-        self, scores: Tensor, labels: Tensor, iou: Optional[Tensor], classes: Optional[Tensor]
+        scores: Tensor, labels: Tensor, iou: Optional[Tensor], class_probs: Optional[Tensor]
     ) -> Tensor:
         """(M,) scores: the geometric mean of the dense ``scores`` and, where predicted, the IoU
-        and the RoI classifier's probability of each detection's class ``labels``."""
+        (from its (M,) logits) and the RoI classifier's probability of each detection's class
+        ``labels`` (from the (M, K + 1) ``class_probs``)."""
         factors = [scores]
         if iou is not None:
             factors.append(iou.sigmoid())
-        if classes is not None:
-            probs = classes.softmax(dim=1)
-            factors.append(probs.gather(1, labels[:, None]).squeeze(1))
+        if class_probs is not None:
+            factors.append(class_probs.gather(1, labels[:, None]).squeeze(1))
         if len(factors) == 1:
             return scores
         return torch.stack(factors).prod(dim=0) ** (1.0 / len(factors))
+
+    def apply(self, deltas: Tensor, boxes: List[Boxes], sizes: Sequence[Tuple[int, int]]):
+        """Per image the (Mi, 4) ``boxes`` moved by their rows of the (M, 4) ``deltas``, clipped
+        to the image's (height, width) in ``sizes``."""
+        out, start = [], 0
+        for b, size in zip(boxes, sizes):
+            moved = Boxes(self.transform.apply_deltas(deltas[start : start + len(b)], b.tensor))
+            moved.clip(size)
+            out.append(moved)
+            start += len(b)
+        return out
 
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:
         """The detections (``pred_boxes``, ``scores``, ``pred_classes``, per image in the input's
         pixels) with refined boxes clipped to their image, rescored (:meth:`rescore`), and
         per-class NMS again with ``second_nms``."""
-        deltas, iou, classes = self.forward(features, [d.pred_boxes for d in detections])
+        boxes = [d.pred_boxes for d in detections]
+        deltas, iou, classes = self.forward(features, boxes)
+        moved = self.apply(deltas, boxes, [d.image_size for d in detections])
+        return self.finish(detections, moved, iou, None if classes is None else classes.softmax(1))
+
+    def finish(
+        self,
+        detections: List[Instances],
+        boxes: List[Boxes],
+        iou: Optional[Tensor],
+        class_probs: Optional[Tensor],
+    ) -> List[Instances]:
+        """The detections with the refined ``boxes`` (per image), scores by :meth:`rescore`
+        from the (M,) IoU logits and (M, K + 1) class probabilities, best first or after the
+        second NMS."""
         out, start = [], 0
-        for det in detections:
+        for det, new in zip(detections, boxes):
             part = slice(start, start + len(det))
-            new = self.transform.apply_deltas(deltas[part], det.pred_boxes.tensor)
             refined = Instances(det.image_size)
-            refined.pred_boxes = Boxes(new)
-            refined.pred_boxes.clip(det.image_size)
+            refined.pred_boxes = new
             refined.scores = self.rescore(
                 det.scores,
                 det.pred_classes,
                 None if iou is None else iou[part],
-                None if classes is None else classes[part],
+                None if class_probs is None else class_probs[part],
             )
             refined.pred_classes = det.pred_classes
             if self.second_nms:
@@ -219,7 +246,7 @@ class BoxRefinementHead(nn.Module):
                     refined.pred_boxes.tensor, refined.scores, refined.pred_classes, self.nms_thresh
                 )
                 refined = refined[keep]
-            elif iou is not None or classes is not None:  # best first, as NMS returns them
+            elif iou is not None or class_probs is not None:  # best first, as NMS returns them
                 refined = refined[refined.scores.argsort(descending=True)]
             out.append(refined)
             start += len(det)
@@ -242,7 +269,13 @@ class BoxRefinementHead(nn.Module):
     ) -> Dict[str, Tensor]:
         """``loss_refine_box`` (and ``loss_refine_iou``, ``loss_refine_cls``) on the samples of
         :meth:`samples`."""
-        samples = self.samples(detections, gt)
+        return self.sample_losses(features, self.samples(detections, gt), gt)[0]
+
+    def sample_losses(
+        self, features: List[Tensor], samples: List[Boxes], gt: List[Instances]
+    ) -> Tuple[Dict[str, Tensor], List[Boxes]]:
+        """The losses on each image's sample boxes, and those boxes refined by the current
+        weights (detached, clipped, empty ones dropped: the next stage's samples)."""
         if self.detach_features:
             features = [f.detach() for f in features]
         deltas, iou_logits, class_logits = self.forward(features, samples)
@@ -253,9 +286,10 @@ class BoxRefinementHead(nn.Module):
         # Faster R-CNN's normalisation: the L1 sum over the foreground by the number of samples
         loss_box = F.l1_loss(deltas[fg], targets, reduction="sum") / max(len(proposals), 1)
         out = {"loss_refine_box": loss_box * self.loss_weight}
+        with torch.no_grad():
+            refined = self.transform.apply_deltas(deltas.detach(), proposals)
         if iou_logits is not None:
             with torch.no_grad():
-                refined = self.transform.apply_deltas(deltas.detach(), proposals)
                 has_gt = best_iou > 0
                 quality = torch.zeros_like(best_iou)
                 quality[has_gt] = matched_pairwise_iou(
@@ -267,7 +301,7 @@ class BoxRefinementHead(nn.Module):
             background = class_logits.shape[1] - 1
             target = torch.where(fg, labels, torch.full_like(labels, background))
             out["loss_refine_cls"] = F.cross_entropy(class_logits, target) * self.loss_weight
-        return out
+        return out, _next_samples(refined, samples, gt)
 
 
 def _predictor(in_dim: int, out_dim: int, std: float) -> nn.Linear:
@@ -276,6 +310,18 @@ def _predictor(in_dim: int, out_dim: int, std: float) -> nn.Linear:
     nn.init.normal_(layer.weight, std=std)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+def _next_samples(refined: Tensor, samples: List[Boxes], gt: List[Instances]) -> List[Boxes]:
+    """The (M, 4) ``refined`` boxes split per image as ``samples`` are, clipped to the image,
+    empty ones dropped."""
+    out, start = [], 0
+    for boxes, g in zip(samples, gt):
+        moved = Boxes(refined[start : start + len(boxes)])
+        moved.clip(g.image_size)
+        out.append(moved[moved.nonempty()])
+        start += len(boxes)
+    return out
 
 
 def _match(samples: List[Boxes], gt: List[Instances]) -> Tuple[Tensor, Tensor, Tensor]:

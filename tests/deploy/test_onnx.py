@@ -442,18 +442,21 @@ def test_score_voting_exports(tmp_path):
     assert not compare_detections(voted, plain).equal(BOX_TOL, SCORE_TOL)
 
 
-@pytest.mark.parametrize("second_nms", [True, False])
-def test_box_refinement_exports(second_nms, tmp_path):
-    """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score and classifier) is traced:
-    RoIAlign over the levels, the box head, both rescorings and the second NMS (or the sort
-    by the new scores without it) match PyTorch."""
+@pytest.mark.parametrize("second_nms, cascade", [(True, "[]"), (False, "[]"), (False, "[0.6]")])
+def test_box_refinement_exports(second_nms, cascade, tmp_path):
+    """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score and classifier; one stage
+    or a cascade of two) is traced: RoIAlign over the levels, the box head, both rescorings and
+    the second NMS (or the sort by the new scores without it) match PyTorch."""
     config = str(REPO / "configs/cpu/retinanet_R_18_full_REFINE_IOU_CLS_cpu.yaml")
     opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
     opts += ["MODEL.BMC.REFINE.SECOND_NMS", str(second_nms)]
+    opts += ["MODEL.BMC.REFINE.CASCADE_IOUS", cascade]
     weights = _seeded_detector_weights(config, opts, tmp_path / "det.pth")
     state = torch.load(weights)
-    deltas = state["model"]["refinement.deltas.weight"]
-    state["model"]["refinement.deltas.weight"] = torch.randn_like(deltas) * 0.05  # boxes move
+    moving = [k for k in state["model"] if k.startswith("refinement.") and "deltas.weight" in k]
+    assert len(moving) == (1 if cascade == "[]" else 2), moving
+    for key in moving:  # boxes move at every stage
+        state["model"][key] = torch.randn_like(state["model"][key]) * 0.05
     torch.save(state, weights)
     printed = _export(config, weights, tmp_path / "refine.onnx", opts)
     assert read_sidecar(tmp_path / "refine.onnx", "detector")["verification"]["passed"], printed

@@ -15,7 +15,7 @@ from studies.gap.refine import (
     write_page,
 )
 
-REFINE, DETACH, IOU, CLS, IOU_CLS = CANDIDATES
+REFINE, DETACH, IOU, CLS, IOU_CLS, CASCADE = CANDIDATES
 
 
 def _write(runs, out, config, variant, seed, ap, ap75):
@@ -28,6 +28,7 @@ def _write(runs, out, config, variant, seed, ap, ap75):
 def test_variants_and_their_commands(tmp_path):
     assert "no rescoring" in variants_of(IOU) and "no rescoring" in variants_of(CLS)
     assert "no rescoring" not in variants_of(REFINE) and "no rescoring" in variants_of(IOU_CLS)
+    assert "no rescoring" in variants_of(CASCADE)
     cmd = eval_command("py", tmp_path / "run", tmp_path / "o", "no rescoring")
     assert cmd[cmd.index("MODEL.BMC.REFINE.CLASSIFY") + 1] == "False"
     assert variants_of(REFINE)[0] == "as trained"
