@@ -66,3 +66,15 @@ def write_page(page: str | Path, text: str) -> Path:
     atomic_write_text(Path(page), text)
     print(f"wrote {page}")
     return Path(page)
+
+
+def write_block(path: str | Path, start: str, end: str, text: str) -> None:
+    """Replace what lies between the marker lines ``start`` and ``end`` of the page ``path``
+    (a generated block inside a hand-written page) with ``text``; a clear error names the file
+    when a marker is missing, and the page is left as it was."""
+    body = Path(path).read_text()
+    if start not in body or end not in body:
+        raise ValueError(f"{path}: no block {start} ... {end} to write into")
+    head, rest = body.split(start, 1)
+    tail_ = rest.split(end, 1)[1]
+    atomic_write_text(Path(path), f"{head}{start}\n{text}\n{end}{tail_}")

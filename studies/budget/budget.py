@@ -33,6 +33,7 @@ from bmc_detectron.reporting.tables import fmt, markdown_table
 from bmc_detectron.reporting.timing import training_sessions
 from bmc_detectron.utils.io import atomic_write_text, shown_path
 from studies.ablation.report import mean_interval
+from studies.pages import write_block
 from studies.status import load_manifest, planned_runs, study_status
 
 MANIFEST = Path(__file__).with_name("study.yaml")
@@ -289,13 +290,7 @@ def write_index_verdict(index: Path, text: str, page: str) -> None:
     """Replace the block between :data:`INDEX_START` and :data:`INDEX_END` of ``index`` with
     ``text`` (the verdict) and a link to ``page``; a clear error names the file when the block
     is missing."""
-    body = index.read_text()
-    if INDEX_START not in body or INDEX_END not in body:
-        raise ValueError(f"{index}: no block {INDEX_START} ... {INDEX_END} to write the verdict in")
-    head, rest = body.split(INDEX_START, 1)
-    tail = rest.split(INDEX_END, 1)[1]
-    block = f"{INDEX_START}\n{text}\n\n(From [the budget page]({page}).)\n{INDEX_END}"
-    atomic_write_text(index, head + block + tail)
+    write_block(index, INDEX_START, INDEX_END, f"{text}\n\n(From [the budget page]({page}).)")
 
 
 def latency_section(latency: Optional[Mapping]) -> str:

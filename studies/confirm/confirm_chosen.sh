@@ -34,18 +34,29 @@ if [[ -z "${REPORT:-}" ]]; then
 fi
 LAT=$OUT/latency_chosen
 if [[ ! -f $LAT/latency.json || -n "${RETIME:-}" ]]; then
-  w=()
-  for name in $REF $FRCNN $CHOSEN; do w+=("$OUT/runs/$name/seed0/model_final.pth"); done
-  "$PY" -m bmc_detectron.analysis_tools.benchmark --configs "$C/$REF.yaml" \
-    "$C/compare/$FRCNN.yaml" "$C/$CHOSEN.yaml" --weights "${w[@]}" --dataset bccd_test \
-    --reference "$FRCNN" --full "$CHOSEN" --max-ratio 0.5 --num-images 20 --rounds 3 \
-    --threads 1 --output "$LAT" BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST True
+  # the models with seed-0 weights, side by side (Faster R-CNN and the chosen model needed)
+  cfgs=() w=()
+  for cfg in "$C/$REF.yaml" "$C/compare/$FRCNN.yaml" "$C/$CHOSEN.yaml"; do
+    weights=$OUT/runs/$(basename "$cfg" .yaml)/seed0/model_final.pth
+    if [[ -f $weights ]]; then cfgs+=("$cfg"); w+=("$weights"); fi
+  done
+  if [[ -f $OUT/runs/$FRCNN/seed0/model_final.pth && -f $OUT/runs/$CHOSEN/seed0/model_final.pth ]]; then
+    "$PY" -m bmc_detectron.analysis_tools.benchmark --configs "${cfgs[@]}" --weights "${w[@]}" \
+      --dataset bccd_test --reference "$FRCNN" --full "$CHOSEN" --max-ratio 0.5 \
+      --num-images 20 --rounds 3 --threads 1 --output "$LAT" \
+      BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST True
+  else
+    echo "latency not timed: seed-0 weights of $FRCNN and $CHOSEN are needed"
+  fi
 fi
+LATENCY=()
+[[ -f $LAT/latency.json ]] && LATENCY=(--latency-from "$LAT/latency.json")
 # shellcheck disable=SC2086
 "$PY" -m studies.ablation.ablation --configs "$C/$REF.yaml" "$C/compare/$FRCNN.yaml" \
   "$C/$CHOSEN.yaml" --reference-config "$C/compare/$FRCNN.yaml" \
   --train-dataset bccd_trainval --test-dataset bccd_test --num-classes 3 --seeds $SEEDS \
-  --output "$OUT" --no-run --full "$CHOSEN" --target 0 --latency-from "$LAT/latency.json" \
+  --output "$OUT" --no-run --full "$CHOSEN" --target 0 "${LATENCY[@]}" \
   --report docs/results/confirm/RESULTS_confirm_chosen.md --notes studies/confirm/notes_chosen.md \
   --manifest studies/confirm/study.yaml \
   --title "Confirm once on test: the chosen model against Faster R-CNN (BCCD)"
+"$PY" -m studies.confirm.verdict --runs "$OUT" --latency "$LAT/latency.json"
