@@ -54,6 +54,7 @@ LABELS = {
     NAMES[0]: "full model",
     NAMES[1]: "detectron2 RetinaNet",
     "retinanet_R_18_full_agnostic_marrow_real_SCANNER_cpu": "full model, scanner augmentation",
+    "retinanet_R_18_chosen_agnostic_marrow_real_cpu": "full model + refinement (issue 25)",
 }
 VAL = "marrow_real_val"
 CACHE_FILE = "real_marrow_eval.json"
