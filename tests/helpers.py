@@ -215,3 +215,20 @@ def register_synthetic(root: Path, name: str, num_images: int = 3, size: int = 6
     json_file = generate_dataset(root, name, num_images, seed=0, height=size, width=size)
     register_coco_dataset(name, json_file, root / name, marrow_metadata())
     return json_file
+
+
+def pyramid_features(
+    strides: Sequence[int], size: Tuple[int, int] = (64, 64), channels: int = 4
+) -> List[torch.Tensor]:
+    """One image's random (1, C, H / s, W / s) maps per stride (seeded: the same each call)."""
+    torch.manual_seed(1)
+    return [torch.randn(1, channels, size[0] // s, size[1] // s) for s in strides]
+
+
+def detections(boxes, scores, classes, size: Tuple[int, int] = (64, 64)):
+    """An image's detections (``pred_boxes``, ``scores``, ``pred_classes``) from plain lists."""
+    det = Instances(size)
+    det.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    det.scores = torch.tensor(scores)
+    det.pred_classes = torch.tensor(classes)
+    return det

@@ -11,6 +11,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from bmc_detectron.modeling.refine import REFINE_DELTA_WEIGHTS, BoxRefinementHead, jitter_boxes
+from tests.helpers import detections, pyramid_features
 
 STRIDES = (8, 16, 32)
 
@@ -23,16 +24,10 @@ def _head(**kwargs) -> BoxRefinementHead:
 
 
 def _features(size=(64, 64), channels=4):
-    torch.manual_seed(1)
-    return [torch.randn(1, channels, size[0] // s, size[1] // s) for s in STRIDES]
+    return pyramid_features(STRIDES, size, channels)
 
 
-def _dets(boxes, scores, classes, size=(64, 64)) -> Instances:
-    det = Instances(size)
-    det.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
-    det.scores = torch.tensor(scores)
-    det.pred_classes = torch.tensor(classes)
-    return det
+_dets = detections
 
 
 def _gt(boxes, size=(64, 64)) -> Instances:
