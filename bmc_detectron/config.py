@@ -204,6 +204,9 @@ def _add_loss_head_config(bmc: CN) -> None:
     # Further stages (Cascade R-CNN), one per value: each refines the previous stage's boxes and
     # trains at this foreground IoU, e.g. [0.6, 0.7]; empty: one stage.
     bmc.REFINE.CASCADE_IOUS = []
+    # Backbone maps the stage pools from (strides consecutive powers of two), e.g. ["p2", "p3",
+    # "p4", "p5"] with a neck that makes p2 (MODEL.FPN.IN_FEATURES from res2); empty: the head's.
+    bmc.REFINE.IN_FEATURES = []
     # Multiplier of the refinement losses (loss_refine_box, loss_refine_iou). The box loss is
     # divided by the sample count, as Faster R-CNN's is; there at most a quarter of its 512 samples
     # are foreground, here most are, so 0.25 keeps its weight per foreground box (at 1.0 the toy

@@ -17,6 +17,7 @@ from torchvision.ops import batched_nms
 
 from bmc_detectron.modeling.assigners import AnchorLayout, BaseAssigner, MaxIoU, build_assigner
 from bmc_detectron.modeling.cascade import RefinementCascade, build_refinement
+from bmc_detectron.modeling.feature_tap import FeatureTap
 from bmc_detectron.modeling.gfl import DistributionBoxLosses, dense_distances
 from bmc_detectron.modeling.head import BMCRetinaNetHead
 from bmc_detectron.modeling.losses import (
@@ -63,6 +64,7 @@ class BMCRetinaNet(RetinaNet):
         box_score_weights: bool = True,
         score_voting_sigma: float = 0.0,
         refinement: BoxRefinementHead | RefinementCascade | None = None,
+        refine_in_features: Optional[List[str]] = None,
         **kwargs,
     ):
         """
@@ -88,6 +90,8 @@ class BMCRetinaNet(RetinaNet):
             refinement: a second stage that refines the final detections from RoI features
                 (:mod:`bmc_detectron.modeling.refine`), or several in turn
                 (:mod:`bmc_detectron.modeling.cascade`); None: off.
+            refine_in_features: the backbone's maps the refinement pools from, when they are not
+                the head's (kept by a :class:`FeatureTap`); None: the head's.
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -123,6 +127,9 @@ class BMCRetinaNet(RetinaNet):
             )
         self.score_voting_sigma = float(score_voting_sigma)
         self.refinement = refinement
+        self.refine_tap = None
+        if refinement is not None and refine_in_features:
+            self.refine_tap = FeatureTap(self.backbone, refine_in_features)
         self.assigner = assigner
         self.soft_target = soft_target
         self.cls_loss_type = cls_loss_type
@@ -168,9 +175,22 @@ class BMCRetinaNet(RetinaNet):
         )
         # initialised without drawing from the global generator, so that what follows (the
         # data loader's worker seeds) is as without the refinement
+        refine_in = list(cfg.MODEL.BMC.REFINE.IN_FEATURES)
+        if refine_in and refine_in != list(cfg.MODEL.RETINANET.IN_FEATURES):
+            ret["refine_in_features"] = refine_in
+            shapes = ret["backbone"].output_shape()
+            if not set(refine_in) <= set(shapes):
+                raise ValueError(
+                    f"MODEL.BMC.REFINE.IN_FEATURES {refine_in}: the backbone makes {sorted(shapes)}"
+                )
+            feature_shapes = [shapes[f] for f in refine_in]
         with torch.random.fork_rng(devices=[]):
             ret["refinement"] = build_refinement(cfg, feature_shapes)
         return ret
+
+    def refine_features(self, features: List[Tensor]) -> List[Tensor]:
+        """The maps the refinement pools from: the head's ``features``, or the tapped ones."""
+        return features if self.refine_tap is None else self.refine_tap.take()
 
     def forward_training(self, images, features, predictions, gt_instances):
         losses = self._dense_losses(features, predictions, gt_instances)
@@ -180,7 +200,8 @@ class BMCRetinaNet(RetinaNet):
             with torch.no_grad():
                 copies = [[x.detach().clone() for x in p] for p in predictions]
                 detections = self.dense_detections(images, features, copies)
-            losses.update(self.refinement.losses(features, detections, gt_instances))
+            refine_features = self.refine_features(features)
+            losses.update(self.refinement.losses(refine_features, detections, gt_instances))
         return losses
 
     def _dense_losses(self, features, predictions, gt_instances):
@@ -214,7 +235,7 @@ class BMCRetinaNet(RetinaNet):
     def forward_inference(self, images, features, predictions):
         results = self.dense_detections(images, features, predictions)
         if self.refinement is not None:
-            results = self.refinement.refine(features, results)
+            results = self.refinement.refine(self.refine_features(features), results)
         return results
 
     def dense_detections(self, images, features, predictions) -> List[Instances]:

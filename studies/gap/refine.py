@@ -10,7 +10,8 @@ model's) add that stage to the full model (``MODEL.BMC.REFINE``, modeling/refine
 - ``REFINE_IOU``: ``REFINE`` with IoU-Net's localisation score re-ranking the detections;
 - ``REFINE_CLS``: ``REFINE`` with Faster R-CNN's classifier (classes + background) re-ranking them;
 - ``REFINE_IOU_CLS``: both;
-- ``REFINE_CLS_CASCADE``: ``REFINE_CLS`` as three stages of Cascade R-CNN (modeling/cascade.py).
+- ``REFINE_CLS_CASCADE``: ``REFINE_CLS`` as three stages of Cascade R-CNN (modeling/cascade.py);
+- ``REFINE_CLS_P2``: ``REFINE_CLS`` pooling from a stride-4 level the dense head does not read.
 
 Each trained run is also evaluated (``train_net.py --eval-only``) at test-time settings that do
 not change training, to take the gain apart: without the per-class NMS after refinement
@@ -51,6 +52,7 @@ CANDIDATES = (
     "retinanet_R_18_full_REFINE_CLS_cpu",
     "retinanet_R_18_full_REFINE_IOU_CLS_cpu",
     "retinanet_R_18_full_REFINE_CLS_CASCADE_cpu",
+    "retinanet_R_18_full_REFINE_CLS_P2_cpu",
 )
 RESCORING_OFF = ["MODEL.BMC.REFINE.IOU_SCORE", "False", "MODEL.BMC.REFINE.CLASSIFY", "False"]
 #: test-time variants: name -> config overrides ("as trained" is the run's own evaluation)

@@ -442,15 +442,25 @@ def test_score_voting_exports(tmp_path):
     assert not compare_detections(voted, plain).equal(BOX_TOL, SCORE_TOL)
 
 
-@pytest.mark.parametrize("second_nms, cascade", [(True, "[]"), (False, "[]"), (False, "[0.6]")])
-def test_box_refinement_exports(second_nms, cascade, tmp_path):
+#: the refinement pooling from a P2 level the dense head does not read (a FeatureTap)
+P2_TAP = ["MODEL.RESNETS.OUT_FEATURES", '["res2", "res3", "res4", "res5"]']
+P2_TAP += ["MODEL.FPN.IN_FEATURES", '["res2", "res3", "res4", "res5"]']
+P2_TAP += ["MODEL.BMC.REFINE.IN_FEATURES", '["p2", "p3", "p4", "p5"]']
+
+
+@pytest.mark.parametrize(
+    "second_nms, cascade, levels",
+    [(True, "[]", []), (False, "[]", []), (False, "[0.6]", []), (False, "[]", P2_TAP)],
+)
+def test_box_refinement_exports(second_nms, cascade, levels, tmp_path):
     """The RoI refinement stage (MODEL.BMC.REFINE, with its IoU score and classifier; one stage
-    or a cascade of two) is traced: RoIAlign over the levels, the box head, both rescorings and
-    the second NMS (or the sort by the new scores without it) match PyTorch."""
+    or a cascade of two; on the head's levels or on P2-P5) is traced: RoIAlign over the levels,
+    the box head, both rescorings and the second NMS (or the sort by the new scores without it)
+    match PyTorch."""
     config = str(REPO / "configs/cpu/retinanet_R_18_full_REFINE_IOU_CLS_cpu.yaml")
     opts = [*DET_OPTS, *SMALL_NECK, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05"]
     opts += ["MODEL.BMC.REFINE.SECOND_NMS", str(second_nms)]
-    opts += ["MODEL.BMC.REFINE.CASCADE_IOUS", cascade]
+    opts += ["MODEL.BMC.REFINE.CASCADE_IOUS", cascade, *levels]
     weights = _seeded_detector_weights(config, opts, tmp_path / "det.pth")
     state = torch.load(weights)
     moving = [k for k in state["model"] if k.startswith("refinement.") and "deltas.weight" in k]

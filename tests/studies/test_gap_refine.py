@@ -15,7 +15,7 @@ from studies.gap.refine import (
     write_page,
 )
 
-REFINE, DETACH, IOU, CLS, IOU_CLS, CASCADE = CANDIDATES
+REFINE, DETACH, IOU, CLS, IOU_CLS, CASCADE, P2 = CANDIDATES
 
 
 def _write(runs, out, config, variant, seed, ap, ap75):
