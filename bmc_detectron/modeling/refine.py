@@ -199,7 +199,9 @@ class BoxRefinementHead(nn.Module):
             return scores
         return torch.stack(factors).prod(dim=0) ** (1.0 / len(factors))
 
-    def apply(self, deltas: Tensor, boxes: List[Boxes], sizes: Sequence[Tuple[int, int]]):
+    def apply(
+        self, deltas: Tensor, boxes: List[Boxes], sizes: Sequence[Tuple[int, int]]
+    ) -> List[Boxes]:
         """Per image the (Mi, 4) ``boxes`` moved by their rows of the (M, 4) ``deltas``, clipped
         to the image's (height, width) in ``sizes``."""
         out, start = [], 0
