@@ -173,8 +173,6 @@ class BMCRetinaNet(RetinaNet):
             box_score_weights=loss.BOX_SCORE_WEIGHTS,
             score_voting_sigma=cfg.MODEL.BMC.SCORE_VOTING_SIGMA,
         )
-        # initialised without drawing from the global generator, so that what follows (the
-        # data loader's worker seeds) is as without the refinement
         refine_in = list(cfg.MODEL.BMC.REFINE.IN_FEATURES)
         if refine_in and refine_in != list(cfg.MODEL.RETINANET.IN_FEATURES):
             ret["refine_in_features"] = refine_in
@@ -184,6 +182,8 @@ class BMCRetinaNet(RetinaNet):
                     f"MODEL.BMC.REFINE.IN_FEATURES {refine_in}: the backbone makes {sorted(shapes)}"
                 )
             feature_shapes = [shapes[f] for f in refine_in]
+        # initialised without drawing from the global generator, so that what follows (the
+        # data loader's worker seeds) is as without the refinement
         with torch.random.fork_rng(devices=[]):
             ret["refinement"] = build_refinement(cfg, feature_shapes)
         return ret

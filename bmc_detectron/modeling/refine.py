@@ -204,12 +204,11 @@ class BoxRefinementHead(nn.Module):
     ) -> List[Boxes]:
         """Per image the (Mi, 4) ``boxes`` moved by their rows of the (M, 4) ``deltas``, clipped
         to the image's (height, width) in ``sizes``."""
-        out, start = [], 0
-        for b, size in zip(boxes, sizes):
-            moved = Boxes(self.transform.apply_deltas(deltas[start : start + len(b)], b.tensor))
+        out = []
+        for part, b, size in zip(deltas.split([len(b) for b in boxes]), boxes, sizes):
+            moved = Boxes(self.transform.apply_deltas(part, b.tensor))
             moved.clip(size)
             out.append(moved)
-            start += len(b)
         return out
 
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:
@@ -317,12 +316,11 @@ def _predictor(in_dim: int, out_dim: int, std: float) -> nn.Linear:
 def _next_samples(refined: Tensor, samples: List[Boxes], gt: List[Instances]) -> List[Boxes]:
     """The (M, 4) ``refined`` boxes split per image as ``samples`` are, clipped to the image,
     empty ones dropped."""
-    out, start = [], 0
-    for boxes, g in zip(samples, gt):
-        moved = Boxes(refined[start : start + len(boxes)])
+    out = []
+    for part, g in zip(refined.split([len(b) for b in samples]), gt):
+        moved = Boxes(part)
         moved.clip(g.image_size)
         out.append(moved[moved.nonempty()])
-        start += len(boxes)
     return out
 
 

@@ -56,3 +56,13 @@ def test_missing_block_is_named_and_nothing_written(tmp_path, capsys):
     assert "index.md: no block" in capsys.readouterr().err
     assert index.read_text() == "# R\n"
     assert v.verdict({v.CHOSEN: {}, v.PEER: {}}, None) == ["- no finished run on BCCD test yet"]
+
+
+def test_moonshot_needs_the_accuracy_within_the_training_time():
+    def line(train_s):
+        row = {"AP": 58.5, "AP50": 91.5, "AP75": 66.0, "train_s": train_s}
+        return v.verdict({v.CHOSEN: {0: row}, v.PEER: {}}, None)[-1]
+
+    assert line(25 * 60).endswith("58.5 / 91.5, 25 min of training on one thread: **reached**.")
+    assert line(40 * 60).endswith("40 min of training on one thread: **not reached**.")
+    assert line(None).endswith("58.5 / 91.5: **not reached**.")  # time unknown
