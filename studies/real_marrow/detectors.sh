@@ -2,9 +2,9 @@
 # Detectors of crowded real cells (issue 24, section 2): the class-agnostic full model (also with
 # the scanner augmentation of issue 31) and detectron2's RetinaNet trained on the real-cell
 # composites, and the full model with the refinement stage chosen in issue 25, then measured on
-# their val split
-# and on BCCD test's white cells (studies/real_marrow/detectors.py). Resumable: a finished run is
-# skipped, an interrupted one continues from its last checkpoint. One thread per run.
+# their val split and on BCCD test's white cells (studies/real_marrow/detectors.py). Resumable: a
+# finished run is skipped, an interrupted one continues from its last checkpoint. One thread per
+# run.
 #
 #   bash studies/real_marrow/detectors.sh            # train what is missing, then the page
 #   REPORT=1 bash studies/real_marrow/detectors.sh   # only the page, from the runs that exist
