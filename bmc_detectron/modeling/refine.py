@@ -204,11 +204,14 @@ class BoxRefinementHead(nn.Module):
     ) -> List[Boxes]:
         """Per image the (Mi, 4) ``boxes`` moved by their rows of the (M, 4) ``deltas``, clipped
         to the image's (height, width) in ``sizes``."""
-        out = []
-        for part, b, size in zip(deltas.split([len(b) for b in boxes]), boxes, sizes):
-            moved = Boxes(self.transform.apply_deltas(part, b.tensor))
+        # slices, not Tensor.split: an ONNX trace bakes the sizes in, and a Slice past the rows
+        # an image has clamps where a Split fails (the count varies from image to image)
+        out, start = [], 0
+        for b, size in zip(boxes, sizes):
+            moved = Boxes(self.transform.apply_deltas(deltas[start : start + len(b)], b.tensor))
             moved.clip(size)
             out.append(moved)
+            start += len(b)
         return out
 
     def refine(self, features: List[Tensor], detections: List[Instances]) -> List[Instances]:

@@ -470,11 +470,24 @@ def test_box_refinement_exports(second_nms, cascade, levels, tmp_path):
     torch.save(state, weights)
     printed = _export(config, weights, tmp_path / "refine.onnx", opts)
     assert read_sidecar(tmp_path / "refine.onnx", "detector")["verification"]["passed"], printed
-    cfg = build_cfg(config, [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
     image = _smear(333, 517, 2)
-    ours = _torch_detections(DefaultPredictor(cfg), image)
-    result = compare_detections(ours, OnnxDetector(tmp_path / "refine.onnx", threads=1)(image))
-    assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+    run = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)]
+
+    def torch_dets(thresh: float, *extra: str) -> Detections:
+        opts_t = [*opts, *run, "MODEL.RETINANET.SCORE_THRESH_TEST", str(thresh), *extra]
+        return _torch_detections(DefaultPredictor(build_cfg(config, opts_t)), image)
+
+    # the graph is traced with every candidate kept; at the median dense score about half of
+    # them reach the stage, fewer than the trace saw: the per-image slicing of the refined
+    # boxes must survive that
+    dense = torch_dets(0.05, "MODEL.BMC.REFINE.ENABLED", "False")
+    counts = []
+    for thresh in (0.05, float(np.median(dense.scores))):
+        onnx = OnnxDetector(tmp_path / "refine.onnx", threads=1, score_threshold=thresh)
+        result = compare_detections(torch_dets(thresh), onnx(image))
+        assert result.count_a > 0 and result.equal(BOX_TOL, SCORE_TOL), result.to_json()
+        counts.append(result.count_a)
+    assert counts[1] < counts[0], counts
 
 
 @pytest.mark.parametrize(
