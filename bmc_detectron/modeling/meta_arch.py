@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
-from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.structures import Boxes, Instances
-from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -20,16 +18,9 @@ from bmc_detectron.modeling.cascade import RefinementCascade, build_refinement
 from bmc_detectron.modeling.feature_tap import FeatureTap
 from bmc_detectron.modeling.gfl import DistributionBoxLosses, dense_distances
 from bmc_detectron.modeling.head import BMCRetinaNetHead
-from bmc_detectron.modeling.losses import (
-    one_hot_quality_targets,
-    quality_focal_loss,
-    varifocal_loss,
-)
+from bmc_detectron.modeling.quality_losses import QualityLosses
 from bmc_detectron.modeling.refine import BoxRefinementHead
 from bmc_detectron.modeling.score_voting import vote_instances
-
-CLS_LOSS_TYPES = ("focal", "varifocal", "quality_focal")
-SOFT_TARGETS = ("iou", "alignment")
 
 
 @META_ARCH_REGISTRY.register()
@@ -95,19 +86,17 @@ class BMCRetinaNet(RetinaNet):
             kwargs: the arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
-        if cls_loss_type not in CLS_LOSS_TYPES:
-            raise ValueError(
-                f"MODEL.BMC.LOSS.CLS_TYPE: unknown {cls_loss_type!r}; use one of {CLS_LOSS_TYPES}"
-            )
-        if soft_labels and cls_loss_type == "focal":
-            raise ValueError(
-                "MODEL.BMC.LOSS.SOFT_LABELS needs CLS_TYPE 'varifocal' or 'quality_focal'; the "
-                "sigmoid focal loss takes binary targets"
-            )
-        if soft_target not in SOFT_TARGETS:
-            raise ValueError(
-                f"MODEL.BMC.LOSS.SOFT_TARGET: unknown {soft_target!r}; use one of {SOFT_TARGETS}"
-            )
+        self.quality_losses = QualityLosses(
+            cls_type=cls_loss_type,
+            num_classes=self.num_classes,
+            soft_labels=soft_labels,
+            soft_target=soft_target,
+            vfl_alpha=vfl_alpha,
+            vfl_gamma=vfl_gamma,
+            qfl_beta=qfl_beta,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
         if assigner is None:
             m = self.anchor_matcher
             assigner = MaxIoU(
@@ -131,12 +120,8 @@ class BMCRetinaNet(RetinaNet):
         if refinement is not None and refine_in_features:
             self.refine_tap = FeatureTap(self.backbone, refine_in_features)
         self.assigner = assigner
-        self.soft_target = soft_target
-        self.cls_loss_type = cls_loss_type
-        self.soft_labels = soft_labels
         self.cls_loss_weight = cls_loss_weight
         self.box_loss_weight = box_loss_weight
-        self.vfl_alpha, self.vfl_gamma, self.qfl_beta = vfl_alpha, vfl_gamma, qfl_beta
         if getattr(self.head, "reg_max", 0) != reg_max:
             raise ValueError(
                 f"MODEL.BMC.HEAD.REG_MAX {reg_max}: the head was built with "
@@ -220,7 +205,7 @@ class BMCRetinaNet(RetinaNet):
         pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
         anchors = self.anchor_generator(features)
         quality = None
-        if self.soft_target == "alignment":
+        if self.quality_losses.soft_target == "alignment":
             gt_labels, gt_boxes, quality = self.label_anchors(
                 anchors, gt_instances, pred_logits, pred_anchor_deltas, with_quality=True
             )
@@ -374,12 +359,21 @@ class BMCRetinaNet(RetinaNet):
         assigner, used when ``soft_target`` is "alignment"; ``distributions``: per level
         (N, Ri, 4 * (reg_max + 1)) bin logits (``reg_max`` > 0), whose GFL box losses replace
         ``loss_box_reg`` and add ``loss_dfl``."""
-        if self.cls_loss_type == "focal":
+        if self.quality_losses.cls_type == "focal":
             out = super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         else:
-            out = self._quality_losses(
-                anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, quality
+            sums, num_pos = self.quality_losses(
+                self.box2box_transform,
+                anchors,
+                pred_logits,
+                gt_labels,
+                pred_anchor_deltas,
+                gt_boxes,
+                quality,
             )
+            get_event_storage().put_scalar("num_pos_anchors", num_pos / len(gt_labels))
+            normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
+            out = {name: loss / normalizer for name, loss in sums.items()}
         if distributions is not None:
             pos_mask = torch.stack(gt_labels) >= 0
             pos_mask &= torch.stack(gt_labels) != self.num_classes
@@ -394,59 +388,3 @@ class BMCRetinaNet(RetinaNet):
         if self.box_loss_weight != 1.0:
             out["loss_box_reg"] = out["loss_box_reg"] * self.box_loss_weight
         return out
-
-    def _soft_targets(
-        self, anchors, pred_anchor_deltas, gt_boxes, pos_mask: Tensor, assigned
-    ) -> Tensor:
-        """(P,) float32 soft classification targets of the (N, R) ``pos_mask`` positives: the
-        assigner's ``assigned`` quality ("alignment") or IoU(decoded box, gt) ("iou")."""
-        if self.soft_target == "alignment":
-            if assigned is None:
-                raise ValueError("SOFT_TARGET 'alignment': losses() needs the assigner's quality")
-            return torch.stack(assigned)[pos_mask].float()
-        # decode the positives only: (P, 4) deltas against their (P, 4) anchors
-        anchor_t = Boxes.cat(anchors).tensor.expand(len(pos_mask), -1, -1)[pos_mask]
-        deltas = cat(pred_anchor_deltas, dim=1).detach()[pos_mask].float()
-        pred = self.box2box_transform.apply_deltas(deltas, anchor_t.float())
-        matched = torch.stack(gt_boxes)[pos_mask]
-        iou = matched_pairwise_iou(Boxes(pred), Boxes(matched))
-        return iou.clamp(min=0.0).float()
-
-    def _quality_losses(
-        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, assigned=None
-    ) -> Dict[str, Tensor]:
-        """Varifocal / quality-focal classification loss with hard, IoU or assigned targets."""
-        num_images = len(gt_labels)
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        valid_mask = gt_labels >= 0
-        pos_mask = valid_mask & (gt_labels != self.num_classes)
-        num_pos = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos / num_images)
-        normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
-
-        logits = cat(pred_logits, dim=1)  # (N, R, K)
-        quality = torch.ones_like(gt_labels, dtype=torch.float32)
-        if self.soft_labels and num_pos > 0:
-            quality[pos_mask] = self._soft_targets(
-                anchors, pred_anchor_deltas, gt_boxes, pos_mask, assigned
-            )
-        targets = one_hot_quality_targets(
-            gt_labels[valid_mask], quality[valid_mask], self.num_classes
-        )
-        valid_logits = logits[valid_mask]
-        if self.cls_loss_type == "varifocal":
-            loss_cls = varifocal_loss(
-                valid_logits, targets, alpha=self.vfl_alpha, gamma=self.vfl_gamma
-            )
-        else:
-            loss_cls = quality_focal_loss(valid_logits, targets, beta=self.qfl_beta)
-        loss_box_reg = _dense_box_regression_loss(
-            anchors,
-            self.box2box_transform,
-            pred_anchor_deltas,
-            gt_boxes,
-            pos_mask,
-            box_reg_loss_type=self.box_reg_loss_type,
-            smooth_l1_beta=self.smooth_l1_beta,
-        )
-        return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}

@@ -146,7 +146,7 @@ def test_soft_label_targets_are_the_iou_of_decoded_boxes(monkeypatch):
     from detectron2.structures import Boxes
     from detectron2.structures.boxes import matched_pairwise_iou
 
-    from bmc_detectron.modeling import meta_arch
+    from bmc_detectron.modeling import quality_losses
 
     torch.manual_seed(0)
     model = build_model(
@@ -158,7 +158,7 @@ def test_soft_label_targets_are_the_iou_of_decoded_boxes(monkeypatch):
         seen["targets"] = targets
         return logits.sum() * 0
 
-    monkeypatch.setattr(meta_arch, "varifocal_loss", capture)
+    monkeypatch.setattr(quality_losses, "varifocal_loss", capture)
     batch = make_inputs((64, 64), GT)
     images = model.preprocess_image(batch)
     features = model.backbone(images.tensor)
@@ -205,7 +205,7 @@ def test_mixed_precision_training_keeps_assignment_in_float32(assigner, monkeypa
 
 
 def test_alignment_soft_targets_are_the_assigners_quality(monkeypatch):
-    from bmc_detectron.modeling import meta_arch
+    from bmc_detectron.modeling import quality_losses
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg(TAL))
@@ -215,7 +215,7 @@ def test_alignment_soft_targets_are_the_assigners_quality(monkeypatch):
         seen["targets"] = targets
         return logits.sum() * 0
 
-    monkeypatch.setattr(meta_arch, "quality_focal_loss", capture)
+    monkeypatch.setattr(quality_losses, "quality_focal_loss", capture)
     batch = make_inputs((64, 64), [GT[0], []])
     images = model.preprocess_image(batch)
     features = model.backbone(images.tensor)
