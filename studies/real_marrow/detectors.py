@@ -19,7 +19,8 @@ each NMS IoU threshold of ``--nms`` (the detector's own and the counter's), on
   not nucleated cells: the composites do not mark them): a second, real check.
 
 The NMS threshold is chosen per model on ``marrow_real_val`` (:func:`choose`), never on a test set.
-Writes ``RESULTS_detectors.md`` and ``detectors.json`` into ``--out``.
+Writes ``RESULTS_detectors.md`` and ``detectors.json`` into ``--out``; a named run whose weights
+are not on this machine keeps the rows of the earlier ``detectors.json``, marked with their date.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ def cached_measure(
     return cache["results"][key]
 
 
+def earlier_results(path: Path) -> Dict[str, Any]:
+    """The runs of an earlier ``detectors.json``, each with the date it was measured on
+    (``measured``), so that a model whose weights are gone from this machine keeps its rows."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {
+        name: {**run, "measured": run.get("measured", earlier["date"])}
+        for name, run in earlier.get("runs", {}).items()
+    }
+
+
 def choose(rows: Dict[str, Dict[str, Any]]) -> str:
     """The NMS threshold (a key of ``rows``) with the highest recall + precision (F1-like sum)
     at the count threshold; ties to the higher AP."""
@@ -142,13 +155,16 @@ def page(results: Dict[str, Any], command: str, count_threshold: float) -> str:
     head += ["recall isolated", "recall touching", "recall overlapping", "pairs as two"]
     rows, bccd = [], []
     for name, r in results["runs"].items():
+        label = LABELS.get(name, name)
+        if r.get("measured", results["date"]) != results["date"]:
+            label += f" (measured {r['measured']})"
         for nms, m in r["marrow_real_val"].items():
             mark = " (chosen)" if nms == r["chosen"] else ""
-            rows.append([LABELS.get(name, name), nms + mark, fmt(m["AP"]), fmt(m["AP50"])])
+            rows.append([label, nms + mark, fmt(m["AP"]), fmt(m["AP50"])])
             rows[-1] += [fmt(m["recall"]), fmt(m["precision"]), *crowd_cells(m)]
         b = r.get("bccd_test", {}).get(r["chosen"])
         if b:
-            bccd.append([LABELS.get(name, name), r["chosen"], fmt(b["AP"]), fmt(b["AP50"])])
+            bccd.append([label, r["chosen"], fmt(b["AP"]), fmt(b["AP50"])])
             bccd[-1] += [fmt(b["recall"]), fmt(b["precision"]), fmt(b["field_factor"], 3)]
     return "\n".join(
         [
@@ -204,20 +220,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             gt["images"] = [im for im in gt["images"] if im["id"] in keep]
             gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
     results: Dict[str, Any] = {"date": datetime.date.today().isoformat(), "runs": {}}
+    out = Path(args.out)
+    recorded = earlier_results(out / "detectors.json")
     for name in args.names:
         run = Path(args.runs) / name
         if not (run / "model_final.pth").is_file():
-            print(f"[real_marrow] {shown_path(run)}: no model_final.pth, left out")
+            if name in recorded:
+                results["runs"][name] = recorded[name]
+                print(f"[real_marrow] {shown_path(run)}: no weights, its recorded measurements")
+            else:
+                print(f"[real_marrow] {shown_path(run)}: no model_final.pth, left out")
             continue
         val = {str(n): cached_measure(run, n, VAL, data[VAL], args) for n in args.nms}
         chosen = choose(val)
         bccd = cached_measure(run, float(chosen), "bccd_test", data["bccd_test"], args)
         results["runs"][name] = {VAL: val, "chosen": chosen, "bccd_test": {chosen: bccd}}
+        results["runs"][name]["measured"] = results["date"]
         print(f"[real_marrow] {name}: NMS {chosen}: {json.dumps(val[chosen], default=str)[:300]}")
     if not results["runs"]:
         print("error: no finished run", file=sys.stderr)
         return 2
-    out = Path(args.out)
     command = "python -m studies.real_marrow.detectors " + " ".join(argv or sys.argv[1:])
     write_json_atomic(results, out / "detectors.json", indent=2)
     atomic_write_text(out / "RESULTS_detectors.md", page(results, command, args.count_threshold))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from studies.real_marrow import detectors
 
 
@@ -37,3 +39,17 @@ def test_page_marks_the_chosen_threshold_and_the_bccd_check():
     )
     assert "| full model | 0.5 | 49.0 | 79.0 | 88.0 | 90.0 | - | - | - | - |" in text
     assert "| full model | 0.4 | 40.0 | 70.0 | 70.0 | 60.0 | 1.000 |" in text
+
+
+def test_rows_of_a_run_without_weights_come_from_the_earlier_record(tmp_path):
+    name = detectors.NAMES[1]
+    run = {"marrow_real_val": {"0.4": _m(50, 80, 95)}, "chosen": "0.4"}
+    record = tmp_path / "detectors.json"
+    record.write_text(json.dumps({"date": "2026-12-06", "runs": {name: run}}))
+    earlier = detectors.earlier_results(record)
+    assert earlier[name]["measured"] == "2026-12-06"
+    assert detectors.earlier_results(tmp_path / "none.json") == {}
+    now = {detectors.NAMES[0]: {**run, "measured": "2026-12-07"}, **earlier}
+    text = detectors.page({"date": "2026-12-07", "runs": now}, "cmd", 0.5)
+    assert "| full model | 0.4 (chosen) | 50.0 |" in text  # measured today: no mark
+    assert "| detectron2 RetinaNet (measured 2026-12-06) | 0.4 (chosen) | 50.0 |" in text
