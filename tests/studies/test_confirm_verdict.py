@@ -49,6 +49,24 @@ def test_verdict_ranks_pairs_and_judges_the_targets(tmp_path):
     assert "57.0 / 90.0, 20 min of training on one thread: **not reached**" in lines[7]
 
 
+def test_an_earlier_choice_is_paired_but_the_targets_judge_the_current_one():
+    row = {"AP": 55.0, "AP50": 89.0, "AP75": 60.0, "train_s": 900.0}
+    peer = {s: {**row, "AP": 57.0} for s in (0, 1)}
+    earlier = {s: {**row, "AP": 56.0} for s in (0, 1)}
+    current = {0: {**row, "AP": 58.0}}
+    lines = v.verdict({v.EARLIER[0]: earlier, v.CHOSEN: current, v.PEER: peer}, None)
+    assert lines[0].startswith(f"- **BCCD test, 780 iterations**: best `{v.CHOSEN}`;")
+    assert lines[1].startswith(f"- `{v.EARLIER[0]}` (an earlier choice) - `{v.PEER}`")
+    assert "AP -1.00 [-1.00, -1.00] (n=2)" in lines[1]
+    assert lines[2].startswith(f"- `{v.CHOSEN}` - `{v.PEER}`, paired by seed: AP +1.00 (n=1)")
+    assert lines[3].endswith("**met** (on 1 of the 5 planned seeds).")
+    # the current choice without a paired run yet: said, not judged
+    lines = v.verdict({v.EARLIER[0]: earlier, v.CHOSEN: {}, v.PEER: peer}, None)
+    assert (
+        lines[-1] == f"- `{v.CHOSEN}` (the current choice): no test run paired with `{v.PEER}` yet."
+    )
+
+
 def test_missing_block_is_named_and_nothing_written(tmp_path, capsys):
     index = tmp_path / "index.md"
     index.write_text("# R\n")
