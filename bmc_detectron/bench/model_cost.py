@@ -6,6 +6,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 import torch
+from detectron2.structures import Boxes
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
@@ -34,6 +35,40 @@ class _BackboneHead(nn.Module):
         return tuple(t for group in outputs for t in group)
 
 
+class _Refinement(nn.Module):
+    """The refinement stage, or each stage of a cascade, on fixed (K, 4) ``boxes``: RoIAlign,
+    box head and predictors (modeling/refine.py, modeling/cascade.py)."""
+
+    def __init__(self, refinement: nn.Module, boxes: torch.Tensor):
+        super().__init__()
+        self.stages = nn.ModuleList(getattr(refinement, "stages", [refinement]))
+        self.register_buffer("boxes", boxes)
+
+    def forward(self, *features: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        boxes = [Boxes(self.boxes)]
+        outputs = [stage(list(features), boxes) for stage in self.stages]
+        return tuple(t for out in outputs for t in out if t is not None)
+
+
+def _refinement_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of the model's refinement on as many boxes as it may keep per image
+    (``max_detections_per_image``), 64 px squares on a grid over the (1, 3, H, W) input ``x``:
+    the stage's cost at its most, as Faster R-CNN's ROI heads are counted on its proposals."""
+    feats = model.backbone(x)
+    maps = model.refine_features([feats[f] for f in model.head_in_features])
+    k = int(model.max_detections_per_image)
+    h, w = x.shape[-2:]
+    side = min(64, int(h), int(w))
+    cols = max(1, int(w) // side)
+    i = torch.arange(k)
+    x0 = (i % cols).float() * side % max(1, int(w) - side + 1)
+    y0 = (i // cols).float() * side % max(1, int(h) - side + 1)
+    boxes = torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
+    fca = FlopCountAnalysis(_Refinement(model.refinement, boxes), tuple(maps))
+    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return int(fca.total())
+
+
 def _deform_conv_flops(inputs, outputs) -> int:
     """torchvision::deform_conv2d counted as the dense conv of the same shape (MACs)."""
     weight = get_shape(inputs[1])  # (C_out, C_in / groups, kh, kw)
@@ -56,8 +91,10 @@ def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, obj
     as one flop (the convention of detectron2 and detection papers). Dense detectors: backbone +
     head (ResNet, neck, cls and box towers) on the normalized, padded image; pre-processing,
     anchors, decoding and NMS are not counted; deformable convolutions count as dense ones of the
-    same shape. Two-stage detectors (no ``head``): the whole model, RPN and ROI heads included,
-    as detectron2 counts them (ops fvcore cannot count are listed in ``uncounted_ops``)."""
+    same shape; a refinement stage (``MODEL.BMC.REFINE``) is added at its most, on the
+    ``max_detections_per_image`` boxes it may refine (``refine_gflops``). Two-stage detectors (no
+    ``head``): the whole model, RPN and ROI heads included, as detectron2 counts them (ops fvcore
+    cannot count are listed in ``uncounted_ops``)."""
     was_training = model.training
     model.eval()
     image = torch.zeros(3, *input_size, dtype=torch.uint8)
@@ -69,15 +106,24 @@ def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, obj
             fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             total, by_module = fca.total(), fca.by_module()
             unsupported = dict(fca.unsupported_ops())
+            refine = 0
+            if head and getattr(model, "refinement", None) is not None:
+                x = model.preprocess_image([{"image": image}]).tensor
+                refine = _refinement_flops(model, x)
     finally:
         model.train(was_training)
     # detectron2's analysis wraps the model in a tracing adapter: its modules are "model.*"
     backbone = by_module.get("backbone", by_module.get("model.backbone", 0))
     return {
-        "gflops": total / 1e9,
+        "gflops": (total + refine) / 1e9,
         "backbone_gflops": backbone / 1e9,
         "head_gflops": (by_module.get(head, 0) if head else total - backbone) / 1e9,
+        "refine_gflops": refine / 1e9,
         "padded_input": [int(padded[0]), int(padded[1])],
         "uncounted_ops": unsupported,
-        "counted": "backbone+head" if head else "whole model (RPN + ROI heads)",
+        "counted": (
+            ("backbone+head+refinement" if refine else "backbone+head")
+            if head
+            else "whole model (RPN + ROI heads)"
+        ),
     }

@@ -79,12 +79,14 @@ def run_all(
     return specs, records
 
 
-def _use_side_by_side_latency(records: List[Dict], latency_json: str) -> None:
-    """One latency per config: the interleaved median of ``latency_json``, for every seed."""
-    timed = json.loads(Path(latency_json).read_text())
-    side_by_side = {m["name"]: m["median_ms"] for m in timed["models"]}
+def use_side_by_side_costs(records: List[Dict], latency_json: str) -> None:
+    """One latency per config: the interleaved median of ``latency_json``, for every seed; its
+    GFLOPs too where it counted them (one count for every model of the timing)."""
+    timed = {m["name"]: m for m in json.loads(Path(latency_json).read_text())["models"]}
     for r in records:
-        r["latency_ms"] = side_by_side.get(r["name"], r.get("latency_ms"))
+        m = timed.get(r["name"], {})
+        r["latency_ms"] = m.get("median_ms", r.get("latency_ms"))
+        r["gflops"] = m.get("gflops", r.get("gflops"))
 
 
 def tabulate(
@@ -95,7 +97,7 @@ def tabulate(
     out = Path(plan.output)
     classes = MetadataCatalog.get(plan.test_dataset).get("thing_classes") or []
     if page.latency_from:
-        _use_side_by_side_latency(records, page.latency_from)
+        use_side_by_side_costs(records, page.latency_from)
     summary = summarize(records, classes)
     write_csv(out / "ablation.csv", records, summary, classes)
     extra = []

@@ -185,6 +185,22 @@ def test_gflops_scale_with_input_area():
     assert small["gflops"] == pytest.approx(small["backbone_gflops"] + small["head_gflops"])
 
 
+@pytest.mark.parametrize("cascade", [[], [0.6, 0.7]])
+def test_gflops_add_the_refinement_at_its_most(cascade):
+    refine = ["MODEL.BMC.REFINE.ENABLED", True, "MODEL.BMC.REFINE.CLASSIFY", True]
+    refine += ["MODEL.BMC.REFINE.FC_DIM", 16, "MODEL.BMC.REFINE.CASCADE_IOUS", cascade]
+    refine += ["TEST.DETECTIONS_PER_IMAGE", 10]
+    plain = count_gflops(build_model(tiny_cfg()), (128, 128))
+    refined = count_gflops(build_model(tiny_cfg(refine)), (128, 128))
+    # per box and stage, the box head's two FCs (32 x 7 x 7 -> 16 -> 16) and the predictors
+    # (16 -> 4 deltas, 16 -> 3 classes + background); RoIAlign is not a multiply-add
+    per_box = 32 * 7 * 7 * 16 + 16 * 16 + 16 * 4 + 16 * 4
+    stages = 1 + len(cascade)
+    assert refined["refine_gflops"] * 1e9 == pytest.approx(10 * stages * per_box)
+    assert refined["gflops"] == pytest.approx(plain["gflops"] + refined["refine_gflops"])
+    assert refined["counted"] == "backbone+head+refinement" and plain["refine_gflops"] == 0
+
+
 def test_assignment_inputs_are_the_models_anchors_and_decoded_predictions():
     model = build_model(tiny_cfg()).eval()
     image = torch.zeros(3, 64, 96, dtype=torch.uint8)

@@ -137,3 +137,20 @@ def test_ablation_page_names_runs_trained_with_their_own_schedule(tmp_path):
     setup = page.read_text().split("## Setup\n")[1].split("## ")[0]
     assert "- `b` trained with its own schedule: `SOLVER.BASE_LR 0.02`\n" in setup
     assert "`a` trained" not in setup
+
+
+def test_side_by_side_timing_gives_every_seed_its_latency_and_gflops(tmp_path):
+    from studies.ablation.study import use_side_by_side_costs
+
+    timed = [{"name": "a", "median_ms": 70.0, "gflops": 8.4}, {"name": "b", "median_ms": 200.0}]
+    path = tmp_path / "latency.json"
+    path.write_text(json.dumps({"models": timed}))
+    records = [
+        {"name": "a", "seed": 0, "latency_ms": 90.0, "gflops": 7.9},
+        {"name": "a", "seed": 1, "latency_ms": 95.0, "gflops": 7.9},
+        {"name": "b", "seed": 0, "latency_ms": 210.0, "gflops": 16.4},  # timed, not counted
+        {"name": "c", "seed": 0, "latency_ms": 50.0, "gflops": 5.0},  # not in the timing
+    ]
+    use_side_by_side_costs(records, str(path))
+    got = [(r["latency_ms"], r["gflops"]) for r in records]
+    assert got == [(70.0, 8.4), (70.0, 8.4), (200.0, 16.4), (50.0, 5.0)]
