@@ -18,8 +18,9 @@ MIN_SIZE_TEST x MAX_SIZE_TEST) taken from ``--images`` / ``--dataset``, else ran
 
 One config: the full cost record, ``OUTPUT/benchmark_<name>.json`` and a row of
 ``OUTPUT/benchmark.md``: parameters; fvcore GFLOPs of backbone + head, plus a refinement stage
-on the most boxes it may refine (1 multiply-add = 1 flop); latency (median, p90) and peak memory (process RSS on CPU, max allocated on CUDA);
-throughput of batched inference through a detectron2 test loader (``--batch-size``); median
+on the most boxes it may refine (1 multiply-add = 1 flop); latency (median, p90) and peak memory
+(process RSS on CPU, max allocated on CUDA); throughput of batched inference through a
+detectron2 test loader (``--batch-size``); median
 training step (forward + backward + optimizer, ``--iters`` after one warm-up) on
 ``SOLVER.IMS_PER_BATCH`` random images with ``--train-gts`` random boxes; COCO metrics when
 ``--weights`` and ``--dataset`` are both given.
