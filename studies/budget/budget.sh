@@ -28,7 +28,8 @@ if [[ -n "${LATENCY:-}" ]]; then
   # shellcheck disable=SC2086
   "$PY" -m bmc_detectron.analysis_tools.benchmark --configs "${cfgs[@]}" --weights "${weights[@]}" \
     --reference faster_rcnn_R_18_FPN_cpu --dataset bccd_val --threads 1 --rounds 4 \
-    --output "$LATENCY_DIR" MODEL.DEVICE cpu $PRECISION
+    --output "$LATENCY_DIR" MODEL.DEVICE cpu $PRECISION \
+    MODEL.RETINANET.NUM_CLASSES 3 MODEL.ROI_HEADS.NUM_CLASSES 3
   exit 0
 fi
 if [[ -n "${REPORT:-}" ]]; then

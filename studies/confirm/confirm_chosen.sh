@@ -37,7 +37,9 @@ if [[ -z "${REPORT:-}" ]]; then
 fi
 LAT=$OUT/latency_chosen
 if [[ ! -f $LAT/latency.json || -n "${RETIME:-}" ]]; then
-  # the models with seed-0 weights, side by side (Faster R-CNN and the chosen model needed)
+  # the models with seed-0 weights, side by side (Faster R-CNN and the chosen model needed), with
+  # BCCD's 3 classes as trained (else the heads' class layers would not load and a dense model
+  # would detect nothing, leaving its refinement stage idle)
   cfgs=() w=()
   for cfg in "$C/$REF.yaml" "$C/compare/$FRCNN.yaml" "$C/$EARLIER.yaml" "$C/$CHOSEN.yaml"; do
     weights=$OUT/runs/$(basename "$cfg" .yaml)/seed0/model_final.pth
@@ -47,7 +49,8 @@ if [[ ! -f $LAT/latency.json || -n "${RETIME:-}" ]]; then
     "$PY" -m bmc_detectron.analysis_tools.benchmark --configs "${cfgs[@]}" --weights "${w[@]}" \
       --dataset bccd_test --reference "$FRCNN" --full "$CHOSEN" --max-ratio 0.5 \
       --num-images 20 --rounds 3 --threads 1 --output "$LAT" \
-      BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST True
+      BMC.PRECISION.CPU_BF16 True BMC.PRECISION.CHANNELS_LAST True \
+      MODEL.RETINANET.NUM_CLASSES 3 MODEL.ROI_HEADS.NUM_CLASSES 3
   else
     echo "latency not timed: seed-0 weights of $FRCNN and $CHOSEN are needed"
   fi
