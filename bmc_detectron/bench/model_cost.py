@@ -52,18 +52,13 @@ class _Refinement(nn.Module):
 
 def _refinement_flops(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of the model's refinement on as many boxes as it may keep per image
-    (``max_detections_per_image``), 64 px squares on a grid over the (1, 3, H, W) input ``x``:
-    the stage's cost at its most, as Faster R-CNN's ROI heads are counted on its proposals."""
+    (``max_detections_per_image``) of the (1, 3, H, W) input ``x``: the stage's cost at its
+    most, as Faster R-CNN's ROI heads are counted on its proposals. Where the boxes lie does not
+    change the count (RoIAlign is not a multiply-add), so they are one 64 px square, repeated."""
     feats = model.backbone(x)
     maps = model.refine_features([feats[f] for f in model.head_in_features])
-    k = int(model.max_detections_per_image)
-    h, w = x.shape[-2:]
-    side = min(64, int(h), int(w))
-    cols = max(1, int(w) // side)
-    i = torch.arange(k)
-    x0 = (i % cols).float() * side % max(1, int(w) - side + 1)
-    y0 = (i // cols).float() * side % max(1, int(h) - side + 1)
-    boxes = torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
+    side = float(min(64, *x.shape[-2:]))
+    boxes = torch.tensor([[0.0, 0.0, side, side]]).repeat(int(model.max_detections_per_image), 1)
     fca = FlopCountAnalysis(_Refinement(model.refinement, boxes), tuple(maps))
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return int(fca.total())
@@ -112,6 +107,9 @@ def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, obj
                 refine = _refinement_flops(model, x)
     finally:
         model.train(was_training)
+    counted = "whole model (RPN + ROI heads)"
+    if head:
+        counted = "backbone+head+refinement" if refine else "backbone+head"
     # detectron2's analysis wraps the model in a tracing adapter: its modules are "model.*"
     backbone = by_module.get("backbone", by_module.get("model.backbone", 0))
     return {
@@ -121,9 +119,5 @@ def count_gflops(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, obj
         "refine_gflops": refine / 1e9,
         "padded_input": [int(padded[0]), int(padded[1])],
         "uncounted_ops": unsupported,
-        "counted": (
-            ("backbone+head+refinement" if refine else "backbone+head")
-            if head
-            else "whole model (RPN + ROI heads)"
-        ),
+        "counted": counted,
     }

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import logging
-import pickle
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +44,7 @@ from torch import Tensor, nn
 
 from bmc_detectron.config import CLASSIFIER_ARCH, build_cfg
 from bmc_detectron.deploy import sidecar as sc
-from bmc_detectron.engine.loading import load_model
+from bmc_detectron.engine.loading import WeightsError, load_model
 from bmc_detectron.evaluation.feature_scores import statistics_path, write_statistics
 from bmc_detectron.evaluation.open_set import read_threshold
 from bmc_detectron.utils.io import atomic_write_bytes
@@ -58,47 +57,6 @@ OPSET = 17
 
 class ExportError(ValueError):
     """A model that cannot be exported as asked (the message names the reason)."""
-
-
-class _RecordingCheckpointer:
-    """Loads weights with detectron2's checkpointer; every key must fit, or ExportError."""
-
-    def __init__(self, model: nn.Module) -> None:
-        from detectron2.checkpoint import DetectionCheckpointer
-
-        class _Checkpointer(DetectionCheckpointer):
-            incompatible = None
-
-            def _load_model(self, checkpoint):
-                self.incompatible = super()._load_model(checkpoint)
-                return self.incompatible
-
-            def _log_incompatible_keys(self, incompatible) -> None:
-                pass  # reported by load() as one error
-
-        self.checkpointer = _Checkpointer(model)
-
-    def load(self, weights: str) -> None:
-        """Load ``weights``; raise :class:`ExportError` for an unreadable file or keys that do
-        not fit the model (missing, unexpected or of another shape)."""
-        try:
-            self.checkpointer.load(weights)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as e:
-            raise ExportError(f"{weights}: not a readable checkpoint ({type(e).__name__})") from e
-        bad = self.checkpointer.incompatible
-        if bad is None:
-            return
-        problems = {
-            "missing": list(bad.missing_keys),
-            "unexpected": list(bad.unexpected_keys),
-            "of another shape": [k for k, *_ in bad.incorrect_shapes],
-        }
-        if any(problems.values()):
-            counts = ", ".join(f"{len(v)} {k}" for k, v in problems.items() if v)
-            names = [k for v in problems.values() for k in v][:3]
-            raise ExportError(
-                f"{weights} does not fit the config: parameters {counts} (e.g. {', '.join(names)})"
-            )
 
 
 def deformable_parts(cfg: CfgNode) -> List[str]:
@@ -124,7 +82,10 @@ def load_for_export(
         raise FileNotFoundError(f"{weights}: weights not found")
     cfg = build_cfg(config_file, [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     # BMC.PRECISION (bf16 autocast, channels-last hooks) is left out: the graph is float32
-    return cfg, load_model(cfg, weights, precision=False, checkpointer=_RecordingCheckpointer)
+    try:
+        return cfg, load_model(cfg, weights, precision=False)
+    except WeightsError as e:
+        raise ExportError(str(e)) from e
 
 
 def _serialise(adapter: TracingAdapter, names: Dict[str, Any]) -> bytes:

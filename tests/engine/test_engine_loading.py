@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bmc_detectron.config import build_cfg
@@ -42,3 +43,20 @@ def test_load_model_weights_mode_and_precision(tmp_path):
     calls.clear()
     load_model(cfg, "", checkpointer=Recorder)
     assert calls == []
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    # a run trained on 3 classes loaded with a config of 5: the class layer would stay random
+    # and the model detect nothing, so the loader names the file and the layer instead
+    from bmc_detectron.engine.loading import WeightsError
+
+    cfg = build_cfg(CPU_CONFIG, [*tiny_opts(), "MODEL.RETINANET.NUM_CLASSES", "3"])
+    path = tmp_path / "three.pth"
+    torch.save({"model": load_model(cfg, "").state_dict()}, path)
+    other = build_cfg(CPU_CONFIG, [*tiny_opts(), "MODEL.RETINANET.NUM_CLASSES", "5"])
+    with pytest.raises(WeightsError, match=r"three\.pth does not fit the config: parameters"):
+        load_model(other, str(path))
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"bad\.pth: not a readable checkpoint"):
+        load_model(cfg, str(tmp_path / "bad.pth"))
+    assert load_model(cfg, str(path)).bmc_weights == str(path)  # the run's own config fits
